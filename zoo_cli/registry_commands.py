@@ -1,0 +1,89 @@
+"""``zoo list`` and ``zoo info``: the registry as tables and JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from zoo_cli.output import FORMATS, print_table, render
+
+LIST_COLUMNS = {
+    "name": "name", "family": "family", "depth": "depth", "params_m": "params (M)", "gflops": "GFLOPs",
+    "ilsvrc": "ILSVRC top-5 err % (year)", "imagenet_top1_error": "ImageNet top-1 err %",
+    "imagenet_top5_error": "top-5 err %", "weights_cached": "cached",
+}
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    listing = commands.add_parser("list", help="table of the registry: depth, size, cost, error rates")
+    listing.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
+    listing.add_argument("--sort", metavar="COLUMN", help="sort by a JSON key, e.g. depth, params, gflops, imagenet_top1_error")
+    listing.add_argument("--format", choices=FORMATS, default="table")
+    listing.add_argument("--timm", metavar="PATTERN", help="list timm models matching PATTERN with their pretrained tags")
+    listing.set_defaults(run=run_list)
+
+    info = commands.add_parser("info", help="everything known about one architecture")
+    info.add_argument("name", help="registry name or timm/<name>")
+    info.add_argument("--format", choices=("table", "json"), default="table")
+    info.set_defaults(run=run_info)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    if args.timm:
+        return _list_timm(args.timm, args.format)
+    import zoo
+
+    names = zoo.list_models(args.pattern)
+    if not names:
+        raise zoo.ZooError(f"no architecture matches '{args.pattern}': see `zoo list` for every name")
+    rows = [zoo.summarize(zoo.get_spec(name)) for name in names]
+    if args.sort:
+        if rows and args.sort not in rows[0]:
+            raise zoo.ZooError(f"cannot sort by '{args.sort}': choose one of {', '.join(rows[0])}")
+        rows.sort(key=lambda row: (row[args.sort] is None, row[args.sort]))
+    if args.format != "table":
+        render(rows, LIST_COLUMNS, args.format)
+        return 0
+    for row in rows:
+        row["params_m"] = row["params"] / 1e6
+        if row["ilsvrc_top5_error"] is not None:
+            row["ilsvrc"] = f"{row['ilsvrc_top5_error']:g} ({row['ilsvrc_year']})"
+            if row["family"] == "AlexNet":
+                row["ilsvrc"] = f"16.4 / 15.3 ({row['ilsvrc_year']})"
+    print_table(rows, LIST_COLUMNS, title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)")
+    return 0
+
+
+def _list_timm(pattern: str, fmt: str) -> int:
+    import timm
+
+    tags: dict[str, list[str]] = {name: [] for name in timm.list_models(pattern)}
+    for full_name in timm.list_pretrained(pattern if "." in pattern else f"{pattern}.*"):
+        name, _, tag = full_name.partition(".")
+        tags.setdefault(name, []).append(tag)
+    rows = [{"name": f"timm/{name}", "pretrained_tags": tags[name]} for name in sorted(tags)]
+    if fmt == "table":
+        rows = [{**row, "pretrained_tags": ", ".join(row["pretrained_tags"]) or "–"} for row in rows]
+    render(rows, {"name": "name", "pretrained_tags": "pretrained tags"}, fmt)
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    import zoo
+
+    details = zoo.describe(zoo.get_spec(args.name))
+    if args.format == "json":
+        print(json.dumps(details, indent=2, ensure_ascii=False))
+        return 0
+    scalars = {k: v for k, v in details.items() if not isinstance(v, list)}
+    print_table([{"key": k, "value": v} for k, v in scalars.items()], {"key": "field", "value": "value"}, details["name"])
+    for result in details["ilsvrc_results"]:
+        print(f"ILSVRC {result['year']}, place {result['place']}: top-5 error {result['top5_error']}% — "
+              f"{result['description']} [{result['source']}]")
+    if details["weights"]:
+        print_table(details["weights"], {"tag": "weights", "imagenet_top1_error": "top-1 err %",
+                                         "imagenet_top5_error": "top-5 err %", "cached": "cached", "path": "path"})
+    stages = [{**s, "output_shape": "×".join(map(str, s["output_shape"]))} for s in details["stages"]]
+    print_table(stages, {"name": "stage", "kind": "kind", "output_shape": "output shape", "params": "params"},
+                f"stages at {details['input_size']} px")
+    return 0
