@@ -1,0 +1,1 @@
+"""Fine-tuning zoo models on an image folder: data, Lightning module, runs, export and reports."""

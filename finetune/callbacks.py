@@ -1,0 +1,91 @@
+"""Run-folder callbacks: per-epoch metrics, training throughput, and a checkpoint on Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+METRICS = ("train/loss", "val/loss", "val/top1_error", "val/top5_error")
+
+
+class EpochMetrics(Callback):
+    """Append one row per validated epoch to ``metrics.csv`` and keep the rows for the summary."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        metrics = trainer.callback_metrics
+        row: dict[str, float | None] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key in METRICS:
+            value = metrics.get(key)
+            row[key] = round(float(value), 6) if value is not None else None
+        row["lr"] = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
+        self.rows.append(row)
+        new = not self.path.exists()
+        with self.path.open("a", newline="", encoding="utf-8") as file:
+            writer = csv.DictWriter(file, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
+class Throughput(Callback):
+    """Training seconds and images per second, data loading included, validation excluded."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.seconds = 0.0
+        self._start: float | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.images += len(batch[1]) * trainer.world_size
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pause()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.training:
+            self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._pause()
+
+    def _pause(self) -> None:
+        if self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+class SaveOnInterrupt(Callback):
+    """On Ctrl-C: save ``last.ckpt`` and print the command that continues the run."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, KeyboardInterrupt):
+            return
+        trainer.save_checkpoint(self.run_dir / "last.ckpt")
+        if trainer.is_global_zero:
+            print(
+                f"\ninterrupted: saved {self.run_dir / 'last.ckpt'}; continue with: "
+                f"zoo finetune --resume {shlex.quote(str(self.run_dir))}",
+                file=sys.stderr,
+            )

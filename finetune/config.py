@@ -1,0 +1,198 @@
+"""The one typed configuration of a fine-tuning run, and its YAML form.
+
+A YAML file in ``configs/`` uses exactly these section and field names; a partial file merges over the
+defaults; unknown keys and wrong types are rejected naming the key. Precedence: defaults < YAML < CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import ZooError
+
+FREEZE_MODES = ("none", "backbone", "until-epoch")
+PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
+AUGMENTS = ("standard", "trivial", "none")
+OPTIMIZERS = ("adamw", "sgd")
+CACHES = ("auto", "memory", "disk", "none")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
+class ConfigError(ZooError):
+    """A configuration value or key that zoo cannot use."""
+
+
+def _choice(section: str, name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{section}.{name} must be one of {', '.join(choices)}, got '{value}'")
+
+
+def _at_least(section: str, name: str, value: float | None, minimum: float) -> None:
+    if value is not None and value < minimum:
+        raise ConfigError(f"{section}.{name} must be at least {minimum}, got {value}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images are and how they are fed."""
+
+    path: str = "digits"
+    image_size: int | None = None  # None: the architecture's default input size
+    val_fraction: float = 0.2
+    batch_size: int = 32
+    num_workers: int | None = None  # None: chosen from the machine
+    augment: str = "standard"
+    class_weights: bool = False
+    cache: str = "none"
+
+    def __post_init__(self) -> None:
+        _choice("data", "augment", self.augment, AUGMENTS)
+        _choice("data", "cache", self.cache, CACHES)
+        _at_least("data", "batch_size", self.batch_size, 1)
+        _at_least("data", "image_size", self.image_size, 8)
+        _at_least("data", "num_workers", self.num_workers, 0)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must lie between 0 and 1, got {self.val_fraction}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network, which starting weights, and the new head."""
+
+    arch: str = "resnet18"
+    weights: str = "default"  # default | none | a weight tag | a file path
+    dropout: float = 0.2
+    memory_format: str = "auto"
+
+    def __post_init__(self) -> None:
+        _choice("model", "memory_format", self.memory_format, MEMORY_FORMATS)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser, schedule and what is trained when."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+    warmup_fraction: float = 0.05
+    label_smoothing: float = 0.0
+    freeze: str = "none"  # none | backbone (linear probe) | until-epoch (freeze, then unfreeze)
+    unfreeze_epoch: int = 1
+    backbone_lr_mult: float = 0.1
+
+    def __post_init__(self) -> None:
+        _choice("optim", "optimizer", self.optimizer, OPTIMIZERS)
+        _choice("optim", "freeze", self.freeze, FREEZE_MODES)
+        for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "label_smoothing", "backbone_lr_mult"):
+            _at_least("optim", name, getattr(self, name), 0.0)
+        _at_least("optim", "unfreeze_epoch", self.unfreeze_epoch, 1)
+        if self.warmup_fraction >= 1 or self.label_smoothing >= 1:
+            raise ConfigError("optim.warmup_fraction and optim.label_smoothing must be below 1")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Lightning's side: length, precision, devices, distribution, seed."""
+
+    epochs: int = 10
+    max_steps: int = -1  # -1: no limit (quick trials set a few steps)
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
+    num_nodes: int = 1
+    strategy: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("trainer", "precision", self.precision, PRECISIONS)
+        _at_least("trainer", "epochs", self.epochs, 1)
+        _at_least("trainer", "num_nodes", self.num_nodes, 1)
+        if self.max_steps != -1 and self.max_steps < 1:
+            raise ConfigError(f"trainer.max_steps must be -1 (no limit) or at least 1, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one fine-tuning run needs; each component receives only its own section."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    out: str | None = None  # the run folder; None: runs/<arch>-<timestamp>
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        if option is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(".devices"):
+            return str(value)
+        if option in (int, float, str, bool) and type(value) is option:
+            return value
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    raise ConfigError(f"config key '{key}' must be {names}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config key '{prefix.rstrip('.') or 'top level'}' must be a mapping of fields")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
+            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+    updates = {}
+    for name, value in values.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            updates[name] = _build(annotation, value, f"{prefix}{name}.", getattr(base, name))
+        else:
+            updates[name] = _check_type(f"{prefix}{name}", value, annotation)
+    return dataclasses.replace(base, **updates)
+
+
+def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
+    """``config`` with the nested ``overrides`` applied (validated like a YAML file)."""
+    return _build(RunConfig, overrides, "", config)
+
+
+def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Read a YAML file over ``base`` (the defaults when omitted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist: see configs/ for examples")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    try:
+        return merge(base or RunConfig(), values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def to_dict(config: RunConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved configuration (every field) as YAML."""
+    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,72 @@
+"""Built-in data sets, written once as image folders so they take the same path as the user's own."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from finetune.data.scan import DataError
+
+COMPLETE_MARKER = ".complete"  # hidden, so scanning the folder ignores it
+
+
+def _write_digits(folder: Path) -> None:
+    # Imported here: scikit-learn is slow to import and only needed once. Digits ships inside it, no download.
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 gray levels to 0..255
+    for index, (image, digit) in enumerate(zip(pixels, digits.target)):
+        (folder / str(digit)).mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / str(digit) / f"{index}.png")
+
+
+_WRITERS: dict[str, Callable[[Path], None]] = {"digits": _write_digits}
+BUILTIN_DATASETS = tuple(_WRITERS)
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """``cache_dir``, else ``$ZOO_CACHE``, else ``~/.cache/zoo``."""
+    return Path(cache_dir or os.environ.get("ZOO_CACHE") or "~/.cache/zoo").expanduser()
+
+
+def resolve_data(data: str, cache_dir: Path | None = None) -> Path:
+    """The image folder for ``data``: a built-in data set's, written on first use, else ``Path(data)``."""
+    path = Path(data)
+    if data not in _WRITERS or path.exists():
+        return path
+    target = cache_root(cache_dir) / "datasets" / data
+    if not (target / COMPLETE_MARKER).is_file():
+        try:
+            _materialise(target, _WRITERS[data])
+        except OSError as error:
+            raise DataError(
+                f"cannot write the built-in data set '{data}' to {target} ({error.strerror or error}); "
+                f"set ZOO_CACHE to a writable folder"
+            ) from error
+    return target
+
+
+def _materialise(target: Path, write: Callable[[Path], None]) -> None:
+    # Written to a staging folder and renamed, so an interrupted run never leaves a half data set behind.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(staging)
+        (staging / COMPLETE_MARKER).touch()
+        if (target / COMPLETE_MARKER).is_file():  # another process finished first
+            return
+        if target.exists():  # without the marker it is incomplete
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except OSError:
+        if not (target / COMPLETE_MARKER).is_file():
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""Scanning an ImageFolder tree: one sub-folder per class, every image really decoded once.
+
+A file that cannot be decoded is skipped with a reason instead of failing a training run hours in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from zoo.errors import ZooError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+class DataError(ZooError):
+    """An image folder or saved split that cannot be used as training data."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and the index of its class."""
+
+    path: Path
+    label: int
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """An image file left out of the data, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The classes of a folder, its usable images sorted by (class, path), and the files skipped."""
+
+    classes: list[str]
+    samples: list[Sample]
+    skipped: list[SkippedFile]
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` has an image suffix (any case) and is not hidden."""
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
+    """Scan ``root/<class>/**/<image>``; with ``classes`` (e.g. the train split's) labels follow that list."""
+    root = Path(os.path.abspath(root))
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"data folder {root} {what}; pass a folder with one sub-folder of images per class")
+    folders = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    if not folders:
+        raise DataError(f"no class sub-folders in {root}; put the images of each class in {root}/<class name>/")
+    names = folders if classes is None else list(classes)
+    unknown = [name for name in folders if name not in names]
+    if unknown:
+        raise DataError(
+            f"class folder '{unknown[0]}' in {root} is not one of the training classes "
+            f"({', '.join(names)}); rename it to a training class or remove it"
+        )
+    if len(names) < 2:
+        raise DataError(
+            f"only {len(names)} class folder in {root} ({', '.join(names)}); add a sub-folder per class, at least 2"
+        )
+
+    loose = [path for path in root.iterdir() if path.is_file() and is_image_file(path)]
+    skipped = [SkippedFile(path, "not in a class folder") for path in loose]
+    label_of = {name: label for label, name in enumerate(names)}
+    candidates = [Sample(path, label_of[name]) for name in folders for path in _image_files(root / name)]
+    # Decoding is I/O and C code that releases the GIL, so threads scale with the disk.
+    with ThreadPoolExecutor() as pool:
+        reasons = list(pool.map(check_image, [sample.path for sample in candidates]))
+    samples = [sample for sample, reason in zip(candidates, reasons) if reason is None]
+    skipped += [SkippedFile(sample.path, reason) for sample, reason in zip(candidates, reasons) if reason is not None]
+
+    usable = Counter(sample.label for sample in samples)
+    for name in folders:
+        if not usable[label_of[name]]:
+            bad = sum(1 for sample in candidates if sample.label == label_of[name])
+            raise DataError(
+                f"class folder {root / name} has no usable image ({bad} skipped); "
+                f"add readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) to it or remove it"
+            )
+    samples.sort(key=lambda sample: (sample.label, sample.path))
+    skipped.sort(key=lambda file: file.path)
+    return ScanResult(names, samples, skipped)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = []
+    # Symlinked folders are not followed: a link cycle would never end.
+    for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        found.extend(Path(directory, name) for name in files if is_image_file(Path(name)))
+    return found
+
+
+def check_image(path: Path) -> str | None:
+    """Decode ``path`` fully; return why it is unusable, or None when it is a good image."""
+    if path.is_symlink() and not path.exists():
+        return "broken link"
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image: cannot identify"
+    except Image.DecompressionBombError:
+        return "too many pixels (decompression bomb guard)"
+    # Image plugins raise many kinds of error on odd files; one bad file must not stop the scan.
+    except Exception as error:  # noqa: BLE001
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return "truncated image" if "truncat" in message.lower() else f"unreadable: {message}"
+    return None

@@ -1,0 +1,139 @@
+"""Train/val/test splits: the folder's own when it has them, else stratified and seeded; saved as CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune.data.scan import DataError, Sample, ScanResult, SkippedFile, scan_folder
+
+CLASSES_FILE = "classes.json"
+PARTS = ("train", "val", "test")
+SAMPLE_COLUMNS = ("path", "label", "class")
+SKIPPED_COLUMNS = ("path", "reason")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The classes and the samples of each part, plus the files the scan skipped."""
+
+    classes: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    skipped: list[SkippedFile]
+
+
+def split_folder(root: Path, val_fraction: float = 0.2, seed: int = 0) -> Split:
+    """Use ``root/train`` and ``root/val`` (and ``root/test``) when both exist, else split ``root`` stratified."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"validation fraction {val_fraction} is not between 0 and 1; pass a fraction such as 0.2")
+    root = Path(root)
+    if not ((root / "train").is_dir() and (root / "val").is_dir()):
+        scan = scan_folder(root)
+        train, val = _stratified(scan.samples, scan.classes, val_fraction, seed)
+        return Split(scan.classes, train, val, [], scan.skipped)
+    train = scan_folder(root / "train")
+    val = scan_folder(root / "val", train.classes)
+    test = scan_folder(root / "test", train.classes) if (root / "test").is_dir() else ScanResult(train.classes, [], [])
+    return Split(train.classes, train.samples, val.samples, test.samples, train.skipped + val.skipped + test.skipped)
+
+
+def _stratified(
+    samples: Sequence[Sample], classes: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[Sample], list[Sample]]:
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for label, name in enumerate(classes):
+        members = [sample for sample in samples if sample.label == label]
+        # Seeding each class by its name keeps its split unchanged when other classes come or go.
+        random.Random(f"{seed}/{name}").shuffle(members)
+        # Every class keeps at least one training image and, when it has two, gets one for validation.
+        n_val = 0 if len(members) < 2 else min(len(members) - 1, max(1, round(len(members) * val_fraction)))
+        val += members[:n_val]
+        train += members[n_val:]
+    return sorted(train, key=_order), sorted(val, key=_order)
+
+
+def _order(sample: Sample) -> tuple[int, Path]:
+    return sample.label, sample.path
+
+
+def save_split(split: Split, folder: Path) -> None:
+    """Write ``classes.json``, ``train/val/test.csv`` (path,label,class) and ``skipped.csv`` (path,reason)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(split.classes, ensure_ascii=False, indent=2) + "\n"
+    (folder / CLASSES_FILE).write_text(text, encoding="utf-8")
+    for part in PARTS:
+        rows = [(sample.path.absolute(), sample.label, split.classes[sample.label]) for sample in getattr(split, part)]
+        _write_csv(folder / f"{part}.csv", SAMPLE_COLUMNS, rows)
+    _write_csv(folder / "skipped.csv", SKIPPED_COLUMNS, [(file.path.absolute(), file.reason) for file in split.skipped])
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def load_split(folder: Path) -> Split:
+    """Read a split written by ``save_split``; every listed image must still exist."""
+    try:
+        classes = json.loads((folder / CLASSES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or error
+        message = f"no readable saved split in {folder} ({CLASSES_FILE}: {reason}); split the data again"
+        raise DataError(message) from error
+    parts = {part: _read_samples(folder / f"{part}.csv", classes) for part in PARTS}
+    skipped = [SkippedFile(Path(path), reason) for path, reason in _read_csv(folder / "skipped.csv", SKIPPED_COLUMNS)]
+    missing = [sample.path for samples in parts.values() for sample in samples if not sample.path.is_file()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} image files listed in {folder} no longer exist (first: {missing[0]}); "
+            f"restore them or split the data folder again"
+        )
+    return Split(classes, parts["train"], parts["val"], parts["test"], skipped)
+
+
+def _read_samples(path: Path, classes: Sequence[str]) -> list[Sample]:
+    samples = []
+    for line, (image, label, name) in enumerate(_read_csv(path, SAMPLE_COLUMNS), start=2):
+        if not (label.isdigit() and int(label) < len(classes) and classes[int(label)] == name):
+            raise DataError(
+                f"line {line} of {path}: label {label} does not match class '{name}' in {CLASSES_FILE}; "
+                f"split the data again"
+            )
+        samples.append(Sample(Path(image), int(label)))
+    return samples
+
+
+def _read_csv(path: Path, columns: Sequence[str]) -> list[list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            rows = list(csv.reader(file))
+    except OSError as error:
+        raise DataError(f"cannot read {path} ({error.strerror}); split the data again") from error
+    if not rows or tuple(rows[0]) != tuple(columns) or any(len(row) != len(columns) for row in rows):
+        raise DataError(f"{path} is not a split file with columns {','.join(columns)}; split the data again")
+    return rows[1:]
+
+
+def class_counts(samples: Iterable[Sample], classes: Sequence[str]) -> dict[str, int]:
+    """Images per class, in class order, zero for a class without images."""
+    counts = Counter(sample.label for sample in samples)
+    return {name: counts[label] for label, name in enumerate(classes)}
+
+
+def imbalance_ratio(counts: Mapping[str, int]) -> float:
+    """Largest class count over the smallest: 1.0 is balanced, ``inf`` when a class is empty."""
+    if not counts:
+        return 1.0
+    smallest, largest = min(counts.values()), max(counts.values())
+    return math.inf if smallest == 0 else largest / smallest

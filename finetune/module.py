@@ -1,0 +1,117 @@
+"""The LightningModule: given a ready network, trains it as a classifier and measures top-1 / top-k error."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from finetune.config import OptimConfig
+
+
+class Classifier(pl.LightningModule):
+    """Cross-entropy fine-tuning of ``network`` whose classifier sits at dotted path ``head``.
+
+    ``metadata`` (architecture, classes, input settings) is stored in every checkpoint under ``"zoo"``
+    so a checkpoint alone can rebuild the model.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        head: str,
+        num_classes: int,
+        optim: OptimConfig,
+        class_weights: list[float] | None = None,
+        metadata: dict[str, Any] | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"head": head, "num_classes": num_classes, "optim": dataclasses.asdict(optim)})
+        self.network = network
+        self.head = head
+        self.optim = optim
+        self.metadata = metadata or {}
+        self.memory_format = memory_format
+        self.top_k = min(5, num_classes)
+        weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=optim.label_smoothing)
+        self.train_loss = MeanMetric()
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_topk = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro")
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(images.contiguous(memory_format=self.memory_format))
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.network.get_submodule(self.head).parameters())
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        head = {id(p) for p in self.head_parameters()}
+        return [p for p in self.network.parameters() if id(p) not in head]
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Keep frozen BatchNorm layers in eval mode so their running statistics never drift."""
+        super().train(mode)
+        if mode:
+            for module in self.network.modules():
+                params = list(module.parameters(recurse=False))
+                if isinstance(module, _BatchNorm) and params and not any(p.requires_grad for p in params):
+                    module.eval()
+        return self
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        images, labels = batch
+        loss = self.loss(self(images), labels)
+        self.train_loss.update(loss.detach(), len(labels))
+        self.log("train/step_loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.val_top1.update(logits, labels)
+        self.val_topk.update(logits, labels)
+
+    def on_validation_epoch_end(self) -> None:
+        # Every per-epoch figure is logged here, so callbacks read one consistent set at on_validation_end.
+        if self.train_loss.update_called:
+            self.log("train/loss", self.train_loss.compute())
+            self.train_loss.reset()
+        self.log("val/top1_error", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True)
+        self.log("val/top5_error", 100.0 * (1.0 - self.val_topk.compute()))
+        self.val_top1.reset()
+        self.val_topk.reset()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optim = self.optim
+        groups = [
+            {"params": self.head_parameters(), "lr": optim.lr},
+            {"params": self.backbone_parameters(), "lr": optim.lr * optim.backbone_lr_mult},
+        ]
+        if optim.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, momentum=optim.momentum, weight_decay=optim.weight_decay, nesterov=True)
+        else:
+            optimizer = torch.optim.AdamW(groups, weight_decay=optim.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(total * optim.warmup_fraction)
+
+        def warmup_cosine(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["zoo"] = self.metadata

@@ -1,0 +1,267 @@
+"""``train(config)``: from a folder of images to a trained, measured classifier in a run folder."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+import zoo
+from finetune.callbacks import EpochMetrics, SaveOnInterrupt, Throughput
+from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
+from finetune.data.builtin import resolve_data
+from finetune.data.datamodule import ImageDataModule
+from finetune.data.split import Split, class_counts, imbalance_ratio, load_split, save_split, split_folder
+from finetune.data.transforms import resize_size
+from finetune.freezing import BackboneFreeze
+from finetune.hardware import choose_memory_format, choose_precision
+from finetune.module import Classifier
+from finetune.plots import plot_learning_curves
+from zoo.spec import ArchSpec
+
+IMBALANCE_WARNING_RATIO = 3.0
+RUN_DIR_ENV = "ZOO_RUN_DIR"  # hands the run folder to the processes a DDP launch starts
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where the run lives and what it measured (the content of ``summary.json``)."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def _is_launched_worker() -> bool:
+    """True in the extra processes Lightning's DDP launcher starts (they re-run the same command)."""
+    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+
+
+def _say(message: str, *, warning: bool = False) -> None:
+    if not _is_launched_worker():
+        print(f"zoo: {'warning: ' if warning else ''}{message}", file=sys.stderr if warning else sys.stdout, flush=True)
+
+
+def new_run_dir(config: RunConfig) -> Path:
+    """The run folder for a new run; refuses one that already holds files (nothing is overwritten)."""
+    if _is_launched_worker() and RUN_DIR_ENV in os.environ:
+        return Path(os.environ[RUN_DIR_ENV])
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.out) if config.out else Path("runs") / f"{config.model.arch.replace('/', '_')}-{stamp}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(
+            f"run folder {run_dir} already holds a run: choose another --out, or continue it with --resume {run_dir}"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    return run_dir
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The saved configuration of ``run_dir`` with ``overrides`` (e.g. more epochs) applied."""
+    if not (run_dir / "last.ckpt").is_file():
+        raise ConfigError(f"cannot resume {run_dir}: it has no last.ckpt (start a new run with zoo finetune)")
+    return merge(load_config(run_dir / "config.yaml"), overrides)
+
+
+def _prepare_split(config: RunConfig, run_dir: Path, resuming: bool) -> Split:
+    if resuming or _is_launched_worker():
+        return load_split(run_dir)
+    root = resolve_data(config.data.path)
+    split = split_folder(root, val_fraction=config.data.val_fraction, seed=config.trainer.seed)
+    save_split(split, run_dir)
+    if split.skipped:
+        _say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})", warning=True)
+    counts = class_counts(split.train, split.classes)
+    _say(f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} val images: "
+         + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    ratio = imbalance_ratio(counts)
+    if ratio >= IMBALANCE_WARNING_RATIO and not config.data.class_weights:
+        _say(f"classes are imbalanced (largest/smallest = {ratio:.1f}): consider --class-weights", warning=True)
+    return split
+
+
+def _class_weights(split: Split) -> list[float]:
+    """Inverse-frequency loss weights, 1.0 on average over classes."""
+    counts = class_counts(split.train, split.classes)
+    total, num_classes = sum(counts.values()), len(counts)
+    return [total / (num_classes * max(1, count)) for count in counts.values()]
+
+
+def _devices(devices: str) -> int | str | list[int]:
+    if devices == "auto":
+        return devices
+    try:
+        return [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
+    except ValueError:
+        raise ConfigError(f"trainer.devices must be auto, a count or a list like 0,1; got '{devices}'") from None
+
+
+def _image_size(config: RunConfig, spec: ArchSpec) -> int:
+    size = config.data.image_size or spec.input_size
+    if size < spec.min_input_size:
+        raise ConfigError(f"{spec.name} needs images of at least {spec.min_input_size} px: raise --image-size (got {size})")
+    return size
+
+
+def _weights(config: RunConfig, spec: ArchSpec) -> str | None:
+    if config.model.weights == "none":
+        return None
+    if config.model.weights == "default" and spec.weights is None:
+        _say(f"{spec.name} has no pretrained weights: training from scratch")
+        return None
+    return config.model.weights
+
+
+def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size: int) -> tuple[Classifier, str]:
+    """The network from the registry wrapped in the LightningModule; returns it and the weights origin."""
+    weights = _weights(config, spec)
+    network = zoo.create_model(spec.name, len(split.classes), weights=weights, dropout=config.model.dropout)
+    memory_format = choose_memory_format(config.model.memory_format, network)
+    _say(f"memory format: {memory_format.value} ({memory_format.reason})")
+    torch_format = torch.channels_last if memory_format.value == "channels_last" else torch.contiguous_format
+    network = network.to(memory_format=torch_format)
+    origin = weights if weights is None or "/" in weights or weights.endswith((".pth", ".safetensors")) else (
+        spec.weights.default_tag if weights == "default" else weights
+    )
+    metadata = {
+        "arch": spec.name,
+        "classes": split.classes,
+        "num_classes": len(split.classes),
+        "image_size": image_size,
+        "resize": resize_size(spec, image_size),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "interpolation": spec.interpolation,
+        "dropout": config.model.dropout,
+        "weights": origin or "none",
+    }
+    module = Classifier(
+        network,
+        head=spec.head,
+        num_classes=len(split.classes),
+        optim=config.optim,
+        class_weights=_class_weights(split) if config.data.class_weights else None,
+        metadata=metadata,
+        memory_format=torch_format,
+    )
+    return module, origin or "none"
+
+
+class _DropLightningTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "💡" not in record.getMessage()
+
+
+def _quiet_lightning() -> None:
+    """Drop Lightning's advertising and the warnings that zoo's own layout triggers on purpose."""
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
+    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers")
+
+
+def train(config: RunConfig, *, resume: Path | None = None) -> RunResult:
+    """Fine-tune ``config.model.arch`` on ``config.data.path``; everything lands in the run folder."""
+    _quiet_lightning()
+    spec = zoo.get_spec(config.model.arch)
+    image_size = _image_size(config, spec)
+    run_dir = resume if resume is not None else new_run_dir(config)
+    split = _prepare_split(config, run_dir, resuming=resume is not None)
+    if not _is_launched_worker():
+        save_config(config, run_dir / "config.yaml")
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    module, weights_origin = build_classifier(config, spec, split, image_size)
+    precision = choose_precision(config.trainer.precision, config.trainer.accelerator)
+    _say(f"precision: {precision.value} ({precision.reason})")
+
+    metrics = EpochMetrics(run_dir / "metrics.csv")
+    throughput = Throughput()
+    checkpoints = pl.callbacks.ModelCheckpoint(
+        dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min", save_last=True,
+        auto_insert_metric_name=False, enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir)]
+    if config.optim.freeze != "none":
+        callbacks.append(BackboneFreeze(config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else None))
+    trainer = pl.Trainer(
+        default_root_dir=run_dir,
+        max_epochs=config.trainer.epochs,
+        max_steps=config.trainer.max_steps,
+        precision=precision.value,
+        accelerator=config.trainer.accelerator,
+        devices=_devices(config.trainer.devices),
+        num_nodes=config.trainer.num_nodes,
+        strategy=config.trainer.strategy,
+        callbacks=callbacks,
+        logger=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+    data = ImageDataModule(split, spec, image_size, config.data)
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None)
+    if not trainer.is_global_zero:
+        return RunResult(run_dir, {})
+    summary = {
+        "arch": spec.name,
+        "weights": weights_origin,
+        "num_classes": len(split.classes),
+        "classes": split.classes,
+        "num_train": len(split.train),
+        "num_val": len(split.val),
+        "num_skipped": len(split.skipped),
+        "image_size": image_size,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "precision": precision.value,
+        "memory_format": "channels_last" if module.memory_format == torch.channels_last else "contiguous",
+        **_final_metrics(run_dir / "metrics.csv"),
+        "top5_k": module.top_k,
+        "train_seconds": round(throughput.seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 3),
+        "train_images_per_second": round(throughput.images_per_second, 2),
+        "best_checkpoint": str(run_dir / "best.ckpt"),
+        "last_checkpoint": str(run_dir / "last.ckpt"),
+        "seed": config.trainer.seed,
+        "config": dataclasses.asdict(config),
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    rows = _read_metrics(run_dir / "metrics.csv")
+    if rows:
+        plot_learning_curves(rows, run_dir / "learning_curves.png", f"{spec.name} on {Path(config.data.path).name}")
+    return RunResult(run_dir, summary)
+
+
+def _read_metrics(path: Path) -> list[dict[str, float | None]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as file:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(file)]
+
+
+def _final_metrics(path: Path) -> dict[str, float | None]:
+    """Errors of the best checkpoint (the model one exports) and of the last epoch."""
+    rows = _read_metrics(path)
+    best = min((r for r in rows if r.get("val/top1_error") is not None), key=lambda r: r["val/top1_error"], default={})
+    last = rows[-1] if rows else {}
+    return {
+        "val_top1_error": best.get("val/top1_error"),
+        "val_top5_error": best.get("val/top5_error"),
+        "val_loss": best.get("val/loss"),
+        "best_epoch": int(best["epoch"]) + 1 if best else None,
+        "final_val_top1_error": last.get("val/top1_error"),
+        "final_val_top5_error": last.get("val/top5_error"),
+    }

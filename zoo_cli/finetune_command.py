@@ -1,0 +1,127 @@
+"""``zoo finetune``: flags become config overrides (defaults < --config YAML < flags), then one call."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# flag destination -> (config section, field); None section means a top-level field
+FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
+    "data": ("data", "path"),
+    "image_size": ("data", "image_size"),
+    "batch_size": ("data", "batch_size"),
+    "val_fraction": ("data", "val_fraction"),
+    "num_workers": ("data", "num_workers"),
+    "augment": ("data", "augment"),
+    "class_weights": ("data", "class_weights"),
+    "cache": ("data", "cache"),
+    "arch": ("model", "arch"),
+    "weights": ("model", "weights"),
+    "dropout": ("model", "dropout"),
+    "memory_format": ("model", "memory_format"),
+    "optimizer": ("optim", "optimizer"),
+    "lr": ("optim", "lr"),
+    "weight_decay": ("optim", "weight_decay"),
+    "label_smoothing": ("optim", "label_smoothing"),
+    "backbone_lr_mult": ("optim", "backbone_lr_mult"),
+    "epochs": ("trainer", "epochs"),
+    "max_steps": ("trainer", "max_steps"),
+    "precision": ("trainer", "precision"),
+    "accelerator": ("trainer", "accelerator"),
+    "devices": ("trainer", "devices"),
+    "num_nodes": ("trainer", "num_nodes"),
+    "strategy": ("trainer", "strategy"),
+    "seed": ("trainer", "seed"),
+    "out": (None, "out"),
+}
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    """The run settings shared by ``zoo finetune`` and ``zoo compare``."""
+    parser.add_argument("--config", type=Path, help="YAML run config (see configs/); flags override it")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (quick trials)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--optimizer", choices=("adamw", "sgd"))
+    parser.add_argument("--image-size", type=int, help="input size in px (default: the architecture's)")
+    parser.add_argument("--val-fraction", type=float, help="share of images held out when there is no val/ folder")
+    parser.add_argument("--num-workers", type=int, help="data-loader processes (default: from the machine)")
+    parser.add_argument("--augment", choices=("standard", "trivial", "none"),
+                        help="standard: random resized crop + flip; trivial: + TrivialAugment")
+    parser.add_argument("--class-weights", action="store_true", default=None, help="inverse-frequency loss weights")
+    parser.add_argument("--cache", choices=("auto", "memory", "disk", "none"), help="decode-once image cache")
+    parser.add_argument("--weights", help="default | none | a weight tag | a .pth/.safetensors file")
+    parser.add_argument("--freeze", nargs="+", metavar="MODE",
+                        help="none | backbone (linear probe) | until-epoch N (freeze, then unfreeze at epoch N)")
+    parser.add_argument("--backbone-lr-mult", type=float, help="backbone learning rate = lr × this")
+    parser.add_argument("--dropout", type=float, help="dropout before the new linear head")
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"))
+    parser.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed (auto: bf16-mixed where the hardware runs it natively)")
+    parser.add_argument("--accelerator", help="auto | cpu | gpu (Lightning's)")
+    parser.add_argument("--devices", help="auto, a count, or a list like 0,1")
+    parser.add_argument("--num-nodes", type=int)
+    parser.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
+    parser.add_argument("--seed", type=int)
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("finetune", help="fine-tune an architecture on a folder of images")
+    parser.add_argument("--arch", help="registry name or timm/<name> (default: resnet18)")
+    parser.add_argument("--data", help="image folder (one sub-folder per class) or a built-in dataset: digits")
+    parser.add_argument("--out", help="run folder (default: runs/<arch>-<timestamp>)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.ckpt")
+    add_training_flags(parser)
+    parser.set_defaults(run=run_finetune)
+
+
+def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested config overrides from the flags the user actually gave."""
+    from finetune.config import FREEZE_MODES, ConfigError
+
+    overrides: dict[str, Any] = {}
+    for flag, (section, name) in FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "devices":
+            value = str(value)
+        target = overrides.setdefault(section, {}) if section else overrides
+        target[name] = value
+    if getattr(args, "freeze", None):
+        mode, *rest = args.freeze
+        if mode not in FREEZE_MODES or (mode == "until-epoch") != (len(rest) == 1) or len(rest) > 1:
+            raise ConfigError("--freeze takes none, backbone, or until-epoch N (e.g. --freeze until-epoch 2)")
+        optim = overrides.setdefault("optim", {})
+        optim["freeze"] = mode
+        if rest:
+            if not rest[0].isdigit():
+                raise ConfigError(f"--freeze until-epoch needs a whole epoch number, got '{rest[0]}'")
+            optim["unfreeze_epoch"] = int(rest[0])
+    return overrides
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from finetune.config import RunConfig, load_config, merge
+    from finetune.run import resume_config, train
+    from zoo_cli.output import print_table
+
+    overrides = overrides_from_flags(args)
+    if args.resume is not None:
+        config = resume_config(args.resume, overrides)
+    else:
+        config = merge(load_config(args.config) if args.config else RunConfig(), overrides)
+    result = train(config, resume=args.resume)
+    if not result.summary:  # a DDP worker process: rank 0 reports
+        return 0
+    summary = result.summary
+    keys = ("arch", "weights", "num_classes", "num_train", "num_val", "num_skipped", "epochs", "precision",
+            "val_top1_error", "val_top5_error", "train_seconds", "train_images_per_second")
+    rows = [{"key": key if key != "val_top5_error" else f"val_top{summary['top5_k']}_error", "value": summary[key]}
+            for key in keys]
+    print_table(rows, {"key": "metric", "value": "value"}, title="fine-tuning result (errors in %)")
+    print(f"run folder: {result.run_dir}")
+    return 0
