@@ -90,7 +90,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
     freeze: str = "none"  # none | backbone (linear probe) | until-epoch (freeze, then unfreeze)
     unfreeze_epoch: int = 1
-    backbone_lr_mult: float = 0.1
+    backbone_lr_mult: float = 1.0  # the linear-probe and freeze-then-unfreeze configs lower it
 
     def __post_init__(self) -> None:
         _choice("optim", "optimizer", self.optimizer, OPTIMIZERS)
