@@ -75,14 +75,9 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     return merge(load_config(run_dir / "config.yaml"), overrides)
 
 
-def _prepare_split(config: RunConfig, run_dir: Path, resuming: bool) -> Split:
-    if resuming or _is_launched_worker():
-        return load_split(run_dir)
-    root = resolve_data(config.data.path)
-    split = split_folder(root, val_fraction=config.data.val_fraction, seed=config.trainer.seed)
-    save_split(split, run_dir)
-    if split.skipped:
-        _say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})", warning=True)
+def make_split(config: RunConfig) -> Split:
+    """Scan and split ``config.data.path`` (nothing is written yet) and report what was found."""
+    split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction, seed=config.trainer.seed)
     counts = class_counts(split.train, split.classes)
     _say(f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} val images: "
          + ", ".join(f"{name} {count}" for name, count in counts.items()))
@@ -170,19 +165,33 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
+    warnings.filterwarnings("ignore", message=r".*could not find the monitored key")  # a max_steps stop mid-epoch
+    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # frozen BatchNorm, on purpose
 
 
-def train(config: RunConfig, *, resume: Path | None = None) -> RunResult:
-    """Fine-tune ``config.model.arch`` on ``config.data.path``; everything lands in the run folder."""
+def train(config: RunConfig, *, resume: Path | None = None, split: Split | None = None) -> RunResult:
+    """Fine-tune ``config.model.arch`` on ``config.data.path``; everything lands in the run folder.
+
+    ``split`` reuses a split made elsewhere (``zoo compare`` shares one); by default one is made from
+    the data folder, or read back from the run folder when resuming. The data and the weights are
+    checked before the run folder is created, so a failed start leaves nothing behind.
+    """
     _quiet_lightning()
     spec = zoo.get_spec(config.model.arch)
     image_size = _image_size(config, spec)
-    run_dir = resume if resume is not None else new_run_dir(config)
-    split = _prepare_split(config, run_dir, resuming=resume is not None)
-    if not _is_launched_worker():
-        save_config(config, run_dir / "config.yaml")
+    if resume is not None or _is_launched_worker():
+        split = load_split(resume or Path(os.environ[RUN_DIR_ENV]))
+    elif split is None:
+        split = make_split(config)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module, weights_origin = build_classifier(config, spec, split, image_size)
+    run_dir = resume if resume is not None else new_run_dir(config)
+    if resume is None and not _is_launched_worker():
+        save_split(split, run_dir)
+        save_config(config, run_dir / "config.yaml")
+        if split.skipped:
+            _say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})",
+                 warning=True)
     precision = choose_precision(config.trainer.precision, config.trainer.accelerator)
     _say(f"precision: {precision.value} ({precision.reason})")
 
@@ -213,6 +222,7 @@ def train(config: RunConfig, *, resume: Path | None = None) -> RunResult:
     data = ImageDataModule(split, spec, image_size, config.data)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None)
+    _validate_final_step(trainer, module, data, metrics, checkpoints)
     if not trainer.is_global_zero:
         return RunResult(run_dir, {})
     summary = {
@@ -243,6 +253,19 @@ def train(config: RunConfig, *, resume: Path | None = None) -> RunResult:
     if rows:
         plot_learning_curves(rows, run_dir / "learning_curves.png", f"{spec.name} on {Path(config.data.path).name}")
     return RunResult(run_dir, summary)
+
+
+def _validate_final_step(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, metrics: EpochMetrics,
+                         checkpoints: pl.callbacks.ModelCheckpoint) -> None:
+    """A run cut short by ``max_steps`` mid-epoch is still measured and checkpointed at its last step."""
+    if metrics.rows and metrics.rows[-1]["step"] == trainer.global_step:
+        return
+    trainer.validate(module, datamodule=data, verbose=False)
+    error = trainer.callback_metrics.get("val/top1_error")
+    best = checkpoints.best_model_score
+    if best is None or (error is not None and float(error) < float(best)):
+        trainer.save_checkpoint(Path(checkpoints.dirpath) / "best.ckpt")
+    trainer.save_checkpoint(Path(checkpoints.dirpath) / "last.ckpt")
 
 
 def _read_metrics(path: Path) -> list[dict[str, float | None]]:

@@ -1,0 +1,98 @@
+"""What a command is pointed at (a run folder, a ``.ckpt`` or an exported bundle) as a model, loaded safely.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: a file that needs arbitrary code to unpickle
+is refused with one line, and that code never runs. Bundles hold safetensors and JSON, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.bundle import METADATA_FILE, LoadedModel, build_network, load
+from zoo.errors import ZooError
+
+RUN_CHECKPOINT = "best.ckpt"
+SUMMARY_FILE = "summary.json"
+NETWORK_PREFIX = "network."  # the zoo network's attribute in finetune.module.Classifier
+
+
+@dataclass(frozen=True)
+class Source:
+    """A model to evaluate, predict with or export, and where it came from."""
+
+    path: Path
+    model: LoadedModel
+    run_dir: Path | None  # set when the source is a run folder: its saved split is the default data
+    validation: dict[str, Any] | None  # the model's validation metrics, when known
+
+
+def _reason(error: Exception) -> str:
+    text = str(error)
+    # torch's refusal is a paragraph; its useful part follows this marker.
+    detail = text.partition("WeightsUnpickler error:")[2].strip() or text.strip()
+    line = detail.splitlines()[0] if detail else ""
+    return f"{type(error).__name__}: {line[:200]}" if line else type(error).__name__
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The content of a Lightning checkpoint written by ``zoo finetune``, holding plain tensors only."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every unreadable file gets the same one-line message
+        raise ZooError(
+            f"cannot load {path}: it is not a plain-tensor checkpoint ({_reason(error)}); zoo loads checkpoints "
+            "with weights_only=True and never runs code stored in them: use a .ckpt written by zoo finetune"
+        ) from error
+    if not (isinstance(content, dict) and isinstance(content.get("zoo"), dict) and "state_dict" in content):
+        raise ZooError(f"{path} is not a zoo checkpoint (no zoo metadata): use a .ckpt written by zoo finetune")
+    return content
+
+
+def load_checkpoint(path: Path) -> LoadedModel:
+    """Rebuild the network of a ``zoo finetune`` checkpoint without Lightning."""
+    content = read_checkpoint(path)
+    state_dict = {
+        key.removeprefix(NETWORK_PREFIX): tensor
+        for key, tensor in content["state_dict"].items()
+        if key.startswith(NETWORK_PREFIX)
+    }
+    return LoadedModel(build_network(content["zoo"], state_dict, str(path)), content["zoo"])
+
+
+def _validation(checkpoint: Path) -> dict[str, Any] | None:
+    """The run's validation figures, which ``summary.json`` gives for its best checkpoint only."""
+    try:
+        summary = json.loads((checkpoint.parent / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if Path(summary.get("best_checkpoint", "")).name != checkpoint.name:
+        return None
+    return {
+        "top1_error": summary.get("val_top1_error"),
+        "topk_error": summary.get("val_top5_error"),
+        "k": summary.get("top5_k"),
+        "loss": summary.get("val_loss"),
+    }
+
+
+def load_source(path: str | Path) -> Source:
+    """Load a run folder (its best.ckpt), a ``.ckpt`` file, or a bundle folder (``zoo.json``)."""
+    path = Path(path)
+    if path.is_dir() and (path / METADATA_FILE).is_file():
+        model = load(path)
+        return Source(path, model, None, model.metadata.get("validation"))
+    if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
+        checkpoint = path / RUN_CHECKPOINT
+        return Source(path, load_checkpoint(checkpoint), path, _validation(checkpoint))
+    if path.is_file():
+        return Source(path, load_checkpoint(path), None, _validation(path))
+    what = "is a folder with neither best.ckpt nor zoo.json" if path.is_dir() else "does not exist"
+    raise ZooError(f"{path} {what}: pass a run folder of zoo finetune, a .ckpt file, or a bundle of zoo export")

@@ -1,0 +1,204 @@
+"""``evaluate``: a trained model on labelled images, written as metrics, a confusion matrix and a report.
+
+Errors are in percent (as in ``summary.json``); precision, recall and F1 are fractions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+    multiclass_precision,
+    multiclass_recall,
+)
+
+from finetune.atomic import write_text
+from finetune.checkpoint import Source, load_source
+from finetune.confusion import plot_confusion_matrix, write_confusion_csv
+from finetune.data.images import ImageDataset
+from finetune.data.scan import DataError, Sample, scan_folder
+from finetune.data.split import PARTS, load_split
+from finetune.hardware import choose_num_workers
+from zoo.bundle import LoadedModel
+from zoo.errors import ZooError
+
+SPLITS = ("val", "test", "all")
+
+
+@dataclass(frozen=True)
+class LabelledImages:
+    """The images an evaluation runs on, what they are, and what the user should know about them."""
+
+    description: str
+    split: str
+    samples: list[Sample]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Where the files went, the content of ``metrics.json``, and the warnings about the data."""
+
+    out_dir: Path
+    metrics: dict[str, Any]
+    warnings: list[str]
+
+
+def _from_run(run_dir: Path, split: str, classes: list[str]) -> LabelledImages:
+    saved = load_split(run_dir)
+    if saved.classes != classes:
+        raise DataError(f"the split saved in {run_dir} has other classes than its checkpoint: evaluate with --data DIR")
+    samples = saved.train + saved.val + saved.test if split == "all" else getattr(saved, split)
+    if not samples:
+        raise DataError(f"run {run_dir} has no {split} images (its data had no {split}/ folder): pass --data DIR")
+    return LabelledImages(f"{run_dir} ({split} split of the run)", split, samples, [])
+
+
+def _class_folders(root: Path) -> set[str]:
+    return {entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")}
+
+
+def _from_folder(root: Path, split: str | None, classes: list[str]) -> LabelledImages:
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist; pass a folder with one sub-folder of images per class")
+    # The same layout rule as training: train/ and val/ side by side mean the folder is already split.
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        split = split or "val"
+        parts = [root / part for part in PARTS if (root / part).is_dir()] if split == "all" else [root / split]
+        if not parts[0].is_dir():
+            raise DataError(f"{root} has no {split}/ folder: choose --split val or all")
+    elif split in ("val", "test"):
+        raise DataError(f"{root} has no train/ and val/ sub-folders, so no {split} split: evaluate it whole with --split all")
+    else:
+        split, parts = "all", [root]
+    folders = set().union(*(_class_folders(part) for part in parts))
+    unknown = sorted(folders - set(classes))
+    if unknown:
+        raise DataError(
+            f"class folders unknown to the model in {root}: {', '.join(unknown)} "
+            f"(it knows {', '.join(classes)}); rename them to known classes or remove them"
+        )
+    warnings = []
+    missing = [name for name in classes if name not in folders]
+    if missing:
+        warnings.append(f"no images of the known classes {', '.join(missing)} in {root}: their recall is not measured")
+    scans = [scan_folder(part, classes) for part in parts]
+    skipped = [file for scan in scans for file in scan.skipped]
+    if skipped:
+        warnings.append(f"skipped {len(skipped)} unreadable files (first: {skipped[0].path}: {skipped[0].reason})")
+    return LabelledImages(f"{root} ({split})", split, [sample for scan in scans for sample in scan.samples], warnings)
+
+
+def select_images(source: Source, data: Path | None, split: str | None) -> LabelledImages:
+    """The images to evaluate on: ``data`` (split by its sub-folders), else the run's own split."""
+    if split is not None and split not in SPLITS:
+        raise ZooError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
+    if data is not None:
+        return _from_folder(Path(data), split, source.model.classes)
+    if source.run_dir is None:
+        raise ZooError(f"{source.path} is not a run folder, so it has no data of its own: pass --data DIR")
+    return _from_run(source.run_dir, split or "val", source.model.classes)
+
+
+def collect_logits(model: LoadedModel, samples: Sequence[Sample], batch_size: int) -> tuple[Tensor, Tensor]:
+    """The model's logits for ``samples`` and their labels, in order."""
+    workers = choose_num_workers(None, len(samples))
+    loader = DataLoader(ImageDataset(samples, model.transform), batch_size=batch_size, num_workers=workers)
+    logits, labels = [], []
+    for images, batch_labels in loader:
+        logits.append(model.logits(images))
+        labels.append(batch_labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str]) -> tuple[dict[str, Any], Tensor]:
+    """Top-1 and top-k error (k = min(5, classes)), loss, per-class figures, and the confusion matrix."""
+    count = len(classes)
+    k = min(5, count)
+    top1 = multiclass_accuracy(logits, labels, count, top_k=1, average="micro").item()
+    topk = multiclass_accuracy(logits, labels, count, top_k=k, average="micro").item()
+    per_class = zip(
+        classes,
+        multiclass_precision(logits, labels, count, average=None).tolist(),
+        multiclass_recall(logits, labels, count, average=None).tolist(),
+        multiclass_f1_score(logits, labels, count, average=None).tolist(),
+        torch.bincount(labels, minlength=count).tolist(),
+    )
+    metrics = {
+        "num_images": len(labels),
+        "num_classes": count,
+        "k": k,
+        "top1_error": round(100.0 * (1.0 - top1), 4),
+        "topk_error": round(100.0 * (1.0 - topk), 4),
+        "loss": round(F.cross_entropy(logits, labels).item(), 6),
+        "per_class": [
+            {"class": name, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": n}
+            for name, p, r, f, n in per_class
+        ],
+    }
+    return metrics, multiclass_confusion_matrix(logits, labels, count)
+
+
+def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
+    k = metrics["k"]
+    lines = [
+        f"# Evaluation of {metrics['source']}",
+        "",
+        f"- data: {metrics['data']}, {metrics['num_images']} images, {metrics['num_classes']} classes",
+        f"- top-1 error: {metrics['top1_error']:.2f} %",
+        f"- top-{k} error: {metrics['topk_error']:.2f} %",
+        f"- loss (cross-entropy): {metrics['loss']:.4f}",
+        *(f"- warning: {warning}" for warning in warnings),
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+        *(f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+          for row in metrics["per_class"]),
+        "",
+        "## Confusion matrix",
+        "",
+        "Rows are true classes, columns predicted ones; counts in `confusion_matrix.csv`.",
+        "",
+        "![confusion matrix](confusion_matrix.png)",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _default_out(source: Source, data: Path | None, split: str) -> Path:
+    if data is None and source.run_dir is not None:
+        return source.run_dir / f"eval-{split}"
+    return Path(f"eval-{(data or source.path).name}-{split}")
+
+
+def evaluate(
+    source: str | Path, data: Path | None = None, split: str | None = None, out: Path | None = None,
+    batch_size: int = 64,
+) -> EvaluationResult:
+    """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png, report.md."""
+    loaded = load_source(source)
+    images = select_images(loaded, data, split)
+    model = loaded.model.to("cuda" if torch.cuda.is_available() else "cpu")
+    metrics, confusion = compute_metrics(*collect_logits(model, images.samples, batch_size), model.classes)
+    metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, **metrics}
+    out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")
+    title = f"{model.metadata['arch']} on {images.description}"
+    plot_confusion_matrix(confusion, model.classes, out_dir / "confusion_matrix.png", title)
+    write_text(out_dir / "report.md", _report(metrics, images.warnings))
+    return EvaluationResult(out_dir, metrics, images.warnings)

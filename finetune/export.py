@@ -1,0 +1,179 @@
+"""``export``: a fine-tuned model as a bundle that runs without Lightning (safetensors, TorchScript, ONNX).
+
+Every file is verified as it is written: the exported model and the PyTorch model run on the same batch,
+and the export fails when their logits differ by more than ``TOLERANCE``. Each file is written under a
+temporary name and renamed, and ``zoo.json`` comes last, so an interrupted export never looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import zoo
+from finetune.atomic import atomic_path, write_text
+from finetune.checkpoint import Source, load_source
+from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
+from zoo.errors import ZooError
+
+FORMATS = ("safetensors", "torchscript", "onnx")
+TOLERANCE = 1e-4  # largest accepted logit difference, float32
+ONNX_OPSET = 18
+
+
+class ExportError(ZooError):
+    """An export that cannot be written, or whose file does not reproduce the model."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """The bundle folder and, per format written, the largest logit difference to the PyTorch model."""
+
+    out_dir: Path
+    differences: dict[str, float]
+
+
+@dataclass(frozen=True)
+class _Format:
+    file: str
+    write: Callable[[Path], None]
+    run: Callable[[Path, Tensor], Tensor]
+
+
+def _write_safetensors(network: nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    # Clones: safetensors refuses tensors that share memory, which tied weights would.
+    save_file({key: value.detach().clone().contiguous() for key, value in network.state_dict().items()}, str(path))
+
+
+def _run_safetensors(metadata: dict[str, Any], path: Path, batch: Tensor) -> Tensor:
+    from safetensors.torch import load_file
+
+    return build_network(metadata, load_file(str(path)), str(path))(batch)
+
+
+def _write_torchscript(network: nn.Module, example: Tensor, path: Path) -> None:
+    with warnings.catch_warnings():
+        # Deprecated in favour of torch.export, but still the one format that torch alone loads.
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        # Tracing handles every registry model (googlenet's scripted form returns a named tuple);
+        # check_trace is skipped because the verification below compares the file itself.
+        traced = torch.jit.trace(network, example, check_trace=False)
+    torch.jit.save(traced, str(path))
+
+
+def _run_torchscript(path: Path, batch: Tensor) -> Tensor:
+    return torch.jit.load(str(path), map_location="cpu")(batch)
+
+
+def _write_onnx(network: nn.Module, example: Tensor, path: Path) -> None:
+    import onnx
+
+    # The dynamo exporter: the legacy one cannot export small_cnn's adaptive pooling at 28 px.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):  # it narrates every step
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            network, (example,), str(path), dynamo=True, external_data=False, opset_version=ONNX_OPSET,
+            input_names=["images"], output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
+    onnx.checker.check_model(str(path))
+
+
+def _run_onnx(path: Path, batch: Tensor) -> Tensor:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0])
+
+
+def _formats(network: nn.Module, metadata: dict[str, Any], example: Tensor) -> dict[str, _Format]:
+    return {
+        "safetensors": _Format(WEIGHTS_FILE, partial(_write_safetensors, network), partial(_run_safetensors, metadata)),
+        "torchscript": _Format(TORCHSCRIPT_FILE, partial(_write_torchscript, network, example), _run_torchscript),
+        "onnx": _Format(ONNX_FILE, partial(_write_onnx, network, example), _run_onnx),
+    }
+
+
+def bundle_metadata(source: Source) -> dict[str, Any]:
+    """The content of ``zoo.json`` before the exports are added."""
+    metadata = source.model.metadata
+    return {
+        "arch": metadata["arch"],
+        "classes": metadata["classes"],
+        "num_classes": metadata["num_classes"],
+        "image_size": metadata["image_size"],
+        "resize": metadata["resize"],
+        "crop": metadata["image_size"],
+        "mean": metadata["mean"],
+        "std": metadata["std"],
+        "interpolation": metadata["interpolation"],
+        "dropout": metadata.get("dropout", 0.0),
+        "weights": metadata.get("weights", "none"),
+        "validation": source.validation,
+        "zoo_version": zoo.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file: pass a folder to --out")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"{out} is not empty: choose another --out, or pass --force to replace the bundle in it")
+
+
+def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = False) -> ExportResult:
+    """Write the bundle of ``source`` (run folder, ``.ckpt`` or bundle) to ``out``: weights, zoo.json, ``formats``."""
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format {', '.join(unknown)}: choose from {', '.join(FORMATS)} or all")
+    out = Path(out)
+    _check_out(out, force)
+    loaded = load_source(source)
+    metadata = bundle_metadata(loaded)
+    network = loaded.model.network.cpu()
+    size = metadata["image_size"]
+    generator = torch.Generator().manual_seed(0)
+    example = torch.randn(2, 3, size, size, generator=generator)
+    # Another batch size than the traced example: the check also proves the batch dimension is free.
+    batch = torch.randn(3, 3, size, size, generator=generator)
+    with torch.no_grad():
+        reference = network(batch)
+    table = _formats(network, metadata, example)
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (METADATA_FILE, *(entry.file for entry in table.values())):
+        (out / name).unlink(missing_ok=True)  # with --force: no file of the old bundle may pass as the new one's
+    differences: dict[str, float] = {}
+    for name in FORMATS:
+        if name != "safetensors" and name not in formats:  # the weights are part of every bundle
+            continue
+        entry = table[name]
+        with atomic_path(out / entry.file) as temporary:
+            try:
+                entry.write(temporary)
+                with torch.no_grad():
+                    difference = (entry.run(temporary, batch) - reference).abs().max().item()
+            except Exception as error:  # noqa: BLE001 - exporters fail in many ways; the user gets one line
+                message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+                raise ExportError(f"{name} export of {metadata['arch']} failed: {message}") from error
+            if not difference <= TOLERANCE:  # written so that NaN fails too
+                raise ExportError(
+                    f"{name} export of {metadata['arch']} does not reproduce the model: logits differ by up to "
+                    f"{difference:.3g} (limit {TOLERANCE:g})"
+                )
+        differences[name] = difference
+    metadata["exports"] = {name: {"file": table[name].file, "max_abs_diff": value} for name, value in differences.items()}
+    write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+    return ExportResult(out, differences)

@@ -1,0 +1,225 @@
+"""`zoo finetune` end to end: real Lightning runs of a few steps on tiny real image folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from finetune.config import RunConfig, load_config
+from zoo_cli.main import main
+
+QUICK = ["--batch-size", "8", "--augment", "none", "--seed", "0"]
+RUN_FILES = {
+    "config.yaml", "classes.json", "train.csv", "val.csv", "test.csv", "skipped.csv", "metrics.csv",
+    "best.ckpt", "last.ckpt", "learning_curves.png", "summary.json",
+}
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open(encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(out), *QUICK]) == 0
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    summary = _summary(out)
+    assert summary["arch"] == "small_cnn" and summary["classes"] == ["astronaut", "chelsea", "coffee"]
+    assert summary["num_train"] + summary["num_val"] == 24 and summary["num_skipped"] == 0
+    assert summary["epochs"] == 2 and summary["top5_k"] == 3 and summary["precision"] in {"32", "bf16-mixed"}
+    assert 0 <= summary["val_top1_error"] <= 100 and summary["val_top5_error"] == 0.0  # 3 classes: top-3 always hits
+    assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
+    assert [row["epoch"] for row in _metrics(out)] == ["0", "1"]
+    assert (out / "learning_curves.png").stat().st_size > 10_000
+    assert load_config(out / "config.yaml").model.arch == "small_cnn"
+    printed = capsys.readouterr().out
+    assert "val_top1_error" in printed and f"run folder: {out}" in printed
+
+
+def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
+    out = tmp_path / "digits-run"
+    argv = ["finetune", "--config", "configs/small_cnn-digits.yaml", "--epochs", "1", "--max-steps", "5", "--out", str(out)]
+    assert main(argv) == 0
+    summary = _summary(out)
+    assert summary["num_classes"] == 10 and summary["num_train"] + summary["num_val"] == 1797
+    assert summary["steps"] == 5 and summary["val_top1_error"] is not None and (out / "best.ckpt").is_file()
+
+
+def test_resnet18_at_a_small_size(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resnet"
+    argv = ["finetune", "--arch", "resnet18", "--data", str(image_folder), "--weights", "none", "--image-size", "32",
+            "--max-steps", "2", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    summary = _summary(out)
+    assert summary["steps"] == 2 and summary["image_size"] == 32 and summary["memory_format"] == "channels_last"
+
+
+@pytest.fixture
+def placed_resnet18(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
+    """resnet18's IMAGENET1K_V1 file, made here and placed where torchvision's cache keeps it."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(7)
+    reference = zoo.get_spec("resnet18").build().state_dict()
+    for key, value in reference.items():  # non-trivial BatchNorm statistics, so drift would show
+        if key.endswith(("running_mean", "running_var")):
+            value.uniform_(0.5, 1.5)
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.save(reference, folder / "resnet18-f37072fd.pth")
+    return reference
+
+
+def _network_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k.removeprefix("network."): v for k, v in state.items() if k.startswith("network.")}
+
+
+def test_linear_probe_keeps_pretrained_backbone_and_batchnorm_statistics(
+    placed_resnet18: dict[str, torch.Tensor], image_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "probe"
+    argv = ["finetune", "--arch", "resnet18", "--data", str(image_folder), "--weights", "default", "--freeze", "backbone",
+            "--image-size", "32", "--epochs", "2", "--out", str(out), *QUICK]
+    assert main(argv) == 0
+    trained = _network_state(out / "last.ckpt")
+    backbone = [k for k in placed_resnet18 if not k.startswith("fc.")]
+    assert all(torch.equal(trained[k], placed_resnet18[k]) for k in backbone), "frozen backbone changed"
+    assert _summary(out)["weights"] == "IMAGENET1K_V1"
+    assert trained["fc.linear.weight"].shape == (3, 512)
+
+
+def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image_folder: Path) -> None:
+    import pytorch_lightning as pl
+
+    from finetune.config import OptimConfig
+    from finetune.data.datamodule import ImageDataModule
+    from finetune.data.split import split_folder
+    from finetune.freezing import BackboneFreeze
+    from finetune.module import Classifier
+    from finetune.config import DataConfig
+
+    spec = zoo.get_spec("resnet18")
+    split = split_folder(image_folder, 0.25, 0)
+    network = zoo.create_model("resnet18", 3, weights="default")
+    module = Classifier(network, "fc", 3, OptimConfig(freeze="until-epoch", unfreeze_epoch=1))
+    data = ImageDataModule(split, spec, 32, DataConfig(batch_size=6, augment="none"))
+    grads_seen: dict[int, tuple[bool, bool]] = {}
+
+    class WatchGradients(pl.Callback):
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            backbone = any(p.grad is not None for p in pl_module.backbone_parameters())
+            head = all(p.grad is not None for p in pl_module.head_parameters())
+            grads_seen.setdefault(trainer.current_epoch, (backbone, head))
+
+    trainer = pl.Trainer(max_epochs=2, callbacks=[BackboneFreeze(unfreeze_epoch=1), WatchGradients()], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    assert grads_seen[0] == (False, True), "epoch 0: only the head learns"
+    assert grads_seen[1] == (True, True), "epoch 1: the backbone learns too"
+    bn_after = network.bn1.running_mean
+    assert not torch.equal(bn_after, placed_resnet18["bn1.running_mean"]), "unfrozen BatchNorm updates again"
+
+
+def test_missing_weights_offline_is_one_line_naming_the_file(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "never"
+    assert main(["finetune", "--arch", "resnet50", "--data", str(image_folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "resnet50-11ad3fa6.pth" in err and "hub/checkpoints" in err and "--weights none" in err
+    assert not out.exists(), "a failed start leaves no run folder behind"
+
+
+def test_unreadable_files_are_skipped_and_listed(image_folder: Path, tmp_path: Path, capsys) -> None:
+    (image_folder / "coffee" / "truncated.jpg").write_bytes((image_folder / "coffee" / "0.jpg").read_bytes()[:200])
+    (image_folder / "chelsea" / "empty.png").write_bytes(b"")
+    out = tmp_path / "run"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--max-steps", "2", "--out", str(out), *QUICK]) == 0
+    with (out / "skipped.csv").open(encoding="utf-8") as file:
+        skipped = {Path(row["path"]).name: row["reason"] for row in csv.DictReader(file)}
+    assert set(skipped) == {"truncated.jpg", "empty.png"} and all(skipped.values())
+    assert "skipped 2 unreadable files" in capsys.readouterr().err
+    assert _summary(out)["num_skipped"] == 2
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda root: root / "missing", "does not exist"),
+        (lambda root: (root / "one" / "only").mkdir(parents=True) or root / "one", "only 1 class folder"),
+    ],
+)
+def test_bad_data_folders_are_one_line_errors(tmp_path: Path, make, message: str, capsys) -> None:
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(make(tmp_path)), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+
+
+def test_existing_run_folder_is_refused(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_interrupt_saves_last_checkpoint_and_resume_finishes(image_folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from finetune.module import Classifier
+
+    original = Classifier.training_step
+
+    def interrupted(self, batch, batch_idx):  # Ctrl-C during the second epoch
+        if self.current_epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", interrupted)
+    out = tmp_path / "run"
+    argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "3", "--out", str(out), *QUICK]
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert (out / "last.ckpt").is_file() and f"zoo finetune --resume {out}" in capsys.readouterr().err
+    monkeypatch.setattr(Classifier, "training_step", original)
+    assert main(["finetune", "--resume", str(out)]) == 0
+    assert [row["epoch"] for row in _metrics(out)] == ["0", "1", "2"]
+    assert _summary(out)["epochs"] == 3
+
+
+def test_same_seed_same_metrics(image_folder: Path, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(tmp_path / name),
+                "--batch-size", "8", "--seed", "3"]  # augmentation on: its randomness is seeded too
+        assert main(argv) == 0
+        runs.append([{k: v for k, v in row.items()} for row in _metrics(tmp_path / name)])
+    assert runs[0] == runs[1]
+
+
+def test_every_config_file_loads() -> None:
+    files = sorted(Path("configs").glob("*.yaml"))
+    assert {"default.yaml", "resnet152.yaml", "small_cnn-digits.yaml", "linear-probe.yaml"} <= {f.name for f in files}
+    for path in files:
+        if "archs" not in path.read_text(encoding="utf-8"):  # comparison files: tests/… of zoo compare
+            assert isinstance(load_config(path), RunConfig)
+    assert load_config("configs/default.yaml") == RunConfig()
+
+
+@pytest.mark.slow
+def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--arch", "small_cnn", "--data", str(image_folder),
+               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--out", str(out), *QUICK]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert _summary(out)["val_top1_error"] is not None and (out / "best.ckpt").is_file()
