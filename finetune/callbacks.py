@@ -68,6 +68,14 @@ class Throughput(Callback):
             self.seconds += time.perf_counter() - self._start
             self._start = None
 
+    def state_dict(self) -> dict[str, float]:
+        """Saved in checkpoints, so a resumed run reports its whole training time."""
+        return {"images": self.images, "seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.images = int(state_dict["images"])
+        self.seconds = float(state_dict["seconds"])
+
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0

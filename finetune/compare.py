@@ -19,7 +19,7 @@ import torch
 import yaml
 
 import zoo
-from finetune.config import ConfigError, RunConfig, merge, to_dict
+from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.report import Row, failed_row, run_row, settings_that_differ
 from finetune.run import make_split, train
@@ -33,14 +33,7 @@ ARCHS_KEY = "archs"
 def load_comparison(path: str | Path, base: RunConfig | None = None) -> tuple[list[str], RunConfig]:
     """Read a comparison file: a top-level ``archs`` list plus the ``RunConfig`` sections every run shares."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"comparison file {path} does not exist: see configs/compare-classic.yaml")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"comparison file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path}: expected '{ARCHS_KEY}' and the run sections (data, model, optim, trainer)")
+    values = read_yaml(path, kind="comparison")
     archs = values.pop(ARCHS_KEY, [])
     if not isinstance(archs, list) or not all(isinstance(name, str) for name in archs):
         raise ConfigError(f"{path}: config key '{ARCHS_KEY}' must be a list of architecture names")
@@ -85,6 +78,9 @@ def _shared_split(folder: Path, config: RunConfig) -> Split:
     return split
 
 
+EXPECTED_FAILURES = (zoo.ZooError, torch.cuda.OutOfMemoryError)  # told in one line, without a traceback
+
+
 def _one_line(error: Exception) -> str:
     if isinstance(error, zoo.ZooError):
         text = str(error)
@@ -92,8 +88,6 @@ def _one_line(error: Exception) -> str:
         text = f"out of memory: {error}"
     else:
         text = f"{type(error).__name__}: {error}"
-        # Not a user error: the traceback is what makes a bug fixable after a long comparison.
-        traceback.print_exception(error, file=sys.stderr)
     return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
 
 
@@ -133,6 +127,9 @@ def compare(archs: Sequence[str], config: RunConfig, out: Path) -> list[Row]:
             _train_once(name, config, run_dir, split, step)
             rows.append(run_row(run_dir, save_speed=True))
         except Exception as error:  # noqa: BLE001 - any failure of one architecture must not stop the others
+            if not isinstance(error, EXPECTED_FAILURES):
+                # Not a user error: the traceback is what makes a bug fixable after a long comparison.
+                traceback.print_exception(error, file=sys.stderr)
             reason = _one_line(error)
             print(f"zoo compare: {step} {name} failed: {reason}", file=sys.stderr, flush=True)
             rows.append(failed_row(name, reason, config.model.weights))

@@ -174,15 +174,23 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, overrides, "", config)
 
 
-def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
-    """Read a YAML file over ``base`` (the defaults when omitted)."""
-    path = Path(path)
+def read_yaml(path: Path, kind: str = "config") -> dict[str, Any]:
+    """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a one-line error."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist: see configs/ for examples")
+        raise ConfigError(f"{kind} file {path} does not exist: see configs/ for examples")
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+        raise ConfigError(f"{kind} file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{kind} file {path} must hold a mapping of sections (data, model, optim, trainer)")
+    return values
+
+
+def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
+    """Read a YAML file over ``base`` (the defaults when omitted)."""
+    path = Path(path)
+    values = read_yaml(path)
     try:
         return merge(base or RunConfig(), values)
     except ConfigError as error:

@@ -7,12 +7,18 @@ FLOPs count 2 per multiply-accumulate (torchvision's ``_ops`` metadata counts mu
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from zoo.cache import cache_root
 from zoo.spec import ArchSpec
 
 
@@ -39,8 +45,59 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _versions() -> str:
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "-"
+
+    return "/".join(installed(p) for p in ("zoo", "torch", "torchvision", "timm"))
+
+
+def _cache_file() -> Path:
+    return cache_root() / "profiles.json"
+
+
+def _read_cache() -> dict[str, dict]:
+    try:
+        return json.loads(_cache_file().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_cache(entries: dict[str, dict]) -> None:
+    """Best effort: a read-only cache folder only costs the measurement next time."""
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as file:
+            json.dump(entries, file)
+        os.replace(file.name, path)
+    except OSError:
+        pass
+
+
 @functools.lru_cache(maxsize=None)
 def profile(spec: ArchSpec) -> Profile:
+    """The entry's figures, measured once per version set of zoo, torch, torchvision and timm.
+
+    Measuring means building the network (importing torchvision or timm) and one forward pass; the
+    cache in ``$ZOO_CACHE/profiles.json`` keeps ``zoo list`` from doing that for every entry every time.
+    """
+    key = f"{spec.name}@{spec.input_size}@{_versions()}"
+    entries = _read_cache()
+    if key in entries:
+        stored = entries[key]
+        stages = tuple(Stage(s["name"], s["kind"], tuple(s["output_shape"]), s["params"]) for s in stored["stages"])
+        return Profile(stored["params"], stored["gflops"], stages)
+    measured = measure(spec)
+    entries[key] = asdict(measured)
+    _write_cache(entries)
+    return measured
+
+
+def measure(spec: ArchSpec) -> Profile:
     """Measure the entry's published form (1000 classes; small_cnn with 10) on the meta device."""
     with torch.device("meta"):
         model = spec.build().eval()

@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from finetune.data.scan import DataError
+from zoo.cache import cache_root
 
 COMPLETE_MARKER = ".complete"  # hidden, so scanning the folder ignores it
 
@@ -29,11 +30,6 @@ def _write_digits(folder: Path) -> None:
 
 _WRITERS: dict[str, Callable[[Path], None]] = {"digits": _write_digits}
 BUILTIN_DATASETS = tuple(_WRITERS)
-
-
-def cache_root(cache_dir: Path | None = None) -> Path:
-    """``cache_dir``, else ``$ZOO_CACHE``, else ``~/.cache/zoo``."""
-    return Path(cache_dir or os.environ.get("ZOO_CACHE") or "~/.cache/zoo").expanduser()
 
 
 def resolve_data(data: str, cache_dir: Path | None = None) -> Path:
