@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import LogFormatter, NullLocator, ScalarFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
 
 Row = dict[str, Any]
 
@@ -112,9 +112,11 @@ def plot_error_vs_cost(rows: Sequence[Row], path: Path, title: str) -> None:
         axis.plot(*zip(*front), drawstyle="steps-post", color="tab:red", marker="o", markersize=11,
                   markerfacecolor="none", zorder=3, label="Pareto front (nothing cheaper is as accurate)")
         axis.set_xscale("log")
-        # Plain numbers (20, 30, 100) rather than 2×10^1, on major and minor ticks alike.
-        axis.xaxis.set_major_formatter(LogFormatter())
-        axis.xaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-        axis.legend(fontsize=8)
+        # Plain numbers (20, 30, 100) rather than 2×10^1; minor ticks labelled only within one decade,
+        # where there are few of them.
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        axis.xaxis.set_major_formatter(plain)
+        axis.xaxis.set_minor_formatter(plain if max(xs) / min(xs) < 10 else NullFormatter())
+        axis.legend(fontsize=8, loc="best")
     _title(figure, f"Error vs inference cost — {title}")
     _save(figure, path)
