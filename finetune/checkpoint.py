@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from zoo.bundle import METADATA_FILE, LoadedModel, build_network, load
+from zoo.bundle import METADATA_FILE, LoadedModel, build_network, check_metadata, load
 from zoo.errors import ZooError
 
 RUN_CHECKPOINT = "best.ckpt"
@@ -32,12 +32,14 @@ class Source:
     validation: dict[str, Any] | None  # the model's validation metrics, when known
 
 
-def _reason(error: Exception) -> str:
-    text = str(error)
-    # torch's refusal is a paragraph; its useful part follows this marker.
-    detail = text.partition("WeightsUnpickler error:")[2].strip() or text.strip()
-    line = detail.splitlines()[0] if detail else ""
-    return f"{type(error).__name__}: {line[:200]}" if line else type(error).__name__
+def describe_error(error: Exception) -> str:
+    """The type and the first line of an exception's message, for a one-line user error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # torch's weights_only refusal wraps its one telling line in paragraphs of advice.
+    if lines and lines[0].startswith("Weights only load failed"):
+        advice = ("Please file an issue", "Check the documentation")
+        lines = [line for line in lines[1:] if not line.startswith(advice)] or lines
+    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -48,11 +50,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
             content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every unreadable file gets the same one-line message
         raise ZooError(
-            f"cannot load {path}: it is not a plain-tensor checkpoint ({_reason(error)}); zoo loads checkpoints "
+            f"cannot load {path}: it is not a plain-tensor checkpoint ({describe_error(error)}); zoo loads checkpoints "
             "with weights_only=True and never runs code stored in them: use a .ckpt written by zoo finetune"
         ) from error
-    if not (isinstance(content, dict) and isinstance(content.get("zoo"), dict) and "state_dict" in content):
+    if not (isinstance(content, dict) and "zoo" in content and isinstance(content.get("state_dict"), dict)):
         raise ZooError(f"{path} is not a zoo checkpoint (no zoo metadata): use a .ckpt written by zoo finetune")
+    check_metadata(content["zoo"], f"the zoo metadata of {path}")
     return content
 
 
@@ -83,9 +86,7 @@ def _validation(checkpoint: Path) -> dict[str, Any] | None:
     }
 
 
-def load_source(path: str | Path) -> Source:
-    """Load a run folder (its best.ckpt), a ``.ckpt`` file, or a bundle folder (``zoo.json``)."""
-    path = Path(path)
+def _load(path: Path) -> Source:
     if path.is_dir() and (path / METADATA_FILE).is_file():
         model = load(path)
         return Source(path, model, None, model.metadata.get("validation"))
@@ -96,3 +97,13 @@ def load_source(path: str | Path) -> Source:
         return Source(path, load_checkpoint(path), None, _validation(path))
     what = "is a folder with neither best.ckpt nor zoo.json" if path.is_dir() else "does not exist"
     raise ZooError(f"{path} {what}: pass a run folder of zoo finetune, a .ckpt file, or a bundle of zoo export")
+
+
+def load_source(path: str | Path, device: str | None = None) -> Source:
+    """Load a run folder (its best.ckpt), a ``.ckpt`` file, or a bundle folder (``zoo.json``).
+
+    ``device``: where the model runs; ``None`` picks the GPU when there is one.
+    """
+    source = _load(Path(path))
+    source.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return source

@@ -51,7 +51,7 @@ class DataConfig:
     num_workers: int | None = None  # None: chosen from the machine
     augment: str = "standard"
     class_weights: bool = False
-    cache: str = "none"
+    cache: str = "auto"  # decode-once images / cached backbone features; "none" turns both off
 
     def __post_init__(self) -> None:
         _choice("data", "augment", self.augment, AUGMENTS)

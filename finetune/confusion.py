@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from finetune.atomic import atomic_path  # noqa: E402
+from finetune.data.cache_store import write_atomic  # noqa: E402
 
 ANNOTATED_CLASSES = 25  # beyond this the counts no longer fit in their cells
 LONGEST_NAME = 24
@@ -20,10 +20,14 @@ LONGEST_NAME = 24
 
 def write_confusion_csv(matrix: Tensor, classes: Sequence[str], path: Path) -> None:
     """Rows are true classes, columns predicted classes, cells image counts."""
-    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["true \\ predicted", *classes])
-        writer.writerows([name, *row] for name, row in zip(classes, matrix.tolist()))
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["true \\ predicted", *classes])
+            writer.writerows([name, *row] for name, row in zip(classes, matrix.tolist()))
+
+    write_atomic(path, write)
 
 
 def _short(name: str) -> str:
@@ -49,6 +53,7 @@ def plot_confusion_matrix(matrix: Tensor, classes: Sequence[str], path: Path, ti
                 axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=font_size)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
-    plt.close(figure)
+    try:
+        write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    finally:
+        plt.close(figure)

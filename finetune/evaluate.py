@@ -23,13 +23,13 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from finetune.atomic import write_text
 from finetune.checkpoint import Source, load_source
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
+from finetune.data.cache_store import write_atomic
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.split import PARTS, load_split
-from finetune.hardware import choose_num_workers
+from finetune.hardware import choose_loader
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 
@@ -62,7 +62,7 @@ def _from_run(run_dir: Path, split: str, classes: list[str]) -> LabelledImages:
     samples = saved.train + saved.val + saved.test if split == "all" else getattr(saved, split)
     if not samples:
         raise DataError(f"run {run_dir} has no {split} images (its data had no {split}/ folder): pass --data DIR")
-    return LabelledImages(f"{run_dir} ({split} split of the run)", split, samples, [])
+    return LabelledImages(f"{run_dir} ({split} split)", split, samples, [])
 
 
 def _class_folders(root: Path) -> set[str]:
@@ -113,8 +113,11 @@ def select_images(source: Source, data: Path | None, split: str | None) -> Label
 
 def collect_logits(model: LoadedModel, samples: Sequence[Sample], batch_size: int) -> tuple[Tensor, Tensor]:
     """The model's logits for ``samples`` and their labels, in order."""
-    workers = choose_num_workers(None, len(samples))
-    loader = DataLoader(ImageDataset(samples, model.transform), batch_size=batch_size, num_workers=workers)
+    settings = choose_loader(None, len(samples), gpu=model.device.type == "cuda")
+    loader = DataLoader(
+        ImageDataset(samples, model.transform), batch_size=batch_size, num_workers=settings.num_workers,
+        pin_memory=settings.pin_memory,
+    )
     logits, labels = [], []
     for images, batch_labels in loader:
         logits.append(model.logits(images))
@@ -178,6 +181,10 @@ def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _write_text(path: Path, text: str) -> None:
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
 def _default_out(source: Source, data: Path | None, split: str) -> Path:
     if data is None and source.run_dir is not None:
         return source.run_dir / f"eval-{split}"
@@ -189,16 +196,18 @@ def evaluate(
     batch_size: int = 64,
 ) -> EvaluationResult:
     """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png, report.md."""
+    if batch_size < 1:
+        raise ZooError(f"--batch-size must be at least 1, got {batch_size}")
     loaded = load_source(source)
     images = select_images(loaded, data, split)
-    model = loaded.model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model = loaded.model
     metrics, confusion = compute_metrics(*collect_logits(model, images.samples, batch_size), model.classes)
     metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, **metrics}
     out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
+    _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")
     title = f"{model.metadata['arch']} on {images.description}"
     plot_confusion_matrix(confusion, model.classes, out_dir / "confusion_matrix.png", title)
-    write_text(out_dir / "report.md", _report(metrics, images.warnings))
+    _write_text(out_dir / "report.md", _report(metrics, images.warnings))
     return EvaluationResult(out_dir, metrics, images.warnings)

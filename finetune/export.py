@@ -11,7 +11,7 @@ import contextlib
 import io
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 import zoo
-from finetune.atomic import atomic_path, write_text
-from finetune.checkpoint import Source, load_source
+from finetune.checkpoint import Source, describe_error, load_source
+from finetune.data.cache_store import write_atomic
 from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
 from zoo.errors import ZooError
 
@@ -45,6 +45,7 @@ class ExportResult:
 
 @dataclass(frozen=True)
 class _Format:
+    name: str
     file: str
     write: Callable[[Path], None]
     run: Callable[[Path, Tensor], Tensor]
@@ -63,18 +64,24 @@ def _run_safetensors(metadata: dict[str, Any], path: Path, batch: Tensor) -> Ten
     return build_network(metadata, load_file(str(path)), str(path))(batch)
 
 
-def _write_torchscript(network: nn.Module, example: Tensor, path: Path) -> None:
+@contextlib.contextmanager
+def _torchscript_deprecation_silenced() -> Iterator[None]:
     with warnings.catch_warnings():
-        # Deprecated in favour of torch.export, but still the one format that torch alone loads.
+        # TorchScript is deprecated in favour of torch.export, yet it is the one format torch alone loads.
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        yield
+
+
+def _write_torchscript(network: nn.Module, example: Tensor, path: Path) -> None:
+    with _torchscript_deprecation_silenced():
         # Tracing handles every registry model (googlenet's scripted form returns a named tuple);
-        # check_trace is skipped because the verification below compares the file itself.
-        traced = torch.jit.trace(network, example, check_trace=False)
-    torch.jit.save(traced, str(path))
+        # check_trace is skipped because the file itself is verified against the model afterwards.
+        torch.jit.save(torch.jit.trace(network, example, check_trace=False), str(path))
 
 
 def _run_torchscript(path: Path, batch: Tensor) -> Tensor:
-    return torch.jit.load(str(path), map_location="cpu")(batch)
+    with _torchscript_deprecation_silenced():
+        return torch.jit.load(str(path), map_location="cpu")(batch)
 
 
 def _write_onnx(network: nn.Module, example: Tensor, path: Path) -> None:
@@ -97,12 +104,34 @@ def _run_onnx(path: Path, batch: Tensor) -> Tensor:
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0])
 
 
-def _formats(network: nn.Module, metadata: dict[str, Any], example: Tensor) -> dict[str, _Format]:
-    return {
-        "safetensors": _Format(WEIGHTS_FILE, partial(_write_safetensors, network), partial(_run_safetensors, metadata)),
-        "torchscript": _Format(TORCHSCRIPT_FILE, partial(_write_torchscript, network, example), _run_torchscript),
-        "onnx": _Format(ONNX_FILE, partial(_write_onnx, network, example), _run_onnx),
-    }
+def _formats(network: nn.Module, metadata: dict[str, Any], example: Tensor) -> tuple[_Format, ...]:
+    """Every format in the order of ``FORMATS``: how to write it, and how to run the written file."""
+    return (
+        _Format("safetensors", WEIGHTS_FILE, partial(_write_safetensors, network), partial(_run_safetensors, metadata)),
+        _Format("torchscript", TORCHSCRIPT_FILE, partial(_write_torchscript, network, example), _run_torchscript),
+        _Format("onnx", ONNX_FILE, partial(_write_onnx, network, example), _run_onnx),
+    )
+
+
+def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor) -> float:
+    """Write ``entry`` into ``out`` atomically, kept only when it reproduces ``reference``; the largest difference."""
+    differences = []
+
+    def write(path: Path) -> None:
+        try:
+            entry.write(path)
+            with torch.no_grad():
+                differences.append((entry.run(path, batch) - reference).abs().max().item())
+        except Exception as error:  # noqa: BLE001 - exporters fail in many ways; the user gets one line
+            raise ExportError(f"{entry.name} export failed: {describe_error(error)}") from error
+        if not differences[0] <= TOLERANCE:  # written so that NaN fails too
+            raise ExportError(
+                f"{entry.name} export does not reproduce the model: logits differ by up to {differences[0]:.3g} "
+                f"(limit {TOLERANCE:g})"
+            )
+
+    write_atomic(out / entry.file, write)
+    return differences[0]
 
 
 def bundle_metadata(source: Source) -> dict[str, Any]:
@@ -140,9 +169,9 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
         raise ExportError(f"unknown export format {', '.join(unknown)}: choose from {', '.join(FORMATS)} or all")
     out = Path(out)
     _check_out(out, force)
-    loaded = load_source(source)
+    loaded = load_source(source, device="cpu")
     metadata = bundle_metadata(loaded)
-    network = loaded.model.network.cpu()
+    network = loaded.model.network
     size = metadata["image_size"]
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, size, size, generator=generator)
@@ -150,30 +179,16 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
     batch = torch.randn(3, 3, size, size, generator=generator)
     with torch.no_grad():
         reference = network(batch)
-    table = _formats(network, metadata, example)
+    every_format = _formats(network, metadata, example)
 
     out.mkdir(parents=True, exist_ok=True)
-    for name in (METADATA_FILE, *(entry.file for entry in table.values())):
+    for name in (METADATA_FILE, *(entry.file for entry in every_format)):
         (out / name).unlink(missing_ok=True)  # with --force: no file of the old bundle may pass as the new one's
-    differences: dict[str, float] = {}
-    for name in FORMATS:
-        if name != "safetensors" and name not in formats:  # the weights are part of every bundle
-            continue
-        entry = table[name]
-        with atomic_path(out / entry.file) as temporary:
-            try:
-                entry.write(temporary)
-                with torch.no_grad():
-                    difference = (entry.run(temporary, batch) - reference).abs().max().item()
-            except Exception as error:  # noqa: BLE001 - exporters fail in many ways; the user gets one line
-                message = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
-                raise ExportError(f"{name} export of {metadata['arch']} failed: {message}") from error
-            if not difference <= TOLERANCE:  # written so that NaN fails too
-                raise ExportError(
-                    f"{name} export of {metadata['arch']} does not reproduce the model: logits differ by up to "
-                    f"{difference:.3g} (limit {TOLERANCE:g})"
-                )
-        differences[name] = difference
-    metadata["exports"] = {name: {"file": table[name].file, "max_abs_diff": value} for name, value in differences.items()}
-    write_text(out / METADATA_FILE, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+    # The weights belong to every bundle: zoo.load rebuilds the model from them.
+    chosen = [entry for entry in every_format if entry.name == "safetensors" or entry.name in formats]
+    differences = {entry.name: _write_verified(entry, out, batch, reference) for entry in chosen}
+    metadata["exports"] = {
+        entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen
+    }
+    write_atomic(out / METADATA_FILE, lambda path: path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"))
     return ExportResult(out, differences)

@@ -10,6 +10,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from finetune.freezing import BackboneFreeze
 from finetune.hardware import choose_memory_format, choose_precision
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
+from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
 from zoo.spec import ArchSpec
 
 IMBALANCE_WARNING_RATIO = 3.0
@@ -142,7 +144,8 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size
         "dropout": config.model.dropout,
         "weights": origin or "none",
     }
-    module = Classifier(
+    # A frozen backbone trains on cached features: the module then runs only the head.
+    module = (FeatureProbe if uses_feature_cache(config) else Classifier)(
         network,
         head=spec.head,
         num_classes=len(split.classes),
@@ -169,12 +172,14 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # frozen BatchNorm, on purpose
 
 
-def train(config: RunConfig, *, resume: Path | None = None, split: Split | None = None) -> RunResult:
+def train(config: RunConfig, *, resume: Path | None = None, split: Split | None = None,
+          watchers: Sequence[pl.Callback] = ()) -> RunResult:
     """Fine-tune ``config.model.arch`` on ``config.data.path``; everything lands in the run folder.
 
     ``split`` reuses a split made elsewhere (``zoo compare`` shares one); by default one is made from
     the data folder, or read back from the run folder when resuming. The data and the weights are
-    checked before the run folder is created, so a failed start leaves nothing behind.
+    checked before the run folder is created, so a failed start leaves nothing behind. ``watchers`` are
+    extra callbacks that observe the run (the benchmarks time its steps with one).
     """
     _quiet_lightning()
     spec = zoo.get_spec(config.model.arch)
@@ -201,7 +206,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min", save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir)]
+    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), *watchers]
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else None))
     trainer = pl.Trainer(
@@ -218,8 +223,11 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         num_sanity_val_steps=0,
         enable_model_summary=False,
         log_every_n_steps=10,
+        benchmark=True,  # cuDNN picks the fastest kernels for the fixed image size (no effect on CPU)
     )
-    data = ImageDataModule(split, spec, image_size, config.data)
+    data = (FeatureDataModule(split, spec, image_size, config.data, module) if isinstance(module, FeatureProbe)
+            else ImageDataModule(split, spec, image_size, config.data))
+    _say(f"cache: {data.cache.value} ({data.cache.reason})")
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None)
     _validate_final_step(trainer, module, data, metrics, checkpoints)

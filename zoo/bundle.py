@@ -7,7 +7,7 @@ validation metrics, versions); ``zoo export`` adds ``model.torchscript.pt`` and 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from zoo.errors import WeightsError, ZooError
 from zoo.factory import create_model
+from zoo.images import center_crop_transform
 from zoo.weights import read_state_dict
 
 if TYPE_CHECKING:
@@ -40,18 +41,11 @@ def build_network(metadata: dict[str, Any], state_dict: dict[str, Tensor], origi
     return network.eval()
 
 
-def preprocessing(metadata: dict[str, Any]):  # noqa: ANN201 - torchvision's Compose, imported lazily
+def preprocessing(metadata: dict[str, Any]) -> Callable[[Image.Image], Tensor]:
     """Resize, centre crop and normalise as the model was validated (PIL image → float tensor)."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2 as T
-
-    return T.Compose([
-        T.ToImage(),
-        T.Resize(metadata["resize"], interpolation=InterpolationMode(metadata["interpolation"]), antialias=True),
-        T.CenterCrop(metadata["image_size"]),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(metadata["mean"], metadata["std"]),
-    ])
+    return center_crop_transform(
+        metadata["resize"], metadata["image_size"], metadata["interpolation"], metadata["mean"], metadata["std"]
+    )
 
 
 class LoadedModel:
@@ -86,13 +80,17 @@ class LoadedModel:
 
 
 def _open_rgb(image: Image.Image | str | Path) -> Image.Image:
-    from PIL import Image, ImageOps
+    from zoo.images import load_rgb, to_rgb
 
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    with Image.open(image) as opened:
-        # Phone photos store their rotation in EXIF; without it the network sees them sideways.
-        return ImageOps.exif_transpose(opened).convert("RGB")
+    return to_rgb(image) if not isinstance(image, (str, Path)) else load_rgb(Path(image))
+
+
+def check_metadata(metadata: Any, origin: str) -> dict[str, Any]:
+    """``metadata`` when it holds every key that rebuilding the model needs."""
+    missing = [key for key in REQUIRED_KEYS if not isinstance(metadata, dict) or key not in metadata]
+    if missing:
+        raise ZooError(f"{origin} lacks {', '.join(missing)}: make it again with zoo finetune or zoo export")
+    return metadata
 
 
 def read_metadata(folder: Path) -> dict[str, Any]:
@@ -104,10 +102,7 @@ def read_metadata(folder: Path) -> dict[str, Any]:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise ZooError(f"cannot read {path}: {error}; export the bundle again") from error
-    missing = [key for key in REQUIRED_KEYS if not isinstance(metadata, dict) or key not in metadata]
-    if missing:
-        raise ZooError(f"{path} lacks {', '.join(missing)}: export the bundle again")
-    return metadata
+    return check_metadata(metadata, str(path))
 
 
 def load(folder: str | Path) -> LoadedModel:

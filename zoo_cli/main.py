@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from zoo_cli import compare_command, finetune_command, registry_commands
+from zoo_cli import compare_command, finetune_command, model_commands, registry_commands
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     registry_commands.add_parsers(commands)
     finetune_command.add_parsers(commands)
+    model_commands.add_parsers(commands)
     compare_command.add_parsers(commands)
     return parser
 

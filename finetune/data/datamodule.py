@@ -1,47 +1,115 @@
-"""The LightningDataModule over a saved split: seeded shuffling, transforms from the registry entry."""
+"""The LightningDataModule over a saved split: seeded shuffling, transforms from the registry entry, image cache."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
 
 from finetune.config import DataConfig
+from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
-from finetune.data.transforms import eval_transform, train_transform
-from finetune.hardware import choose_num_workers
+from finetune.data.transforms import eval_transform, resize_size, train_transform
+from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader
 from zoo.spec import ArchSpec
+
+PARTS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
 
 class ImageDataModule(pl.LightningDataModule):
-    """Train / val / test loaders of ``split`` at ``image_size`` for the entry ``spec``."""
+    """Train / val / test loaders of ``split`` at ``image_size`` for the entry ``spec``.
+
+    ``config.cache`` decides where images are decoded: every epoch (``none``), once into memory, or
+    once into a memory-mapped file under ``$ZOO_CACHE/decoded`` that later runs reuse (``disk``);
+    ``auto`` takes memory when the decoded images fit the budget (see ``choose_cache``).
+    """
 
     def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig) -> None:
         super().__init__()
         self.split = split
+        self.spec = spec
+        self.image_size = image_size
         self.config = config
-        self.train_set = ImageDataset(split.train, train_transform(spec, image_size, config.augment))
-        self.val_set = ImageDataset(split.val, eval_transform(spec, image_size))
-        self.test_set = ImageDataset(split.test, eval_transform(spec, image_size))
-        self.num_workers = choose_num_workers(config.num_workers, len(split.train))
+        self.transforms = {
+            "train": train_transform(spec, image_size, config.augment),
+            "val": eval_transform(spec, image_size),
+            "test": eval_transform(spec, image_size),
+        }
+        self.datasets: dict[str, Dataset[tuple[Any, int]]] = {}
+        self.cache = self._choose_cache()
 
-    def _loader(self, dataset: ImageDataset, shuffle: bool) -> DataLoader:
+    def _choose_cache(self) -> Choice:
+        images = len(self.split.train) + len(self.split.val)
+        needed = decoded_bytes(images, resize_size(self.spec, self.image_size))
+        return choose_cache(self.config.cache, needed, available_memory())
+
+    def prepare_data(self) -> None:
+        # Runs once per machine before the other processes of a distributed run read the file.
+        if self.cache.value == "disk":
+            for part in PARTS_OF_STAGE["fit"]:
+                self._pixels(part)
+
+    def setup(self, stage: str) -> None:
+        for part in PARTS_OF_STAGE[stage]:
+            if part not in self.datasets:
+                self.datasets[part] = self._dataset(part)
+
+    def _pixels(self, part: str) -> np.ndarray:
+        samples = getattr(self.split, part)
+        side = resize_size(self.spec, self.image_size)
+        return decoded_pixels(samples, side, self.image_size, InterpolationMode(self.spec.interpolation), self.cache.value)
+
+    def _dataset(self, part: str) -> Dataset[tuple[Any, int]]:
+        samples = getattr(self.split, part)
+        if self.cache.value == "none":
+            return ImageDataset(samples, self.transforms[part])
+        labels = [sample.label for sample in samples]
+        # TrivialAugment exists only per image; everything else is cropped batch by batch (see CropBatch).
+        per_image = part == "train" and self.config.augment == "trivial"
+        return DecodedImages(self._pixels(part), labels, self.transforms[part] if per_image else None)
+
+    def _collate(self, part: str) -> CropBatch | None:
+        dataset = self.datasets[part]
+        if not isinstance(dataset, DecodedImages) or dataset.transform is not None:
+            return None
+        augment = part == "train" and self.config.augment == "standard"
+        return CropBatch(self.image_size, self.spec.mean, self.spec.std, augment)
+
+    def loader_settings(self, num_images: int) -> LoaderSettings:
+        """Workers and pinned memory for this machine and the device the trainer runs on."""
+        return choose_loader(self.config.num_workers, num_images, gpu=self._on_gpu())
+
+    def _on_gpu(self) -> bool:
+        if self.trainer is None:  # loaders used outside a Trainer feed the GPU when there is one
+            return torch.cuda.is_available()
+        return self.trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        if part not in self.datasets:
+            self.setup("test" if part == "test" else "fit")
+        dataset = self.datasets[part]
+        settings = self.loader_settings(len(dataset))
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,
             shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=self.num_workers > 0,
+            num_workers=settings.num_workers,
+            pin_memory=settings.pin_memory,
+            persistent_workers=settings.persistent_workers,
             drop_last=shuffle and len(dataset) > self.config.batch_size,
+            collate_fn=self._collate(part),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader("val", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, shuffle=False)
+        return self._loader("test", shuffle=False)

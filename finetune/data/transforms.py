@@ -8,6 +8,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
+from zoo.images import center_crop_transform
 from zoo.spec import ArchSpec
 
 
@@ -21,14 +22,8 @@ def resize_size(spec: ArchSpec, image_size: int) -> int:
 
 
 def eval_transform(spec: ArchSpec, image_size: int) -> T.Compose:
-    """Resize, centre crop, normalise with the entry's mean and std."""
-    return T.Compose([
-        T.ToImage(),
-        T.Resize(resize_size(spec, image_size), interpolation=_interpolation(spec), antialias=True),
-        T.CenterCrop(image_size),
-        T.ToDtype(torch.float32, scale=True),
-        T.Normalize(spec.mean, spec.std),
-    ])
+    """Resize, centre crop, normalise with the entry's mean and std (the same as an exported bundle's)."""
+    return center_crop_transform(resize_size(spec, image_size), image_size, spec.interpolation, spec.mean, spec.std)
 
 
 def train_transform(spec: ArchSpec, image_size: int, augment: str) -> T.Compose:

@@ -1,0 +1,162 @@
+"""Decode-once image cache: each image decoded and resized once to uint8, then cropped as a tensor each epoch.
+
+Decoding and resizing a JPEG costs more than many small models' forward pass. Each image is stored as
+the square its evaluation transform would centre-crop from, at the resize size (256 px for 224 px
+crops): centre-cropping it cuts the same pixels as from the full image, and random crops are drawn
+inside that square instead of the whole (possibly wider) photo. ``CropBatch`` crops, flips and
+normalises a whole batch at once; augmentations that only exist per image (TrivialAugment) run the
+usual transforms on each square (``Resize`` finds it already at size and does nothing).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as F
+
+from finetune.data.cache_store import cache_key, cache_path, write_atomic
+from finetune.data.images import load_rgb
+from finetune.data.scan import Sample
+from finetune.hardware import usable_cores
+
+FORMAT_VERSION = 1  # bump when the stored pixels change meaning
+
+
+def decoded_bytes(num_images: int, side: int) -> int:
+    """Memory the decoded images take: RGB uint8 squares of ``side`` px."""
+    return num_images * 3 * side * side
+
+
+def _centred_start(length: int, side: int, crop: int) -> int:
+    # Centre-cropping ``crop`` from this square must cut the pixels that centre-cropping ``crop`` from
+    # the whole resized image cuts; torchvision rounds each centre offset on its own, so the square's
+    # offset is the difference of the two rounded offsets, not (length - side) / 2.
+    return int(round((length - crop) / 2.0)) - int(round((side - crop) / 2.0))
+
+
+def decode_square(path: Path, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
+    """``path`` as a 3×side×side uint8 tensor: shorter side resized to ``side``, centred for ``crop``."""
+    image = F.resize(F.to_image(load_rgb(path)), [side], interpolation=interpolation, antialias=True)
+    height, width = image.shape[-2:]
+    top, left = _centred_start(height, side, crop), _centred_start(width, side, crop)
+    return image[:, top : top + side, left : left + side]
+
+
+def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: InterpolationMode, out: np.ndarray) -> None:
+    """Decode ``paths`` into ``out`` (N×3×side×side uint8), several images at a time."""
+
+    def decode(index: int) -> None:
+        out[index] = decode_square(paths[index], side, crop, interpolation).numpy()
+
+    # PIL's decoders and torch's resize release the GIL, so threads use every core.
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
+        list(pool.map(decode, range(len(paths))))
+
+
+def decoded_pixels(samples: Sequence[Sample], side: int, crop: int, interpolation: InterpolationMode,
+                   where: str) -> np.ndarray:
+    """The decoded images of ``samples``, in ``memory`` or memory-mapped from a file in the ``disk`` cache.
+
+    The disk entry is keyed by the files and the sizes, so a later run reads it instead of decoding.
+    """
+    shape = (len(samples), 3, side, side)
+    paths = [sample.path for sample in samples]
+    if where == "memory":
+        pixels = np.empty(shape, dtype=np.uint8)
+        decode_all(paths, side, crop, interpolation, pixels)
+        return pixels
+    key = cache_key(samples, version=FORMAT_VERSION, side=side, crop=crop, interpolation=interpolation.value)
+    path = cache_path("decoded", key, ".npy")
+    if not path.is_file():
+
+        def write(temporary: Path) -> None:
+            pixels = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
+            decode_all(paths, side, crop, interpolation, pixels)
+            pixels.flush()
+
+        write_atomic(path, write)
+    return np.load(path, mmap_mode="r")
+
+
+class DecodedImages(Dataset[tuple[Any, int]]):
+    """Samples as ``(pixels[i], label)`` from decoded uint8 squares (see ``decoded_pixels``), or with
+    ``transform`` applied to each (for augmentations that only exist per image, like TrivialAugment).
+    """
+
+    def __init__(self, pixels: np.ndarray, labels: Sequence[int], transform: Callable[[Tensor], Any] | None = None) -> None:
+        self.pixels = pixels
+        self.labels = list(labels)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        # A copy: a memory-mapped file is read-only, and no transform may write into the cache.
+        image = torch.from_numpy(np.array(self.pixels[index]))
+        return (image if self.transform is None else self.transform(image)), self.labels[index]
+
+
+class CropBatch:
+    """Collate decoded squares into a normalised float batch, cropping the whole batch at once.
+
+    Per-image transforms cost about a millisecond of Python per image, more than a small network's
+    share of a step; on the batch, a step's crops take a few tensor operations. With ``augment``:
+    RandomResizedCrop's crops and a horizontal flip (see ``random_resized_crops``). Without: the
+    centre crop, which gives exactly the plain pipeline's tensors.
+    """
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool) -> None:
+        self.image_size = image_size
+        self.mean = list(mean)
+        self.std = list(std)
+        self.augment = augment
+
+    def __call__(self, samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+        images = torch.stack([image for image, _ in samples])
+        labels = torch.tensor([label for _, label in samples])
+        if self.augment:
+            crops = random_resized_crops(F.to_dtype(images, torch.float32, scale=True), self.image_size)
+        else:
+            crops = F.to_dtype(F.center_crop(images, [self.image_size]), torch.float32, scale=True)
+        return F.normalize(crops, self.mean, self.std), labels
+
+
+def random_resized_crops(images: Tensor, size: int, flip: float = 0.5, scale: tuple[float, float] = (0.08, 1.0),
+                         ratio: tuple[float, float] = (3 / 4, 4 / 3), attempts: int = 10) -> Tensor:
+    """A random crop of each square of ``images`` (N×C×S×S float), flipped with probability ``flip``, at ``size``.
+
+    Crops are drawn as torchvision's RandomResizedCrop draws them (area share ``scale``, aspect
+    ``ratio``, the first of ``attempts`` that fits, else the whole square) and resampled bilinearly in
+    one ``grid_sample``. Antialiasing is not needed: a crop of the square is at most S / size (8/7 at
+    the usual crop fraction) times larger than the output.
+    """
+    count, side = len(images), images.shape[-1]
+    area = side * side * torch.empty(count, attempts).uniform_(*scale)
+    aspect = torch.exp(torch.empty(count, attempts).uniform_(math.log(ratio[0]), math.log(ratio[1])))
+    width, height = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
+    fits = (width > 0) & (width <= side) & (height > 0) & (height <= side)
+    first = fits.int().argmax(dim=1, keepdim=True)
+    found = fits.any(dim=1)
+    width = torch.where(found, width.gather(1, first).squeeze(1), side)
+    height = torch.where(found, height.gather(1, first).squeeze(1), side)
+    top = (torch.rand(count) * (side - height + 1)).floor()
+    left = (torch.rand(count) * (side - width + 1)).floor()
+    # The affine map from output to input coordinates in [-1, 1]; a negative x scale mirrors the crop.
+    mirror = torch.where(torch.rand(count) < flip, -1.0, 1.0)
+    theta = torch.zeros(count, 2, 3)
+    theta[:, 0, 0] = mirror * width / side
+    theta[:, 0, 2] = (2 * left + width) / side - 1
+    theta[:, 1, 1] = height / side
+    theta[:, 1, 2] = (2 * top + height) / side - 1
+    grid = nn.functional.affine_grid(theta.to(images), [count, images.shape[1], size, size], align_corners=False)
+    return nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

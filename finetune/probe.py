@@ -1,0 +1,114 @@
+"""Linear probe on cached features: with the backbone frozen, it runs once per image, not once per epoch.
+
+The features (eval mode; optionally K augmented views per image) are kept in memory or in
+``$ZOO_CACHE/features``, keyed by the architecture, a digest of the backbone's weights, the image size,
+the transform, the precision and every file's path, size and modification time, so a second run on
+the same data reads them back. The LightningModule is a ``Classifier`` that runs only its head: its
+metrics, checkpoints and exported model (backbone included) are those of a normal run.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from finetune.config import DataConfig, RunConfig
+from finetune.data.cache_store import cache_key, cache_path, write_atomic
+from finetune.data.datamodule import PARTS_OF_STAGE, ImageDataModule
+from finetune.data.images import ImageDataset
+from finetune.data.split import Split
+from finetune.features import FeatureSet, backbone_digest, extract_features
+from finetune.hardware import Choice, LoaderSettings
+from finetune.module import Classifier
+from zoo.spec import ArchSpec
+
+FORMAT_VERSION = 1  # bump when the stored features change meaning
+
+
+def uses_feature_cache(config: RunConfig) -> bool:
+    """A frozen backbone trains on cached features unless caching is turned off (``--cache none``)."""
+    return config.optim.freeze == "backbone" and config.data.cache != "none"
+
+
+class FeatureProbe(Classifier):
+    """A ``Classifier`` fed with backbone features: only its head runs, the network stays whole."""
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.network.get_submodule(self.head)(features)
+
+
+class FeatureDataModule(ImageDataModule):
+    """Loaders of backbone features of ``module``'s network instead of images (see the module docstring).
+
+    ``views`` = 0 computes one un-augmented (evaluation) view per training image; K > 0 computes K
+    views through the training transform and each epoch draws one of them per image.
+    """
+
+    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig, module: Classifier,
+                 views: int = 0) -> None:
+        self.module = module
+        self.views = views
+        super().__init__(split, spec, image_size, config)
+
+    def _choose_cache(self) -> Choice:
+        if self.config.cache == "memory":
+            return Choice("memory", "backbone features kept in memory for this run")
+        reason = "as requested" if self.config.cache == "disk" else "backbone features are small"
+        return Choice("disk", f"{reason}: features kept in {cache_path('features', '', '')} for later runs")
+
+    def prepare_data(self) -> None:
+        # Once per machine, so the processes of a distributed run read the features instead of each computing them.
+        if self.cache.value == "disk":
+            for part in PARTS_OF_STAGE["fit"]:
+                self._features(part)
+
+    def _dataset(self, part: str) -> Dataset[tuple[Tensor, int]]:
+        return FeatureSet(self._features(part), [sample.label for sample in getattr(self.split, part)])
+
+    def loader_settings(self, num_images: int) -> LoaderSettings:
+        # The features already sit in memory: worker processes would only copy them.
+        return LoaderSettings(0, pin_memory=self._on_gpu(), persistent_workers=False)
+
+    @functools.cached_property
+    def _backbone(self) -> str:
+        return backbone_digest(self.module.network, self.module.head)
+
+    def _features(self, part: str) -> Tensor:
+        samples = getattr(self.split, part)
+        views = self.views if part == "train" else 0
+        transform = self.transforms["train" if views else "val"]
+        # Augmented views depend on the seed; the seed of the run (set by seed_everything) makes them repeatable.
+        seed = torch.initial_seed() if views else None
+        precision = self.trainer.precision if self.trainer is not None else "32-true"
+        key = cache_key(samples, version=FORMAT_VERSION, arch=self.spec.name, backbone=self._backbone,
+                        image_size=self.image_size, transform=repr(transform), views=views, seed=seed,
+                        precision=precision)
+        path = cache_path("features", key, ".pt")
+        if self.cache.value == "disk" and path.is_file():
+            return torch.load(path, weights_only=True)
+        features = self._extract(ImageDataset(samples, transform), max(1, views), seed or 0)
+        if self.cache.value == "disk":
+            write_atomic(path, lambda temporary: torch.save(features, temporary))
+        return features
+
+    def _extract(self, images: ImageDataset, views: int, seed: int) -> Tensor:
+        """N×views×D features; the run's random numbers are left as they were (a cached run matches this one)."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        context = trainer.precision_plugin.forward_context if trainer is not None else nullcontext
+        settings = super().loader_settings(len(images))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            loader = DataLoader(images, batch_size=self.config.batch_size, num_workers=settings.num_workers,
+                                pin_memory=settings.pin_memory, generator=torch.Generator().manual_seed(seed))
+            was_training = self.module.training
+            try:
+                views_of = [extract_features(self.module.network, self.module.head, loader, device,
+                                             self.module.memory_format, context) for _ in range(views)]
+            finally:
+                self.module.train(was_training)
+        return torch.stack(views_of, dim=1)

@@ -1,0 +1,125 @@
+"""``zoo evaluate`` on a real short run: metrics, confusion matrix, report, and the data it is given."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from finetune.data.split import class_counts, load_split
+from finetune.evaluate import compute_metrics
+from tests.conftest import make_image_folder
+from tests.finetune.trained import train_small_run
+from zoo_cli.main import main
+
+CLASSES = ["astronaut", "chelsea", "coffee"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_small_run(tmp_path_factory.mktemp("evaluate"))
+
+
+def _metrics(folder: Path) -> dict:
+    return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+
+
+def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys) -> None:
+    assert main(["evaluate", str(run_dir)]) == 0
+
+    out = run_dir / "eval-val"
+    metrics = _metrics(out)
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    val = load_split(run_dir).val
+    assert metrics["split"] == "val" and metrics["num_images"] == len(val) == summary["num_val"]
+    # The same model, images and preprocessing as the run's validation: the same figures.
+    assert metrics["top1_error"] == pytest.approx(summary["val_top1_error"], abs=1e-3)
+    assert metrics["loss"] == pytest.approx(summary["val_loss"], abs=1e-4)
+    assert metrics["k"] == 3 and metrics["topk_error"] == 0.0  # 3 classes: the top 3 always hold the truth
+    assert [row["class"] for row in metrics["per_class"]] == CLASSES
+    assert [row["support"] for row in metrics["per_class"]] == list(class_counts(val, CLASSES).values())
+
+    with (out / "confusion_matrix.csv").open(encoding="utf-8") as file:
+        header, *rows = list(csv.reader(file))
+    assert header == ["true \\ predicted", *CLASSES] and [row[0] for row in rows] == CLASSES
+    matrix = [[int(value) for value in row[1:]] for row in rows]
+    correct = sum(matrix[i][i] for i in range(3))
+    assert sum(map(sum, matrix)) == len(val)
+    assert 100 * (1 - correct / len(val)) == pytest.approx(metrics["top1_error"], abs=1e-3)
+    for i, row in enumerate(metrics["per_class"]):
+        assert row["recall"] == pytest.approx(matrix[i][i] / row["support"], abs=1e-4)
+
+    with Image.open(out / "confusion_matrix.png") as image:
+        assert image.format == "PNG" and image.width >= 500
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "top-3 error" in report and all(f"| {name} |" in report for name in CLASSES)
+    assert "confusion_matrix.png" in report
+    printed = capsys.readouterr().out
+    assert "top-1 error" in printed and "top-3 error" in printed and all(name in printed for name in CLASSES)
+
+
+def test_metrics_with_more_than_five_classes() -> None:
+    classes = [f"class{i}" for i in range(6)]
+    labels = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1])
+    predicted = torch.tensor([0, 1, 2, 3, 4, 0, 1, 1])
+    logits = torch.zeros(8, 6)
+    logits[torch.arange(8), predicted] = 10.0
+    logits[5, 5] = -10.0  # the truth of image 5 ranks last: a top-5 miss
+    logits[6, 0] = 5.0  # the truth of image 6 ranks second: a top-5 hit
+
+    metrics, confusion = compute_metrics(logits, labels, classes)
+
+    assert metrics["k"] == 5 and metrics["num_images"] == 8
+    assert metrics["top1_error"] == pytest.approx(25.0) and metrics["topk_error"] == pytest.approx(12.5)
+    rows = {row["class"]: row for row in metrics["per_class"]}
+    assert (rows["class0"]["precision"], rows["class0"]["recall"], rows["class0"]["support"]) == (0.5, 0.5, 2)
+    assert rows["class1"]["precision"] == pytest.approx(2 / 3, abs=1e-4) and rows["class1"]["recall"] == 1.0
+    assert rows["class1"]["f1"] == pytest.approx(0.8, abs=1e-4)
+    assert (rows["class5"]["precision"], rows["class5"]["recall"], rows["class5"]["support"]) == (0.0, 0.0, 1)
+    assert confusion[5, 0] == 1 and confusion[0, 1] == 1 and confusion.sum() == 8
+
+
+def test_unknown_class_folders_are_an_error(run_dir: Path, tmp_path: Path, capsys) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=1, classes=(*CLASSES, "dog", "zebra"))
+    out = tmp_path / "eval"
+
+    assert main(["evaluate", str(run_dir), "--data", str(data), "--out", str(out)]) == 2
+
+    error = capsys.readouterr().err
+    assert "unknown to the model" in error and "dog, zebra" in error and not out.exists()
+
+
+def test_known_classes_missing_from_the_data_are_a_warning(run_dir: Path, tmp_path: Path, capsys) -> None:
+    data = make_image_folder(tmp_path / "data", per_class=3, classes=("astronaut", "chelsea"))
+    out = tmp_path / "eval"
+
+    assert main(["evaluate", str(run_dir / "best.ckpt"), "--data", str(data), "--out", str(out)]) == 0
+
+    assert "warning: no images of the known classes coffee" in capsys.readouterr().err
+    metrics = _metrics(out)
+    assert metrics["split"] == "all" and metrics["num_images"] == 6
+    assert [row["support"] for row in metrics["per_class"]] == [3, 3, 0]
+    assert "coffee" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_split_data_folder_is_evaluated_by_part(run_dir: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    for part, per_class in (("train", 1), ("val", 2), ("test", 3)):
+        make_image_folder(data / part, per_class=per_class)
+    expected = {None: 6, "test": 9, "all": 18}
+    for split, count in expected.items():
+        out = tmp_path / f"eval-{split}"
+        assert main(["evaluate", str(run_dir), "--data", str(data), "--out", str(out), *(["--split", split] if split else [])]) == 0
+        assert _metrics(out)["num_images"] == count
+
+    assert main(["evaluate", str(run_dir), "--data", str(data / "val"), "--split", "test"]) == 2
+    assert "no test split: evaluate it whole with --split all" in capsys.readouterr().err
+
+
+def test_a_checkpoint_alone_needs_data(run_dir: Path, capsys) -> None:
+    assert main(["evaluate", str(run_dir / "best.ckpt")]) == 2
+    assert "pass --data DIR" in capsys.readouterr().err

@@ -1,0 +1,184 @@
+"""``zoo export`` and ``zoo.load``: bundles that run without Lightning, each format checked numerically."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import zoo
+from finetune import export as export_module
+from finetune.checkpoint import load_source
+from finetune.data.images import load_rgb
+from finetune.export import FORMATS, TOLERANCE, ExportError, export
+from tests.finetune.trained import train_small_run
+from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
+from zoo_cli.main import main
+
+BUNDLE_FILES = {"model.safetensors", "zoo.json", "model.torchscript.pt", "model.onnx"}
+# What a bundle's consumer must not need: the toolkit, the training framework, the model libraries.
+NOT_NEEDED = ("zoo", "finetune", "zoo_cli", "pytorch_lightning", "lightning", "torchvision", "timm")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_small_run(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def bundle(run_dir: Path) -> Path:
+    return export(run_dir, FORMATS, run_dir.parent / "bundle").out_dir
+
+
+@pytest.fixture(scope="module")
+def photos(run_dir: Path) -> list[Path]:
+    return sorted((run_dir.parent / "images").glob("*/*.jpg"))[::3]
+
+
+@pytest.fixture(scope="module")
+def batch(bundle: Path, photos: list[Path]) -> torch.Tensor:
+    """Real photos, preprocessed as the bundle says."""
+    model = zoo.load(bundle)
+    return torch.stack([model.transform(load_rgb(path)) for path in photos])
+
+
+def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Path) -> None:
+    assert {path.name for path in bundle.iterdir()} == BUNDLE_FILES  # no temporary files left behind
+    metadata = json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert metadata["arch"] == "small_cnn" and metadata["classes"] == summary["classes"]
+    assert (metadata["num_classes"], metadata["image_size"], metadata["resize"], metadata["crop"]) == (3, 28, 32, 28)
+    assert metadata["mean"] == metadata["std"] == [0.5, 0.5, 0.5] and metadata["interpolation"] == "bilinear"
+    assert metadata["weights"] == "none"
+    assert metadata["validation"] == {
+        "top1_error": summary["val_top1_error"], "topk_error": summary["val_top5_error"], "k": 3,
+        "loss": summary["val_loss"],
+    }
+    assert metadata["zoo_version"] == zoo.__version__ and metadata["torch_version"] == torch.__version__
+    assert set(metadata["exports"]) == set(FORMATS)
+    for name, entry in metadata["exports"].items():
+        assert (bundle / entry["file"]).is_file() and 0.0 <= entry["max_abs_diff"] <= TOLERANCE, name
+
+
+def test_zoo_load_predicts_like_the_checkpoint(run_dir: Path, bundle: Path, photos: list[Path], batch: torch.Tensor) -> None:
+    model = zoo.load(bundle)
+    expected = load_source(run_dir).model.predict(photos)
+
+    assert model.classes == ["astronaut", "chelsea", "coffee"]
+    assert torch.allclose(model.predict(photos), expected, atol=1e-6)
+    assert torch.allclose(model.predict([Image.open(path) for path in photos]), expected, atol=1e-6)
+    assert torch.allclose(model.predict(batch), expected, atol=1e-6)
+    assert torch.allclose(expected.sum(dim=1), torch.ones(len(photos)))
+
+
+def test_zoo_load_needs_no_lightning(bundle: Path, photos: list[Path]) -> None:
+    script = (
+        "import sys, zoo\n"
+        f"print(zoo.load({str(bundle)!r}).predict([{str(photos[0])!r}]).shape)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'finetune')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.splitlines() == ["torch.Size([1, 3])", "[]"]
+
+
+def test_onnx_runs_in_onnxruntime_with_any_batch_size(bundle: Path, batch: torch.Tensor) -> None:
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(str(bundle / ONNX_FILE))
+    session = onnxruntime.InferenceSession(str(bundle / ONNX_FILE), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == ["batch", 3, 28, 28]
+    expected = zoo.load(bundle).logits(batch)
+    for size in (1, len(batch)):
+        logits = session.run(None, {"images": batch[:size].numpy()})[0]
+        assert (torch.from_numpy(logits) - expected[:size]).abs().max() < TOLERANCE
+
+
+def test_torchscript_runs_in_a_fresh_process_with_only_torch(bundle: Path, batch: torch.Tensor, tmp_path: Path) -> None:
+    torch.save(batch, tmp_path / "batch.pt")
+    script = (
+        "import sys, torch\n"
+        f"model = torch.jit.load({str(bundle / TORCHSCRIPT_FILE)!r})\n"
+        f"torch.save(model(torch.load({str(tmp_path / 'batch.pt')!r}, weights_only=True)), {str(tmp_path / 'out.pt')!r})\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {NOT_NEEDED!r}))\n"
+    )
+    # -I: no current folder or user site on the path, so nothing of the repository can be imported by accident.
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert result.stdout.strip() == "[]"
+    logits = torch.load(tmp_path / "out.pt", weights_only=True)
+    assert (logits - zoo.load(bundle).logits(batch)).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript"])
+def test_one_format_with_the_weights_and_the_printed_check(run_dir: Path, tmp_path: Path, fmt: str, capsys) -> None:
+    out = tmp_path / "bundle"
+    assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
+
+    expected = {"model.safetensors", "zoo.json"} | ({TORCHSCRIPT_FILE} if fmt == "torchscript" else set())
+    assert {path.name for path in out.iterdir()} == expected
+    exports = json.loads((out / "zoo.json").read_text(encoding="utf-8"))["exports"]
+    printed = capsys.readouterr().out
+    assert "max |logit difference|" in printed
+    for name, entry in exports.items():
+        assert f"{entry['max_abs_diff']:.2e}" in printed and name in printed
+
+
+def test_a_non_empty_folder_is_refused_without_force(run_dir: Path, bundle: Path, tmp_path: Path, capsys) -> None:
+    before = {path.name: path.stat().st_mtime_ns for path in bundle.iterdir()}
+    assert main(["export", str(run_dir), "--out", str(bundle)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert {path.name: path.stat().st_mtime_ns for path in bundle.iterdir()} == before
+
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / ONNX_FILE).write_bytes(b"an old export of another model")
+    (out / "notes.txt").write_text("the user's own file")
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 0
+    assert {path.name for path in out.iterdir()} == {"model.safetensors", "zoo.json", "notes.txt"}
+
+
+def test_an_export_that_does_not_reproduce_the_model_is_not_kept(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    run = export_module._run_torchscript
+    monkeypatch.setattr(export_module, "_run_torchscript", lambda path, batch: run(path, batch) + 1e-3)
+    out = tmp_path / "bundle"
+
+    with pytest.raises(ExportError, match=r"torchscript export does not reproduce the model: logits differ by up to 0\.001"):
+        export(run_dir, ["torchscript"], out)
+
+    assert {path.name for path in out.iterdir()} == {"model.safetensors"}  # no zoo.json: not a bundle
+
+
+def test_an_interrupted_export_leaves_nothing_that_looks_complete(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    def interrupted(module: object, path: str) -> None:
+        Path(path).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch.jit, "save", interrupted)
+    out = tmp_path / "bundle"
+
+    with pytest.raises(KeyboardInterrupt):
+        export(run_dir, ["torchscript"], out)
+
+    assert {path.name for path in out.iterdir()} == {"model.safetensors"}
+    with pytest.raises(zoo.ZooError, match="not a zoo bundle"):
+        zoo.load(out)
+
+
+def test_predict_and_evaluate_accept_a_bundle(run_dir: Path, bundle: Path, photos: list[Path], tmp_path: Path, capsys) -> None:
+    paths = list(map(str, photos))
+    assert main(["predict", str(bundle), *paths, "--format", "json"]) == 0
+    from_bundle = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(run_dir), *paths, "--format", "json"]) == 0
+    assert from_bundle == json.loads(capsys.readouterr().out)
+
+    data = run_dir.parent / "images"
+    assert main(["evaluate", str(bundle), "--data", str(data), "--out", str(tmp_path / "bundle")]) == 0
+    assert main(["evaluate", str(run_dir), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
+    from_bundle, from_run = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("bundle", "run"))
+    assert from_bundle["num_images"] == 24
+    assert {k: v for k, v in from_bundle.items() if k != "source"} == {k: v for k, v in from_run.items() if k != "source"}

@@ -1,0 +1,50 @@
+"""Settings chosen from the machine: precision, image cache, loader workers."""
+
+from __future__ import annotations
+
+import pytest
+
+from finetune import hardware
+from finetune.hardware import choose_cache, choose_loader, choose_precision
+
+GIB = 2**30
+
+
+@pytest.mark.parametrize(
+    ("flags", "speedup", "expected"),
+    [
+        ({"avx2", "amx_bf16", "avx512_bf16"}, None, "bf16-mixed"),
+        ({"avx2", "avx512_bf16"}, 1.6, "bf16-mixed"),
+        ({"avx2", "avx512_bf16"}, 1.05, "32"),
+        ({"avx2"}, None, "32"),
+    ],
+)
+def test_cpu_precision_follows_the_flags_and_the_probe(
+    monkeypatch: pytest.MonkeyPatch, flags: set[str], speedup: float | None, expected: str
+) -> None:
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(hardware, "bf16_conv_speedup", lambda: speedup if speedup is not None else pytest.fail("no probe"))
+    choice = choose_precision("auto", "cpu")
+    assert choice.value == expected
+    if speedup is not None:
+        assert f"{speedup:.1f}×" in choice.reason, "the reason names the measured speed-up"
+    assert choose_precision("32", "cpu").value == "32"
+
+
+def test_auto_cache_takes_memory_within_its_budget_and_never_disk() -> None:
+    assert choose_cache("auto", 1 * GIB, 8 * GIB).value == "memory"
+    too_big = choose_cache("auto", 3 * GIB, 8 * GIB)
+    assert too_big.value == "none" and "budget" in too_big.reason
+    assert choose_cache("disk", 100 * GIB, 1 * GIB).value == "disk"
+
+
+def test_loader_settings_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 16)
+    gpu = choose_loader(None, 10_000, gpu=True)
+    assert gpu.num_workers == 8 and gpu.pin_memory and gpu.persistent_workers
+    cpu = choose_loader(None, 10_000, gpu=False)
+    assert cpu.num_workers == 7 and not cpu.pin_memory
+    assert choose_loader(None, 100, gpu=True).num_workers == 0, "a tiny data set is read in the main process"
+    assert choose_loader(3, 100, gpu=False).num_workers == 3
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    assert choose_loader(None, 10_000, gpu=False).num_workers == 0, "2 cores: both train"

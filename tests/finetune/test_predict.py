@@ -1,0 +1,85 @@
+"""``zoo predict`` on a real short run: top-k classes per image, unreadable files reported, exit status."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from finetune.checkpoint import load_source
+from finetune.data.images import load_rgb
+from finetune.data.transforms import eval_transform
+from tests.conftest import make_image_folder
+from tests.finetune.trained import train_small_run
+from zoo_cli.main import main
+
+CLASSES = ["astronaut", "chelsea", "coffee"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_small_run(tmp_path_factory.mktemp("predict"))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """Six photos in class sub-folders, a file that is no image under an image name, and a text file."""
+    root = make_image_folder(tmp_path / "photos", per_class=2)
+    (root / "chelsea" / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "notes.txt").write_text("not an image either")
+    return root
+
+
+def test_json_lists_every_image_and_the_unreadable_one_with_its_error(run_dir: Path, photos: Path, capsys) -> None:
+    assert main(["predict", str(run_dir), str(photos), "--format", "json", "--top-k", "2"]) == 1
+
+    results = json.loads(capsys.readouterr().out)
+    assert [Path(result["path"]).relative_to(photos).as_posix() for result in results] == [
+        "astronaut/0.jpg", "astronaut/1.jpg", "chelsea/0.jpg", "chelsea/1.jpg", "chelsea/broken.jpg",
+        "coffee/0.jpg", "coffee/1.jpg",
+    ]
+    assert all(set(result) == {"path", "predictions", "error"} for result in results)
+    broken = results.pop(4)
+    assert broken["predictions"] == [] and "not an image" in broken["error"]
+    for result in results:
+        assert result["error"] is None and len(result["predictions"]) == 2
+        first, second = result["predictions"]
+        assert {first["class"], second["class"]} <= set(CLASSES) and first["class"] != second["class"]
+        assert 1.0 >= first["probability"] >= second["probability"] > 0.0
+
+
+def test_probabilities_are_the_softmax_of_the_model_on_training_preprocessing(run_dir: Path, photos: Path, capsys) -> None:
+    images = sorted((photos / "coffee").glob("*.jpg"))
+    assert main(["predict", str(run_dir), *map(str, images), "--top-k", "10", "--format", "csv"]) == 0
+
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [(row["path"], row["rank"]) for row in rows] == [(str(path), str(rank)) for path in images for rank in (1, 2, 3)]
+    model = load_source(run_dir).model
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    # The validation transform of training, rebuilt from the registry entry, not from the checkpoint.
+    transform = eval_transform(zoo.get_spec("small_cnn"), summary["image_size"])
+    expected = model.predict(torch.stack([transform(load_rgb(path)) for path in images]))
+    for index, path in enumerate(images):
+        printed = {row["class"]: float(row["probability"]) for row in rows if row["path"] == str(path)}
+        assert printed == pytest.approx(dict(zip(CLASSES, expected[index].tolist())), abs=1e-5)
+        assert sum(printed.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_the_table_names_each_image_and_a_missing_file(run_dir: Path, photos: Path, capsys) -> None:
+    good = photos / "astronaut" / "0.jpg"
+    assert main(["predict", str(run_dir / "best.ckpt"), str(good), str(photos / "gone.png")]) == 1
+
+    captured = capsys.readouterr()
+    assert str(good) in captured.out and "error: no such file" in captured.out
+    assert "1 of 2 images could not be read" in captured.err
+
+
+def test_a_folder_without_images_is_an_error(run_dir: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", str(run_dir), str(tmp_path / "empty")]) == 2
+    assert "no image files" in capsys.readouterr().err

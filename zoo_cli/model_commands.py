@@ -1,0 +1,115 @@
+"""``zoo evaluate``, ``zoo predict`` and ``zoo export``: a trained model (run folder, .ckpt or bundle) at work."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zoo_cli.output import print_table, render
+
+if TYPE_CHECKING:
+    from finetune.predict import Prediction
+
+SOURCE_HELP = "a run folder of zoo finetune, a .ckpt file, or a bundle folder of zoo export"
+EXPORT_FORMATS = ("safetensors", "torchscript", "onnx", "all")  # finetune.export.FORMATS + all, without importing torch
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:
+    evaluate = commands.add_parser("evaluate", help="measure a trained model on labelled images: metrics, confusion matrix, report")
+    evaluate.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
+    evaluate.add_argument("--data", type=Path, metavar="DIR",
+                          help="image folder, one sub-folder per class (default for a run folder: its own split)")
+    evaluate.add_argument("--split", choices=("val", "test", "all"),
+                          help="val (default for run folders and folders with train/ and val/), test, or all "
+                               "(default for a plain class folder)")
+    evaluate.add_argument("--out", type=Path, metavar="DIR",
+                          help="folder for metrics.json, confusion_matrix.csv/.png and report.md "
+                               "(default: RUN/eval-SPLIT for a run's own data, else ./eval-NAME-SPLIT)")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(run=run_evaluate)
+
+    predict = commands.add_parser("predict", help="top-k classes of images, with softmax probabilities")
+    predict.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes per image (at most the model's)")
+    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.set_defaults(run=run_predict)
+
+    export = commands.add_parser("export", help="bundle a trained model to run without Lightning: safetensors, TorchScript, ONNX")
+    export.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
+    export.add_argument("--format", choices=EXPORT_FORMATS, default="all",
+                        help="file to add to the bundle's weights and zoo.json (default: all)")
+    export.add_argument("--out", type=Path, metavar="DIR", required=True, help="bundle folder (new or empty)")
+    export.add_argument("--force", action="store_true", help="replace the bundle in a non-empty --out")
+    export.set_defaults(run=run_export)
+
+
+def _warn(command: str, message: str) -> None:
+    print(f"zoo {command}: warning: {message}", file=sys.stderr)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from finetune.evaluate import evaluate
+
+    result = evaluate(args.source, data=args.data, split=args.split, out=args.out, batch_size=args.batch_size)
+    for warning in result.warnings:
+        _warn("evaluate", warning)
+    metrics = result.metrics
+    rows = [
+        {"key": "images", "value": metrics["num_images"]},
+        {"key": "top-1 error (%)", "value": metrics["top1_error"]},
+        {"key": f"top-{metrics['k']} error (%)", "value": metrics["topk_error"]},
+        {"key": "loss", "value": f"{metrics['loss']:.4f}"},
+    ]
+    print_table(rows, {"key": "metric", "value": "value"}, title=f"evaluation on {metrics['data']}")
+    columns = {"class": "class", "precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}
+    print_table(metrics["per_class"], columns, title="per class")
+    print(f"written to {result.out_dir}: metrics.json, confusion_matrix.csv, confusion_matrix.png, report.md")
+    return 0
+
+
+def _csv_rows(results: list[Prediction]) -> Iterator[dict[str, object]]:
+    """One row per predicted class, or one row with the error of an unreadable image."""
+    for result in results:
+        if result.error:
+            yield {"path": str(result.path), "rank": "", "class": "", "probability": "", "error": result.error}
+        for rank, (name, probability) in enumerate(result.top, start=1):
+            yield {"path": str(result.path), "rank": rank, "class": name, "probability": probability, "error": ""}
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from finetune.checkpoint import load_source
+    from finetune.predict import predict
+
+    results = predict(load_source(args.source).model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    if args.format == "json":
+        render([result.to_dict() for result in results], {}, "json")
+    elif args.format == "csv":
+        render(list(_csv_rows(results)), {}, "csv")
+    else:
+        rows = [
+            {"path": str(result.path),
+             "class": f"error: {result.error}" if result.error else ", ".join(f"{n} {p:.3f}" for n, p in result.top)}
+            for result in results
+        ]
+        print_table(rows, {"path": "image", "class": "classes (probability)"})
+    failed = sum(1 for result in results if result.error)
+    if failed:
+        _warn("predict", f"{failed} of {len(results)} images could not be read")
+    return 1 if failed else 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from finetune.export import FORMATS, TOLERANCE, export
+
+    formats = FORMATS if args.format == "all" else (args.format,)
+    result = export(args.source, formats, args.out, force=args.force)
+    rows = [{"kind": name, "value": f"{difference:.2e}"} for name, difference in result.differences.items()]
+    print_table(rows, {"kind": "format", "value": "max |logit difference|"},
+                title=f"verified exports (limit {TOLERANCE:g})")
+    print(f"bundle: {result.out_dir} (load it with zoo.load, or pass it to zoo predict / zoo evaluate)")
+    return 0
