@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ def _write_safetensors(network: nn.Module, path: Path) -> None:
 
     # Clones: safetensors refuses tensors that share memory, which tied weights would.
     save_file({key: value.detach().clone().contiguous() for key, value in network.state_dict().items()}, str(path))
+    # safetensors creates its file owner-only; a bundle is meant to be shared like the other files in it.
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def _run_safetensors(metadata: dict[str, Any], path: Path, batch: Tensor) -> Tensor:
