@@ -1,0 +1,56 @@
+"""The typed run config and its YAML form: merging, precedence and one-line rejections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
+from zoo_cli.finetune_command import overrides_from_flags
+from zoo_cli.main import build_parser
+
+
+def test_partial_file_merges_over_defaults_and_flags_override_it(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("model:\n  arch: resnet50\ntrainer:\n  epochs: 3\n  devices: 2\n", encoding="utf-8")
+    config = load_config(path)
+    assert config.model.arch == "resnet50" and config.trainer.epochs == 3 and config.trainer.devices == "2"
+    assert config.data == RunConfig().data  # untouched sections keep their defaults
+    args = build_parser().parse_args(["finetune", "--config", str(path), "--epochs", "5", "--freeze", "until-epoch", "2"])
+    final = merge(config, overrides_from_flags(args))
+    assert final.trainer.epochs == 5 and final.model.arch == "resnet50"
+    assert (final.optim.freeze, final.optim.unfreeze_epoch) == ("until-epoch", 2)
+
+
+def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
+    config = merge(RunConfig(), {"optim": {"lr": 0.01, "freeze": "backbone"}, "data": {"image_size": 64}})
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("trainer:\n  epoch: 3\n", "unknown config key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
+        ("optimizer:\n  lr: 0.1\n", "unknown config key 'optimizer'"),
+        ("optim:\n  lr: fast\n", "config key 'optim.lr' must be float, got str 'fast'"),
+        ("data:\n  batch_size: 8.5\n", "config key 'data.batch_size' must be int"),
+        ("optim:\n  freeze: everything\n", "optim.freeze must be one of none, backbone, until-epoch"),
+        ("data: 3\n", "config key 'data' must be a mapping"),
+        ("data: [\n", "is not valid YAML"),
+    ],
+)
+def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("freeze", [["until-epoch"], ["backbone", "2"], ["sometimes"]])
+def test_bad_freeze_flags_are_rejected(freeze: list[str]) -> None:
+    args = build_parser().parse_args(["finetune", "--freeze", *freeze])
+    with pytest.raises(ConfigError, match="--freeze"):
+        overrides_from_flags(args)
