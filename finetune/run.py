@@ -129,9 +129,7 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size
     _say(f"memory format: {memory_format.value} ({memory_format.reason})")
     torch_format = torch.channels_last if memory_format.value == "channels_last" else torch.contiguous_format
     network = network.to(memory_format=torch_format)
-    origin = weights if weights is None or "/" in weights or weights.endswith((".pth", ".safetensors")) else (
-        spec.weights.default_tag if weights == "default" else weights
-    )
+    origin = spec.weights.default_tag if weights == "default" and spec.weights else weights
     metadata = {
         "arch": spec.name,
         "classes": split.classes,

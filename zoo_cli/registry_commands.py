@@ -46,10 +46,9 @@ def run_list(args: argparse.Namespace) -> int:
         return 0
     for row in rows:
         row["params_m"] = row["params"] / 1e6
-        if row["ilsvrc_top5_error"] is not None:
-            row["ilsvrc"] = f"{row['ilsvrc_top5_error']:g} ({row['ilsvrc_year']})"
-            if row["family"] == "AlexNet":
-                row["ilsvrc"] = f"16.4 / 15.3 ({row['ilsvrc_year']})"
+        results = zoo.get_spec(row["name"]).ilsvrc  # AlexNet has two: ILSVRC data only, and the winning entry
+        if results:
+            row["ilsvrc"] = " / ".join(f"{result.top5_error:g}" for result in results) + f" ({results[0].year})"
     print_table(rows, LIST_COLUMNS, title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)")
     return 0
 
