@@ -1,14 +1,14 @@
 """Training images/s: zoo's fine-tuning path against a minimal hand-written PyTorch loop.
 
-    python -m benchmarks.train_throughput [--models small_cnn resnet18] [--batch-size 8] [--rounds 2]
+    python -m benchmarks.train_throughput [--models small_cnn resnet18] [--batch-size 32] [--rounds 2]
 
 Three variants per model, interleaved step by step in the same process (after each of zoo's steps,
 one step of each hand loop runs, see ``Interleave``):
 
 - ``torch default``: a minimal loop at PyTorch's defaults: fp32, NCHW, images decoded and transformed
   in the main process every step (``DataLoader`` defaults);
-- ``torch @ zoo``: the same loop at zoo's settings: its precision, memory format and data loader
-  (decode-once cache, workers, pinned memory);
+- ``torch @ zoo``: the same loop at zoo's settings: its precision, memory format, fused optimiser and
+  data loader (decode-once cache, workers, pinned memory);
 - ``zoo``: ``finetune.run.train``, the LightningModule and Trainer that ``zoo finetune`` runs.
 
 Each figure is ``batch / median step time`` of one round (a step: waiting for the batch, forward,
@@ -75,9 +75,9 @@ class HandLoop:
     """The loop a user writes by hand, one step at a time, so its steps can run between zoo's."""
 
     def __init__(self, arch: str, loader: DataLoader, device: torch.device, memory_format: torch.memory_format,
-                 bf16: bool, cudnn_benchmark: bool) -> None:
+                 bf16: bool, cudnn_benchmark: bool, fused: bool | None) -> None:
         self.network = zoo.create_model(arch, 10).to(device, memory_format=memory_format).train()
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=1e-3, fused=fused)
         self.loader = loader
         self.batches = iter(loader)
         self.device = device
@@ -175,8 +175,9 @@ def measure(models: list[str], settings: Settings, seconds: float) -> tuple[list
         ceilings = []
         for run in range(settings.rounds):
             torch.manual_seed(run)
-            loops = [HandLoop(arch, plain, settings.device, torch.contiguous_format, bf16=False, cudnn_benchmark=False),
-                     HandLoop(arch, zoo_loader, settings.device, zoo_format, bf16=bf16, cudnn_benchmark=True)]
+            loops = [HandLoop(arch, plain, settings.device, torch.contiguous_format, bf16=False, cudnn_benchmark=False,
+                              fused=None),
+                     HandLoop(arch, zoo_loader, settings.device, zoo_format, bf16=bf16, cudnn_benchmark=True, fused=True)]
             zoo_seconds = run_round(arch, folder, loops, settings, run)
             for variant, step_seconds in zip(VARIANTS, [loop.seconds[settings.warmup:] for loop in loops] + [zoo_seconds]):
                 speed[variant].append(settings.batch_size / median(step_seconds))
@@ -203,7 +204,7 @@ def measure(models: list[str], settings: Settings, seconds: float) -> tuple[list
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=DataConfig().batch_size, help="zoo's default unless given")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each run")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run, at least")
     parser.add_argument("--seconds", type=float, default=10.0, help="aim for this long per run (more steps for small models)")

@@ -1,4 +1,4 @@
-"""Run-folder callbacks: per-epoch metrics, training throughput, and a checkpoint on Ctrl-C."""
+"""Run callbacks: per-epoch metrics, training throughput, a checkpoint on Ctrl-C, and a light progress bar."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 
 METRICS = ("train/loss", "val/loss", "val/top1_error", "val/top5_error")
 
@@ -97,3 +97,25 @@ class SaveOnInterrupt(Callback):
                 f"zoo finetune --resume {shlex.quote(str(self.run_dir))}",
                 file=sys.stderr,
             )
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar, redrawn at most every ``interval`` seconds, showing the latest step's loss.
+
+    Lightning redraws it after every step, and the loss it shows has to be logged every step: for
+    small_cnn that cost about 4 ms of a 25 ms step (the bar alone, or the logging alone, half of it).
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        super().__init__()
+        self.interval = interval
+        self._drawn = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        bar = self.train_progress_bar
+        now = time.monotonic()
+        if bar is None or bar.disable or (now - self._drawn < self.interval and batch_idx + 1 != bar.total):
+            return
+        self._drawn = now
+        bar.n = batch_idx + 1
+        bar.set_postfix({**self.get_metrics(trainer, pl_module), "loss": f"{float(outputs['loss']):.3f}"})

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 
 import zoo
-from finetune.callbacks import EpochMetrics, SaveOnInterrupt, Throughput
+from finetune.callbacks import EpochMetrics, ProgressBar, SaveOnInterrupt, Throughput
 from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
 from finetune.data.builtin import resolve_data
 from finetune.data.datamodule import ImageDataModule
@@ -204,7 +204,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min", save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), *watchers]
+    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), ProgressBar(), *watchers]
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else None))
     trainer = pl.Trainer(
