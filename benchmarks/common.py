@@ -11,13 +11,15 @@ import shutil
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from finetune.data.builtin import resolve_data
 from finetune.hardware import available_memory, cpu_flags, usable_cores
@@ -89,9 +91,13 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int | None = None, repeats: int = 3) -> float:
-    """Measured GFLOP/s of a square matmul: the ceiling a training step can be compared with (median)."""
-    size = size or (8192 if device.type == "cuda" else 2048)  # large enough for the peak, short enough to repeat
+def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int | None = None, repeats: int = 5) -> float:
+    """Measured GFLOP/s of a square matmul, the best of ``repeats``: the ceiling a training step is compared with.
+
+    The best, not the median: on a shared machine slow repeats measure the neighbours, and a ceiling
+    set too low would flatter the step. 4096 on a CPU: smaller squares did not reach AMX's peak here.
+    """
+    size = size or (8192 if device.type == "cuda" else 4096)  # large enough for the peak, short enough to repeat
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
     a @ b  # the first call picks and loads kernels
@@ -102,37 +108,63 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int | None = N
         a @ b
         synchronize(device)
         timings.append(time.perf_counter() - started)
-    return 2 * size**3 / median(timings) / 1e9
+    return 2 * size**3 / min(timings) / 1e9
 
 
 class StepTimes(pl.Callback):
-    """Per training step: seconds from the end of the previous step, and of those, seconds waiting for the batch.
+    """Per training step: seconds getting the batch, the gap before the step, and the step's total.
 
-    Lightning fetches (and moves to the device) a batch before ``on_train_batch_start``, so the time
-    from the previous step's end (or the epoch's start) to that hook is the time spent waiting for data.
+    The total runs from the end of the previous step (or the epoch's start). The gap is its part before
+    ``on_train_batch_start``, where Lightning fetches the batch; getting the batch is the time inside
+    the DataLoader's ``__next__`` (loading it in this process, or waiting for a worker's) in that gap.
+    The rest of the gap is Lightning's own work between steps (the scheduler, hooks, moving the batch).
     """
 
     def __init__(self) -> None:
-        self.epochs: list[list[tuple[float, float]]] = []  # per epoch: (wait, total) per step
+        self.epochs: list[list[tuple[float, float, float]]] = []  # per epoch and step: (loader, gap, total) seconds
         self._last = 0.0
+        self._loading = 0.0  # loader seconds since the previous step's end
+        self._waited = 0.0
         self._started = 0.0
+        self._next: Callable[[Any], Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._next = _BaseDataLoaderIter.__next__
+        real_next = self._next
+
+        def timed_next(iterator: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return real_next(iterator)
+            finally:
+                self._loading += time.perf_counter() - started
+
+        _BaseDataLoaderIter.__next__ = timed_next
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._next is not None:
+            _BaseDataLoaderIter.__next__ = self._next
+            self._next = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.epochs.append([])
         self._last = time.perf_counter()
+        self._loading = 0.0  # validation batches of the previous epoch are not waits of this one
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+        self._waited = self._loading
         self._started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         synchronize(pl_module.device)
         now = time.perf_counter()
-        self.epochs[-1].append((self._started - self._last, now - self._last))
+        self.epochs[-1].append((self._waited, self._started - self._last, now - self._last))
         self._last = now
+        self._loading = 0.0
 
     def step_seconds(self, skip: int) -> list[float]:
         """Total seconds of each step of the first epoch after the first ``skip`` (warm-up) steps."""
-        return [total for _wait, total in self.epochs[0][skip:]]
+        return [total for _loader, _gap, total in self.epochs[0][skip:]]
 
 
 def digits_folder(root: Path, train_per_class: int, val_per_class: int) -> Path:

@@ -3,9 +3,9 @@
     python -m benchmarks.data_pipeline [--epochs 3] [--rounds 2] [--datasets digits photos]
 
 small_cnn (zoo's defaults otherwise: batch 32, standard augmentation) trains with ``--cache none`` and
-``--cache memory``, the runs alternating. A step's wait is the time from the end of the previous step
-to Lightning handing over the next batch (``StepTimes``); an epoch's figures are the sums over its
-steps (validation excluded). The cache is filled before the first epoch: its build time is measured
+``--cache memory``, the runs alternating. A step waits for data while the DataLoader produces its
+batch; the gap before a step adds Lightning's work between steps (``StepTimes``). An epoch's figures
+are the sums over its steps (validation excluded). The cache is filled before the first epoch: its build time is measured
 separately, on the same data. ``digits``: the built-in 8×8 PNGs; ``photos``: 500×375 JPEGs.
 """
 
@@ -43,15 +43,15 @@ def build_seconds(folder: Path) -> float:
     return time.perf_counter() - started
 
 
-def epochs_of(folder: Path, cache: str, epochs: int, workdir: Path, run: int) -> list[tuple[float, float]]:
-    """``(data seconds, train seconds)`` of each epoch of one run."""
+def epochs_of(folder: Path, cache: str, epochs: int, workdir: Path, run: int) -> list[tuple[float, float, float]]:
+    """``(data seconds, gap seconds, train seconds)`` of each epoch of one run."""
     timer = StepTimes()
     config = RunConfig(data=DataConfig(path=str(folder), cache=cache), model=ModelConfig(arch=ARCH),
                        trainer=TrainerConfig(epochs=epochs, accelerator="cpu", seed=run),
                        out=str(workdir / f"run-{folder.name}-{cache}-{run}"))
     with silenced():
         train(config, watchers=[timer])
-    return [(sum(wait for wait, _ in steps), sum(total for _, total in steps)) for steps in timer.epochs]
+    return [tuple(map(sum, zip(*steps))) for steps in timer.epochs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.datasets:
             folder = make_data(name, Path(workdir))
             builds = []
-            first: dict[str, list[tuple[float, float]]] = {cache: [] for cache in CACHES}
-            later: dict[str, list[tuple[float, float]]] = {cache: [] for cache in CACHES}
+            first: dict[str, list[tuple[float, float, float]]] = {cache: [] for cache in CACHES}
+            later: dict[str, list[tuple[float, float, float]]] = {cache: [] for cache in CACHES}
             for run, cache in interleaved(CACHES, args.rounds):
                 epochs = epochs_of(folder, cache, args.epochs, Path(workdir), run)
                 first[cache].append(epochs[0])
@@ -74,16 +74,16 @@ def main(argv: list[str] | None = None) -> None:
                 if cache == "memory":
                     builds.append(build_seconds(folder))
             for cache in CACHES:
-                waits = [100 * wait / total for wait, total in later[cache]]
+                data, gaps, totals = zip(*later[cache])
                 rows.append({
                     "data": f"{name} ({sum(1 for _ in folder.rglob('*.*'))} images)",
                     "cache": cache,
                     "cache build s (once)": spread(builds, 2) if cache == "memory" else "–",
-                    "epoch 1: data s / train s": f"{median([w for w, _ in first[cache]]):.2f} / "
-                                                 f"{median([t for _, t in first[cache]]):.2f}",
-                    "later epochs: data s / train s": f"{spread([w for w, _ in later[cache]], 2)} / "
-                                                      f"{spread([t for _, t in later[cache]], 2)}",
-                    "later epochs: % waiting for data": spread(waits),
+                    "epoch 1: data s / train s": f"{median([e[0] for e in first[cache]]):.2f} / "
+                                                 f"{median([e[2] for e in first[cache]]):.2f}",
+                    "later epochs: data s / train s": f"{spread(data, 2)} / {spread(totals, 2)}",
+                    "later epochs: % waiting for data": spread([100 * d / t for d, t in zip(data, totals)]),
+                    "later epochs: % between steps (data + Lightning)": spread([100 * g / t for g, t in zip(gaps, totals)]),
                 })
                 print(table(rows[-1:]), flush=True)
     body = (f"{ARCH} at 28 px, batch 32, standard augmentation, {args.epochs} epochs per run, {args.rounds} runs "

@@ -124,6 +124,7 @@ class Interleave(StepTimes):
         for loop in self.loops if batch_idx % 2 else self.loops[::-1]:
             loop.step()
         self._last = time.perf_counter()
+        self._loading = 0.0  # the hand loops' batches
 
 
 def run_round(arch: str, folder: Path, loops: list[HandLoop], settings: Settings, run: int) -> list[float]:
