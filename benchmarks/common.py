@@ -162,9 +162,9 @@ class StepTimes(pl.Callback):
         self._last = now
         self._loading = 0.0
 
-    def step_seconds(self, skip: int) -> list[float]:
-        """Total seconds of each step of the first epoch after the first ``skip`` (warm-up) steps."""
-        return [total for _loader, _gap, total in self.epochs[0][skip:]]
+    def step_seconds(self, skip: int = 0, epoch: int = 0) -> list[float]:
+        """Total seconds of each step of ``epoch`` (the first by default) after its first ``skip`` (warm-up) steps."""
+        return [total for _loader, _gap, total in self.epochs[epoch][skip:]]
 
 
 def digits_folder(root: Path, train_per_class: int, val_per_class: int) -> Path:

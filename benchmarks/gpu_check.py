@@ -37,7 +37,7 @@ def fine_tune(workdir: Path, batch_size: int) -> dict[str, object]:
     started = time.perf_counter()
     with silenced():
         summary = train(config, watchers=[timer]).summary
-    later = [total for _wait, total in timer.epochs[-1]]
+    later = timer.step_seconds(epoch=-1)
     return {
         "weights": summary["weights"],
         "precision": summary["precision"],

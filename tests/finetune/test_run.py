@@ -46,6 +46,7 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert load_config(out / "config.yaml").model.arch == "small_cnn"
     printed = capsys.readouterr().out
     assert "val_top1_error" in printed and f"run folder: {out}" in printed
+    assert "Epoch 1: 100%" in printed and "loss=" in printed, "the progress bar shows each epoch and the step loss"
 
 
 def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
