@@ -5,8 +5,9 @@
 small_cnn (zoo's defaults otherwise: batch 32, standard augmentation) trains with ``--cache none`` and
 ``--cache memory``, the runs alternating. A step waits for data while the DataLoader produces its
 batch; the gap before a step adds Lightning's work between steps (``StepTimes``). An epoch's figures
-are the sums over its steps (validation excluded). The cache is filled before the first epoch: its build time is measured
-separately, on the same data. ``digits``: the built-in 8×8 PNGs; ``photos``: 500×375 JPEGs.
+are the sums over its steps (validation excluded). The cache is filled before the first epoch: its
+build time is measured separately, on the same data. ``digits``: the built-in 8×8 PNGs; ``photos``:
+500×375 JPEGs.
 """
 
 from __future__ import annotations
