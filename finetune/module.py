@@ -43,9 +43,13 @@ class Classifier(pl.LightningModule):
         self.top_k = min(5, num_classes)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=optim.label_smoothing)
+        # Per-epoch figures accumulate in metrics (synchronised across processes when computed) and are
+        # logged once per epoch: Lightning's per-step self.log cost more than a linear head's whole step.
+        # The inputs are zoo's own logits and labels, so torchmetrics' per-step argument checks are skipped.
         self.train_loss = MeanMetric()
-        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        self.val_topk = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro")
+        self.val_loss = MeanMetric()
+        self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
+        self.val_topk = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro", validate_args=False)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images.contiguous(memory_format=self.memory_format))
@@ -76,7 +80,7 @@ class Classifier(pl.LightningModule):
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
         logits = self(images)
-        self.log("val/loss", self.loss(logits, labels), on_epoch=True, batch_size=len(labels), sync_dist=True)
+        self.val_loss.update(self.loss(logits, labels), len(labels))
         self.val_top1.update(logits, labels)
         self.val_topk.update(logits, labels)
 
@@ -85,10 +89,11 @@ class Classifier(pl.LightningModule):
         if self.train_loss.update_called:
             self.log("train/loss", self.train_loss.compute())
             self.train_loss.reset()
+        self.log("val/loss", self.val_loss.compute())
         self.log("val/top1_error", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True)
         self.log("val/top5_error", 100.0 * (1.0 - self.val_topk.compute()))
-        self.val_top1.reset()
-        self.val_topk.reset()
+        for metric in (self.val_loss, self.val_top1, self.val_topk):
+            metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.optim
