@@ -218,7 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     body = (f"batch {args.batch_size}, {args.warmup} warm-up + at least {args.steps} timed steps per run, {args.rounds} rounds; "
             f"median (min–max) over rounds. Data: digits (PNG), {args.device}.\n{chosen}\n\n{table(rows)}")
     print("\n" + table(rows))
-    write_results("train_throughput", "train_throughput: images/s, zoo vs hand-written loops", body)
+    default_batch = args.batch_size == DataConfig().batch_size
+    write_results("train_throughput" if default_batch else f"train_throughput_batch{args.batch_size}",
+                  f"train_throughput: images/s, zoo vs hand-written loops{'' if default_batch else f' (batch {args.batch_size})'}",
+                  body)
 
 
 if __name__ == "__main__":
