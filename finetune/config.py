@@ -52,6 +52,7 @@ class DataConfig:
     augment: str = "standard"
     class_weights: bool = False
     cache: str = "auto"  # decode-once images / cached backbone features; "none" turns both off
+    feature_views: int = 0  # frozen backbone + cache: 0 = one plain view per image; K = K augmented views
 
     def __post_init__(self) -> None:
         _choice("data", "augment", self.augment, AUGMENTS)
@@ -59,6 +60,10 @@ class DataConfig:
         _at_least("data", "batch_size", self.batch_size, 1)
         _at_least("data", "image_size", self.image_size, 8)
         _at_least("data", "num_workers", self.num_workers, 0)
+        _at_least("data", "feature_views", self.feature_views, 0)
+        if self.feature_views and self.augment == "none":
+            raise ConfigError(f"data.feature_views = {self.feature_views} asks for augmented views but data.augment is "
+                              "none: set --augment standard (or trivial), or --feature-views 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must lie between 0 and 1, got {self.val_fraction}")
 

@@ -44,14 +44,12 @@ class FeatureProbe(Classifier):
 class FeatureDataModule(ImageDataModule):
     """Loaders of backbone features of ``module``'s network instead of images (see the module docstring).
 
-    ``views`` = 0 computes one un-augmented (evaluation) view per training image; K > 0 computes K
-    views through the training transform and each epoch draws one of them per image.
+    ``config.feature_views`` = 0 computes one un-augmented (evaluation) view per training image; K > 0
+    computes K views through the training transform and each epoch draws one of them per image.
     """
 
-    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig, module: Classifier,
-                 views: int = 0) -> None:
+    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig, module: Classifier) -> None:
         self.module = module
-        self.views = views
         super().__init__(split, spec, image_size, config)
 
     def _choose_cache(self) -> Choice:
@@ -79,7 +77,7 @@ class FeatureDataModule(ImageDataModule):
 
     def _features(self, part: str) -> Tensor:
         samples = getattr(self.split, part)
-        views = self.views if part == "train" else 0
+        views = self.config.feature_views if part == "train" else 0
         transform = self.transforms["train" if views else "val"]
         # Augmented views depend on the seed; the seed of the run (set by seed_everything) makes them repeatable.
         seed = torch.initial_seed() if views else None

@@ -226,6 +226,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     data = (FeatureDataModule(split, spec, image_size, config.data, module) if isinstance(module, FeatureProbe)
             else ImageDataModule(split, spec, image_size, config.data))
     _say(f"cache: {data.cache.value} ({data.cache.reason})")
+    if config.data.feature_views and not isinstance(module, FeatureProbe):
+        _say("data.feature_views only applies to a frozen backbone trained on cached features "
+             "(--freeze backbone, --cache not none): ignored", warning=True)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None)
     _validate_final_step(trainer, module, data, metrics, checkpoints)

@@ -16,6 +16,7 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "augment": ("data", "augment"),
     "class_weights": ("data", "class_weights"),
     "cache": ("data", "cache"),
+    "feature_views": ("data", "feature_views"),
     "arch": ("model", "arch"),
     "weights": ("model", "weights"),
     "dropout": ("model", "dropout"),
@@ -52,7 +53,10 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", choices=("standard", "trivial", "none"),
                         help="standard: random resized crop + flip; trivial: + TrivialAugment")
     parser.add_argument("--class-weights", action="store_true", default=None, help="inverse-frequency loss weights")
-    parser.add_argument("--cache", choices=("auto", "memory", "disk", "none"), help="decode-once image cache")
+    parser.add_argument("--cache", choices=("auto", "memory", "disk", "none"),
+                        help="decode-once image cache (and, with --freeze backbone, cached backbone features)")
+    parser.add_argument("--feature-views", type=int, metavar="K",
+                        help="with --freeze backbone: cache K augmented views per image (default 0: one plain view)")
     parser.add_argument("--weights", help="default | none | a weight tag | a .pth/.safetensors file")
     parser.add_argument("--freeze", nargs="+", metavar="MODE",
                         help="none | backbone (linear probe) | until-epoch N (freeze, then unfreeze at epoch N)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from finetune.data.split import Split, split_folder
 from finetune.module import Classifier
 from finetune.probe import FeatureDataModule
 from finetune.run import train
+from zoo_cli.main import main
 
 # Odd, non-square sizes: the centre crop's rounding must match the plain pipeline's on both axes.
 SIZES = [(37, 53), (61, 29), (40, 40), (45, 44), (33, 70), (52, 31)]
@@ -120,8 +122,8 @@ def test_auto_cache_keeps_small_data_in_memory(odd_split: Split) -> None:
 
 def _probe_data(split: Split, module: Classifier, image_size: int = 28, cache: str = "disk",
                 views: int = 0) -> FeatureDataModule:
-    return FeatureDataModule(split, zoo.get_spec("small_cnn"), image_size, DataConfig(cache=cache, batch_size=4),
-                             module, views)
+    config = DataConfig(cache=cache, batch_size=4, feature_views=views)
+    return FeatureDataModule(split, zoo.get_spec("small_cnn"), image_size, config, module)
 
 
 def _small_cnn_module(num_classes: int) -> Classifier:
@@ -215,6 +217,23 @@ def test_cached_features_train_the_same_head_as_naive_training(
     monkeypatch.setattr(probe, "extract_features", _fail)
     again, _ = run("again", "auto")
     assert all(torch.equal(again[key], cached[key]) for key in cached), "a second run reads the cached features"
+
+
+def test_run_caches_the_augmented_views_it_is_asked_for(
+    image_folder: Path, tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--image-size", "28", "--batch-size", "4",
+            "--epochs", "2", "--freeze", "backbone", "--feature-views", "3", "--out", str(tmp_path / "views")]
+    assert main(argv) == 0
+    shapes = sorted(tuple(torch.load(path, weights_only=True).shape) for path in (cache_dir / "features").glob("*.pt"))
+    summary = json.loads((tmp_path / "views" / "summary.json").read_text(encoding="utf-8"))
+    assert shapes == sorted([(summary["num_val"], 1, 625), (summary["num_train"], 3, 625)]), "3 train views, 1 val view"
+    assert summary["epochs"] == 2 and summary["val_top1_error"] is not None
+
+    argv[argv.index("backbone")] = "none"
+    argv[-1] = str(tmp_path / "full")
+    assert main(argv) == 0
+    assert "feature_views only applies to a frozen backbone" in capsys.readouterr().err
 
 
 def _initial_head(config: RunConfig) -> torch.Tensor:

@@ -39,6 +39,8 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
         ("optim:\n  freeze: everything\n", "optim.freeze must be one of none, backbone, until-epoch"),
         ("data: 3\n", "config key 'data' must be a mapping"),
         ("data: [\n", "is not valid YAML"),
+        ("data:\n  feature_views: -1\n", "data.feature_views must be at least 0"),
+        ("data:\n  feature_views: 4\n  augment: none\n", "set --augment standard (or trivial), or --feature-views 0"),
     ],
 )
 def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
