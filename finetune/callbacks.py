@@ -11,7 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, TQDMProgressBar
 
-METRICS = ("train/loss", "val/loss", "val/top1_error", "val/top5_error")
+METRICS = ("train/loss", "val/loss", "val/top1_error", "val/topk_error")
 
 
 class EpochMetrics(Callback):
@@ -25,7 +25,8 @@ class EpochMetrics(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
-        row: dict[str, float | None] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        # Epochs count from 1 here as in the progress bar, the summary and the plots.
+        row: dict[str, float | None] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
         for key in METRICS:
             value = metrics.get(key)
             row[key] = round(float(value), 6) if value is not None else None
@@ -110,6 +111,11 @@ class ProgressBar(TQDMProgressBar):
         super().__init__()
         self.interval = interval
         self._drawn = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: object) -> None:
+        super().on_train_epoch_start(trainer)
+        # Lightning counts epochs from 0; zoo counts them from 1 everywhere.
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
         bar = self.train_progress_bar

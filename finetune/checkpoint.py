@@ -29,7 +29,7 @@ class Source:
     path: Path
     model: LoadedModel
     run_dir: Path | None  # set when the source is a run folder: its saved split is the default data
-    validation: dict[str, Any] | None  # the model's validation metrics, when known
+    measured: dict[str, Any]  # the model's "validation" and "test" figures, each None when unknown
 
 
 def describe_error(error: Exception) -> str:
@@ -70,31 +70,35 @@ def load_checkpoint(path: Path) -> LoadedModel:
     return LoadedModel(build_network(content["zoo"], state_dict, str(path)), content["zoo"])
 
 
-def _validation(checkpoint: Path) -> dict[str, Any] | None:
-    """The run's validation figures, which ``summary.json`` gives for its best checkpoint only."""
+def _measured(checkpoint: Path) -> dict[str, Any]:
+    """The run's validation and test figures, which ``summary.json`` gives for its best checkpoint only."""
+    unknown: dict[str, Any] = {"validation": None, "test": None}
     try:
         summary = json.loads((checkpoint.parent / SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return unknown
     if Path(summary.get("best_checkpoint", "")).name != checkpoint.name:
-        return None
-    return {
-        "top1_error": summary.get("val_top1_error"),
-        "topk_error": summary.get("val_top5_error"),
-        "k": summary.get("top5_k"),
-        "loss": summary.get("val_loss"),
-    }
+        return unknown
+
+    def figures(split: str) -> dict[str, Any] | None:
+        if summary.get(f"{split}_top1_error") is None:
+            return None
+        return {"num_images": summary.get(f"num_{split}"), "top1_error": summary[f"{split}_top1_error"],
+                "top1_error_ci95": summary.get(f"{split}_top1_error_ci95"), "k": summary.get("k"),
+                "topk_error": summary.get(f"{split}_topk_error"), "loss": summary.get(f"{split}_loss")}
+
+    return {"validation": figures("val"), "test": figures("test")}
 
 
 def _load(path: Path) -> Source:
     if path.is_dir() and (path / METADATA_FILE).is_file():
         model = load(path)
-        return Source(path, model, None, model.metadata.get("validation"))
+        return Source(path, model, None, {split: model.metadata.get(split) for split in ("validation", "test")})
     if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
         checkpoint = path / RUN_CHECKPOINT
-        return Source(path, load_checkpoint(checkpoint), path, _validation(checkpoint))
+        return Source(path, load_checkpoint(checkpoint), path, _measured(checkpoint))
     if path.is_file():
-        return Source(path, load_checkpoint(path), None, _validation(path))
+        return Source(path, load_checkpoint(path), None, _measured(path))
     what = "is a folder with neither best.ckpt nor zoo.json" if path.is_dir() else "does not exist"
     raise ZooError(f"{path} {what}: pass a run folder of zoo finetune, a .ckpt file, or a bundle of zoo export")
 

@@ -46,7 +46,8 @@ class DataConfig:
 
     path: str = "digits"
     image_size: int | None = None  # None: the architecture's default input size
-    val_fraction: float = 0.2
+    val_fraction: float = 0.15  # held out to choose the checkpoint and fit the temperature
+    test_fraction: float = 0.15  # held out from the start, measured once at the end; 0: none
     batch_size: int = 32
     num_workers: int | None = None  # None: chosen from the machine
     augment: str = "standard"
@@ -66,6 +67,9 @@ class DataConfig:
                               "none: set --augment standard (or trivial), or --feature-views 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must lie between 0 and 1, got {self.val_fraction}")
+        if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
+            raise ConfigError(f"data.test_fraction must lie in [0, 1) and leave training images beside "
+                              f"data.val_fraction {self.val_fraction}, got {self.test_fraction}")
 
 
 @dataclass(frozen=True)

@@ -7,22 +7,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import (
-    multiclass_accuracy,
     multiclass_confusion_matrix,
     multiclass_f1_score,
     multiclass_precision,
     multiclass_recall,
 )
 
+from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
 from finetune.checkpoint import Source, load_source
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.data.cache_store import write_atomic
@@ -30,6 +30,8 @@ from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.split import PARTS, load_split
 from finetune.hardware import choose_loader
+from finetune.heldout import collect_logits, error_rates
+from finetune.stats import chance_error, learned
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 
@@ -55,14 +57,23 @@ class EvaluationResult:
     warnings: list[str]
 
 
-def _from_run(run_dir: Path, split: str, classes: list[str]) -> LabelledImages:
+CHOSE_SOMETHING = {
+    "val": "these validation images chose the checkpoint and fitted the softmax temperature: their error is optimistic",
+    "all": "these images include the training images: their error says nothing about new images",
+}
+
+
+def _from_run(run_dir: Path, split: str | None, classes: list[str]) -> LabelledImages:
     saved = load_split(run_dir)
     if saved.classes != classes:
         raise DataError(f"the split saved in {run_dir} has other classes than its checkpoint: evaluate with --data DIR")
+    # The test split is the one that chose nothing; runs without one fall back to validation, and say so.
+    split = split or ("test" if saved.test else "val")
     samples = saved.train + saved.val + saved.test if split == "all" else getattr(saved, split)
     if not samples:
-        raise DataError(f"run {run_dir} has no {split} images (its data had no {split}/ folder): pass --data DIR")
-    return LabelledImages(f"{run_dir} ({split} split)", split, samples, [])
+        raise DataError(f"run {run_dir} has no {split} images (it held out none): choose --split val, or pass --data DIR")
+    warnings = [CHOSE_SOMETHING[split]] if split in CHOSE_SOMETHING else []
+    return LabelledImages(f"{run_dir} ({split} split)", split, samples, warnings)
 
 
 def _class_folders(root: Path) -> set[str]:
@@ -108,29 +119,24 @@ def select_images(source: Source, data: Path | None, split: str | None) -> Label
         return _from_folder(Path(data), split, source.model.classes)
     if source.run_dir is None:
         raise ZooError(f"{source.path} is not a run folder, so it has no data of its own: pass --data DIR")
-    return _from_run(source.run_dir, split or "val", source.model.classes)
+    return _from_run(source.run_dir, split, source.model.classes)
 
 
-def collect_logits(model: LoadedModel, samples: Sequence[Sample], batch_size: int) -> tuple[Tensor, Tensor]:
-    """The model's logits for ``samples`` and their labels, in order."""
+def model_logits(model: LoadedModel, samples: Sequence[Sample], batch_size: int) -> tuple[Tensor, Tensor]:
+    """The model's raw logits for ``samples`` and their labels, in order."""
     settings = choose_loader(None, len(samples), gpu=model.device.type == "cuda")
     loader = DataLoader(
         ImageDataset(samples, model.transform), batch_size=batch_size, num_workers=settings.num_workers,
         pin_memory=settings.pin_memory,
     )
-    logits, labels = [], []
-    for images, batch_labels in loader:
-        logits.append(model.logits(images))
-        labels.append(batch_labels)
-    return torch.cat(logits), torch.cat(labels)
+    return collect_logits(model.network, loader, model.device, nullcontext)
 
 
-def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str]) -> tuple[dict[str, Any], Tensor]:
-    """Top-1 and top-k error (k = min(5, classes)), loss, per-class figures, and the confusion matrix."""
+def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str],
+                    temperature: float = 1.0) -> tuple[dict[str, Any], Tensor]:
+    """Top-1 error with its 95% interval, top-k error (k from ``top_k``), loss, ECE of the softmax at
+    ``temperature``, chance level, per-class figures, and the confusion matrix."""
     count = len(classes)
-    k = min(5, count)
-    top1 = multiclass_accuracy(logits, labels, count, top_k=1, average="micro").item()
-    topk = multiclass_accuracy(logits, labels, count, top_k=k, average="micro").item()
     per_class = zip(
         classes,
         multiclass_precision(logits, labels, count, average=None).tolist(),
@@ -138,13 +144,15 @@ def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str]) -> t
         multiclass_f1_score(logits, labels, count, average=None).tolist(),
         torch.bincount(labels, minlength=count).tolist(),
     )
+    rates = error_rates(logits, labels)
+    chance = chance_error(labels.tolist())
     metrics = {
-        "num_images": len(labels),
         "num_classes": count,
-        "k": k,
-        "top1_error": round(100.0 * (1.0 - top1), 4),
-        "topk_error": round(100.0 * (1.0 - topk), 4),
-        "loss": round(F.cross_entropy(logits, labels).item(), 6),
+        **rates,
+        "chance_top1_error": round(chance, 4),
+        "learned": learned(rates["top1_error_ci95"], chance),
+        "temperature": temperature,
+        "ece": round(calibration_error((logits / temperature).softmax(dim=1), labels), 4),
         "per_class": [
             {"class": name, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": n}
             for name, p, r, f, n in per_class
@@ -155,13 +163,19 @@ def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str]) -> t
 
 def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
     k = metrics["k"]
+    low, high = metrics["top1_error_ci95"]
     lines = [
         f"# Evaluation of {metrics['source']}",
         "",
         f"- data: {metrics['data']}, {metrics['num_images']} images, {metrics['num_classes']} classes",
-        f"- top-1 error: {metrics['top1_error']:.2f} %",
-        f"- top-{k} error: {metrics['topk_error']:.2f} %",
+        f"- top-1 error: {metrics['top1_error']:.2f} % (95% Wilson interval {low:.2f}-{high:.2f} %, "
+        f"n = {metrics['num_images']})",
+        *([f"- top-{k} error: {metrics['topk_error']:.2f} %"] if k else []),
+        f"- chance level: {metrics['chance_top1_error']:.2f} % (always the most frequent class of these images); "
+        + ("the model beats it" if metrics["learned"] else "**the model does not beat it: it did not learn**"),
         f"- loss (cross-entropy): {metrics['loss']:.4f}",
+        f"- calibration: ECE {metrics['ece']:.2f} % ({ECE_BINS} bins) at softmax temperature "
+        f"{metrics['temperature']:.3g}",
         *(f"- warning: {warning}" for warning in warnings),
         "",
         "## Per class",
@@ -176,6 +190,12 @@ def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
         "Rows are true classes, columns predicted ones; counts in `confusion_matrix.csv`.",
         "",
         "![confusion matrix](confusion_matrix.png)",
+        "",
+        "## Calibration",
+        "",
+        "Accuracy against confidence: bars on the diagonal mean the probabilities can be taken at their word.",
+        "",
+        "![reliability diagram](calibration.png)",
         "",
     ]
     return "\n".join(lines)
@@ -195,13 +215,15 @@ def evaluate(
     source: str | Path, data: Path | None = None, split: str | None = None, out: Path | None = None,
     batch_size: int = 64,
 ) -> EvaluationResult:
-    """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png, report.md."""
+    """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png,
+    calibration.png and report.md. A run folder's own images default to its test split."""
     if batch_size < 1:
         raise ZooError(f"--batch-size must be at least 1, got {batch_size}")
     loaded = load_source(source)
     images = select_images(loaded, data, split)
     model = loaded.model
-    metrics, confusion = compute_metrics(*collect_logits(model, images.samples, batch_size), model.classes)
+    logits, labels = model_logits(model, images.samples, batch_size)
+    metrics, confusion = compute_metrics(logits, labels, model.classes, model.temperature)
     metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, **metrics}
     out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -209,5 +231,7 @@ def evaluate(
     write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")
     title = f"{model.metadata['arch']} on {images.description}"
     plot_confusion_matrix(confusion, model.classes, out_dir / "confusion_matrix.png", title)
+    plot_reliability((logits / model.temperature).softmax(dim=1), labels, out_dir / "calibration.png",
+                     f"{title}, softmax temperature {model.temperature:.3g}")
     _write_text(out_dir / "report.md", _report(metrics, images.warnings))
     return EvaluationResult(out_dir, metrics, images.warnings)

@@ -154,7 +154,10 @@ def bundle_metadata(source: Source) -> dict[str, Any]:
         "interpolation": metadata["interpolation"],
         "dropout": metadata.get("dropout", 0.0),
         "weights": metadata.get("weights", "none"),
-        "validation": source.validation,
+        # Exported graphs output raw logits: divide them by this before the softmax for calibrated probabilities.
+        "temperature": metadata.get("temperature", 1.0),
+        "validation": source.measured["validation"],
+        "test": source.measured["test"],
         "zoo_version": zoo.__version__,
         "torch_version": torch.__version__,
     }

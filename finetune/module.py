@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from finetune.config import OptimConfig
+from finetune.stats import top_k
 
 
 class Classifier(pl.LightningModule):
@@ -40,7 +41,7 @@ class Classifier(pl.LightningModule):
         self.optim = optim
         self.metadata = metadata or {}
         self.memory_format = memory_format
-        self.top_k = min(5, num_classes)
+        self.top_k = top_k(num_classes)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=optim.label_smoothing)
         # Per-epoch figures accumulate in metrics (synchronised across processes when computed) and are
@@ -49,7 +50,8 @@ class Classifier(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
-        self.val_topk = MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro", validate_args=False)
+        self.val_topk = (MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro", validate_args=False)
+                         if self.top_k else None)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.network(images.contiguous(memory_format=self.memory_format))
@@ -82,7 +84,8 @@ class Classifier(pl.LightningModule):
         logits = self(images)
         self.val_loss.update(self.loss(logits, labels), len(labels))
         self.val_top1.update(logits, labels)
-        self.val_topk.update(logits, labels)
+        if self.val_topk is not None:
+            self.val_topk.update(logits, labels)
 
     def on_validation_epoch_end(self) -> None:
         # Every per-epoch figure is logged here, so callbacks read one consistent set at on_validation_end.
@@ -91,8 +94,10 @@ class Classifier(pl.LightningModule):
             self.train_loss.reset()
         self.log("val/loss", self.val_loss.compute())
         self.log("val/top1_error", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True)
-        self.log("val/top5_error", 100.0 * (1.0 - self.val_topk.compute()))
-        for metric in (self.val_loss, self.val_top1, self.val_topk):
+        if self.val_topk is not None:
+            self.log("val/topk_error", 100.0 * (1.0 - self.val_topk.compute()))
+            self.val_topk.reset()
+        for metric in (self.val_loss, self.val_top1):
             metric.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:

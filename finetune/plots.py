@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, title: str) -> None:
     """Loss (train and val) and validation top-1 error per epoch, side by side."""
-    epochs = [int(row["epoch"]) + 1 for row in rows]
+    epochs = [int(row["epoch"]) for row in rows]
     figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("train/loss", "train loss"), ("val/loss", "val loss")):
         points = [(e, row[key]) for e, row in zip(epochs, rows) if row.get(key) is not None]

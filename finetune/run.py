@@ -18,6 +18,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch.nn import functional as F
 
 import zoo
 from finetune.callbacks import EpochMetrics, ProgressBar, SaveOnInterrupt, Throughput
@@ -26,11 +27,15 @@ from finetune.data.builtin import resolve_data
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.split import Split, class_counts, imbalance_ratio, load_split, save_split, split_folder
 from finetune.data.transforms import resize_size
+from finetune.checkpoint import read_checkpoint
+from finetune.data.cache_store import write_atomic
 from finetune.freezing import BackboneFreeze
+from finetune.heldout import PREDICTIONS_FILE, calibrate, collect_logits, error_rates, judgement, write_predictions
 from finetune.hardware import choose_memory_format, choose_precision
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
 from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
+from finetune.stats import wilson_interval
 from zoo.spec import ArchSpec
 
 IMBALANCE_WARNING_RATIO = 3.0
@@ -79,10 +84,14 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
 
 def make_split(config: RunConfig) -> Split:
     """Scan and split ``config.data.path`` (nothing is written yet) and report what was found."""
-    split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction, seed=config.trainer.seed)
+    split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction,
+                         test_fraction=config.data.test_fraction, seed=config.trainer.seed)
     counts = class_counts(split.train, split.classes)
-    _say(f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} val images: "
-         + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    _say(f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
+         "images: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    if not split.test:
+        _say("no test images (data.test_fraction 0 and no test/ folder): every error reported is on the validation "
+             "images that chose the checkpoint, so it is optimistic", warning=True)
     ratio = imbalance_ratio(counts)
     if ratio >= IMBALANCE_WARNING_RATIO and not config.data.class_weights:
         _say(f"classes are imbalanced (largest/smallest = {ratio:.1f}): consider --class-weights", warning=True)
@@ -234,6 +243,8 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     _validate_final_step(trainer, module, data, metrics, checkpoints)
     if not trainer.is_global_zero:
         return RunResult(run_dir, {})
+    final = _final_metrics(run_dir / "metrics.csv")
+    measured = _measure_best(trainer, module, data, split, run_dir, final)
     summary = {
         "arch": spec.name,
         "weights": weights_origin,
@@ -241,14 +252,16 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         "classes": split.classes,
         "num_train": len(split.train),
         "num_val": len(split.val),
+        "num_test": len(split.test),
         "num_skipped": len(split.skipped),
         "image_size": image_size,
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "precision": precision.value,
         "memory_format": "channels_last" if module.memory_format == torch.channels_last else "contiguous",
-        **_final_metrics(run_dir / "metrics.csv"),
-        "top5_k": module.top_k,
+        "selected_on": "val",
+        **final,
+        **measured,
         "train_seconds": round(throughput.seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_images_per_second": round(throughput.images_per_second, 2),
@@ -258,10 +271,24 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         "config": dataclasses.asdict(config),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    if not summary["learned"]:
+        _say(not_learned_message(summary), warning=True)
     rows = _read_metrics(run_dir / "metrics.csv")
     if rows:
         plot_learning_curves(rows, run_dir / "learning_curves.png", f"{spec.name} on {Path(config.data.path).name}")
     return RunResult(run_dir, summary)
+
+
+def not_learned_message(summary: dict[str, Any]) -> str:
+    """One line saying a run stayed at chance, with its figures and what to try."""
+    split = summary["reported_on"]
+    low, high = summary[f"{split}_top1_error_ci95"]
+    hints = ["a lower --lr", "more --epochs"]
+    if summary["weights"] == "none":
+        hints.append("pretrained --weights default where the architecture has them")
+    return (f"{summary['arch']} did not learn: its {split} top-1 error {summary[f'{split}_top1_error']:.1f}% "
+            f"(95% CI {low:.1f}-{high:.1f}) does not lie below chance, {summary['chance_top1_error']:.1f}% "
+            f"(always the most frequent class); try {', '.join(hints)}")
 
 
 def _validate_final_step(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, metrics: EpochMetrics,
@@ -285,15 +312,57 @@ def _read_metrics(path: Path) -> list[dict[str, float | None]]:
 
 
 def _final_metrics(path: Path) -> dict[str, float | None]:
-    """Errors of the best checkpoint (the model one exports) and of the last epoch."""
+    """The validation figures of the best checkpoint's epoch (one row of metrics.csv) and of the last epoch."""
     rows = _read_metrics(path)
+    # The first of equal errors, as ModelCheckpoint keeps the first checkpoint that reached it.
     best = min((r for r in rows if r.get("val/top1_error") is not None), key=lambda r: r["val/top1_error"], default={})
     last = rows[-1] if rows else {}
     return {
+        "best_epoch": int(best["epoch"]) if best else None,
         "val_top1_error": best.get("val/top1_error"),
-        "val_top5_error": best.get("val/top5_error"),
+        "val_topk_error": best.get("val/topk_error"),
         "val_loss": best.get("val/loss"),
-        "best_epoch": int(best["epoch"]) + 1 if best else None,
         "final_val_top1_error": last.get("val/top1_error"),
-        "final_val_top5_error": last.get("val/top5_error"),
+        "final_val_topk_error": last.get("val/topk_error"),
     }
+
+
+def _measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, split: Split, run_dir: Path,
+                  final: dict[str, float | None]) -> dict[str, Any]:
+    """Fit the temperature on validation, measure the test split once, and say whether the model learned.
+
+    Both run on the best checkpoint (the model one evaluates and exports), at the run's precision. The
+    temperature is stored in ``best.ckpt``; the test predictions go to ``test_predictions.csv``.
+    """
+    checkpoint_path = run_dir / "best.ckpt"
+    checkpoint = read_checkpoint(checkpoint_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    device, context = trainer.strategy.root_device, trainer.precision_plugin.forward_context
+    val_logits, val_labels = collect_logits(module, data.val_dataloader(), device, context)
+    calibration = calibrate(val_logits, val_labels)
+    checkpoint["zoo"]["temperature"] = calibration.temperature
+    write_atomic(checkpoint_path, lambda path: torch.save(checkpoint, path))
+    # The validation figures are those of the best epoch's row in metrics.csv, which chose the checkpoint.
+    val_interval = [round(bound, 4) for bound in wilson_interval(round(final["val_top1_error"] * len(split.val) / 100),
+                                                                  len(split.val))]
+    figures: dict[str, Any] = {
+        "val_top1_error_ci95": val_interval, "k": module.top_k,
+        "test_top1_error": None, "test_top1_error_ci95": None, "test_topk_error": None, "test_loss": None,
+        **judgement(val_interval, [sample.label for sample in split.val], "val"),
+    }
+    if split.test:
+        _say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
+        test_logits, test_labels = collect_logits(module, data.test_dataloader(), device, context)
+        test = error_rates(test_logits, test_labels)
+        write_predictions(run_dir / PREDICTIONS_FILE, split.test, split.classes,
+                          (test_logits / calibration.temperature).softmax(dim=1))
+        figures.update({f"test_{key}": test[key] for key in ("top1_error", "top1_error_ci95", "topk_error")})
+        # The training criterion (class weights, label smoothing), as for the validation loss it sits beside.
+        weight = module.loss.weight.cpu() if module.loss.weight is not None else None
+        figures["test_loss"] = round(F.cross_entropy(test_logits, test_labels, weight=weight,
+                                                     label_smoothing=module.loss.label_smoothing).item(), 6)
+        figures.update(judgement(test["top1_error_ci95"], test_labels.tolist(), "test"))
+    figures.update({"temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
+                    "val_ece_after": calibration.ece_after, "val_nll_before": calibration.nll_before,
+                    "val_nll_after": calibration.nll_after})
+    return figures

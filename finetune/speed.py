@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 import statistics
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,39 +17,53 @@ from torch import nn
 import zoo
 
 SPEED_FILE = "inference.json"  # kept in the run folder, so a resumed comparison need not measure again
-WARMUP_CALLS = 1  # the first call pays for oneDNN / cuDNN kernel selection
-MIN_CALLS = 3
-MAX_CALLS = 30
-MIN_SECONDS = 0.5
+MIN_RUN_SECONDS = 1.0  # per measurement, split into timing blocks whose spread is kept
+MIN_BLOCKS = 7  # a spread needs several blocks, however slow one forward pass is
+BLOCK_SECONDS = 0.02  # long enough that the timer's own cost does not count
 
 
 @dataclass(frozen=True)
 class Speed:
-    """Prediction latency (one image at a time) and throughput (``batch_size`` at a time) on ``device``."""
+    """Prediction latency (one image at a time) with its interquartile range over timing blocks, and
+    throughput (``batch_size`` at a time), on ``device``."""
 
     ms_per_image: float
     images_per_second: float
     batch_size: int
     device: str
+    ms_per_image_low: float | None = None  # 25th percentile of the blocks; None in files of older runs
+    ms_per_image_high: float | None = None  # 75th percentile
+
+    def clearly_faster_than(self, other: Speed) -> bool:
+        """True only when this latency's whole spread lies below the other's: no ranking inside the noise."""
+        if None in (self.ms_per_image_high, other.ms_per_image_low):
+            return False
+        return self.ms_per_image_high < other.ms_per_image_low
 
 
-def _median_seconds(model: nn.Module, images: torch.Tensor, precision: str) -> float:
-    """Median wall time of one forward pass; on CUDA synchronised, so queued kernels are counted."""
+def _block_seconds(model: nn.Module, images: torch.Tensor, precision: str) -> list[float]:
+    """Seconds per forward pass in each timing block (``torch.utils.benchmark``, CUDA synchronised)."""
+    # torch.utils.benchmark imports cpp_extension, which logs a warning on CUDA builds without a GPU.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils.benchmark import Timer
+
     mixed = precision.endswith("-mixed")
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
     autocast = torch.autocast(images.device.type, dtype=dtype) if mixed else nullcontext()
-    synchronize = torch.cuda.synchronize if images.device.type == "cuda" else (lambda: None)
-    times: list[float] = []
-    with torch.inference_mode(), autocast:
-        for _ in range(WARMUP_CALLS):
+
+    def forward() -> None:
+        with torch.inference_mode(), autocast:
             model(images)
-        while len(times) < MIN_CALLS or (sum(times) < MIN_SECONDS and len(times) < MAX_CALLS):
-            synchronize()
-            started = time.perf_counter()
-            model(images)
-            synchronize()
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+
+    forward()  # the first call pays for oneDNN / cuDNN kernel selection
+    # torch's Timer synchronises CUDA and runs at this process's thread count (its default is one thread).
+    timer = Timer(stmt="forward()", globals={"forward": forward}, num_threads=torch.get_num_threads())
+    once = timer.timeit(1).median
+    number = max(1, math.ceil(BLOCK_SECONDS / max(once, 1e-9)))
+    blocks: list[float] = []
+    while len(blocks) < MIN_BLOCKS or (sum(blocks) * number < MIN_RUN_SECONDS and len(blocks) < 1000):
+        blocks.append(timer.timeit(number).median)
+    return blocks
 
 
 def measure_speed(arch: str, num_classes: int, image_size: int, *, batch_size: int, precision: str = "32",
@@ -61,10 +76,12 @@ def measure_speed(arch: str, num_classes: int, image_size: int, *, batch_size: i
     def images(count: int) -> torch.Tensor:
         return torch.randn(count, 3, image_size, image_size, device=device).contiguous(memory_format=layout)
 
-    latency = _median_seconds(model, images(1), precision)
-    batch = _median_seconds(model, images(batch_size), precision)
+    latency = _block_seconds(model, images(1), precision)
+    low, median, high = statistics.quantiles(latency, n=4) if len(latency) > 1 else latency * 3
+    batch = statistics.median(_block_seconds(model, images(batch_size), precision))
     name = torch.cuda.get_device_name(device) if use_cuda else f"CPU, {torch.get_num_threads()} threads"
-    return Speed(round(latency * 1000, 3), round(batch_size / batch, 1), batch_size, name)
+    return Speed(round(median * 1000, 3), round(batch_size / batch, 1), batch_size, name,
+                 round(low * 1000, 3), round(high * 1000, 3))
 
 
 def run_speed(run_dir: Path, summary: dict[str, Any], *, save: bool) -> Speed:

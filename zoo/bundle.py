@@ -1,7 +1,8 @@
 """Exported bundles, read side: a folder that rebuilds a fine-tuned model with zoo alone (no Lightning).
 
 A bundle holds ``model.safetensors`` (the weights) and ``zoo.json`` (architecture, classes, input settings,
-validation metrics, versions); ``zoo export`` adds ``model.torchscript.pt`` and ``model.onnx`` on request.
+the softmax temperature, validation and test metrics, versions); ``zoo export`` adds ``model.torchscript.pt``
+and ``model.onnx`` on request. Those output raw logits: ``zoo.json``'s ``temperature`` calibrates them.
 """
 
 from __future__ import annotations
@@ -49,12 +50,21 @@ def preprocessing(metadata: dict[str, Any]) -> Callable[[Image.Image], Tensor]:
 
 
 class LoadedModel:
-    """A fine-tuned classifier outside any training framework: its classes, preprocessing and softmax."""
+    """A fine-tuned classifier outside any training framework: its classes, preprocessing and softmax.
+
+    ``temperature`` (fitted on validation logits after training; 1.0 for models without one) divides
+    the logits before the softmax, so the probabilities are calibrated; it changes no prediction.
+    """
 
     def __init__(self, network: nn.Module, metadata: dict[str, Any]) -> None:
         self.network = network.eval()
         self.metadata = metadata
         self.classes: list[str] = list(metadata["classes"])
+        temperature = metadata.get("temperature", 1.0)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ZooError(f"the model's softmax temperature must be a positive number, got {temperature!r}: "
+                           "export or train it again")
+        self.temperature = float(temperature)
         self.transform = preprocessing(metadata)
 
     @property
@@ -76,7 +86,7 @@ class LoadedModel:
             images = torch.stack([self.transform(_open_rgb(image)) for image in images])
         elif images.dim() == 3:
             images = images.unsqueeze(0)
-        return self.logits(images).softmax(dim=1)
+        return (self.logits(images) / self.temperature).softmax(dim=1)
 
 
 def _open_rgb(image: Image.Image | str | Path) -> Image.Image:

@@ -12,6 +12,7 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "image_size": ("data", "image_size"),
     "batch_size": ("data", "batch_size"),
     "val_fraction": ("data", "val_fraction"),
+    "test_fraction": ("data", "test_fraction"),
     "num_workers": ("data", "num_workers"),
     "augment": ("data", "augment"),
     "class_weights": ("data", "class_weights"),
@@ -48,7 +49,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--optimizer", choices=("adamw", "sgd"))
     parser.add_argument("--image-size", type=int, help="input size in px (default: the architecture's)")
-    parser.add_argument("--val-fraction", type=float, help="share of images held out when there is no val/ folder")
+    parser.add_argument("--val-fraction", type=float,
+                        help="share of images held out to choose the checkpoint when there is no val/ folder (0.15)")
+    parser.add_argument("--test-fraction", type=float,
+                        help="share held out from the start and measured once at the end when there is no test/ "
+                             "folder (0.15; 0: none, every figure is then validation)")
     parser.add_argument("--num-workers", type=int, help="data-loader processes (default: from the machine)")
     parser.add_argument("--augment", choices=("standard", "trivial", "none"),
                         help="standard: random resized crop + flip; trivial: + TrivialAugment")
@@ -108,6 +113,38 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def _error(summary: dict[str, Any], split: str) -> str:
+    low, high = summary[f"{split}_top1_error_ci95"]
+    return f"{summary[f'{split}_top1_error']:.2f} ({low:.2f}-{high:.2f}), n = {summary[f'num_{split}']}"
+
+
+def result_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The final table of ``zoo finetune``: the held-out error first, each with its interval and n."""
+    rows = [{"key": key, "value": summary[key]} for key in ("arch", "weights", "num_classes", "num_train", "num_val",
+                                                             "num_test", "num_skipped", "epochs", "best_epoch",
+                                                             "precision")]
+    k = summary["k"]
+    if summary["num_test"]:
+        rows.append({"key": "test top-1 error (once, best checkpoint)", "value": _error(summary, "test")})
+        if k:
+            rows.append({"key": f"test top-{k} error", "value": summary["test_topk_error"]})
+    rows.append({"key": "val top-1 error (chose the checkpoint: optimistic)", "value": _error(summary, "val")})
+    if k:
+        rows.append({"key": f"val top-{k} error", "value": summary["val_topk_error"]})
+    rows += [
+        {"key": f"chance top-1 error ({summary['reported_on']}: most frequent class)",
+         "value": summary["chance_top1_error"]},
+        {"key": "learned (interval below chance)", "value": summary["learned"]},
+        {"key": "softmax temperature (fit on val)", "value": f"{summary['temperature']:.3f}"},
+        {"key": "val ECE before -> after (%)",
+         "value": f"{summary['val_ece_before']:.2f} -> {summary['val_ece_after']:.2f}"
+         if summary["val_ece_before"] is not None else "not finite (the run diverged)"},
+        {"key": "train_seconds", "value": summary["train_seconds"]},
+        {"key": "train_images_per_second", "value": summary["train_images_per_second"]},
+    ]
+    return rows
+
+
 def run_finetune(args: argparse.Namespace) -> int:
     from finetune.config import RunConfig, load_config, merge
     from finetune.run import resume_config, train
@@ -121,11 +158,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume)
     if not result.summary:  # a DDP worker process: rank 0 reports
         return 0
-    summary = result.summary
-    keys = ("arch", "weights", "num_classes", "num_train", "num_val", "num_skipped", "epochs", "precision",
-            "val_top1_error", "val_top5_error", "train_seconds", "train_images_per_second")
-    rows = [{"key": key if key != "val_top5_error" else f"val_top{summary['top5_k']}_error", "value": summary[key]}
-            for key in keys]
-    print_table(rows, {"key": "metric", "value": "value"}, title="fine-tuning result (errors in %)")
+    print_table(result_rows(result.summary), {"key": "metric", "value": "value"},
+                title="fine-tuning result (errors in %, 95% Wilson intervals)")
     print(f"run folder: {result.run_dir}")
     return 0

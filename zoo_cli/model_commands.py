@@ -23,8 +23,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--data", type=Path, metavar="DIR",
                           help="image folder, one sub-folder per class (default for a run folder: its own split)")
     evaluate.add_argument("--split", choices=("val", "test", "all"),
-                          help="val (default for run folders and folders with train/ and val/), test, or all "
-                               "(default for a plain class folder)")
+                          help="test (default for a run folder that held one out), val (default for folders with "
+                               "train/ and val/, and runs without test images), or all (default for a plain class folder)")
     evaluate.add_argument("--out", type=Path, metavar="DIR",
                           help="folder for metrics.json, confusion_matrix.csv/.png and report.md "
                                "(default: RUN/eval-SPLIT for a run's own data, else ./eval-NAME-SPLIT)")
@@ -59,16 +59,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for warning in result.warnings:
         _warn("evaluate", warning)
     metrics = result.metrics
+    low, high = metrics["top1_error_ci95"]
     rows = [
         {"key": "images", "value": metrics["num_images"]},
-        {"key": "top-1 error (%)", "value": metrics["top1_error"]},
-        {"key": f"top-{metrics['k']} error (%)", "value": metrics["topk_error"]},
+        {"key": "top-1 error (%), 95% interval", "value": f"{metrics['top1_error']:.2f} ({low:.2f}-{high:.2f})"},
+        *([{"key": f"top-{metrics['k']} error (%)", "value": metrics["topk_error"]}] if metrics["k"] else []),
+        {"key": "chance top-1 error (%)", "value": metrics["chance_top1_error"]},
+        {"key": "learned (interval below chance)", "value": metrics["learned"]},
         {"key": "loss", "value": f"{metrics['loss']:.4f}"},
+        {"key": "ECE (%), 15 bins", "value": f"{metrics['ece']:.2f}"},
     ]
     print_table(rows, {"key": "metric", "value": "value"}, title=f"evaluation on {metrics['data']}")
     columns = {"class": "class", "precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}
     print_table(metrics["per_class"], columns, title="per class")
-    print(f"written to {result.out_dir}: metrics.json, confusion_matrix.csv, confusion_matrix.png, report.md")
+    print(f"written to {result.out_dir}: metrics.json, confusion_matrix.csv, confusion_matrix.png, calibration.png, "
+          "report.md")
     return 0
 
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 FORMATS = ("table", "json", "csv", "markdown")
-TEXT_COLUMNS = {"name", "family", "path", "class", "key", "value", "tag", "stage", "kind", "pretrained_tags"}
+TEXT_COLUMNS = {"name", "family", "path", "class", "key", "value", "tag", "stage", "kind", "pretrained_tags", "setting",
+                "weights"}
 
 
 def render(rows: Sequence[dict[str, Any]], columns: dict[str, str], fmt: str, title: str | None = None) -> None:

@@ -30,35 +30,70 @@ class Split:
     skipped: list[SkippedFile]
 
 
-def split_folder(root: Path, val_fraction: float = 0.2, seed: int = 0) -> Split:
-    """Use ``root/train`` and ``root/val`` (and ``root/test``) when both exist, else split ``root`` stratified."""
+def split_folder(root: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0) -> Split:
+    """The train / val / test split of ``root``: its own sub-folders where it has them, else stratified and seeded.
+
+    ``root/train`` with ``root/val`` are used as they are, and so is ``root/test``; without ``test/``, a
+    ``test_fraction`` of ``train/`` is held out as the test split. A plain class folder is split three
+    ways. ``test_fraction`` 0 holds out no test images.
+    """
     if not 0 < val_fraction < 1:
-        raise DataError(f"validation fraction {val_fraction} is not between 0 and 1; pass a fraction such as 0.2")
+        raise DataError(f"validation fraction {val_fraction} is not between 0 and 1; pass a fraction such as 0.15")
+    if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise DataError(f"test fraction {test_fraction} with validation fraction {val_fraction} leaves no training "
+                        "images; pass fractions such as 0.15 and 0.15")
     root = Path(root)
     if not ((root / "train").is_dir() and (root / "val").is_dir()):
         scan = scan_folder(root)
-        train, val = _stratified(scan.samples, scan.classes, val_fraction, seed)
-        return Split(scan.classes, train, val, [], scan.skipped)
+        test, val, train = _stratified(scan.samples, scan.classes, (test_fraction, val_fraction), seed)
+        return Split(scan.classes, train, val, test, scan.skipped)
     train = scan_folder(root / "train")
     val = scan_folder(root / "val", train.classes)
-    test = scan_folder(root / "test", train.classes) if (root / "test").is_dir() else ScanResult(train.classes, [], [])
-    return Split(train.classes, train.samples, val.samples, test.samples, train.skipped + val.skipped + test.skipped)
+    if (root / "test").is_dir():
+        test = scan_folder(root / "test", train.classes)
+        return Split(train.classes, train.samples, val.samples, test.samples,
+                     train.skipped + val.skipped + test.skipped)
+    held_out, kept = _stratified(train.samples, train.classes, (test_fraction,), seed)
+    return Split(train.classes, kept, val.samples, held_out, train.skipped + val.skipped)
 
 
 def _stratified(
-    samples: Sequence[Sample], classes: Sequence[str], val_fraction: float, seed: int
-) -> tuple[list[Sample], list[Sample]]:
-    train: list[Sample] = []
-    val: list[Sample] = []
+    samples: Sequence[Sample], classes: Sequence[str], fractions: Sequence[float], seed: int
+) -> list[list[Sample]]:
+    """One part per fraction, then the rest (the training part), each class split alike.
+
+    Every class keeps at least one image in the rest, and each part with a fraction above 0 gets at least
+    one image of a class as long as the class has images to spare: a 3-image class gives one to each.
+    """
+    parts: list[list[Sample]] = [[] for _ in range(len(fractions) + 1)]
     for label, name in enumerate(classes):
         members = [sample for sample in samples if sample.label == label]
-        # Seeding each class by its name keeps its split unchanged when other classes come or go.
+        # Seeding each class by its name keeps its split unchanged when other classes come or go; the
+        # first part is cut first, so the test images stay the same when the validation share changes.
         random.Random(f"{seed}/{name}").shuffle(members)
-        # Every class keeps at least one training image and, when it has two, gets one for validation.
-        n_val = 0 if len(members) < 2 else min(len(members) - 1, max(1, round(len(members) * val_fraction)))
-        val += members[:n_val]
-        train += members[n_val:]
-    return sorted(train, key=_order), sorted(val, key=_order)
+        start = 0
+        for part, count in zip(parts, _part_sizes(len(members), fractions)):
+            part += members[start:start + count]
+            start += count
+        parts[-1] += members[start:]
+    return [sorted(part, key=_order) for part in parts]
+
+
+def _part_sizes(total: int, fractions: Sequence[float]) -> list[int]:
+    """Images of one class for each fractional part; one is always left for the rest (training).
+
+    Short of images, the last part (validation, which picks the checkpoint) is served first.
+    """
+    wanted = [max(1, round(total * fraction)) if fraction > 0 else 0 for fraction in fractions]
+    sizes = [0] * len(fractions)
+    spare = total - 1
+    for floor in (1, None):  # first one image each, then up to the wanted share
+        for index in reversed(range(len(fractions))):
+            extra = min(spare, (floor or wanted[index]) - sizes[index]) if wanted[index] else 0
+            if extra > 0:
+                sizes[index] += extra
+                spare -= extra
+    return sizes
 
 
 def _order(sample: Sample) -> tuple[int, Path]:

@@ -227,7 +227,8 @@ def test_run_caches_the_augmented_views_it_is_asked_for(
     assert main(argv) == 0
     shapes = sorted(tuple(torch.load(path, weights_only=True).shape) for path in (cache_dir / "features").glob("*.pt"))
     summary = json.loads((tmp_path / "views" / "summary.json").read_text(encoding="utf-8"))
-    assert shapes == sorted([(summary["num_val"], 1, 625), (summary["num_train"], 3, 625)]), "3 train views, 1 val view"
+    expected = [(summary["num_val"], 1, 625), (summary["num_test"], 1, 625), (summary["num_train"], 3, 625)]
+    assert shapes == sorted(expected), "3 train views, 1 val view, 1 test view"
     assert summary["epochs"] == 2 and summary["val_top1_error"] is not None
 
     argv[argv.index("backbone")] = "none"

@@ -15,7 +15,9 @@ import pytest
 from finetune.compare import load_comparison
 from finetune.compare_plots import pareto_front
 from finetune.config import ConfigError, load_config
-from finetune.report import RESULT_COLUMNS, findings
+from finetune.findings import findings
+from finetune.results import RESULT_COLUMNS
+from finetune.stats import mcnemar, wilson_interval
 from tests.conftest import make_image_folder
 from zoo_cli.main import main
 
@@ -25,9 +27,9 @@ QUICK = ["--image-size", "32", "--epochs", "1", "--max-steps", "2", "--weights",
          "--augment", "none"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPEC_COLUMNS = (
-    "name", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error", "imagenet_top1_error",
-    "imagenet_top5_error", "top1_error", "top5_error", "top5_k", "train_seconds", "train_images_per_second",
-    "predict_ms_per_image", "status", "reason",
+    "name", "setting", "weights", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error", "imagenet_top1_error",
+    "imagenet_top5_error", "test_top1_error", "test_top1_error_ci95", "learned", "p_vs_best", "topk_error", "k",
+    "train_seconds", "train_images_per_second", "predict_ms_per_image", "status", "reason",
 )
 
 
@@ -66,15 +68,27 @@ def results(out: Path) -> dict[str, dict]:
     return {row["name"]: row for row in rows}
 
 
+def _correct(run_dir: Path) -> dict[str, bool]:
+    with (run_dir / "test_predictions.csv").open(encoding="utf-8") as file:
+        return {row["path"]: row["label"] == row["predicted"] for row in csv.DictReader(file)}
+
+
 def test_every_architecture_has_a_row_with_numbers(comparison: Comparison) -> None:
     rows = results(comparison.out)
     assert list(rows) == ARCHS
     for name in ("small_cnn", "resnet18"):
         row = rows[name]
-        assert row["status"] == "ok" and row["reason"] is None
-        assert 0 <= row["top1_error"] <= 100 and row["top5_error"] == 0.0 and row["top5_k"] == 3  # 3 classes
+        assert row["status"] == "ok" and row["reason"] is None and row["weights"] == "none" and row["setting"] == ""
+        assert row["num_test"] == 3 and row["reported_on"] == "test" and row["seeds"] == "0"
+        errors = sum(not correct for correct in _correct(comparison.out / "runs" / name).values())
+        assert row["test_top1_error"] == pytest.approx(100 * errors / 3, abs=1e-3)
+        assert row["test_top1_error_ci95"] == pytest.approx(list(wilson_interval(errors, 3)), abs=1e-3)
+        assert row["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)  # 3 balanced classes
+        assert row["learned"] == (row["test_top1_error_ci95"][1] < row["chance_top1_error"])
+        assert row["k"] == 2 and 0 <= row["topk_error"] <= row["test_top1_error"]  # 3 classes: top-2
         assert row["train_seconds"] > 0 and row["train_images_per_second"] > 0
-        assert row["predict_ms_per_image"] > 0 and row["predict_images_per_second"] > 0
+        low, high = row["predict_ms_per_image_iqr"]
+        assert 0 < low <= row["predict_ms_per_image"] <= high and row["predict_images_per_second"] > 0
         assert row["predict_batch_size"] == 8
     assert (rows["small_cnn"]["depth"], rows["resnet18"]["depth"]) == (5, 18)
     assert rows["resnet18"]["params"] == 11_689_512 and rows["resnet18"]["ilsvrc_year"] == 2015
@@ -82,14 +96,27 @@ def test_every_architecture_has_a_row_with_numbers(comparison: Comparison) -> No
     with (comparison.out / "results.csv").open(encoding="utf-8") as file:
         table = list(csv.DictReader(file))
     assert tuple(table[0]) == RESULT_COLUMNS and set(SPEC_COLUMNS) <= set(RESULT_COLUMNS)
-    assert [row["name"] for row in table] == ARCHS and float(table[0]["top1_error"]) == rows["small_cnn"]["top1_error"]
+    assert [row["name"] for row in table] == ARCHS
+    assert float(table[0]["test_top1_error"]) == rows["small_cnn"]["test_top1_error"]
+
+
+def test_p_vs_best_is_the_exact_mcnemar_test_on_the_shared_test_images(comparison: Comparison) -> None:
+    rows = results(comparison.out)
+    finished = [rows["small_cnn"], rows["resnet18"]]
+    learned = [row for row in finished if row["learned"]] or finished
+    best = min(learned, key=lambda row: row["test_top1_error"])
+    other = next(row for row in finished if row is not best)
+    first, second = (_correct(Path(row["run_dir"])) for row in (best, other))
+    assert first.keys() == second.keys()
+    expected = mcnemar([first[path] for path in first], [second[path] for path in first]).p_value
+    assert best["p_vs_best"] is None and other["p_vs_best"] == pytest.approx(expected)
 
 
 def test_a_failing_architecture_is_recorded_and_the_others_finish(comparison: Comparison) -> None:
     assert comparison.first.code == 1
     failed = results(comparison.out)["alexnet"]
     assert failed["status"] == "failed" and "at least 63 px" in failed["reason"] and "\n" not in failed["reason"]
-    assert failed["top1_error"] is None and failed["depth"] == 8
+    assert failed["test_top1_error"] is None and failed["p_vs_best"] is None and failed["depth"] == 8
     assert "alexnet failed: alexnet needs images of at least 63 px" in comparison.first.printed
     assert (comparison.out / "runs" / "resnet18" / "summary.json").is_file()  # trained after the failure
 
@@ -97,24 +124,34 @@ def test_a_failing_architecture_is_recorded_and_the_others_finish(comparison: Co
 def test_runs_are_ordinary_run_folders_on_one_shared_split(comparison: Comparison) -> None:
     runs = comparison.out / "runs"
     for name in ("small_cnn", "resnet18"):
-        for part in ("classes.json", "train.csv", "val.csv"):
+        for part in ("classes.json", "train.csv", "val.csv", "test.csv"):
             assert (runs / name / part).read_bytes() == (comparison.out / "split" / part).read_bytes()
-        assert {"best.ckpt", "last.ckpt", "config.yaml", "summary.json"} <= {p.name for p in (runs / name).iterdir()}
+        assert {"best.ckpt", "last.ckpt", "config.yaml", "summary.json", "test_predictions.csv"} <= {
+            p.name for p in (runs / name).iterdir()}
         assert load_config(runs / name / "config.yaml").model.arch == name
     small, resnet = (load_config(runs / name / "config.yaml") for name in ("small_cnn", "resnet18"))
     assert (small.data, small.optim, small.trainer) == (resnet.data, resnet.optim, resnet.trainer)
 
 
 def test_outputs_plots_report_and_printed_table(comparison: Comparison) -> None:
-    for plot in ("depth_vs_error.png", "error_vs_cost.png"):
+    for plot in ("depth_vs_error.png", "error_vs_cost.png", "curves.png"):
         data = (comparison.out / plot).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
     report = (comparison.out / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# images: 1 epoch, at most 2 steps, 32 px, weights none, seed 0")
-    assert "Best: " in report and "within 1 point" in report and "alexnet failed: " in report
-    assert "| small_cnn | 5 |" in report and "| resnet18 | 18 |" in report
+    assert "tested once on 3 images of 3 classes held out from the start" in report
+    assert "alexnet failed: " in report
+    rows = results(comparison.out)
+    for name in ("small_cnn", "resnet18"):
+        said = f"{name} did not learn" in report
+        assert said == (not rows[name]["learned"]), "every row that did not learn is named, and only those"
+    assert "| small_cnn |  | none | 5 |" in report and "| resnet18 |  | none | 18 |" in report
     assert "![depth vs error](depth_vs_error.png)" in report and "![error vs cost](error_vs_cost.png)" in report
-    assert "top-1 err %" in comparison.first.printed and f"comparison folder: {comparison.out}" in comparison.first.printed
+    assert "![validation curves](curves.png)" in report
+    printed = comparison.first.printed
+    assert "top-1 err % (95% CI)" in printed and f"comparison folder: {comparison.out}" in printed
+    with (comparison.out / "results_per_seed.csv").open(encoding="utf-8") as file:
+        assert [row["name"] for row in csv.DictReader(file)] == ARCHS
 
 
 def test_running_again_skips_finished_architectures(comparison: Comparison) -> None:
@@ -144,9 +181,12 @@ def test_report_from_existing_runs(comparison: Comparison, tmp_path: Path) -> No
     assert outcome.code == 0
     rows = results(tmp_path / "report")
     assert list(rows) == ["small_cnn", "resnet18"]
-    assert rows["resnet18"]["predict_ms_per_image"] == results(comparison.out)["resnet18"]["predict_ms_per_image"]
+    compared = results(comparison.out)
+    for name in ("small_cnn", "resnet18"):
+        assert rows[name]["predict_ms_per_image"] == compared[name]["predict_ms_per_image"]
+        assert rows[name]["p_vs_best"] == compared[name]["p_vs_best"]
     assert all((tmp_path / "report" / plot).stat().st_size > 10_000 for plot in ("depth_vs_error.png", "error_vs_cost.png"))
-    assert "Best: " in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "held out from the start" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
 
 
 def test_report_refuses_an_unfinished_run(tmp_path: Path) -> None:
@@ -154,21 +194,46 @@ def test_report_refuses_an_unfinished_run(tmp_path: Path) -> None:
     assert outcome.code == 2 and "no summary.json" in outcome.printed
 
 
-def test_findings_name_the_best_the_cheapest_near_it_and_the_depth_trend(comparison: Comparison) -> None:
-    rows = results(comparison.out)
-    small, resnet = rows["small_cnn"], rows["resnet18"]
+def _row(comparison: Comparison, name: str, depth: int, error: float, interval: list[float], *, learned: bool = True,
+         p_value: float | None = None, latency: list[float] | None = None) -> dict:
+    """A results row with chosen figures, on the comparison's real run folder (for the data sentence)."""
+    real = results(comparison.out)["small_cnn"]
+    low, high = latency or [1.0, 1.0]
+    return {**real, "name": name, "depth": depth, "test_top1_error": error, "test_top1_error_ci95": interval,
+            "num_test": 270, "learned": learned, "chance_top1_error": 90.0, "p_vs_best": p_value,
+            "predict_ms_per_image": (low + high) / 2, "predict_ms_per_image_iqr": [low, high],
+            "test_top1_error_std": None}
+
+
+def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> None:
     config = json.loads((comparison.out / "runs" / "small_cnn" / "summary.json").read_text())["config"]
-    deep_best = [{**small, "top1_error": 30.0, "predict_ms_per_image": 1.0},
-                 {**resnet, "top1_error": 29.5, "predict_ms_per_image": 4.0}]
-    sentences = " ".join(findings(deep_best, [config]))
-    assert "Best: resnet18 with 29.5% top-1 error." in sentences
-    assert "Cheapest within 1 point of the best: small_cnn (30.0%, 1.00 ms per image against 4.00 ms, 4.0× faster)" in sentences
-    assert "Deeper was better here" in sentences
-    shallow_best = [{**small, "top1_error": 20.0}, {**resnet, "top1_error": 40.0}]
-    sentences = " ".join(findings(shallow_best, [config]))
-    assert "Deeper was not better here" in sentences and "No model within 1 point" in sentences
+    small = _row(comparison, "small_cnn", 5, 12.0, [8.7, 16.4], p_value=0.002, latency=[0.9, 1.1])
+    resnet = _row(comparison, "resnet18", 18, 4.0, [2.3, 7.1], latency=[3.8, 4.2])
+    vgg = _row(comparison, "vgg11", 11, 89.7, [85.5, 92.8], learned=False, p_value=0.9)
+    rows = [small, resnet, vgg]
+    said = " ".join(findings(rows, rows, [config]))
+    assert "Lowest test error: resnet18, 4.0% (95% CI 2.3-7.1)." in said
+    assert "resnet18 is better than small_cnn (12.0% (95% CI 8.7-16.4)) on these 270 test images (McNemar p = 0.002)" in said
+    assert "vgg11 did not learn: its test error 89.7% (95% CI 85.5-92.8) does not lie below chance, 90.0%" in said
+    # Two models that learned: no depth verdict, whatever their order, and vgg11 is not counted.
+    assert "Too few models that learned with different depths (2) to judge a depth trend." in said
+    assert "Left out as they did not learn: vgg11." in said and "Deeper was" not in said
+    assert "No model indistinguishable from resnet18 is measurably faster" in said
+
+    small["p_vs_best"] = 0.41
+    said = " ".join(findings(rows, rows, [config]))
+    assert "resnet18 and small_cnn (12.0% (95% CI 8.7-16.4)) are not distinguishable here (p = 0.41)" in said
+    assert "small_cnn is not distinguishable from resnet18 (p = 0.41) and is faster to run: 1.00 ms per image " \
+           "(IQR 0.90-1.10) against 4.00 ms (3.80-4.20), 4.0× faster." in said
+    small["predict_ms_per_image_iqr"] = [0.9, 3.9]  # its spread reaches into the best's: no ranking on noise
+    assert "is faster to run" not in " ".join(findings(rows, rows, [config]))
+
+    deep = [_row(comparison, f"net{depth}", depth, 40.0 - depth, [30.0 - depth, 50.0 - depth], p_value=0.01)
+            for depth in (5, 8, 11, 16, 19, 22)]
+    said = " ".join(findings(deep, deep, [config]))
+    assert "Deeper was better here: error falls with depth (Spearman ρ = -1.00, p < 0.001, over 6 models that learned)" in said
     longer = {**config, "trainer": {**config["trainer"], "epochs": 3}}
-    assert "These runs differ in trainer.epochs: the comparison is not like for like." in findings(deep_best, [config, longer])
+    assert any("These runs differ in trainer.epochs" in sentence for sentence in findings(rows, rows, [config, longer]))
 
 
 def test_pareto_front_keeps_what_nothing_cheaper_beats() -> None:
@@ -180,9 +245,9 @@ def test_pareto_front_keeps_what_nothing_cheaper_beats() -> None:
 def test_comparison_config_files(tmp_path: Path) -> None:
     files = [path for path in sorted(Path("configs").glob("*.yaml")) if "archs" in path.read_text(encoding="utf-8")]
     assert Path("configs/compare-classic.yaml") in files
-    assert all(load_comparison(path)[0] for path in files)
-    archs, config = load_comparison("configs/compare-classic.yaml")
-    assert archs == ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "resnet152"]
+    assert all(load_comparison(path)[0].archs for path in files)
+    plan, config = load_comparison("configs/compare-classic.yaml")
+    assert plan.archs == ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "resnet152"]
     assert config.data.image_size == 224 and config.model.weights == "default"
     bad = tmp_path / "bad.yaml"
     bad.write_text("archs: [resnet18]\ntrainer:\n  epoch: 3\n")
@@ -191,3 +256,48 @@ def test_comparison_config_files(tmp_path: Path) -> None:
     bad.write_text("archs: [resnet18]\nmodel:\n  arch: resnet50\n")
     with pytest.raises(ConfigError, match="list the architectures under archs"):
         load_comparison(bad)
+
+
+def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
+    out = tmp_path / "dropout"
+    outcome = zoo(["compare", "--archs", "small_cnn", "--data", "digits", "--weights", "none", "--epochs", "2",
+                   "--max-steps", "16", "--batch-size", "64", "--augment", "none", "--seeds", "0,1",
+                   "--vary", "model.dropout=0,0.5", "--out", str(out)])
+    assert outcome.code == 0, outcome.printed[-2000:]
+    rows = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert [(row["name"], row["setting"], row["seeds"]) for row in rows] == [
+        ("small_cnn", "model.dropout=0", "0,1"), ("small_cnn", "model.dropout=0.5", "0,1")]
+    with (out / "results_per_seed.csv").open(encoding="utf-8") as file:
+        per_seed = list(csv.DictReader(file))
+    assert [(row["setting"], row["seeds"]) for row in per_seed] == [
+        ("model.dropout=0", "0"), ("model.dropout=0", "1"), ("model.dropout=0.5", "0"), ("model.dropout=0.5", "1")]
+    for row in rows:
+        errors = [float(seed["test_top1_error"]) for seed in per_seed if seed["setting"] == row["setting"]]
+        assert row["test_top1_error"] == pytest.approx(sum(errors) / 2, abs=1e-3)
+        assert row["test_top1_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5, abs=1e-3)
+        assert row["num_test"] == 269 and row["learned"] in (True, False)
+    for setting in ("model.dropout=0", "model.dropout=0.5"):
+        for seed in (0, 1):
+            run = out / "runs" / "small_cnn" / setting / f"seed-{seed}"
+            config = load_config(run / "config.yaml")
+            assert config.trainer.seed == seed and config.model.dropout == float(setting.split("=")[1])
+    assert (out / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert report.startswith("# digits: 2 epochs, at most 16 steps, 28 px, weights none, seed 0/1")
+    assert "These runs differ in model.dropout" in report and "mean ± standard deviation over its seeds" in report
+    assert "![validation curves](curves.png)" in report
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--vary", "trainer.seed=1,2"], "list them under seeds (--seeds)"),
+    (["--vary", "data.test_fraction=0,0.2"], "the split is shared"),
+    (["--vary", "model.dropuot=0,0.5"], "unknown config key 'model.dropuot'"),
+    (["--vary", "model.dropout=0.5"], "needs two or more different values"),
+    (["--vary", "model.dropout"], "--vary takes KEY=V1,V2"),
+    (["--vary", "model.dropout=0,2"], "model.dropout must lie in [0, 1)"),
+    (["--seeds", "0,x"], "--seeds takes whole numbers"),
+    (["--seeds", "1,1"], "seeds repeat"),
+])
+def test_bad_seeds_and_vary_are_one_line_errors_before_training(tmp_path: Path, flags: list[str], message: str) -> None:
+    outcome = zoo(["compare", "--archs", "small_cnn", "--data", str(tmp_path), "--out", str(tmp_path / "c"), *flags])
+    assert outcome.code == 2 and message in outcome.printed and not (tmp_path / "c").exists()

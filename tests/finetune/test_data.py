@@ -180,20 +180,36 @@ def test_scan_errors_are_one_line_naming_the_folder(tmp_path: Path) -> None:
 
 
 def test_stratified_split(tmp_path: Path) -> None:
-    make_folder(tmp_path, {"many": 10, "few": 5, "single": 1})
-    split = split_folder(tmp_path, val_fraction=0.2, seed=0)
-    assert split.classes == ["few", "many", "single"]
-    assert class_counts(split.train, split.classes) == {"few": 4, "many": 8, "single": 1}
-    assert class_counts(split.val, split.classes) == {"few": 1, "many": 2, "single": 0}
-    assert split.test == [] and split.skipped == []
+    make_folder(tmp_path, {"many": 20, "few": 5, "two": 2, "single": 1})
+    split = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=0)
+    assert split.classes == ["few", "many", "single", "two"]
+    # 20 images: 3 test (15%), 4 val (20%); short classes keep one for training and serve validation first.
+    assert class_counts(split.train, split.classes) == {"few": 3, "many": 13, "single": 1, "two": 1}
+    assert class_counts(split.val, split.classes) == {"few": 1, "many": 4, "single": 0, "two": 1}
+    assert class_counts(split.test, split.classes) == {"few": 1, "many": 3, "single": 0, "two": 0}
+    assert split.skipped == []
     everything = scan_folder(tmp_path).samples
-    assert sorted(split.train + split.val, key=lambda s: (s.label, s.path)) == everything
-    assert not set(split.train) & set(split.val)
+    assert sorted(split.train + split.val + split.test, key=lambda s: (s.label, s.path)) == everything
+    assert not set(split.train) & set(split.val) and not set(split.train) & set(split.test)
+    assert not set(split.val) & set(split.test)
 
-    assert split_folder(tmp_path, val_fraction=0.2, seed=0) == split
-    other = split_folder(tmp_path, val_fraction=0.2, seed=1)
-    assert other.val != split.val
-    assert class_counts(other.val, other.classes) == class_counts(split.val, split.classes)
+    assert split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=0) == split
+    other = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=1)
+    assert other.val != split.val and other.test != split.test
+    assert class_counts(other.test, other.classes) == class_counts(split.test, split.classes)
+    # The test images are cut first: another validation share leaves them where they were.
+    assert split_folder(tmp_path, val_fraction=0.3, test_fraction=0.15, seed=0).test == split.test
+    no_test = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.0, seed=0)
+    assert no_test.test == [] and class_counts(no_test.val, split.classes) == class_counts(split.val, split.classes)
+
+
+def test_train_and_val_folders_without_test_give_up_training_images_for_it(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"a": 10, "b": 10})
+    make_folder(tmp_path / "val", {"a": 2, "b": 2})
+    split = split_folder(tmp_path, test_fraction=0.2)
+    assert class_counts(split.test, split.classes) == {"a": 2, "b": 2}
+    assert all(sample.path.parts[-3] == "train" for sample in split.test + split.train)
+    assert len(split.train) == 16 and len(split.val) == 4 and not set(split.train) & set(split.test)
 
 
 def test_split_honours_train_val_test_folders(tmp_path: Path) -> None:
@@ -215,12 +231,15 @@ def test_split_honours_train_val_test_folders(tmp_path: Path) -> None:
 
 
 def test_split_rejects_a_bad_fraction(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path, {"a": 2, "b": 2})
     with pytest.raises(DataError, match="not between 0 and 1"):
-        split_folder(make_folder(tmp_path, {"a": 2, "b": 2}), val_fraction=1.0)
+        split_folder(folder, val_fraction=1.0)
+    with pytest.raises(DataError, match="leaves no training images"):
+        split_folder(folder, val_fraction=0.5, test_fraction=0.5)
 
 
 def test_save_and_load_split_round_trip(tmp_path: Path) -> None:
-    data = make_folder(tmp_path / "data", {"고양이": 4, "big dog": 3})
+    data = make_folder(tmp_path / "data", {"고양이": 5, "big dog": 3})
     (data / "big dog" / "broken, really.jpg").write_text("x")  # a comma in a path survives the CSV
     split = split_folder(data, seed=3)
     saved = tmp_path / "run" / "split"
@@ -233,10 +252,12 @@ def test_save_and_load_split_round_trip(tmp_path: Path) -> None:
         rows = list(csv.DictReader(file))
     assert list(rows[0]) == ["path", "label", "class"]
     assert all(Path(row["path"]).is_absolute() and row["class"] == split.classes[int(row["label"])] for row in rows)
-    assert (saved / "test.csv").read_text().splitlines() == ["path,label,class"]
+    with (saved / "test.csv").open(encoding="utf-8") as file:
+        assert [row["class"] for row in csv.DictReader(file)] == ["big dog", "고양이"]
 
     no_skips = tmp_path / "clean"
-    save_split(split_folder(make_folder(tmp_path / "ok", {"a": 2, "b": 2})), no_skips)
+    save_split(split_folder(make_folder(tmp_path / "ok", {"a": 2, "b": 2}), test_fraction=0), no_skips)
+    assert (no_skips / "test.csv").read_text().splitlines() == ["path,label,class"]
     assert (no_skips / "skipped.csv").read_text().splitlines() == ["path,reason"]
 
     split.val[0].path.unlink()

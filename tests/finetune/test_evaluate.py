@@ -29,7 +29,7 @@ def _metrics(folder: Path) -> dict:
 
 
 def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys) -> None:
-    assert main(["evaluate", str(run_dir)]) == 0
+    assert main(["evaluate", str(run_dir), "--split", "val"]) == 0
 
     out = run_dir / "eval-val"
     metrics = _metrics(out)
@@ -38,8 +38,10 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
     assert metrics["split"] == "val" and metrics["num_images"] == len(val) == summary["num_val"]
     # The same model, images and preprocessing as the run's validation: the same figures.
     assert metrics["top1_error"] == pytest.approx(summary["val_top1_error"], abs=1e-3)
+    assert metrics["top1_error_ci95"] == pytest.approx(summary["val_top1_error_ci95"], abs=1e-3)
     assert metrics["loss"] == pytest.approx(summary["val_loss"], abs=1e-4)
-    assert metrics["k"] == 3 and metrics["topk_error"] == 0.0  # 3 classes: the top 3 always hold the truth
+    assert metrics["k"] == 2 and metrics["topk_error"] <= metrics["top1_error"]  # 3 classes: top-2
+    assert metrics["temperature"] == summary["temperature"] and 0 <= metrics["ece"] <= 100
     assert [row["class"] for row in metrics["per_class"]] == CLASSES
     assert [row["support"] for row in metrics["per_class"]] == list(class_counts(val, CLASSES).values())
 
@@ -55,11 +57,25 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
 
     with Image.open(out / "confusion_matrix.png") as image:
         assert image.format == "PNG" and image.width >= 500
+    with Image.open(out / "calibration.png") as image:
+        assert image.format == "PNG" and image.height >= 500
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "top-3 error" in report and all(f"| {name} |" in report for name in CLASSES)
-    assert "confusion_matrix.png" in report
-    printed = capsys.readouterr().out
-    assert "top-1 error" in printed and "top-3 error" in printed and all(name in printed for name in CLASSES)
+    assert "top-2 error" in report and all(f"| {name} |" in report for name in CLASSES)
+    assert "confusion_matrix.png" in report and "calibration.png" in report and "95% Wilson interval" in report
+    assert "chose the checkpoint" in report, "validation figures say they are optimistic"
+    printed = capsys.readouterr()
+    assert "top-1 error" in printed.out and "top-2 error" in printed.out and all(n in printed.out for n in CLASSES)
+    assert "chose the checkpoint" in printed.err
+
+
+def test_a_run_folder_is_evaluated_on_its_test_split_by_default(run_dir: Path) -> None:
+    assert main(["evaluate", str(run_dir)]) == 0
+    metrics = _metrics(run_dir / "eval-test")
+    summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert metrics["split"] == "test" and metrics["num_images"] == summary["num_test"] == 3
+    assert metrics["top1_error"] == pytest.approx(summary["test_top1_error"], abs=1e-3)
+    assert metrics["top1_error_ci95"] == pytest.approx(summary["test_top1_error_ci95"], abs=1e-3)
+    assert metrics["chance_top1_error"] == summary["chance_top1_error"] and metrics["learned"] == summary["learned"]
 
 
 def test_metrics_with_more_than_five_classes() -> None:

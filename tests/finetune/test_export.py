@@ -55,10 +55,13 @@ def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Pat
     assert (metadata["num_classes"], metadata["image_size"], metadata["resize"], metadata["crop"]) == (3, 28, 32, 28)
     assert metadata["mean"] == metadata["std"] == [0.5, 0.5, 0.5] and metadata["interpolation"] == "bilinear"
     assert metadata["weights"] == "none"
-    assert metadata["validation"] == {
-        "top1_error": summary["val_top1_error"], "topk_error": summary["val_top5_error"], "k": 3,
-        "loss": summary["val_loss"],
-    }
+    for part, split in (("validation", "val"), ("test", "test")):
+        assert metadata[part] == {
+            "num_images": summary[f"num_{split}"], "top1_error": summary[f"{split}_top1_error"],
+            "top1_error_ci95": summary[f"{split}_top1_error_ci95"], "k": 2,
+            "topk_error": summary[f"{split}_topk_error"], "loss": summary[f"{split}_loss"],
+        }
+    assert metadata["temperature"] == summary["temperature"] > 0
     assert metadata["zoo_version"] == zoo.__version__ and metadata["torch_version"] == torch.__version__
     assert set(metadata["exports"]) == set(FORMATS)
     for name, entry in metadata["exports"].items():

@@ -18,7 +18,7 @@ from zoo_cli.main import main
 QUICK = ["--batch-size", "8", "--augment", "none", "--seed", "0"]
 RUN_FILES = {
     "config.yaml", "classes.json", "train.csv", "val.csv", "test.csv", "skipped.csv", "metrics.csv",
-    "best.ckpt", "last.ckpt", "learning_curves.png", "summary.json",
+    "best.ckpt", "last.ckpt", "learning_curves.png", "summary.json", "test_predictions.csv",
 }
 
 
@@ -37,16 +37,23 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     summary = _summary(out)
     assert summary["arch"] == "small_cnn" and summary["classes"] == ["astronaut", "chelsea", "coffee"]
-    assert summary["num_train"] + summary["num_val"] == 24 and summary["num_skipped"] == 0
-    assert summary["epochs"] == 2 and summary["top5_k"] == 3 and summary["precision"] in {"32", "bf16-mixed"}
-    assert 0 <= summary["val_top1_error"] <= 100 and summary["val_top5_error"] == 0.0  # 3 classes: top-3 always hits
+    assert (summary["num_train"], summary["num_val"], summary["num_test"], summary["num_skipped"]) == (18, 3, 3, 0)
+    assert summary["epochs"] == 2 and summary["precision"] in {"32", "bf16-mixed"}
+    # 3 classes: the top-3 always hits, so top-k is top-2, the largest k that can still miss.
+    assert summary["k"] == 2 and 0 <= summary["val_topk_error"] <= summary["val_top1_error"] <= 100
     assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
-    assert [row["epoch"] for row in _metrics(out)] == ["0", "1"]
+    rows = _metrics(out)
+    assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
+    # Every validation figure of the summary is the best epoch's row, counted from 1 as in the file.
+    best = min(rows, key=lambda row: float(row["val/top1_error"]))
+    assert summary["best_epoch"] == int(best["epoch"]) and summary["val_loss"] == float(best["val/loss"])
+    assert summary["val_top1_error"] == float(best["val/top1_error"])
     assert (out / "learning_curves.png").stat().st_size > 10_000
     assert load_config(out / "config.yaml").model.arch == "small_cnn"
     printed = capsys.readouterr().out
-    assert "val_top1_error" in printed and f"run folder: {out}" in printed
-    assert "Epoch 1: 100%" in printed and "loss=" in printed, "the progress bar shows each epoch and the step loss"
+    assert "test top-1 error (once, best checkpoint)" in printed and f"run folder: {out}" in printed
+    assert "Epoch 1/2: 100%" in printed and "Epoch 2/2: 100%" in printed and "loss=" in printed, \
+        "the progress bar counts epochs from 1 and shows the step loss"
 
 
 def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
@@ -54,8 +61,9 @@ def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
     argv = ["finetune", "--config", "configs/small_cnn-digits.yaml", "--epochs", "1", "--max-steps", "5", "--out", str(out)]
     assert main(argv) == 0
     summary = _summary(out)
-    assert summary["num_classes"] == 10 and summary["num_train"] + summary["num_val"] == 1797
-    assert summary["steps"] == 5 and summary["val_top1_error"] is not None and (out / "best.ckpt").is_file()
+    assert summary["num_classes"] == 10 and summary["num_train"] + summary["num_val"] + summary["num_test"] == 1797
+    assert summary["num_test"] == summary["num_val"] == 269  # 15% each, stratified over 10 classes
+    assert summary["steps"] == 5 and summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
 
 
 def test_resnet18_at_a_small_size(image_folder: Path, tmp_path: Path) -> None:
@@ -193,7 +201,7 @@ def test_interrupt_saves_last_checkpoint_and_resume_finishes(image_folder: Path,
     assert (out / "last.ckpt").is_file() and f"zoo finetune --resume {out}" in capsys.readouterr().err
     monkeypatch.setattr(Classifier, "training_step", original)
     assert main(["finetune", "--resume", str(out)]) == 0
-    assert [row["epoch"] for row in _metrics(out)] == ["0", "1", "2"]
+    assert [row["epoch"] for row in _metrics(out)] == ["1", "2", "3"]
     assert _summary(out)["epochs"] == 3
 
 
@@ -223,4 +231,6 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
                "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--out", str(out), *QUICK]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert _summary(out)["val_top1_error"] is not None and (out / "best.ckpt").is_file()
+    summary = _summary(out)
+    assert summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
+    assert len((out / "test_predictions.csv").read_text().splitlines()) == 1 + summary["num_test"]

@@ -1,0 +1,222 @@
+"""Result rows of finished runs: their held-out errors, grouped over seeds, and paired tests against the best."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import zoo
+from finetune.heldout import PREDICTIONS_FILE, read_predictions
+from finetune.speed import run_speed
+from finetune.stats import mcnemar, wilson_interval
+from zoo.spec import ArchSpec
+
+Row = dict[str, Any]
+
+RESULT_COLUMNS = (
+    "name", "setting", "weights", "image_size", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error",
+    "imagenet_top1_error", "imagenet_top5_error", "seeds", "num_test", "test_top1_error", "test_top1_error_ci95",
+    "test_top1_error_std", "num_val", "val_top1_error", "val_top1_error_ci95", "k", "topk_error", "reported_on",
+    "chance_top1_error", "learned", "p_vs_best", "train_seconds", "train_images_per_second", "predict_ms_per_image",
+    "predict_ms_per_image_iqr", "predict_images_per_second", "predict_batch_size", "predict_device", "status",
+    "reason", "run_dir",
+)
+REGISTRY_KEYS = ("name", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error")
+# Settings that say where a run lives or which seed it drew, not how it was trained.
+UNCOMPARED_SETTINGS = ("out", "model.arch", "trainer.seed")
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The ``summary.json`` of a finished run."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        hint = f": for a comparison folder pass its run folders, {run_dir / 'runs'}/*" if (run_dir / "runs").is_dir() else ""
+        raise zoo.ZooError(f"{run_dir} holds no finished run (no summary.json){hint}")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if "reported_on" not in summary:
+        raise zoo.ZooError(f"{run_dir} was trained by an older zoo without a held-out test measurement: "
+                           "train it again to compare it")
+    return summary
+
+
+def _imagenet_errors(spec: ArchSpec, weights: str) -> tuple[float | None, float | None]:
+    """ImageNet top-1 / top-5 error of the weights a run started from; none for random or own weights."""
+    if spec.weights is None or weights == "none":
+        return None, None
+    tag = spec.weights.default_tag if weights == "default" else weights
+    info = next((info for info in spec.weights.available() if info.tag == tag), None)
+    return (info.top1_error, info.top5_error) if info else (None, None)
+
+
+def _registry_row(name: str, weights: str) -> Row:
+    spec = zoo.get_spec(name)
+    known = zoo.summarize(spec)
+    row: Row = dict.fromkeys(RESULT_COLUMNS)
+    row.update({key: known[key] for key in REGISTRY_KEYS})
+    row["imagenet_top1_error"], row["imagenet_top5_error"] = _imagenet_errors(spec, weights)
+    return row
+
+
+def label(row: Row) -> str:
+    """How findings name a row: the architecture, and its setting when it has one."""
+    return f"{row['name']} [{row['setting']}]" if row.get("setting") else row["name"]
+
+
+def headline_error(row: Row) -> float | None:
+    """The error a row is judged by: test when the run held test images out, else validation."""
+    return row["test_top1_error"] if row["test_top1_error"] is not None else row["val_top1_error"]
+
+
+def headline_interval(row: Row) -> list[float] | None:
+    return row["test_top1_error_ci95"] if row["test_top1_error"] is not None else row["val_top1_error_ci95"]
+
+
+def failed_row(name: str, reason: str, weights: str, setting: str = "", seed: int | None = None) -> Row:
+    """The row of an architecture whose run failed: its registry figures and the one-line reason."""
+    return {**_registry_row(name, weights), "setting": setting, "weights": weights,
+            "seeds": "" if seed is None else str(seed), "status": "failed", "reason": reason}
+
+
+def run_row(run_dir: Path, *, setting: str = "", save_speed: bool = False, measure_speed: bool = True) -> Row:
+    """The row of a finished run: registry figures, its held-out errors, training and prediction speed."""
+    summary = read_summary(run_dir)
+    split = summary["reported_on"]
+    row = {
+        **_registry_row(summary["arch"], summary["weights"]),
+        "setting": setting,
+        "weights": summary["weights"],
+        "image_size": summary["image_size"],
+        "seeds": str(summary["seed"]),
+        **{key: summary[key] for key in ("num_test", "test_top1_error", "test_top1_error_ci95", "num_val",
+                                         "val_top1_error", "val_top1_error_ci95", "k", "reported_on",
+                                         "chance_top1_error", "learned", "train_seconds", "train_images_per_second")},
+        "topk_error": summary[f"{split}_topk_error"],
+        "status": "ok",
+        "run_dir": str(run_dir),
+    }
+    if measure_speed:
+        speed = run_speed(run_dir, summary, save=save_speed)
+        iqr = None if speed.ms_per_image_low is None else [speed.ms_per_image_low, speed.ms_per_image_high]
+        row.update({"predict_ms_per_image": speed.ms_per_image, "predict_ms_per_image_iqr": iqr,
+                    "predict_images_per_second": speed.images_per_second, "predict_batch_size": speed.batch_size,
+                    "predict_device": speed.device})
+    return row
+
+
+def rows_from_runs(run_dirs: Sequence[Path]) -> list[Row]:
+    """One row per finished run, named by the settings in which the runs differ (seeds aside)."""
+    configs = [read_summary(run_dir)["config"] for run_dir in run_dirs]
+    differ = settings_that_differ(configs)
+    return [run_row(run_dir, setting=", ".join(f"{key}={_flatten(config)[key]}" for key in differ))
+            for run_dir, config in zip(run_dirs, configs)]
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def settings_that_differ(configs: Sequence[dict[str, Any]]) -> list[str]:
+    """Dotted keys of the run settings (``RunConfig`` as a dict) that are not the same in every config."""
+    flat = [_flatten(config) for config in configs]
+    keys = sorted({key for values in flat for key in values} - set(UNCOMPARED_SETTINGS))
+    return [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    return None if not values or None in values else round(statistics.fmean(values), 4)
+
+
+def _std(values: Sequence[float | None]) -> float | None:
+    return None if len(values) < 2 or None in values else round(statistics.stdev(values), 4)
+
+
+def _interval_of_mean(error: float | None, count: int | None) -> list[float] | None:
+    """The Wilson interval of a mean error over ``count`` images: the test set's share of the uncertainty."""
+    if error is None or not count:
+        return None
+    return [round(bound, 4) for bound in wilson_interval(round(error * count / 100), count)]
+
+
+def _aggregate(members: Sequence[Row]) -> Row:
+    """One row for the seeds of one architecture and setting: means, standard deviations, every seed's verdict."""
+    if len(members) == 1:
+        return {**members[0], "test_top1_error_std": None}
+    seeds = ",".join(member["seeds"] for member in members)
+    failed = [member for member in members if member["status"] != "ok"]
+    if failed:  # an average over the seeds that happened to finish would not be the row's figure
+        reasons = "; ".join(f"seed {member['seeds']}: {member['reason']}" for member in failed)
+        return {**failed[0], "seeds": seeds, "reason": reasons}
+    timed = next((member for member in members if member.get("predict_ms_per_image") is not None), members[0])
+    row = {**timed, "seeds": seeds, "run_dir": None}
+    for key in ("test_top1_error", "val_top1_error", "topk_error", "train_seconds", "train_images_per_second"):
+        row[key] = _mean([member[key] for member in members])
+    row["test_top1_error_std"] = _std([member["test_top1_error"] for member in members])
+    row["test_top1_error_ci95"] = _interval_of_mean(row["test_top1_error"], row["num_test"])
+    row["val_top1_error_ci95"] = _interval_of_mean(row["val_top1_error"], row["num_val"])
+    row["learned"] = all(member["learned"] for member in members)
+    return row
+
+
+def best_row(rows: Sequence[Row]) -> Row | None:
+    """The finished row with the lowest headline error, among those that learned when any did."""
+    finished = [row for row in rows if row["status"] == "ok" and headline_error(row) is not None]
+    candidates = [row for row in finished if row["learned"]] or finished
+    return min(candidates, key=headline_error, default=None)
+
+
+def _correct_by_image(run_dir: str | None) -> dict[str, bool] | None:
+    path = Path(run_dir) / PREDICTIONS_FILE if run_dir else None
+    return read_predictions(path) if path is not None and path.is_file() else None
+
+
+def paired_p_value(first: Row, second: Row) -> float | None:
+    """Exact McNemar p-value of two runs on their test images; None unless both hold the same images."""
+    first_correct, second_correct = _correct_by_image(first["run_dir"]), _correct_by_image(second["run_dir"])
+    if first_correct is None or second_correct is None or first_correct.keys() != second_correct.keys():
+        return None
+    images = sorted(first_correct)
+    return mcnemar([first_correct[i] for i in images], [second_correct[i] for i in images]).p_value
+
+
+def _key(row: Row) -> tuple[str, str]:
+    return row["name"], row["setting"]
+
+
+def summarize(per_seed: Sequence[Row]) -> list[Row]:
+    """Rows grouped over seeds, each with ``p_vs_best``: its McNemar p-value against the best row.
+
+    With several seeds each seed's run is tested against the best row's run of the same seed, and the
+    row keeps the largest p-value: a difference counts only if it holds in every seed. ``per_seed``
+    rows get their own seed's p-value.
+    """
+    groups: dict[tuple[str, str], list[Row]] = {}
+    for row in per_seed:
+        groups.setdefault(_key(row), []).append(row)
+    rows = [_aggregate(members) for members in groups.values()]
+    best = best_row(rows)
+    if best is None:
+        return rows
+    best_runs = {run["seeds"]: run for run in groups[_key(best)]}
+    for row in rows:
+        runs = [run for run in groups[_key(row)] if run["status"] == "ok"]
+        if row is best or row["status"] != "ok":
+            continue
+        p_values = []
+        for run in runs:
+            # Single runs pair whatever their seeds; several seeds pair seed by seed.
+            partner = next(iter(best_runs.values())) if len(runs) == len(best_runs) == 1 else best_runs.get(run["seeds"])
+            run["p_vs_best"] = paired_p_value(partner, run) if partner is not None else None
+            p_values.append(run["p_vs_best"])
+        row["p_vs_best"] = None if not p_values or None in p_values else max(p_values)
+    return rows
+
+

@@ -1,0 +1,98 @@
+"""Honest numbers end to end: a test split measured once, chance and "did not learn", calibrated softmax."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from finetune.checkpoint import load_source, read_checkpoint
+from finetune.data.split import load_split
+from finetune.stats import wilson_interval
+from zoo_cli.main import main
+
+QUICK = ["--arch", "small_cnn", "--weights", "none", "--batch-size", "8", "--augment", "none", "--seed", "0"]
+
+
+def _summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+def _predictions(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "test_predictions.csv").open(encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_the_test_split_is_measured_once_and_written(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["finetune", "--data", str(image_folder), "--epochs", "2", "--out", str(out), *QUICK]) == 0
+    summary, split = _summary(out), load_split(out)
+    rows = _predictions(out)
+    assert list(rows[0]) == ["path", "label", "predicted", "probability"]
+    assert [Path(row["path"]) for row in rows] == [sample.path.absolute() for sample in split.test]
+    assert [row["label"] for row in rows] == [split.classes[sample.label] for sample in split.test]
+    assert all(row["predicted"] in split.classes and 1 / 3 <= float(row["probability"]) <= 1 for row in rows)
+    errors = sum(row["label"] != row["predicted"] for row in rows)
+    assert summary["num_test"] == len(rows) == 3 and summary["selected_on"] == "val"
+    assert summary["test_top1_error"] == pytest.approx(100 * errors / 3, abs=1e-3)
+    assert summary["test_top1_error_ci95"] == pytest.approx(list(wilson_interval(errors, 3)), abs=1e-3)
+    assert summary["reported_on"] == "test" and summary["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)
+    assert summary["learned"] == (summary["test_top1_error_ci95"][1] < summary["chance_top1_error"])
+    # The temperature is fitted on validation, stored with the best checkpoint, and used by predict.
+    assert summary["val_nll_after"] <= summary["val_nll_before"]
+    assert read_checkpoint(out / "best.ckpt")["zoo"]["temperature"] == summary["temperature"] > 0
+    model = load_source(out).model
+    batch = torch.stack([model.transform(Image.open(sample.path).convert("RGB")) for sample in split.test])
+    assert torch.allclose(model.predict(batch), (model.logits(batch) / summary["temperature"]).softmax(dim=1))
+    printed = capsys.readouterr().out
+    assert "test top-1 error (once, best checkpoint)" in printed and "n = 3" in printed
+
+
+def test_test_images_never_influence_training_or_selection(image_folder: Path, tmp_path: Path) -> None:
+    argv = ["finetune", "--data", str(image_folder), "--epochs", "2", *QUICK]
+    assert main([*argv, "--out", str(tmp_path / "before")]) == 0
+    test_images = [sample.path for sample in load_split(tmp_path / "before").test]
+    for path in test_images:  # every test image becomes a photo of another class
+        donor = next(other for other in test_images if other.parent != path.parent)
+        Image.open(donor).rotate(90).save(path)
+    assert main([*argv, "--out", str(tmp_path / "after")]) == 0
+
+    before, after = (read_checkpoint(tmp_path / name / "best.ckpt") for name in ("before", "after"))
+    assert before["state_dict"].keys() == after["state_dict"].keys()
+    assert all(torch.equal(before["state_dict"][key], after["state_dict"][key]) for key in before["state_dict"])
+    assert before["zoo"]["temperature"] == after["zoo"]["temperature"], "fitted on validation images only"
+    metrics = [(tmp_path / name / "metrics.csv").read_text() for name in ("before", "after")]
+    assert metrics[0] == metrics[1], "no epoch, loss or selection saw the test images"
+    assert _predictions(tmp_path / "before") != _predictions(tmp_path / "after"), "the test itself did see them"
+
+
+def test_a_run_that_stays_at_chance_is_flagged(tmp_path: Path, capsys) -> None:
+    common = ["finetune", "--data", "digits", "--epochs", "1", "--max-steps", "12", "--arch", "small_cnn",
+              "--weights", "none", "--augment", "none", "--batch-size", "64"]
+    assert main([*common, "--lr", "0.003", "--out", str(tmp_path / "sane")]) == 0
+    sane = _summary(tmp_path / "sane")
+    assert sane["learned"] and sane["test_top1_error_ci95"][1] < sane["chance_top1_error"]
+    assert "did not learn" not in capsys.readouterr().err
+
+    assert main([*common, "--lr", "20", "--out", str(tmp_path / "too-fast")]) == 0
+    diverged = _summary(tmp_path / "too-fast")
+    assert not diverged["learned"] and diverged["test_top1_error_ci95"][1] >= diverged["chance_top1_error"]
+    assert diverged["chance_top1_error"] == pytest.approx(100 * (1 - 28 / 269), abs=0.5)  # digits: ~10% per class
+    warning = capsys.readouterr().err
+    assert "small_cnn did not learn: its test top-1 error" in warning and "try a lower --lr" in warning
+
+
+def test_without_a_test_split_every_figure_says_validation(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(["finetune", "--data", str(image_folder), "--epochs", "1", "--test-fraction", "0", "--out", str(out),
+                 *QUICK]) == 0
+    summary = _summary(out)
+    assert summary["num_test"] == 0 and summary["test_top1_error"] is None and summary["reported_on"] == "val"
+    assert not (out / "test_predictions.csv").exists()
+    printed = capsys.readouterr()
+    assert "no test images" in printed.err and "optimistic" in printed.err
+    assert "test top-1 error" not in printed.out and "val top-1 error (chose the checkpoint: optimistic)" in printed.out
