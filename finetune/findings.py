@@ -105,6 +105,8 @@ def _depth_findings(rows: Sequence[Row]) -> list[str]:
     settings = list(dict.fromkeys(row["setting"] for row in rows))
     for setting in settings:
         finished = [row for row in rows if row["setting"] == setting and row["status"] == "ok"]
+        if len({row["name"] for row in finished}) < 2:  # one architecture: no depth to compare
+            continue
         learned = [row for row in finished if row["learned"]]
         trend = spearman([row["depth"] for row in learned], [headline_error(row) for row in learned])
         sentence = _trend_sentence(trend, len(learned), "models that learned")

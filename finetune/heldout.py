@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
+from finetune.checkpoint import read_checkpoint
+from finetune.data.cache_store import write_atomic
+from finetune.data.datamodule import ImageDataModule
 from finetune.data.scan import Sample
+from finetune.data.split import Split
+from finetune.module import Classifier
 from finetune.stats import chance_error, learned, top_k, wilson_interval
 
 PREDICTIONS_FILE = "test_predictions.csv"
@@ -104,3 +110,43 @@ def judgement(interval: Sequence[float], labels: Sequence[int], split: str) -> d
     """Which split the headline error comes from, its chance level, and whether the model beat chance."""
     chance = round(chance_error(labels), 4)
     return {"reported_on": split, "chance_top1_error": chance, "learned": learned(tuple(interval), chance)}
+
+
+def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, split: Split, run_dir: Path,
+                 final: dict[str, Any]) -> dict[str, Any]:
+    """Fit the temperature on validation, measure the test split once, and say whether the model learned.
+
+    ``final`` holds the best epoch's validation figures (one row of ``metrics.csv``). Both run on the best checkpoint (the model one evaluates and exports), at the run's precision. The
+    temperature is stored in ``best.ckpt``; the test predictions go to ``test_predictions.csv``.
+    """
+    checkpoint_path = run_dir / "best.ckpt"
+    checkpoint = read_checkpoint(checkpoint_path)
+    module.load_state_dict(checkpoint["state_dict"])
+    device, context = trainer.strategy.root_device, trainer.precision_plugin.forward_context
+    val_logits, val_labels = collect_logits(module, data.val_dataloader(), device, context)
+    calibration = calibrate(val_logits, val_labels)
+    checkpoint["zoo"]["temperature"] = calibration.temperature
+    write_atomic(checkpoint_path, lambda path: torch.save(checkpoint, path))
+    # The validation figures are those of the best epoch's row in metrics.csv, which chose the checkpoint.
+    val_interval = [round(bound, 4) for bound in wilson_interval(round(final["val_top1_error"] * len(split.val) / 100),
+                                                                  len(split.val))]
+    figures: dict[str, Any] = {
+        "val_top1_error_ci95": val_interval, "k": module.top_k,
+        "test_top1_error": None, "test_top1_error_ci95": None, "test_topk_error": None, "test_loss": None,
+        **judgement(val_interval, [sample.label for sample in split.val], "val"),
+    }
+    if split.test:
+        test_logits, test_labels = collect_logits(module, data.test_dataloader(), device, context)
+        test = error_rates(test_logits, test_labels)
+        write_predictions(run_dir / PREDICTIONS_FILE, split.test, split.classes,
+                          (test_logits / calibration.temperature).softmax(dim=1))
+        figures.update({f"test_{key}": test[key] for key in ("top1_error", "top1_error_ci95", "topk_error")})
+        # The training criterion (class weights, label smoothing), as for the validation loss it sits beside.
+        weight = module.loss.weight.cpu() if module.loss.weight is not None else None
+        figures["test_loss"] = round(F.cross_entropy(test_logits, test_labels, weight=weight,
+                                                     label_smoothing=module.loss.label_smoothing).item(), 6)
+        figures.update(judgement(test["top1_error_ci95"], test_labels.tolist(), "test"))
+    figures.update({"temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
+                    "val_ece_after": calibration.ece_after, "val_nll_before": calibration.nll_before,
+                    "val_nll_after": calibration.nll_after})
+    return figures

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.nn import functional as F
 
 import zoo
 from finetune.callbacks import EpochMetrics, ProgressBar, SaveOnInterrupt, Throughput
@@ -27,15 +26,12 @@ from finetune.data.builtin import resolve_data
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.split import Split, class_counts, imbalance_ratio, load_split, save_split, split_folder
 from finetune.data.transforms import resize_size
-from finetune.checkpoint import read_checkpoint
-from finetune.data.cache_store import write_atomic
 from finetune.freezing import BackboneFreeze
-from finetune.heldout import PREDICTIONS_FILE, calibrate, collect_logits, error_rates, judgement, write_predictions
+from finetune.heldout import measure_best
 from finetune.hardware import choose_memory_format, choose_precision
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
 from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
-from finetune.stats import wilson_interval
 from zoo.spec import ArchSpec
 
 IMBALANCE_WARNING_RATIO = 3.0
@@ -244,7 +240,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     if not trainer.is_global_zero:
         return RunResult(run_dir, {})
     final = _final_metrics(run_dir / "metrics.csv")
-    measured = _measure_best(trainer, module, data, split, run_dir, final)
+    if split.test:
+        _say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
+    measured = measure_best(trainer, module, data, split, run_dir, final)
     summary = {
         "arch": spec.name,
         "weights": weights_origin,
@@ -325,44 +323,3 @@ def _final_metrics(path: Path) -> dict[str, float | None]:
         "final_val_top1_error": last.get("val/top1_error"),
         "final_val_topk_error": last.get("val/topk_error"),
     }
-
-
-def _measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, split: Split, run_dir: Path,
-                  final: dict[str, float | None]) -> dict[str, Any]:
-    """Fit the temperature on validation, measure the test split once, and say whether the model learned.
-
-    Both run on the best checkpoint (the model one evaluates and exports), at the run's precision. The
-    temperature is stored in ``best.ckpt``; the test predictions go to ``test_predictions.csv``.
-    """
-    checkpoint_path = run_dir / "best.ckpt"
-    checkpoint = read_checkpoint(checkpoint_path)
-    module.load_state_dict(checkpoint["state_dict"])
-    device, context = trainer.strategy.root_device, trainer.precision_plugin.forward_context
-    val_logits, val_labels = collect_logits(module, data.val_dataloader(), device, context)
-    calibration = calibrate(val_logits, val_labels)
-    checkpoint["zoo"]["temperature"] = calibration.temperature
-    write_atomic(checkpoint_path, lambda path: torch.save(checkpoint, path))
-    # The validation figures are those of the best epoch's row in metrics.csv, which chose the checkpoint.
-    val_interval = [round(bound, 4) for bound in wilson_interval(round(final["val_top1_error"] * len(split.val) / 100),
-                                                                  len(split.val))]
-    figures: dict[str, Any] = {
-        "val_top1_error_ci95": val_interval, "k": module.top_k,
-        "test_top1_error": None, "test_top1_error_ci95": None, "test_topk_error": None, "test_loss": None,
-        **judgement(val_interval, [sample.label for sample in split.val], "val"),
-    }
-    if split.test:
-        _say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
-        test_logits, test_labels = collect_logits(module, data.test_dataloader(), device, context)
-        test = error_rates(test_logits, test_labels)
-        write_predictions(run_dir / PREDICTIONS_FILE, split.test, split.classes,
-                          (test_logits / calibration.temperature).softmax(dim=1))
-        figures.update({f"test_{key}": test[key] for key in ("top1_error", "top1_error_ci95", "topk_error")})
-        # The training criterion (class weights, label smoothing), as for the validation loss it sits beside.
-        weight = module.loss.weight.cpu() if module.loss.weight is not None else None
-        figures["test_loss"] = round(F.cross_entropy(test_logits, test_labels, weight=weight,
-                                                     label_smoothing=module.loss.label_smoothing).item(), 6)
-        figures.update(judgement(test["top1_error_ci95"], test_labels.tolist(), "test"))
-    figures.update({"temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
-                    "val_ece_after": calibration.ece_after, "val_nll_before": calibration.nll_before,
-                    "val_nll_after": calibration.nll_after})
-    return figures

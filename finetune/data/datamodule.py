@@ -44,7 +44,7 @@ class ImageDataModule(pl.LightningDataModule):
         self.cache = self._choose_cache()
 
     def _choose_cache(self) -> Choice:
-        images = len(self.split.train) + len(self.split.val)
+        images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, resize_size(self.spec, self.image_size))
         return choose_cache(self.config.cache, needed, available_memory())
 

@@ -14,7 +14,8 @@ import pytest
 
 from finetune.compare import load_comparison
 from finetune.compare_plots import pareto_front
-from finetune.config import ConfigError, load_config
+from finetune.config import ConfigError, RunConfig, load_config, to_dict
+from finetune.report import title_for
 from finetune.findings import findings
 from finetune.results import RESULT_COLUMNS
 from finetune.stats import mcnemar, wilson_interval
@@ -234,6 +235,12 @@ def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> Non
     assert "Deeper was better here: error falls with depth (Spearman ρ = -1.00, p < 0.001, over 6 models that learned)" in said
     longer = {**config, "trainer": {**config["trainer"], "epochs": 3}}
     assert any("These runs differ in trainer.epochs" in sentence for sentence in findings(rows, rows, [config, longer]))
+
+
+def test_report_titles_name_the_image_size_the_runs_used() -> None:
+    values = to_dict(RunConfig())  # image_size None: each network's own
+    assert "224 px" in title_for([values], [224]) and "None" not in title_for([values], [224])
+    assert "each network's default input size" in title_for([values])
 
 
 def test_pareto_front_keeps_what_nothing_cheaper_beats() -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import pytest
@@ -13,25 +11,17 @@ from PIL import Image
 from finetune.checkpoint import load_source, read_checkpoint
 from finetune.data.split import load_split
 from finetune.stats import wilson_interval
+from tests.finetune.trained import run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--arch", "small_cnn", "--weights", "none", "--batch-size", "8", "--augment", "none", "--seed", "0"]
 
 
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-
-
-def _predictions(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "test_predictions.csv").open(encoding="utf-8") as file:
-        return list(csv.DictReader(file))
-
-
 def test_the_test_split_is_measured_once_and_written(image_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["finetune", "--data", str(image_folder), "--epochs", "2", "--out", str(out), *QUICK]) == 0
-    summary, split = _summary(out), load_split(out)
-    rows = _predictions(out)
+    summary, split = run_summary(out), load_split(out)
+    rows = run_table(out, "test_predictions.csv")
     assert list(rows[0]) == ["path", "label", "predicted", "probability"]
     assert [Path(row["path"]) for row in rows] == [sample.path.absolute() for sample in split.test]
     assert [row["label"] for row in rows] == [split.classes[sample.label] for sample in split.test]
@@ -67,19 +57,19 @@ def test_test_images_never_influence_training_or_selection(image_folder: Path, t
     assert before["zoo"]["temperature"] == after["zoo"]["temperature"], "fitted on validation images only"
     metrics = [(tmp_path / name / "metrics.csv").read_text() for name in ("before", "after")]
     assert metrics[0] == metrics[1], "no epoch, loss or selection saw the test images"
-    assert _predictions(tmp_path / "before") != _predictions(tmp_path / "after"), "the test itself did see them"
+    assert run_table(tmp_path / "before", "test_predictions.csv") != run_table(tmp_path / "after", "test_predictions.csv"), "the test itself did see them"
 
 
 def test_a_run_that_stays_at_chance_is_flagged(tmp_path: Path, capsys) -> None:
     common = ["finetune", "--data", "digits", "--epochs", "1", "--max-steps", "12", "--arch", "small_cnn",
               "--weights", "none", "--augment", "none", "--batch-size", "64"]
     assert main([*common, "--lr", "0.003", "--out", str(tmp_path / "sane")]) == 0
-    sane = _summary(tmp_path / "sane")
+    sane = run_summary(tmp_path / "sane")
     assert sane["learned"] and sane["test_top1_error_ci95"][1] < sane["chance_top1_error"]
     assert "did not learn" not in capsys.readouterr().err
 
     assert main([*common, "--lr", "20", "--out", str(tmp_path / "too-fast")]) == 0
-    diverged = _summary(tmp_path / "too-fast")
+    diverged = run_summary(tmp_path / "too-fast")
     assert not diverged["learned"] and diverged["test_top1_error_ci95"][1] >= diverged["chance_top1_error"]
     assert diverged["chance_top1_error"] == pytest.approx(100 * (1 - 28 / 269), abs=0.5)  # digits: ~10% per class
     warning = capsys.readouterr().err
@@ -90,7 +80,7 @@ def test_without_a_test_split_every_figure_says_validation(image_folder: Path, t
     out = tmp_path / "run"
     assert main(["finetune", "--data", str(image_folder), "--epochs", "1", "--test-fraction", "0", "--out", str(out),
                  *QUICK]) == 0
-    summary = _summary(out)
+    summary = run_summary(out)
     assert summary["num_test"] == 0 and summary["test_top1_error"] is None and summary["reported_on"] == "val"
     assert not (out / "test_predictions.csv").exists()
     printed = capsys.readouterr()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 
 import zoo
 from finetune.config import RunConfig, load_config
+from tests.finetune.trained import run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--batch-size", "8", "--augment", "none", "--seed", "0"]
@@ -22,27 +22,18 @@ RUN_FILES = {
 }
 
 
-def _summary(run_dir: Path) -> dict:
-    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-
-
-def _metrics(run_dir: Path) -> list[dict[str, str]]:
-    with (run_dir / "metrics.csv").open(encoding="utf-8") as file:
-        return list(csv.DictReader(file))
-
-
 def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(out), *QUICK]) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
-    summary = _summary(out)
+    summary = run_summary(out)
     assert summary["arch"] == "small_cnn" and summary["classes"] == ["astronaut", "chelsea", "coffee"]
     assert (summary["num_train"], summary["num_val"], summary["num_test"], summary["num_skipped"]) == (18, 3, 3, 0)
     assert summary["epochs"] == 2 and summary["precision"] in {"32", "bf16-mixed"}
     # 3 classes: the top-3 always hits, so top-k is top-2, the largest k that can still miss.
     assert summary["k"] == 2 and 0 <= summary["val_topk_error"] <= summary["val_top1_error"] <= 100
     assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
-    rows = _metrics(out)
+    rows = run_table(out, "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
     # Every validation figure of the summary is the best epoch's row, counted from 1 as in the file.
     best = min(rows, key=lambda row: float(row["val/top1_error"]))
@@ -60,7 +51,7 @@ def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
     out = tmp_path / "digits-run"
     argv = ["finetune", "--config", "configs/small_cnn-digits.yaml", "--epochs", "1", "--max-steps", "5", "--out", str(out)]
     assert main(argv) == 0
-    summary = _summary(out)
+    summary = run_summary(out)
     assert summary["num_classes"] == 10 and summary["num_train"] + summary["num_val"] + summary["num_test"] == 1797
     assert summary["num_test"] == summary["num_val"] == 269  # 15% each, stratified over 10 classes
     assert summary["steps"] == 5 and summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
@@ -71,7 +62,7 @@ def test_resnet18_at_a_small_size(image_folder: Path, tmp_path: Path) -> None:
     argv = ["finetune", "--arch", "resnet18", "--data", str(image_folder), "--weights", "none", "--image-size", "32",
             "--max-steps", "2", "--out", str(out), *QUICK]
     assert main(argv) == 0
-    summary = _summary(out)
+    summary = run_summary(out)
     assert summary["steps"] == 2 and summary["image_size"] == 32 and summary["memory_format"] == "channels_last"
 
 
@@ -105,7 +96,7 @@ def test_linear_probe_keeps_pretrained_backbone_and_batchnorm_statistics(
     trained = _network_state(out / "last.ckpt")
     backbone = [k for k in placed_resnet18 if not k.startswith("fc.")]
     assert all(torch.equal(trained[k], placed_resnet18[k]) for k in backbone), "frozen backbone changed"
-    assert _summary(out)["weights"] == "IMAGENET1K_V1"
+    assert run_summary(out)["weights"] == "IMAGENET1K_V1"
     assert trained["fc.linear.weight"].shape == (3, 512)
 
 
@@ -158,7 +149,7 @@ def test_unreadable_files_are_skipped_and_listed(image_folder: Path, tmp_path: P
         skipped = {Path(row["path"]).name: row["reason"] for row in csv.DictReader(file)}
     assert set(skipped) == {"truncated.jpg", "empty.png"} and all(skipped.values())
     assert "skipped 2 unreadable files" in capsys.readouterr().err
-    assert _summary(out)["num_skipped"] == 2
+    assert run_summary(out)["num_skipped"] == 2
 
 
 @pytest.mark.parametrize(
@@ -201,8 +192,8 @@ def test_interrupt_saves_last_checkpoint_and_resume_finishes(image_folder: Path,
     assert (out / "last.ckpt").is_file() and f"zoo finetune --resume {out}" in capsys.readouterr().err
     monkeypatch.setattr(Classifier, "training_step", original)
     assert main(["finetune", "--resume", str(out)]) == 0
-    assert [row["epoch"] for row in _metrics(out)] == ["1", "2", "3"]
-    assert _summary(out)["epochs"] == 3
+    assert [row["epoch"] for row in run_table(out, "metrics.csv")] == ["1", "2", "3"]
+    assert run_summary(out)["epochs"] == 3
 
 
 def test_same_seed_same_metrics(image_folder: Path, tmp_path: Path) -> None:
@@ -211,7 +202,7 @@ def test_same_seed_same_metrics(image_folder: Path, tmp_path: Path) -> None:
         argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(tmp_path / name),
                 "--batch-size", "8", "--seed", "3"]  # augmentation on: its randomness is seeded too
         assert main(argv) == 0
-        runs.append([{k: v for k, v in row.items()} for row in _metrics(tmp_path / name)])
+        runs.append([{k: v for k, v in row.items()} for row in run_table(tmp_path / name, "metrics.csv")])
     assert runs[0] == runs[1]
 
 
@@ -231,6 +222,6 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
                "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--out", str(out), *QUICK]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = _summary(out)
+    summary = run_summary(out)
     assert summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
     assert len((out / "test_predictions.csv").read_text().splitlines()) == 1 + summary["num_test"]

@@ -1,7 +1,9 @@
-"""Helpers for the tests of evaluate, predict and export: a short real run, and a malicious pickle."""
+"""Helpers for the tests of runs, evaluate, predict and export: a short real run, its files, a malicious pickle."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import pickle
 from pathlib import Path
@@ -9,6 +11,17 @@ from pathlib import Path
 from finetune.config import RunConfig, merge
 from finetune.run import train
 from tests.conftest import make_image_folder
+
+
+def run_summary(run_dir: Path) -> dict:
+    """The ``summary.json`` of a run folder."""
+    return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+
+
+def run_table(run_dir: Path, name: str) -> list[dict[str, str]]:
+    """The rows of a CSV file of a run folder (``metrics.csv``, ``test_predictions.csv``)."""
+    with (run_dir / name).open(encoding="utf-8") as file:
+        return list(csv.DictReader(file))
 
 
 def train_small_run(root: Path) -> Path:
