@@ -1,4 +1,5 @@
-"""Run callbacks: per-epoch metrics, training throughput, a checkpoint on Ctrl-C, and a light progress bar."""
+"""Run callbacks: per-epoch metrics, training throughput, a checkpoint on Ctrl-C, and the run's live output:
+a light progress bar in a terminal, one line per epoch elsewhere (log files, CI, cluster jobs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
 METRICS = ("train/loss", "val/loss", "val/top1_error", "val/topk_error")
 
@@ -125,3 +126,63 @@ class ProgressBar(TQDMProgressBar):
         self._drawn = now
         bar.n = batch_idx + 1
         bar.set_postfix({**self.get_metrics(trainer, pl_module), "loss": f"{float(outputs['loss']):.3f}"})
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+class EpochLog(Callback):
+    """One line per validated epoch, for output that is not a terminal: no redraws fill the log.
+
+    ``epoch 3/15  train loss 0.412  val top-1 error 2.60%  lr 1.2e-03  1250 img/s  elapsed 0:00:24  left ~0:01:36``
+    """
+
+    def __init__(self, metrics: EpochMetrics, throughput: Throughput) -> None:
+        self.metrics = metrics
+        self.throughput = throughput
+        self._started: float | None = None
+        self._first_epoch = 0
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+        self._first_epoch = trainer.current_epoch  # a resumed run estimates from its own epochs
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not self.metrics.rows or self._started is None:
+            return
+        row = self.metrics.rows[-1]
+        elapsed = time.perf_counter() - self._started
+        done = max(1, int(row["epoch"]) - self._first_epoch)
+        left = elapsed / done * max(0, trainer.max_epochs - int(row["epoch"]))
+        parts = [f"epoch {int(row['epoch'])}/{trainer.max_epochs}"]
+        if row["train/loss"] is not None:
+            parts.append(f"train loss {row['train/loss']:.4f}")
+        parts += [f"val loss {row['val/loss']:.4f}", f"val top-1 error {row['val/top1_error']:.2f}%"]
+        if row["lr"] is not None:
+            parts.append(f"lr {row['lr']:.2e}")
+        parts += [f"{self.throughput.images_per_second:.0f} img/s", f"elapsed {_clock(elapsed)}", f"left ~{_clock(left)}"]
+        print("  ".join(parts), flush=True)
+
+
+class EarlyStop(EarlyStopping):
+    """Stop when validation top-1 error has not fallen for ``patience`` epochs, judged from ``first_epoch`` on.
+
+    ``first_epoch`` (Lightning's count, from 0) skips a frozen warm-up: the head alone plateaus early, and
+    the epochs after unfreezing must get their own chance.
+    """
+
+    def __init__(self, patience: int, first_epoch: int = 0) -> None:
+        super().__init__(monitor="val/top1_error", mode="min", patience=patience, check_on_train_epoch_end=False)
+        self.first_epoch = first_epoch
+
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        if trainer.current_epoch >= self.first_epoch:
+            super()._run_early_stopping_check(trainer)
+
+    @property
+    def stopped_at(self) -> int | None:
+        """The epoch (from 1) after which the run stopped early; None when it ran its course."""
+        return self.stopped_epoch + 1 if self.stopped_epoch else None

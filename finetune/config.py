@@ -117,6 +117,7 @@ class TrainerConfig:
 
     epochs: int = 10
     max_steps: int = -1  # -1: no limit (quick trials set a few steps)
+    patience: int | None = None  # stop after this many epochs without a better val top-1 error; None: never
     precision: str = "auto"
     accelerator: str = "auto"
     devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
@@ -128,6 +129,7 @@ class TrainerConfig:
         _choice("trainer", "precision", self.precision, PRECISIONS)
         _at_least("trainer", "epochs", self.epochs, 1)
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
+        _at_least("trainer", "patience", self.patience, 1)
         if self.max_steps != -1 and self.max_steps < 1:
             raise ConfigError(f"trainer.max_steps must be -1 (no limit) or at least 1, got {self.max_steps}")
 

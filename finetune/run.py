@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 import torch
 
 import zoo
-from finetune.callbacks import EpochMetrics, ProgressBar, SaveOnInterrupt, Throughput
+from finetune.callbacks import EarlyStop, EpochLog, EpochMetrics, ProgressBar, SaveOnInterrupt, Throughput
 from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
 from finetune.data.builtin import resolve_data
 from finetune.data.datamodule import ImageDataModule
@@ -160,14 +160,23 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size
     return module, origin or "none"
 
 
-class _DropLightningTips(logging.Filter):
+# Lightning's start-up and shutdown lines, which open and close every log without telling the user anything
+# zoo does not print itself (zoo prints the precision it chose and why).
+LIGHTNING_CHATTER = ("💡", "GPU available:", "TPU available:", "Automatic Mixed Precision", "Loading `train_dataloader`",
+                     "`Trainer.fit` stopped:", "HPU available:", "You are using a CUDA device")
+
+
+class _DropLightningChatter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return "💡" not in record.getMessage()
+        message = record.getMessage()
+        return not any(marker in message for marker in LIGHTNING_CHATTER)
 
 
 def _quiet_lightning() -> None:
     """Drop Lightning's advertising and the warnings that zoo's own layout triggers on purpose."""
-    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_DropLightningTips())
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(existing, _DropLightningChatter) for existing in logger.filters):
+        logger.addFilter(_DropLightningChatter())
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
@@ -209,9 +218,16 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min", save_last=True,
         auto_insert_metric_name=False, enable_version_counter=False,
     )
-    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), ProgressBar(), *watchers]
+    # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
+    live = sys.stdout.isatty()
+    progress = ProgressBar() if live else EpochLog(metrics, throughput)
+    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), progress, *watchers]
+    unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
-        callbacks.append(BackboneFreeze(config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else None))
+        callbacks.append(BackboneFreeze(unfreeze_epoch or None))
+    early_stop = EarlyStop(config.trainer.patience, unfreeze_epoch) if config.trainer.patience else None
+    if early_stop is not None:
+        callbacks.append(early_stop)
     trainer = pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=config.trainer.epochs,
@@ -225,6 +241,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         logger=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
+        enable_progress_bar=live,
         log_every_n_steps=10,
         benchmark=True,  # cuDNN picks the fastest kernels for the fixed image size (no effect on CPU)
     )
@@ -254,6 +271,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         "num_skipped": len(split.skipped),
         "image_size": image_size,
         "epochs": trainer.current_epoch,
+        "stopped_early_after_epoch": early_stop.stopped_at if early_stop is not None else None,
         "steps": trainer.global_step,
         "precision": precision.value,
         "memory_format": "channels_last" if module.memory_format == torch.channels_last else "contiguous",

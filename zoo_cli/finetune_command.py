@@ -29,6 +29,7 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "backbone_lr_mult": ("optim", "backbone_lr_mult"),
     "epochs": ("trainer", "epochs"),
     "max_steps": ("trainer", "max_steps"),
+    "patience": ("trainer", "patience"),
     "precision": ("trainer", "precision"),
     "accelerator": ("trainer", "accelerator"),
     "devices": ("trainer", "devices"),
@@ -44,6 +45,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="YAML run config (see configs/); flags override it")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (quick trials)")
+    parser.add_argument("--patience", type=int, metavar="N",
+                        help="stop after N epochs without a lower validation top-1 error (counted after unfreezing)")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--weight-decay", type=float)

@@ -41,10 +41,23 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert summary["val_top1_error"] == float(best["val/top1_error"])
     assert (out / "learning_curves.png").stat().st_size > 10_000
     assert load_config(out / "config.yaml").model.arch == "small_cnn"
+    printed = capsys.readouterr()
+    assert "test top-1 error (once, best checkpoint)" in printed.out and f"run folder: {out}" in printed.out
+    # Not a terminal: one line per epoch, counted from 1, and no progress-bar redraws in the log.
+    epochs = [line for line in printed.out.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("val top-1 error" in line and "img/s" in line and "left ~" in line for line in epochs)
+    assert "\r" not in printed.out and "it/s" not in printed.out + printed.err
+    assert "GPU available" not in printed.out + printed.err, "Lightning's start-up chatter is dropped"
+
+
+def test_a_terminal_gets_the_live_progress_bar(image_folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    out = tmp_path / "run"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "1", "--out", str(out), *QUICK]) == 0
     printed = capsys.readouterr().out
-    assert "test top-1 error (once, best checkpoint)" in printed and f"run folder: {out}" in printed
-    assert "Epoch 1/2: 100%" in printed and "Epoch 2/2: 100%" in printed and "loss=" in printed, \
-        "the progress bar counts epochs from 1 and shows the step loss"
+    assert "Epoch 1/1: 100%" in printed and "loss=" in printed, "the bar counts epochs from 1 and shows the step loss"
+    assert not [line for line in printed.splitlines() if line.startswith("epoch 1/1  ")]
 
 
 def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
@@ -225,3 +238,35 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
     summary = run_summary(out)
     assert summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
     assert len((out / "test_predictions.csv").read_text().splitlines()) == 1 + summary["num_test"]
+
+
+def test_biases_and_normalisation_get_no_weight_decay() -> None:
+    from finetune.config import OptimConfig
+    from finetune.module import Classifier
+
+    network = zoo.create_model("resnet18", 3, dropout=0.2)
+    optim = OptimConfig(lr=1e-3, weight_decay=0.05, backbone_lr_mult=0.1)
+    groups = Classifier(network, head="fc", num_classes=3, optim=optim).parameter_groups()
+    names = {id(p): name for name, p in network.named_parameters()}
+    by_setting = {(group["lr"], group["weight_decay"]): {names[id(p)] for p in group["params"]} for group in groups}
+    assert by_setting[(1e-3, 0.05)] == {"fc.linear.weight"} and by_setting[(1e-3, 0.0)] == {"fc.linear.bias"}
+    backbone_decay, backbone_plain = by_setting[(1e-4, 0.05)], by_setting[(1e-4, 0.0)]
+    assert "conv1.weight" in backbone_decay and all("conv" in name or "downsample.0" in name for name in backbone_decay)
+    assert {"bn1.weight", "bn1.bias", "layer1.0.bn2.weight"} <= backbone_plain
+    assert all(network.get_parameter(name).ndim == 1 for name in backbone_plain)
+    assert sum(len(group["params"]) for group in groups) == len(list(network.parameters()))
+
+
+@pytest.mark.parametrize(("freeze", "judged_from"), [([], 1), (["--freeze", "until-epoch", "2"], 3)])
+def test_patience_stops_a_run_that_stopped_improving(tmp_path: Path, freeze: list[str], judged_from: int) -> None:
+    out = tmp_path / "diverging"
+    argv = ["finetune", "--arch", "small_cnn", "--data", "digits", "--weights", "none", "--augment", "none",
+            "--batch-size", "256", "--lr", "20", "--epochs", "8", "--patience", "1", *freeze, "--out", str(out)]
+    assert main(argv) == 0
+    summary, rows = run_summary(out), run_table(out, "metrics.csv")
+    # A frozen warm-up is not judged: the best of the judged epochs, then one more without progress.
+    judged = [row for row in rows if int(row["epoch"]) >= judged_from]
+    best = min(int(row["epoch"]) for row in judged
+               if float(row["val/top1_error"]) == min(float(r["val/top1_error"]) for r in judged))
+    assert summary["stopped_early_after_epoch"] == summary["epochs"] == best + 1 < 8
+    assert len(rows) == summary["epochs"]
