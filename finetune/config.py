@@ -20,7 +20,7 @@ from zoo.errors import ZooError
 
 FREEZE_MODES = ("none", "backbone", "until-epoch")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-AUGMENTS = ("standard", "trivial", "none")
+AUGMENTS = ("standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none")
 OPTIMIZERS = ("adamw", "sgd")
 CACHES = ("auto", "memory", "disk", "none")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -50,7 +50,9 @@ class DataConfig:
     test_fraction: float = 0.15  # held out from the start, measured once at the end; 0: none
     batch_size: int = 32
     num_workers: int | None = None  # None: chosen from the machine
-    augment: str = "standard"
+    augment: str = "standard"  # see finetune.data.transforms: crops and flips, optionally a torchvision policy
+    mixup: float = 0.0  # MixUp's Beta(α, α) for training batches; 0: off
+    cutmix: float = 0.0  # CutMix's α; 0: off (with both on, each batch gets one of them)
     class_weights: bool = False
     cache: str = "auto"  # decode-once images / cached backbone features; "none" turns both off
     feature_views: int = 0  # frozen backbone + cache: 0 = one plain view per image; K = K augmented views
@@ -62,9 +64,11 @@ class DataConfig:
         _at_least("data", "image_size", self.image_size, 8)
         _at_least("data", "num_workers", self.num_workers, 0)
         _at_least("data", "feature_views", self.feature_views, 0)
+        _at_least("data", "mixup", self.mixup, 0.0)
+        _at_least("data", "cutmix", self.cutmix, 0.0)
         if self.feature_views and self.augment == "none":
             raise ConfigError(f"data.feature_views = {self.feature_views} asks for augmented views but data.augment is "
-                              "none: set --augment standard (or trivial), or --feature-views 0")
+                              "none: set --augment standard (or another preset), or --feature-views 0")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must lie between 0 and 1, got {self.val_fraction}")
         if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:

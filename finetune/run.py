@@ -202,6 +202,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         split = make_split(config)
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
     module, weights_origin = build_classifier(config, spec, split, image_size)
+    if (config.data.mixup or config.data.cutmix) and isinstance(module, FeatureProbe):
+        raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
+                          "add --cache none to mix images, or drop --mixup / --cutmix")
     run_dir = resume if resume is not None else new_run_dir(config)
     if resume is None and not _is_launched_worker():
         save_split(split, run_dir)

@@ -15,6 +15,8 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "test_fraction": ("data", "test_fraction"),
     "num_workers": ("data", "num_workers"),
     "augment": ("data", "augment"),
+    "mixup": ("data", "mixup"),
+    "cutmix": ("data", "cutmix"),
     "class_weights": ("data", "class_weights"),
     "cache": ("data", "cache"),
     "feature_views": ("data", "feature_views"),
@@ -58,8 +60,11 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="share held out from the start and measured once at the end when there is no test/ "
                              "folder (0.15; 0: none, every figure is then validation)")
     parser.add_argument("--num-workers", type=int, help="data-loader processes (default: from the machine)")
-    parser.add_argument("--augment", choices=("standard", "trivial", "none"),
-                        help="standard: random resized crop + flip; trivial: + TrivialAugment")
+    parser.add_argument("--augment", choices=("standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none"),
+                        help="standard: random resized crop + flip; light: milder crops; trivial, randaugment, "
+                             "autoaugment, augmix: standard + that torchvision policy; none")
+    parser.add_argument("--mixup", type=float, metavar="ALPHA", help="MixUp training batches with Beta(α, α) (0: off)")
+    parser.add_argument("--cutmix", type=float, metavar="ALPHA", help="CutMix training batches (0: off)")
     parser.add_argument("--class-weights", action="store_true", default=None, help="inverse-frequency loss weights")
     parser.add_argument("--cache", choices=("auto", "memory", "disk", "none"),
                         help="decode-once image cache (and, with --freeze backbone, cached backbone features)")

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms import InterpolationMode
 
 from finetune.config import DataConfig
 from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
-from finetune.data.transforms import eval_transform, resize_size, train_transform
+from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, resize_size, train_transform
 from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader
 from zoo.spec import ArchSpec
 
 PARTS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+class MixBatch:
+    """Collate a batch with ``collate``, then mix it (MixUp / CutMix): labels become class probabilities."""
+
+    def __init__(self, collate: Callable[[list[Any]], tuple[Tensor, Tensor]], mixing: Callable[..., Any]) -> None:
+        self.collate = collate
+        self.mixing = mixing
+
+    def __call__(self, samples: list[Any]) -> tuple[Tensor, Tensor]:
+        return self.mixing(*self.collate(samples))
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -69,16 +82,18 @@ class ImageDataModule(pl.LightningDataModule):
         if self.cache.value == "none":
             return ImageDataset(samples, self.transforms[part])
         labels = [sample.label for sample in samples]
-        # TrivialAugment exists only per image; everything else is cropped batch by batch (see CropBatch).
-        per_image = part == "train" and self.config.augment == "trivial"
-        return DecodedImages(self._pixels(part), labels, self.transforms[part] if per_image else None)
+        # Policies like TrivialAugment exist only per image; crops and flips are made batch by batch (CropBatch).
+        by_image = part == "train" and per_image(self.config.augment)
+        return DecodedImages(self._pixels(part), labels, self.transforms[part] if by_image else None)
 
-    def _collate(self, part: str) -> CropBatch | None:
+    def _collate(self, part: str) -> Callable[[list[Any]], tuple[Tensor, Tensor]] | None:
         dataset = self.datasets[part]
-        if not isinstance(dataset, DecodedImages) or dataset.transform is not None:
-            return None
-        augment = part == "train" and self.config.augment == "standard"
-        return CropBatch(self.image_size, self.spec.mean, self.spec.std, augment)
+        crop = None
+        if isinstance(dataset, DecodedImages) and dataset.transform is None:
+            augment = part == "train" and self.config.augment != "none"
+            crop = CropBatch(self.image_size, self.spec.mean, self.spec.std, augment, crop_scale(self.config.augment))
+        mixing = batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train" else None
+        return crop if mixing is None else MixBatch(crop or default_collate, mixing)
 
     def loader_settings(self, num_images: int) -> LoaderSettings:
         """Workers and pinned memory for this machine and the device the trainer runs on."""

@@ -111,21 +111,24 @@ class CropBatch:
 
     Per-image transforms cost about a millisecond of Python per image, more than a small network's
     share of a step; on the batch, a step's crops take a few tensor operations. With ``augment``:
-    RandomResizedCrop's crops and a horizontal flip (see ``random_resized_crops``). Without: the
-    centre crop, which gives exactly the plain pipeline's tensors.
+    RandomResizedCrop's crops (area share ``scale``) and a horizontal flip (see ``random_resized_crops``).
+    Without: the centre crop, which gives exactly the plain pipeline's tensors.
     """
 
-    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool) -> None:
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool,
+                 scale: tuple[float, float] = (0.08, 1.0)) -> None:
         self.image_size = image_size
         self.mean = list(mean)
         self.std = list(std)
         self.augment = augment
+        self.scale = scale
 
     def __call__(self, samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
         images = torch.stack([image for image, _ in samples])
         labels = torch.tensor([label for _, label in samples])
         if self.augment:
-            crops = random_resized_crops(F.to_dtype(images, torch.float32, scale=True), self.image_size)
+            crops = random_resized_crops(F.to_dtype(images, torch.float32, scale=True), self.image_size,
+                                         scale=self.scale)
         else:
             crops = F.to_dtype(F.center_crop(images, [self.image_size]), torch.float32, scale=True)
         return F.normalize(crops, self.mean, self.std), labels

@@ -244,3 +244,51 @@ def _initial_head(config: RunConfig) -> torch.Tensor:
 
 def _fail(*args: object) -> torch.Tensor:
     raise AssertionError("features were computed again instead of read from the cache")
+
+
+@pytest.mark.parametrize("augment", ["light", "standard", "trivial", "randaugment", "autoaugment", "augmix"])
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_every_augmentation_preset_feeds_batches_with_and_without_the_cache(
+    odd_split: Split, cache_dir: Path, augment: str, cache: str
+) -> None:
+    config = DataConfig(cache=cache, augment=augment, batch_size=4, num_workers=0)
+    data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, config)
+    images, labels = next(iter(data.train_dataloader()))
+    assert images.shape == (4, 3, 28, 28) and images.dtype == torch.float32 and labels.shape == (4,)
+    assert bool(torch.isfinite(images).all()) and -1.0 <= float(images.min()) and float(images.max()) <= 1.0
+    val_images, _ = next(iter(data.val_dataloader()))
+    assert val_images.shape[1:] == (3, 28, 28), "validation is never augmented"
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_mixup_and_cutmix_turn_labels_into_class_probabilities(
+    odd_split: Split, cache_dir: Path, mixup: float, cutmix: float, cache: str
+) -> None:
+    config = DataConfig(cache=cache, augment="standard", batch_size=6, num_workers=0, mixup=mixup, cutmix=cutmix)
+    data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, config)
+    torch.manual_seed(0)
+    images, targets = next(iter(data.train_dataloader()))
+    assert images.shape == (6, 3, 28, 28) and targets.shape == (6, len(odd_split.classes))
+    assert torch.allclose(targets.sum(dim=1), torch.ones(6)) and bool((targets >= 0).all())
+    assert bool((targets.max(dim=1).values < 1).any()), "some images are mixed with another"
+    _, val_labels = next(iter(data.val_dataloader()))
+    assert val_labels.dim() == 1, "validation keeps hard labels"
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_a_run_trains_with_a_policy_and_mixed_batches(image_folder: Path, tmp_path: Path, cache: str) -> None:
+    out = tmp_path / "mixed"
+    argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--batch-size", "6",
+            "--epochs", "1", "--max-steps", "3", "--augment", "augmix", "--mixup", "0.2", "--cutmix", "1.0",
+            "--cache", cache, "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["steps"] == 3 and summary["config"]["data"]["mixup"] == 0.2 and summary["test_top1_error"] is not None
+
+
+def test_mixing_is_refused_on_cached_features(image_folder: Path, tmp_path: Path, capsys) -> None:
+    argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--freeze", "backbone",
+            "--mixup", "0.2", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert "add --cache none" in capsys.readouterr().err and not (tmp_path / "run").exists()
