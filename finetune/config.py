@@ -96,7 +96,7 @@ class OptimConfig:
     """Optimiser, schedule and what is trained when."""
 
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float | str = 1e-3  # "auto": the learning-rate range test on the training split (finetune.lr_finder)
     weight_decay: float = 0.01
     momentum: float = 0.9
     warmup_fraction: float = 0.05
@@ -108,8 +108,11 @@ class OptimConfig:
     def __post_init__(self) -> None:
         _choice("optim", "optimizer", self.optimizer, OPTIMIZERS)
         _choice("optim", "freeze", self.freeze, FREEZE_MODES)
+        if isinstance(self.lr, str) and self.lr != "auto":
+            raise ConfigError(f"optim.lr must be a number or auto, got '{self.lr}'")
         for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "label_smoothing", "backbone_lr_mult"):
-            _at_least("optim", name, getattr(self, name), 0.0)
+            if not isinstance(getattr(self, name), str):
+                _at_least("optim", name, getattr(self, name), 0.0)
         _at_least("optim", "unfreeze_epoch", self.unfreeze_epoch, 1)
         if self.warmup_fraction >= 1 or self.label_smoothing >= 1:
             raise ConfigError("optim.warmup_fraction and optim.label_smoothing must be below 1")

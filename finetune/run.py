@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -28,7 +29,9 @@ from finetune.data.split import Split, class_counts, imbalance_ratio, load_split
 from finetune.data.transforms import resize_size
 from finetune.freezing import BackboneFreeze
 from finetune.heldout import measure_best
-from finetune.hardware import choose_memory_format, choose_precision
+from finetune.hardware import Choice, choose_memory_format, choose_precision
+from finetune.lr_finder import STEPS as LR_STEPS
+from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
 from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
@@ -163,7 +166,10 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size
 # Lightning's start-up and shutdown lines, which open and close every log without telling the user anything
 # zoo does not print itself (zoo prints the precision it chose and why).
 LIGHTNING_CHATTER = ("💡", "GPU available:", "TPU available:", "Automatic Mixed Precision", "Loading `train_dataloader`",
-                     "`Trainer.fit` stopped:", "HPU available:", "You are using a CUDA device")
+                     "`Trainer.fit` stopped:", "HPU available:", "You are using a CUDA device",
+                     # the learning-rate finder saving and restoring the network around its test
+                     "Restoring states from the checkpoint", "Restored all states from the checkpoint",
+                     "`weights_only` was not set, defaulting to `False`")
 
 
 class _DropLightningChatter(logging.Filter):
@@ -174,14 +180,91 @@ class _DropLightningChatter(logging.Filter):
 
 def _quiet_lightning() -> None:
     """Drop Lightning's advertising and the warnings that zoo's own layout triggers on purpose."""
-    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if not any(isinstance(existing, _DropLightningChatter) for existing in logger.filters):
-        logger.addFilter(_DropLightningChatter())
+    # On Lightning's own handler, so the lines of every pytorch_lightning logger pass the filter.
+    for handler in logging.getLogger("pytorch_lightning").handlers:
+        if not any(isinstance(existing, _DropLightningChatter) for existing in handler.filters):
+            handler.addFilter(_DropLightningChatter())
     warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     warnings.filterwarnings("ignore", message=r".*does not have many workers")
     warnings.filterwarnings("ignore", message=r".*could not find the monitored key")  # a max_steps stop mid-epoch
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # frozen BatchNorm, on purpose
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run trains, on what, and how: everything decided before the run folder exists."""
+
+    spec: ArchSpec
+    image_size: int
+    module: Classifier
+    weights_origin: str
+    data: ImageDataModule
+    precision: Choice
+
+
+def prepare(config: RunConfig, split: Split) -> Setup:
+    """Build the network, the data module and the precision of a run (and say what was chosen and why)."""
+    spec = zoo.get_spec(config.model.arch)
+    image_size = _image_size(config, spec)
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    module, weights_origin = build_classifier(config, spec, split, image_size)
+    if (config.data.mixup or config.data.cutmix) and isinstance(module, FeatureProbe):
+        raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
+                          "add --cache none to mix images, or drop --mixup / --cutmix")
+    precision = choose_precision(config.trainer.precision, config.trainer.accelerator)
+    _say(f"precision: {precision.value} ({precision.reason})")
+    data = (FeatureDataModule(split, spec, image_size, config.data, module) if isinstance(module, FeatureProbe)
+            else ImageDataModule(split, spec, image_size, config.data))
+    _say(f"cache: {data.cache.value} ({data.cache.reason})")
+    if config.data.feature_views and not isinstance(module, FeatureProbe):
+        _say("data.feature_views only applies to a frozen backbone trained on cached features "
+             "(--freeze backbone, --cache not none): ignored", warning=True)
+    return Setup(spec, image_size, module, weights_origin, data, precision)
+
+
+def _trainer_settings(config: RunConfig, precision: str, root: Path) -> dict[str, Any]:
+    """The Trainer settings the learning-rate finder and the run share."""
+    return {
+        "default_root_dir": root,
+        "precision": precision,
+        "accelerator": config.trainer.accelerator,
+        "logger": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": sys.stdout.isatty(),
+        "benchmark": True,  # cuDNN picks the fastest kernels for the fixed image size (no effect on CPU)
+    }
+
+
+def learning_rate_finding(config: RunConfig, setup: Setup, folder: Path | None) -> LrFinding:
+    """The range test of ``setup``'s network on its training split, in one process (plot and curve to ``folder``)."""
+    with tempfile.TemporaryDirectory(prefix="zoo-lr-find-") as scratch:  # the finder's restore checkpoint
+        trainer = pl.Trainer(**_trainer_settings(config, setup.precision.value, Path(scratch)), devices=1,
+                             max_epochs=LR_STEPS, max_steps=LR_STEPS, enable_checkpointing=False,
+                             num_sanity_val_steps=0)
+        return find_lr(setup.module, setup.data, trainer, folder)
+
+
+def find_learning_rate(config: RunConfig, folder: Path | None = None) -> float:
+    """``zoo lr-find``: the suggested learning rate for ``config`` (plot and curve written to ``folder``)."""
+    _quiet_lightning()
+    setup = prepare(config, make_split(config))
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    return learning_rate_finding(config, setup, folder).suggestion
+
+
+def _resolve_lr(config: RunConfig, setup: Setup, run_dir: Path) -> RunConfig:
+    """``--lr auto``: the finder's suggestion (a DDP worker reads the one its launcher wrote to config.yaml)."""
+    if _is_launched_worker():
+        lr = load_config(run_dir / "config.yaml").optim.lr
+    else:
+        lr = learning_rate_finding(config, setup, run_dir).suggestion
+        _say(f"learning rate: {lr:.2e} (range test on the training split: {run_dir / 'lr_find.png'})")
+    config = merge(config, {"optim": {"lr": lr}})
+    setup.module.optim = config.optim
+    setup.module.hparams["optim"] = dataclasses.asdict(config.optim)
+    return config
 
 
 def train(config: RunConfig, *, resume: Path | None = None, split: Split | None = None,
@@ -194,26 +277,22 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
     _quiet_lightning()
-    spec = zoo.get_spec(config.model.arch)
-    image_size = _image_size(config, spec)
     if resume is not None or _is_launched_worker():
         split = load_split(resume or Path(os.environ[RUN_DIR_ENV]))
     elif split is None:
         split = make_split(config)
-    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    module, weights_origin = build_classifier(config, spec, split, image_size)
-    if (config.data.mixup or config.data.cutmix) and isinstance(module, FeatureProbe):
-        raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
-                          "add --cache none to mix images, or drop --mixup / --cutmix")
+    setup = prepare(config, split)
+    spec, image_size, module, data, precision = setup.spec, setup.image_size, setup.module, setup.data, setup.precision
     run_dir = resume if resume is not None else new_run_dir(config)
     if resume is None and not _is_launched_worker():
         save_split(split, run_dir)
-        save_config(config, run_dir / "config.yaml")
         if split.skipped:
             _say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})",
                  warning=True)
-    precision = choose_precision(config.trainer.precision, config.trainer.accelerator)
-    _say(f"precision: {precision.value} ({precision.reason})")
+    if config.optim.lr == "auto":
+        config = _resolve_lr(config, setup, run_dir)
+    if resume is None and not _is_launched_worker():
+        save_config(config, run_dir / "config.yaml")  # the resolved learning rate, not "auto"
 
     metrics = EpochMetrics(run_dir / "metrics.csv")
     throughput = Throughput()
@@ -222,8 +301,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         auto_insert_metric_name=False, enable_version_counter=False,
     )
     # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
-    live = sys.stdout.isatty()
-    progress = ProgressBar() if live else EpochLog(metrics, throughput)
+    progress = ProgressBar() if sys.stdout.isatty() else EpochLog(metrics, throughput)
     callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), progress, *watchers]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
@@ -232,28 +310,16 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     if early_stop is not None:
         callbacks.append(early_stop)
     trainer = pl.Trainer(
-        default_root_dir=run_dir,
+        **_trainer_settings(config, precision.value, run_dir),
         max_epochs=config.trainer.epochs,
         max_steps=config.trainer.max_steps,
-        precision=precision.value,
-        accelerator=config.trainer.accelerator,
         devices=_devices(config.trainer.devices),
         num_nodes=config.trainer.num_nodes,
         strategy=config.trainer.strategy,
         callbacks=callbacks,
-        logger=False,
         num_sanity_val_steps=0,
-        enable_model_summary=False,
-        enable_progress_bar=live,
         log_every_n_steps=10,
-        benchmark=True,  # cuDNN picks the fastest kernels for the fixed image size (no effect on CPU)
     )
-    data = (FeatureDataModule(split, spec, image_size, config.data, module) if isinstance(module, FeatureProbe)
-            else ImageDataModule(split, spec, image_size, config.data))
-    _say(f"cache: {data.cache.value} ({data.cache.reason})")
-    if config.data.feature_views and not isinstance(module, FeatureProbe):
-        _say("data.feature_views only applies to a frozen backbone trained on cached features "
-             "(--freeze backbone, --cache not none): ignored", warning=True)
     started = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None)
     _validate_final_step(trainer, module, data, metrics, checkpoints)
@@ -265,7 +331,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     measured = measure_best(trainer, module, data, split, run_dir, final)
     summary = {
         "arch": spec.name,
-        "weights": weights_origin,
+        "weights": setup.weights_origin,
         "num_classes": len(split.classes),
         "classes": split.classes,
         "num_train": len(split.train),

@@ -42,6 +42,15 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
 }
 
 
+def _learning_rate(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr takes a number or auto, got '{text}'") from None
+
+
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
     """The run settings shared by ``zoo finetune`` and ``zoo compare``."""
     parser.add_argument("--config", type=Path, help="YAML run config (see configs/); flags override it")
@@ -50,7 +59,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patience", type=int, metavar="N",
                         help="stop after N epochs without a lower validation top-1 error (counted after unfreezing)")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--lr", type=float)
+    parser.add_argument("--lr", type=_learning_rate, help="a number, or auto: a range test on the training split picks it")
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--optimizer", choices=("adamw", "sgd"))
     parser.add_argument("--image-size", type=int, help="input size in px (default: the architecture's)")
@@ -93,6 +102,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.ckpt")
     add_training_flags(parser)
     parser.set_defaults(run=run_finetune)
+
+    finder = commands.add_parser("lr-find", help="suggest a learning rate: a range test on the training split")
+    finder.add_argument("--arch", help="registry name or timm/<name> (default: resnet18)")
+    finder.add_argument("--data", help="image folder (one sub-folder per class) or a built-in dataset: digits")
+    finder.add_argument("--out", help="folder for lr_find.png and lr_find.json (default: print only)")
+    add_training_flags(finder)
+    finder.set_defaults(run=run_lr_find)
 
 
 def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -169,4 +185,17 @@ def run_finetune(args: argparse.Namespace) -> int:
     print_table(result_rows(result.summary), {"key": "metric", "value": "value"},
                 title="fine-tuning result (errors in %, 95% Wilson intervals)")
     print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def run_lr_find(args: argparse.Namespace) -> int:
+    from finetune.config import RunConfig, load_config, merge
+    from finetune.run import find_learning_rate
+
+    config = merge(load_config(args.config) if args.config else RunConfig(), overrides_from_flags(args))
+    folder = Path(config.out) if config.out else None
+    suggestion = find_learning_rate(config, folder)
+    written = f" (plot and curve in {folder})" if folder else ""
+    print(f"suggested learning rate for {config.model.arch}: {suggestion:.2e}{written}; "
+          f"use it with --lr {suggestion:.2e}, or let zoo finetune find it with --lr auto")
     return 0

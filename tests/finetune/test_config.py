@@ -34,13 +34,14 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
     [
         ("trainer:\n  epoch: 3\n", "unknown config key 'trainer.epoch' (did you mean 'trainer.epochs'?)"),
         ("optimizer:\n  lr: 0.1\n", "unknown config key 'optimizer'"),
-        ("optim:\n  lr: fast\n", "config key 'optim.lr' must be float, got str 'fast'"),
+        ("optim:\n  lr: fast\n", "optim.lr must be a number or auto, got 'fast'"),
+        ("optim:\n  lr: [1]\n", "config key 'optim.lr' must be float or str, got list [1]"),
         ("data:\n  batch_size: 8.5\n", "config key 'data.batch_size' must be int"),
         ("optim:\n  freeze: everything\n", "optim.freeze must be one of none, backbone, until-epoch"),
         ("data: 3\n", "config key 'data' must be a mapping"),
         ("data: [\n", "is not valid YAML"),
         ("data:\n  feature_views: -1\n", "data.feature_views must be at least 0"),
-        ("data:\n  feature_views: 4\n  augment: none\n", "set --augment standard (or trivial), or --feature-views 0"),
+        ("data:\n  feature_views: 4\n  augment: none\n", "set --augment standard (or another preset), or --feature-views 0"),
     ],
 )
 def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -270,3 +271,37 @@ def test_patience_stops_a_run_that_stopped_improving(tmp_path: Path, freeze: lis
                if float(row["val/top1_error"]) == min(float(r["val/top1_error"]) for r in judged))
     assert summary["stopped_early_after_epoch"] == summary["epochs"] == best + 1 < 8
     assert len(rows) == summary["epochs"]
+
+
+def test_lr_auto_finds_a_rate_on_the_training_split_and_records_it(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "auto"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "1", "--lr", "auto",
+                 "--out", str(out), *QUICK]) == 0
+    finding = json.loads((out / "lr_find.json").read_text(encoding="utf-8"))
+    assert finding["split"] == "train" and len(finding["lr"]) == len(finding["loss"]) > 10
+    assert 1e-6 <= finding["suggestion"] <= 1.0 and finding["suggestion"] in finding["lr"]
+    assert (out / "lr_find.png").stat().st_size > 10_000
+    assert load_config(out / "config.yaml").optim.lr == finding["suggestion"], "config.yaml holds the number"
+    assert run_summary(out)["config"]["optim"]["lr"] == finding["suggestion"]
+    assert f"learning rate: {finding['suggestion']:.2e}" in capsys.readouterr().out
+
+
+def test_lr_find_alone_prints_a_suggestion_and_touches_no_held_out_image(image_folder: Path, tmp_path: Path, capsys,
+                                                                         monkeypatch) -> None:
+    from finetune.data.datamodule import ImageDataModule
+
+    def refuse(self, *args):  # noqa: ANN001
+        raise AssertionError("the learning-rate finder asked for validation or test images")
+
+    monkeypatch.setattr(ImageDataModule, "val_dataloader", refuse)
+    monkeypatch.setattr(ImageDataModule, "test_dataloader", refuse)
+    assert main(["lr-find", "--arch", "small_cnn", "--data", str(image_folder), *QUICK]) == 0
+    printed = capsys.readouterr().out
+    assert "suggested learning rate for small_cnn: " in printed and "--lr auto" in printed
+    assert not Path("lr_find.png").exists(), "without --out nothing is written"
+
+
+def test_a_bad_learning_rate_is_one_line(image_folder: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["finetune", "--data", str(image_folder), "--lr", "fast"])
+    assert "--lr takes a number or auto, got 'fast'" in capsys.readouterr().err

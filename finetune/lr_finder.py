@@ -1,0 +1,74 @@
+"""``--lr auto``: Lightning's learning-rate range test, on the training split only.
+
+The test trains for ``STEPS`` batches while the learning rate grows exponentially from ``LR_RANGE[0]``
+to ``LR_RANGE[1]``, then restores the network; the suggestion is the rate where the smoothed training
+loss falls fastest. Only training batches are given to it: no validation or test image takes part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.tuner import Tuner
+
+from finetune.data.datamodule import ImageDataModule
+from finetune.module import Classifier
+from zoo.errors import ZooError
+
+LR_RANGE = (1e-6, 1.0)
+STEPS = 100
+PLOT_FILE = "lr_find.png"
+RESULT_FILE = "lr_find.json"
+
+
+@dataclass(frozen=True)
+class LrFinding:
+    """The suggested learning rate and the curve it was read from."""
+
+    suggestion: float
+    learning_rates: list[float]
+    losses: list[float]
+
+
+def find_lr(module: Classifier, data: ImageDataModule, trainer: pl.Trainer, folder: Path | None) -> LrFinding:
+    """Run the range test for ``module`` on ``data``'s training split; write the plot and the curve to ``folder``.
+
+    ``module``'s network is left as it was; its optimiser settings keep a placeholder rate until the
+    caller sets the suggestion.
+    """
+    # configure_optimizers needs a number; the finder overrides every group's rate during the test.
+    module.optim = dataclasses.replace(module.optim, lr=LR_RANGE[0])
+    data.trainer = trainer  # the training batches (or cached features) are made as the run will make them
+    # Lightning's finder always draws its own progress bar; a log file gets only the result line.
+    quiet = contextlib.nullcontext() if sys.stderr.isatty() else contextlib.redirect_stderr(io.StringIO())
+    with warnings.catch_warnings(), quiet:
+        warnings.filterwarnings("ignore", message=r".*validation_step.*no `val_dataloader`")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers")
+        finder = Tuner(trainer).lr_find(module, train_dataloaders=data.train_dataloader(), min_lr=LR_RANGE[0],
+                                        max_lr=LR_RANGE[1], num_training=STEPS, update_attr=False)
+    suggestion = finder.suggestion() if finder is not None else None
+    if suggestion is None:
+        raise ZooError(f"the learning-rate finder could not read a rate from {len(finder.results.get('lr', [])) if finder else 0} "
+                       "steps (too few training images, or a loss that never fell): pass a number, e.g. --lr 1e-3")
+    finding = LrFinding(float(suggestion), [float(lr) for lr in finder.results["lr"]],
+                        [float(loss) for loss in finder.results["loss"]])
+    if folder is not None:
+        figure = finder.plot(suggest=True)
+        figure.axes[0].set_title(f"learning-rate range test on the training split: suggestion {finding.suggestion:.2e}")
+        figure.savefig(folder / PLOT_FILE, dpi=100)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        (folder / RESULT_FILE).write_text(json.dumps({
+            "suggestion": finding.suggestion, "min_lr": LR_RANGE[0], "max_lr": LR_RANGE[1], "steps": STEPS,
+            "split": "train", "lr": finding.learning_rates, "loss": finding.losses,
+        }, indent=2) + "\n", encoding="utf-8")
+    return finding
