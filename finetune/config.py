@@ -24,6 +24,7 @@ AUGMENTS = ("standard", "light", "trivial", "randaugment", "autoaugment", "augmi
 OPTIMIZERS = ("adamw", "sgd")
 CACHES = ("auto", "memory", "disk", "none")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+LOGGERS = ("none", "csv", "tensorboard", "mlflow")
 
 
 class ConfigError(ZooError):
@@ -131,9 +132,11 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     seed: int = 0
+    logger: str = "none"  # Lightning's logger beside metrics.csv: none | csv | tensorboard | mlflow
 
     def __post_init__(self) -> None:
         _choice("trainer", "precision", self.precision, PRECISIONS)
+        _choice("trainer", "logger", self.logger, LOGGERS)
         _at_least("trainer", "epochs", self.epochs, 1)
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)

@@ -30,6 +30,7 @@ from finetune.data.transforms import resize_size
 from finetune.freezing import BackboneFreeze
 from finetune.heldout import measure_best
 from finetune.hardware import Choice, choose_memory_format, choose_precision
+from finetune.loggers import check_logger, make_logger
 from finetune.lr_finder import STEPS as LR_STEPS
 from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier
@@ -212,6 +213,7 @@ def prepare(config: RunConfig, split: Split) -> Setup:
     if (config.data.mixup or config.data.cutmix) and isinstance(module, FeatureProbe):
         raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
                           "add --cache none to mix images, or drop --mixup / --cutmix")
+    check_logger(config.trainer.logger)
     precision = choose_precision(config.trainer.precision, config.trainer.accelerator)
     _say(f"precision: {precision.value} ({precision.reason})")
     data = (FeatureDataModule(split, spec, image_size, config.data, module) if isinstance(module, FeatureProbe)
@@ -310,7 +312,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     if early_stop is not None:
         callbacks.append(early_stop)
     trainer = pl.Trainer(
-        **_trainer_settings(config, precision.value, run_dir),
+        **{**_trainer_settings(config, precision.value, run_dir), "logger": make_logger(config.trainer.logger, run_dir)},
         max_epochs=config.trainer.epochs,
         max_steps=config.trainer.max_steps,
         devices=_devices(config.trainer.devices),

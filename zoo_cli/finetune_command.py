@@ -38,6 +38,7 @@ FLAG_FIELDS: dict[str, tuple[str | None, str]] = {
     "num_nodes": ("trainer", "num_nodes"),
     "strategy": ("trainer", "strategy"),
     "seed": ("trainer", "seed"),
+    "logger": ("trainer", "logger"),
     "out": (None, "out"),
 }
 
@@ -92,6 +93,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-nodes", type=int)
     parser.add_argument("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--logger", choices=("none", "csv", "tensorboard", "mlflow"),
+                        help="also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:

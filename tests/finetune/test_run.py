@@ -305,3 +305,24 @@ def test_a_bad_learning_rate_is_one_line(image_folder: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["finetune", "--data", str(image_folder), "--lr", "fast"])
     assert "--lr takes a number or auto, got 'fast'" in capsys.readouterr().err
+
+
+def test_csv_logger_writes_lightnings_log_into_the_run_folder(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "logged"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--logger", "csv",
+                 "--out", str(out), *QUICK]) == 0
+    rows = run_table(out / "logs" / "version_0", "metrics.csv")
+    errors = [float(row["val/top1_error"]) for row in rows if row.get("val/top1_error")]
+    assert errors == pytest.approx([float(row["val/top1_error"]) for row in run_table(out, "metrics.csv")], abs=1e-4)
+
+
+@pytest.mark.parametrize(("logger", "command"), [("tensorboard", 'pip install "zoo[tensorboard]"'),
+                                                 ("mlflow", 'pip install "zoo[mlflow]"')])
+def test_a_logger_whose_package_is_missing_is_one_line(image_folder: Path, tmp_path: Path, capsys, monkeypatch,
+                                                        logger: str, command: str) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--logger", logger,
+                 "--out", str(tmp_path / "run"), *QUICK]) == 2
+    assert command in capsys.readouterr().err and not (tmp_path / "run").exists()
