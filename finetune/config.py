@@ -18,9 +18,9 @@ import yaml
 
 from zoo.errors import ZooError
 
-FREEZE_MODES = ("none", "backbone", "until-epoch")
+FREEZE_MODES = ("auto", "none", "backbone", "until-epoch")
 PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-AUGMENTS = ("standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none")
+AUGMENTS = ("auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none")
 OPTIMIZERS = ("adamw", "sgd")
 CACHES = ("auto", "memory", "disk", "none")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -51,7 +51,7 @@ class DataConfig:
     test_fraction: float = 0.15  # held out from the start, measured once at the end; 0: none
     batch_size: int = 32
     num_workers: int | None = None  # None: chosen from the machine
-    augment: str = "standard"  # see finetune.data.transforms: crops and flips, optionally a torchvision policy
+    augment: str = "auto"  # auto: chosen from the data (finetune.recipe); presets in finetune.data.transforms
     mixup: float = 0.0  # MixUp's Beta(α, α) for training batches; 0: off
     cutmix: float = 0.0  # CutMix's α; 0: off (with both on, each batch gets one of them)
     class_weights: bool = False
@@ -97,14 +97,14 @@ class OptimConfig:
     """Optimiser, schedule and what is trained when."""
 
     optimizer: str = "adamw"
-    lr: float | str = 1e-3  # "auto": the learning-rate range test on the training split (finetune.lr_finder)
+    lr: float | str | None = None  # None: from the recipe; "auto": the range test on the training split
     weight_decay: float = 0.01
     momentum: float = 0.9
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.0
-    freeze: str = "none"  # none | backbone (linear probe) | until-epoch (freeze, then unfreeze)
+    freeze: str = "auto"  # auto (recipe) | none | backbone (linear probe) | until-epoch (freeze, then unfreeze)
     unfreeze_epoch: int = 1
-    backbone_lr_mult: float = 1.0  # the linear-probe and freeze-then-unfreeze configs lower it
+    backbone_lr_mult: float | None = None  # None: 0.1 for a pretrained full fine-tune, else 1 (the recipe)
 
     def __post_init__(self) -> None:
         _choice("optim", "optimizer", self.optimizer, OPTIMIZERS)
@@ -112,7 +112,7 @@ class OptimConfig:
         if isinstance(self.lr, str) and self.lr != "auto":
             raise ConfigError(f"optim.lr must be a number or auto, got '{self.lr}'")
         for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "label_smoothing", "backbone_lr_mult"):
-            if not isinstance(getattr(self, name), str):
+            if not isinstance(getattr(self, name), str):  # None (left to the recipe) passes, like a number
                 _at_least("optim", name, getattr(self, name), 0.0)
         _at_least("optim", "unfreeze_epoch", self.unfreeze_epoch, 1)
         if self.warmup_fraction >= 1 or self.label_smoothing >= 1:
@@ -123,7 +123,7 @@ class OptimConfig:
 class TrainerConfig:
     """Lightning's side: length, precision, devices, distribution, seed."""
 
-    epochs: int = 10
+    epochs: int | None = None  # None: from the data size and the weights (the recipe)
     max_steps: int = -1  # -1: no limit (quick trials set a few steps)
     patience: int | None = None  # stop after this many epochs without a better val top-1 error; None: never
     precision: str = "auto"

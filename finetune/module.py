@@ -124,6 +124,9 @@ class Classifier(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.optim
+        if not isinstance(optim.lr, float) or optim.backbone_lr_mult is None:
+            raise ValueError("the learning rates are not decided yet: pass the config through finetune.run's "
+                             "choose_settings (or set optim.lr and optim.backbone_lr_mult)")
         groups = self.parameter_groups()
         # Fused: one kernel updates every tensor; on CPU that made AdamW 4-7× faster than torch's default
         # per-tensor loop (benchmarks/train_throughput.py), the same arithmetic. Only CPUs and CUDA have it.

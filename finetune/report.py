@@ -24,7 +24,7 @@ def title_for(configs: Sequence[dict[str, Any]], image_sizes: Sequence[int] = ()
     """
     data = "/".join(dict.fromkeys(Path(config["data"]["path"]).name for config in configs))
     epochs = _setting(configs, "trainer", "epochs")
-    budget = [f"{epochs} epoch{'' if epochs == '1' else 's'}"]
+    budget = ["epochs chosen per run" if epochs == "None" else f"{epochs} epoch{'' if epochs == '1' else 's'}"]
     if any(config["trainer"]["max_steps"] != -1 for config in configs):
         budget.append(f"at most {_setting(configs, 'trainer', 'max_steps')} steps")
     sizes = "/".join(dict.fromkeys(str(size) for size in image_sizes if size is not None))

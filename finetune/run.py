@@ -35,6 +35,7 @@ from finetune.lr_finder import STEPS as LR_STEPS
 from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
+from finetune import recipe
 from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
 from zoo.spec import ArchSpec
 
@@ -192,6 +193,19 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # frozen BatchNorm, on purpose
 
 
+def choose_settings(config: RunConfig, split: Split) -> RunConfig:
+    """Decide what ``config`` leaves to zoo (``finetune.recipe``), saying each choice and its reason."""
+    spec = zoo.get_spec(config.model.arch)
+    weights = config.model.weights
+    pretrained = weights != "none" and not (weights == "default" and spec.weights is None)
+    on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
+    config, decisions = recipe.choose(config, spec, split, _image_size(config, spec), pretrained, on_gpu)
+    for decision in decisions:
+        value = f"{decision.value:g}" if isinstance(decision.value, float) else decision.value
+        _say(f"{decision.key}: {value} ({decision.reason})")
+    return config
+
+
 @dataclass(frozen=True)
 class Setup:
     """What a run trains, on what, and how: everything decided before the run folder exists."""
@@ -250,19 +264,17 @@ def learning_rate_finding(config: RunConfig, setup: Setup, folder: Path | None) 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> float:
     """``zoo lr-find``: the suggested learning rate for ``config`` (plot and curve written to ``folder``)."""
     _quiet_lightning()
-    setup = prepare(config, make_split(config))
+    split = make_split(config)
+    setup = prepare(choose_settings(config, split), split)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     return learning_rate_finding(config, setup, folder).suggestion
 
 
 def _resolve_lr(config: RunConfig, setup: Setup, run_dir: Path) -> RunConfig:
-    """``--lr auto``: the finder's suggestion (a DDP worker reads the one its launcher wrote to config.yaml)."""
-    if _is_launched_worker():
-        lr = load_config(run_dir / "config.yaml").optim.lr
-    else:
-        lr = learning_rate_finding(config, setup, run_dir).suggestion
-        _say(f"learning rate: {lr:.2e} (range test on the training split: {run_dir / 'lr_find.png'})")
+    """``--lr auto``: the finder's suggestion, in the config and the module."""
+    lr = learning_rate_finding(config, setup, run_dir).suggestion
+    _say(f"learning rate: {lr:.2e} (range test on the training split: {run_dir / 'lr_find.png'})")
     config = merge(config, {"optim": {"lr": lr}})
     setup.module.optim = config.optim
     setup.module.hparams["optim"] = dataclasses.asdict(config.optim)
@@ -279,10 +291,13 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
     _quiet_lightning()
+    if _is_launched_worker():  # the launching process resolved every choice and wrote it down
+        config = load_config(Path(os.environ[RUN_DIR_ENV]) / "config.yaml")
     if resume is not None or _is_launched_worker():
         split = load_split(resume or Path(os.environ[RUN_DIR_ENV]))
     elif split is None:
         split = make_split(config)
+    config = choose_settings(config, split)
     setup = prepare(config, split)
     spec, image_size, module, data, precision = setup.spec, setup.image_size, setup.module, setup.data, setup.precision
     run_dir = resume if resume is not None else new_run_dir(config)

@@ -127,7 +127,8 @@ def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image
     spec = zoo.get_spec("resnet18")
     split = split_folder(image_folder, 0.25, 0)
     network = zoo.create_model("resnet18", 3, weights="default")
-    module = Classifier(network, "fc", 3, OptimConfig(freeze="until-epoch", unfreeze_epoch=1))
+    module = Classifier(network, "fc", 3, OptimConfig(freeze="until-epoch", unfreeze_epoch=1, lr=1e-3,
+                                                                backbone_lr_mult=1.0))
     data = ImageDataModule(split, spec, 32, DataConfig(batch_size=6, augment="none"))
     grads_seen: dict[int, tuple[bool, bool]] = {}
 

@@ -1,0 +1,91 @@
+"""The data-aware defaults: what zoo decides for glyphs, faces and photos, and that a given value always wins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from finetune.config import RunConfig, merge
+from finetune.data.builtin import resolve_data
+from finetune.data.split import split_folder
+from finetune.recipe import choose, profile_data
+from tests.conftest import make_image_folder
+
+
+def _decided(config: RunConfig, folder: Path, *, pretrained: bool, on_gpu: bool = False) -> tuple[RunConfig, dict]:
+    split = split_folder(folder)
+    spec = zoo.get_spec(config.model.arch)
+    resolved, decisions = choose(config, spec, split, config.data.image_size or spec.input_size, pretrained, on_gpu)
+    return resolved, {decision.key: decision for decision in decisions}
+
+
+def faces_folder(root: Path) -> Path:
+    """scikit-image's lfw_subset: 100 face and 100 non-face grey crops of 25 px."""
+    from skimage import data
+
+    images = data.lfw_subset()
+    for index, image in enumerate(images):
+        folder = root / ("face" if index < 100 else "not-face")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((image * 255).astype(np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def test_digits_from_scratch_get_no_augmentation_a_high_rate_and_enough_steps() -> None:
+    config = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}, "data": {"image_size": 28}})
+    resolved, decisions = _decided(config, resolve_data("digits"), pretrained=False)
+    assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("none", "none", 2e-3)
+    assert resolved.optim.backbone_lr_mult == 1.0 and resolved.trainer.epochs == 15  # 40 steps an epoch, 600 steps
+    assert "glyph-like" in decisions["data.augment"].reason
+
+
+def test_grey_faces_are_not_glyphs(tmp_path: Path) -> None:
+    profile = profile_data(split_folder(faces_folder(tmp_path / "faces")))
+    assert profile.grey and profile.side == 25 and not profile.glyph_like
+    config = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}, "data": {"image_size": 28}})
+    resolved, _ = _decided(config, tmp_path / "faces", pretrained=False)
+    assert resolved.data.augment == "standard" and resolved.trainer.epochs == 50  # 5 steps an epoch: capped
+
+
+def test_pretrained_photos_on_a_cpu_train_a_head_on_cached_features(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
+    resolved, decisions = _decided(RunConfig(), folder, pretrained=True)
+    assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("light", "backbone", 3e-3)
+    assert resolved.optim.backbone_lr_mult == 1.0 and 10 <= resolved.trainer.epochs <= 50
+    reason = decisions["optim.freeze"].reason
+    assert "a full fine-tune of resnet18" in reason and "--freeze until-epoch 1" in reason
+
+
+def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbone_rate(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
+    resolved, _ = _decided(RunConfig(), folder, pretrained=True, on_gpu=True)
+    assert (resolved.optim.freeze, resolved.optim.unfreeze_epoch, resolved.optim.backbone_lr_mult) == ("until-epoch", 1, 0.1)
+    assert resolved.optim.lr == 1e-3 and 5 <= resolved.trainer.epochs <= 20
+
+
+def test_a_given_value_always_wins(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
+    given = merge(RunConfig(), {"data": {"augment": "trivial"}, "optim": {"lr": 0.01, "freeze": "none"},
+                                "trainer": {"epochs": 3}})
+    resolved, decisions = _decided(given, folder, pretrained=True)
+    assert (resolved.data.augment, resolved.optim.lr, resolved.optim.freeze, resolved.trainer.epochs) == \
+        ("trivial", 0.01, "none", 3)
+    assert set(decisions) == {"optim.backbone_lr_mult"} and resolved.optim.backbone_lr_mult == 0.1
+    everything = merge(given, {"optim": {"backbone_lr_mult": 1.0}})
+    assert _decided(everything, folder, pretrained=True) == (everything, {})
+
+
+@pytest.mark.parametrize("flag", [["--augment", "none"], []])
+def test_finetune_prints_each_choice_with_its_reason(image_folder: Path, tmp_path: Path, capsys, flag: list[str]) -> None:
+    from zoo_cli.main import main
+
+    argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--epochs", "1",
+            "--max-steps", "2", "--out", str(tmp_path / "run"), *flag]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert ("zoo: data.augment:" in printed) == (not flag) and "zoo: optim.lr: 0.002 (random weights" in printed
+    assert "trainer.epochs" not in printed, "a given value is not chosen again"
