@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import statistics
@@ -62,12 +63,51 @@ def available_memory() -> int:
         return 0
 
 
-def choose_precision(requested: str, accelerator: str) -> Choice:
-    """Resolve ``auto``: bf16-mixed where the hardware runs bf16 natively and fast, else 32."""
+def has_depthwise_convolutions(network: nn.Module) -> bool:
+    """True when ``network`` holds depthwise convolutions (one filter per input channel, as in MobileNets)."""
+    return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in network.modules())
+
+
+def choose_precision(requested: str, accelerator: str, network: nn.Module | None = None, image_size: int = 224) -> Choice:
+    """Resolve ``auto``: bf16-mixed where the hardware runs bf16 natively and fast, else 32.
+
+    On a CPU, a ``network`` with depthwise convolutions is timed in both precisions: oneDNN's bf16
+    depthwise kernels can be no faster than fp32, whatever the CPU's flags promise.
+    """
     if requested != "auto":
         return Choice(requested, "as requested")
-    use_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if use_cuda:
+    choice = _precision_for_hardware(accelerator)
+    if choice.value == "bf16-mixed" and network is not None and not _uses_cuda(accelerator) \
+            and has_depthwise_convolutions(network):
+        speedup = network_bf16_speedup(network, min(image_size, 224))
+        if speedup < BF16_PROBE_MIN_SPEEDUP:
+            return Choice("32", f"depthwise convolutions: bf16 trained this network only {speedup:.2f}× as fast as fp32")
+        return Choice("bf16-mixed", f"{choice.reason}; with its depthwise convolutions this network still ran "
+                                    f"{speedup:.2f}× faster in bf16")
+    return choice
+
+
+def _uses_cuda(accelerator: str) -> bool:
+    return accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def network_bf16_speedup(network: nn.Module, image_size: int, batch: int = 8, repeats: int = 3) -> float:
+    """fp32 time over bf16-autocast time of one training step (forward and backward) of a copy of ``network``."""
+    model = copy.deepcopy(network).train().to(memory_format=torch.channels_last)
+    images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+
+    def step(bf16: bool) -> float:
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model(images).float().sum().backward()
+        return time.perf_counter() - started
+
+    step(True), step(False)  # oneDNN builds its kernels on the first call
+    return statistics.median(step(False) / step(True) for _ in range(repeats))
+
+
+def _precision_for_hardware(accelerator: str) -> Choice:
+    if _uses_cuda(accelerator):
         if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
             return Choice("bf16-mixed", f"{torch.cuda.get_device_name()} supports bf16")
         return Choice("16-mixed", "GPU without bf16: fp16 mixed precision")

@@ -24,6 +24,7 @@ from finetune.data.split import Split
 from finetune.features import FeatureSet, backbone_digest, extract_features
 from finetune.hardware import Choice, LoaderSettings
 from finetune.module import Classifier
+from finetune.progress import PhaseTimes, tracked
 from zoo.spec import ArchSpec
 
 FORMAT_VERSION = 1  # bump when the stored features change meaning
@@ -48,9 +49,10 @@ class FeatureDataModule(ImageDataModule):
     computes K views through the training transform and each epoch draws one of them per image.
     """
 
-    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig, module: Classifier) -> None:
+    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig, module: Classifier,
+                 times: PhaseTimes | None = None) -> None:
         self.module = module
-        super().__init__(split, spec, image_size, config)
+        super().__init__(split, spec, image_size, config, times)
 
     def _choose_cache(self) -> Choice:
         if self.config.cache == "memory":
@@ -105,8 +107,12 @@ class FeatureDataModule(ImageDataModule):
                                 pin_memory=settings.pin_memory, generator=torch.Generator().manual_seed(seed))
             was_training = self.module.training
             try:
-                views_of = [extract_features(self.module.network, self.module.head, loader, device,
-                                             self.module.memory_format, context) for _ in range(views)]
+                views_of = [extract_features(self.module.network, self.module.head,
+                                             tracked(loader, len(loader), "features",
+                                                     f"extracting backbone features, view {view + 1} of {views} (batches)"
+                                                     if views > 1 else "extracting backbone features (batches)",
+                                                     self.times),
+                                             device, self.module.memory_format, context) for view in range(views)]
             finally:
                 self.module.train(was_training)
         return torch.stack(views_of, dim=1)

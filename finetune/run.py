@@ -36,6 +36,7 @@ from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
 from finetune import recipe
+from finetune.progress import PhaseTimes
 from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
 from zoo.spec import ArchSpec
 
@@ -218,7 +219,7 @@ class Setup:
     precision: Choice
 
 
-def prepare(config: RunConfig, split: Split) -> Setup:
+def prepare(config: RunConfig, split: Split, times: PhaseTimes | None = None) -> Setup:
     """Build the network, the data module and the precision of a run (and say what was chosen and why)."""
     spec = zoo.get_spec(config.model.arch)
     image_size = _image_size(config, spec)
@@ -228,10 +229,10 @@ def prepare(config: RunConfig, split: Split) -> Setup:
         raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
                           "add --cache none to mix images, or drop --mixup / --cutmix")
     check_logger(config.trainer.logger)
-    precision = choose_precision(config.trainer.precision, config.trainer.accelerator)
+    precision = choose_precision(config.trainer.precision, config.trainer.accelerator, module.network, image_size)
     _say(f"precision: {precision.value} ({precision.reason})")
-    data = (FeatureDataModule(split, spec, image_size, config.data, module) if isinstance(module, FeatureProbe)
-            else ImageDataModule(split, spec, image_size, config.data))
+    data = (FeatureDataModule(split, spec, image_size, config.data, module, times) if isinstance(module, FeatureProbe)
+            else ImageDataModule(split, spec, image_size, config.data, times))
     _say(f"cache: {data.cache.value} ({data.cache.reason})")
     if config.data.feature_views and not isinstance(module, FeatureProbe):
         _say("data.feature_views only applies to a frozen backbone trained on cached features "
@@ -291,14 +292,17 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
     _quiet_lightning()
+    times = PhaseTimes()  # scanning, decoding, feature extraction, learning-rate finding, testing
     if _is_launched_worker():  # the launching process resolved every choice and wrote it down
         config = load_config(Path(os.environ[RUN_DIR_ENV]) / "config.yaml")
     if resume is not None or _is_launched_worker():
         split = load_split(resume or Path(os.environ[RUN_DIR_ENV]))
     elif split is None:
+        scan_started = time.perf_counter()
         split = make_split(config)
+        times.add("scan", time.perf_counter() - scan_started)
     config = choose_settings(config, split)
-    setup = prepare(config, split)
+    setup = prepare(config, split, times)
     spec, image_size, module, data, precision = setup.spec, setup.image_size, setup.module, setup.data, setup.precision
     run_dir = resume if resume is not None else new_run_dir(config)
     if resume is None and not _is_launched_worker():
@@ -307,7 +311,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
             _say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})",
                  warning=True)
     if config.optim.lr == "auto":
+        finder_started = time.perf_counter()
         config = _resolve_lr(config, setup, run_dir)
+        times.add("lr_find", time.perf_counter() - finder_started)
     if resume is None and not _is_launched_worker():
         save_config(config, run_dir / "config.yaml")  # the resolved learning rate, not "auto"
 
@@ -345,7 +351,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     final = _final_metrics(run_dir / "metrics.csv")
     if split.test:
         _say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
+    test_started = time.perf_counter()
     measured = measure_best(trainer, module, data, split, run_dir, final)
+    times.add("held_out", time.perf_counter() - test_started)
     summary = {
         "arch": spec.name,
         "weights": setup.weights_origin,
@@ -365,6 +373,8 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         **final,
         **measured,
         "train_seconds": round(throughput.seconds, 3),
+        # Outside the training epochs: scanning, decoding, backbone features, lr finding, the held-out measurement.
+        "phase_seconds": times.rounded(),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_images_per_second": round(throughput.images_per_second, 2),
         "best_checkpoint": str(run_dir / "best.ckpt"),

@@ -18,6 +18,7 @@ from finetune.data.images import ImageDataset
 from finetune.data.split import Split
 from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, resize_size, train_transform
 from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader
+from finetune.progress import PhaseTimes
 from zoo.spec import ArchSpec
 
 PARTS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -42,8 +43,10 @@ class ImageDataModule(pl.LightningDataModule):
     ``auto`` takes memory when the decoded images fit the budget (see ``choose_cache``).
     """
 
-    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig) -> None:
+    def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig,
+                 times: PhaseTimes | None = None) -> None:
         super().__init__()
+        self.times = times or PhaseTimes()  # decoding (and feature extraction) seconds, for the summary
         self.split = split
         self.spec = spec
         self.image_size = image_size
@@ -75,7 +78,8 @@ class ImageDataModule(pl.LightningDataModule):
     def _pixels(self, part: str) -> np.ndarray:
         samples = getattr(self.split, part)
         side = resize_size(self.spec, self.image_size)
-        return decoded_pixels(samples, side, self.image_size, InterpolationMode(self.spec.interpolation), self.cache.value)
+        return decoded_pixels(samples, side, self.image_size, InterpolationMode(self.spec.interpolation), self.cache.value,
+                              self.times)
 
     def _dataset(self, part: str) -> Dataset[tuple[Any, int]]:
         samples = getattr(self.split, part)

@@ -27,6 +27,7 @@ from finetune.data.cache_store import cache_key, cache_path, write_atomic
 from finetune.data.images import load_rgb
 from finetune.data.scan import Sample
 from finetune.hardware import usable_cores
+from finetune.progress import PhaseTimes, tracked
 
 FORMAT_VERSION = 1  # bump when the stored pixels change meaning
 
@@ -51,19 +52,20 @@ def decode_square(path: Path, side: int, crop: int, interpolation: Interpolation
     return image[:, top : top + side, left : left + side]
 
 
-def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: InterpolationMode, out: np.ndarray) -> None:
-    """Decode ``paths`` into ``out`` (N×3×side×side uint8), several images at a time."""
+def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: InterpolationMode, out: np.ndarray,
+               times: PhaseTimes | None = None) -> None:
+    """Decode ``paths`` into ``out`` (N×3×side×side uint8), several images at a time (progress shown, time to ``times``)."""
 
     def decode(index: int) -> None:
         out[index] = decode_square(paths[index], side, crop, interpolation).numpy()
 
     # PIL's decoders and torch's resize release the GIL, so threads use every core.
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-        list(pool.map(decode, range(len(paths))))
+        list(tracked(pool.map(decode, range(len(paths))), len(paths), "decode", "decoding images once", times))
 
 
 def decoded_pixels(samples: Sequence[Sample], side: int, crop: int, interpolation: InterpolationMode,
-                   where: str) -> np.ndarray:
+                   where: str, times: PhaseTimes | None = None) -> np.ndarray:
     """The decoded images of ``samples``, in ``memory`` or memory-mapped from a file in the ``disk`` cache.
 
     The disk entry is keyed by the files and the sizes, so a later run reads it instead of decoding.
@@ -72,7 +74,7 @@ def decoded_pixels(samples: Sequence[Sample], side: int, crop: int, interpolatio
     paths = [sample.path for sample in samples]
     if where == "memory":
         pixels = np.empty(shape, dtype=np.uint8)
-        decode_all(paths, side, crop, interpolation, pixels)
+        decode_all(paths, side, crop, interpolation, pixels, times)
         return pixels
     key = cache_key(samples, version=FORMAT_VERSION, side=side, crop=crop, interpolation=interpolation.value)
     path = cache_path("decoded", key, ".npy")
@@ -80,7 +82,7 @@ def decoded_pixels(samples: Sequence[Sample], side: int, crop: int, interpolatio
 
         def write(temporary: Path) -> None:
             pixels = np.lib.format.open_memmap(temporary, mode="w+", dtype=np.uint8, shape=shape)
-            decode_all(paths, side, crop, interpolation, pixels)
+            decode_all(paths, side, crop, interpolation, pixels, times)
             pixels.flush()
 
         write_atomic(path, write)

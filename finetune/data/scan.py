@@ -9,6 +9,8 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+from finetune.progress import tracked
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +82,8 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
     candidates = [Sample(path, label_of[name]) for name in folders for path in _image_files(root / name)]
     # Decoding is I/O and C code that releases the GIL, so threads scale with the disk.
     with ThreadPoolExecutor() as pool:
-        reasons = list(pool.map(check_image, [sample.path for sample in candidates]))
+        checks = pool.map(check_image, [sample.path for sample in candidates])
+        reasons = list(tracked(checks, len(candidates), "scan", f"checking the images of {root.name}", None))
     samples = [sample for sample, reason in zip(candidates, reasons) if reason is None]
     skipped += [SkippedFile(sample.path, reason) for sample, reason in zip(candidates, reasons) if reason is not None]
 

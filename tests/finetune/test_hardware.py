@@ -48,3 +48,28 @@ def test_loader_settings_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> N
     assert choose_loader(3, 100, gpu=False).num_workers == 3
     monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
     assert choose_loader(None, 10_000, gpu=False).num_workers == 0, "2 cores: both train"
+
+
+@pytest.mark.parametrize(("speedup", "expected"), [(0.76, "32"), (1.6, "bf16-mixed")])
+def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
+    monkeypatch: pytest.MonkeyPatch, speedup: float, expected: str
+) -> None:
+    import zoo
+    from finetune.hardware import has_depthwise_convolutions
+
+    lite, resnet = zoo.create_model("efficientnet_lite0", 3), zoo.create_model("resnet18", 3)
+    assert has_depthwise_convolutions(lite) and not has_depthwise_convolutions(resnet)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"amx_bf16"})
+    timed: list[int] = []
+    monkeypatch.setattr(hardware, "network_bf16_speedup", lambda network, size: timed.append(size) or speedup)
+    assert choose_precision("auto", "cpu", resnet, 64).value == "bf16-mixed" and not timed, "no depthwise layer: no timing"
+    chosen = choose_precision("auto", "cpu", lite, 320)
+    assert chosen.value == expected and "depthwise convolutions" in chosen.reason and f"{speedup:.2f}×" in chosen.reason
+    assert timed == [224], "timed at the run's size, at most 224 px"
+    assert choose_precision("32", "cpu", lite, 64).reason == "as requested"
+
+
+def test_the_bf16_timing_of_a_real_network_is_a_ratio() -> None:
+    import zoo
+
+    assert 0.1 < hardware.network_bf16_speedup(zoo.create_model("efficientnet_lite0", 3), 32, batch=2, repeats=1) < 10
