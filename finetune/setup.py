@@ -1,0 +1,153 @@
+"""A run's setup, decided before its folder exists: the settings left to zoo, the network, data and precision."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+import zoo
+from finetune import recipe
+from finetune.config import ConfigError, RunConfig
+from finetune.console import say
+from finetune.data.datamodule import ImageDataModule
+from finetune.data.split import Split, class_counts
+from finetune.data.transforms import resize_size
+from finetune.hardware import Choice, choose_memory_format, choose_precision
+from finetune.loggers import check_logger
+from finetune.lr_finder import STEPS as LR_STEPS
+from finetune.lr_finder import LrFinding, find_lr
+from finetune.module import Classifier
+from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
+from finetune.progress import PhaseTimes
+from zoo.spec import ArchSpec
+
+
+def _class_weights(split: Split) -> list[float]:
+    """Inverse-frequency loss weights, 1.0 on average over classes."""
+    counts = class_counts(split.train, split.classes)
+    total, num_classes = sum(counts.values()), len(counts)
+    return [total / (num_classes * max(1, count)) for count in counts.values()]
+
+
+def image_size_of(config: RunConfig, spec: ArchSpec) -> int:
+    size = config.data.image_size or spec.input_size
+    if size < spec.min_input_size:
+        raise ConfigError(f"{spec.name} needs images of at least {spec.min_input_size} px: raise --image-size (got {size})")
+    return size
+
+
+def _weights(config: RunConfig, spec: ArchSpec) -> str | None:
+    if config.model.weights == "none":
+        return None
+    if config.model.weights == "default" and spec.weights is None:
+        say(f"{spec.name} has no pretrained weights: training from scratch")
+        return None
+    return config.model.weights
+
+
+def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size: int) -> tuple[Classifier, str]:
+    """The network from the registry wrapped in the LightningModule; returns it and the weights origin."""
+    weights = _weights(config, spec)
+    network = zoo.create_model(spec.name, len(split.classes), weights=weights, dropout=config.model.dropout)
+    memory_format = choose_memory_format(config.model.memory_format, network)
+    say(f"memory format: {memory_format.value} ({memory_format.reason})")
+    torch_format = torch.channels_last if memory_format.value == "channels_last" else torch.contiguous_format
+    network = network.to(memory_format=torch_format)
+    origin = spec.weights.default_tag if weights == "default" and spec.weights else weights
+    metadata = {
+        "arch": spec.name,
+        "classes": split.classes,
+        "num_classes": len(split.classes),
+        "image_size": image_size,
+        "resize": resize_size(spec, image_size),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "interpolation": spec.interpolation,
+        "dropout": config.model.dropout,
+        "weights": origin or "none",
+    }
+    # A frozen backbone trains on cached features: the module then runs only the head.
+    module = (FeatureProbe if uses_feature_cache(config) else Classifier)(
+        network,
+        head=spec.head,
+        num_classes=len(split.classes),
+        optim=config.optim,
+        class_weights=_class_weights(split) if config.data.class_weights else None,
+        metadata=metadata,
+        memory_format=torch_format,
+    )
+    return module, origin or "none"
+
+
+def choose_settings(config: RunConfig, split: Split) -> RunConfig:
+    """Decide what ``config`` leaves to zoo (``finetune.recipe``), saying each choice and its reason."""
+    spec = zoo.get_spec(config.model.arch)
+    weights = config.model.weights
+    pretrained = weights != "none" and not (weights == "default" and spec.weights is None)
+    on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
+    config, decisions = recipe.choose(config, spec, split, image_size_of(config, spec), pretrained, on_gpu)
+    for decision in decisions:
+        value = f"{decision.value:g}" if isinstance(decision.value, float) else decision.value
+        say(f"{decision.key}: {value} ({decision.reason})")
+    return config
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run trains, on what, and how: everything decided before the run folder exists."""
+
+    spec: ArchSpec
+    image_size: int
+    module: Classifier
+    weights_origin: str
+    data: ImageDataModule
+    precision: Choice
+
+
+def prepare(config: RunConfig, split: Split, times: PhaseTimes | None = None) -> Setup:
+    """Build the network, the data module and the precision of a run (and say what was chosen and why)."""
+    spec = zoo.get_spec(config.model.arch)
+    image_size = image_size_of(config, spec)
+    pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    module, weights_origin = build_classifier(config, spec, split, image_size)
+    if (config.data.mixup or config.data.cutmix) and isinstance(module, FeatureProbe):
+        raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
+                          "add --cache none to mix images, or drop --mixup / --cutmix")
+    check_logger(config.trainer.logger)
+    precision = choose_precision(config.trainer.precision, config.trainer.accelerator, module.network, image_size)
+    say(f"precision: {precision.value} ({precision.reason})")
+    data = (FeatureDataModule(split, spec, image_size, config.data, module, times) if isinstance(module, FeatureProbe)
+            else ImageDataModule(split, spec, image_size, config.data, times))
+    say(f"cache: {data.cache.value} ({data.cache.reason})")
+    if config.data.feature_views and not isinstance(module, FeatureProbe):
+        say("data.feature_views only applies to a frozen backbone trained on cached features "
+             "(--freeze backbone, --cache not none): ignored", warning=True)
+    return Setup(spec, image_size, module, weights_origin, data, precision)
+
+
+def trainer_settings(config: RunConfig, precision: str, root: Path) -> dict[str, Any]:
+    """The Trainer settings the learning-rate finder and the run share."""
+    return {
+        "default_root_dir": root,
+        "precision": precision,
+        "accelerator": config.trainer.accelerator,
+        "logger": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": sys.stdout.isatty(),
+        "benchmark": True,  # cuDNN picks the fastest kernels for the fixed image size (no effect on CPU)
+    }
+
+
+def learning_rate_finding(config: RunConfig, setup: Setup, folder: Path | None) -> LrFinding:
+    """The range test of ``setup``'s network on its training split, in one process (plot and curve to ``folder``)."""
+    with tempfile.TemporaryDirectory(prefix="zoo-lr-find-") as scratch:  # the finder's restore checkpoint
+        trainer = pl.Trainer(**trainer_settings(config, setup.precision.value, Path(scratch)), devices=1,
+                             max_epochs=LR_STEPS, max_steps=LR_STEPS, enable_checkpointing=False,
+                             num_sanity_val_steps=0)
+        return find_lr(setup.module, setup.data, trainer, folder)
