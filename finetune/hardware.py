@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 import os
 import statistics
 import time
@@ -95,15 +96,21 @@ def network_bf16_speedup(network: nn.Module, image_size: int, batch: int = 8, re
     """fp32 time over bf16-autocast time of one training step (forward and backward) of a copy of ``network``."""
     model = copy.deepcopy(network).train().to(memory_format=torch.channels_last)
     images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
+    return _bf16_speedup(lambda: model(images).float().sum().backward(), repeats)
 
-    def step(bf16: bool) -> float:
+
+def _bf16_speedup(train_step: Callable[[], None], repeats: int) -> float:
+    """fp32 time over bf16-autocast time of ``train_step`` on the CPU, the median of ``repeats`` interleaved pairs."""
+
+    def timed(bf16: bool) -> float:
         started = time.perf_counter()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            model(images).float().sum().backward()
+            train_step()
         return time.perf_counter() - started
 
-    step(True), step(False)  # oneDNN builds its kernels on the first call
-    return statistics.median(step(False) / step(True) for _ in range(repeats))
+    timed(True), timed(False)  # oneDNN builds its kernels on the first call
+    # Interleaved: a change of load on the machine hits both precisions.
+    return statistics.median(timed(False) / timed(True) for _ in range(repeats))
 
 
 def _precision_for_hardware(accelerator: str) -> Choice:
@@ -129,16 +136,7 @@ def bf16_conv_speedup(repeats: int = 5) -> float:
     """fp32 time over bf16-autocast time of a ResNet-like 3×3 convolution, forward and backward (median)."""
     conv = nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
     images = torch.randn(16, 64, 28, 28).contiguous(memory_format=torch.channels_last).requires_grad_()
-
-    def step(bf16: bool) -> float:
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            conv(images).float().sum().backward()
-        return time.perf_counter() - started
-
-    step(True), step(False)  # oneDNN builds its kernels on the first call
-    ratios = [step(False) / step(True) for _ in range(repeats)]  # interleaved: load changes hit both
-    return statistics.median(ratios)
+    return _bf16_speedup(lambda: conv(images).float().sum().backward(), repeats)
 
 
 def choose_memory_format(requested: str, model: nn.Module) -> Choice:

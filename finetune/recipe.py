@@ -141,8 +141,8 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
             epochs = min(20, max(5, math.ceil(300 / steps_per_epoch)))
             reason = "pretrained weights converge in a few hundred steps"
         else:
-            epochs = min(50, max(15, math.ceil(600 / steps_per_epoch)))
-            reason = "from scratch: at least 600 steps"
+            epochs = min(30, max(15, math.ceil(600 / steps_per_epoch)))
+            reason = "from scratch: about 600 steps, 15 to 30 epochs"
         decisions.append(Decision("trainer.epochs", epochs, f"{reason} ({steps_per_epoch} steps per epoch)"))
     overrides: dict[str, Any] = {}
     for decision in decisions:
