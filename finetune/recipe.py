@@ -123,7 +123,7 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
     steps_per_epoch = max(1, math.ceil(profile.num_train / config.data.batch_size))
     if config.optim.lr is None:
         if not pretrained:
-            lr, reason = 2e-3, "random weights: a high rate"
+            lr, reason = 3e-3, "random weights: a high rate"
         elif freeze == "backbone":
             lr, reason = 3e-3, "a linear head on fixed features"
         else:
@@ -135,8 +135,8 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
                                   if mult < 1 else "one rate for every layer"))
     if config.trainer.epochs is None:
         if freeze == "backbone":
-            epochs = min(50, max(10, math.ceil(500 / steps_per_epoch)))
-            reason = "the head on cached features: epochs are cheap"
+            epochs = min(20, max(10, math.ceil(200 / steps_per_epoch)))
+            reason = "a linear head on cached features: about 200 steps, 10 to 20 epochs"
         elif pretrained:
             epochs = min(20, max(5, math.ceil(300 / steps_per_epoch)))
             reason = "pretrained weights converge in a few hundred steps"
