@@ -27,6 +27,8 @@ SMALL_IMAGE = 64  # px: a shorter side at or below this is a small image
 GLYPH_SHARE = 0.5  # share of pixels near the darkest or brightest value that makes an image ink-on-paper
 SMALL_DATA = 300  # training images per class below which pretrained fine-tuning crops lightly
 CPU_THROUGHPUT = 2e11  # FLOP/s a CPU trains at, roughly (benchmarks/train_throughput: 230 GFLOP/s on resnet50)
+GPU_THROUGHPUT = 5e13  # FLOP/s a GPU sustains in bf16 training, roughly (a fifth of an H100's dense peak)
+LONG_FINETUNE_MINUTES = 60  # on a GPU, a full fine-tune estimated longer than this starts with a linear probe
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,14 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
         else:
             # Forward and backward cost about 3× the forward pass; a fine-tune takes about 6 epochs.
             forward = profile_network(spec).gflops * (image_size / spec.input_size) ** 2
-            minutes = forward * 1e9 * 3 * profile.num_train * 6 / CPU_THROUGHPUT / 60
-            if not on_gpu:
+            minutes = forward * 1e9 * 3 * profile.num_train * 6 / (GPU_THROUGHPUT if on_gpu else CPU_THROUGHPUT) / 60
+            if not on_gpu or minutes > LONG_FINETUNE_MINUTES:
+                where = "a GPU" if on_gpu else "a CPU"
                 decisions.append(Decision(
                     "optim.freeze", "backbone",
-                    f"pretrained weights on a CPU: a full fine-tune of {spec.name} on {profile.num_train} images would "
-                    f"take about {max(1, round(minutes))} min; training the head on cached backbone features takes a "
-                    "fraction of that (ask for a full fine-tune with --freeze until-epoch 1)"))
+                    f"pretrained weights on {where}: a full fine-tune of {spec.name} on {profile.num_train} images "
+                    f"would take about {max(1, round(minutes))} min; training the head on cached backbone features "
+                    "takes a fraction of that (ask for a full fine-tune with --freeze until-epoch 1)"))
             else:
                 decisions.append(Decision("optim.freeze", "until-epoch",
                                           "pretrained weights: one epoch trains the new head alone, then every layer "

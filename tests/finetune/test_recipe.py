@@ -67,6 +67,15 @@ def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbon
     assert resolved.optim.lr == 1e-3 and 5 <= resolved.trainer.epochs <= 20
 
 
+def test_a_long_fine_tune_on_a_gpu_starts_with_a_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetune import recipe
+
+    folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
+    monkeypatch.setattr(recipe, "GPU_THROUGHPUT", 1e6)  # a GPU so slow that 60 images take hours
+    resolved, decisions = _decided(RunConfig(), folder, pretrained=True, on_gpu=True)
+    assert resolved.optim.freeze == "backbone" and "pretrained weights on a GPU" in decisions["optim.freeze"].reason
+
+
 def test_a_given_value_always_wins(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     given = merge(RunConfig(), {"data": {"augment": "trivial"}, "optim": {"lr": 0.01, "freeze": "none"},
