@@ -15,8 +15,9 @@ from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 ECE_BINS = 15
-# A temperature outside this range only says the validation set cannot pin it down (e.g. every image
-# right, where the likelihood keeps rising as T falls to 0).
+# A fit that runs into this range's ends only says the validation set cannot pin the temperature down
+# (e.g. every image right, where the likelihood keeps rising as T falls to 0): the logits are then left
+# as they are (T = 1) rather than made ever more confident.
 TEMPERATURE_RANGE = (0.05, 20.0)
 
 
@@ -26,9 +27,12 @@ def negative_log_likelihood(logits: Tensor, labels: Tensor, temperature: float =
 
 
 def fit_temperature(logits: Tensor, labels: Tensor) -> float:
-    """The temperature that minimises the NLL of ``logits`` (LBFGS on log T), within ``TEMPERATURE_RANGE``."""
+    """The temperature that minimises the NLL of ``logits`` (LBFGS on log T); 1 when the optimum lies outside
+    ``TEMPERATURE_RANGE`` or the logits are not finite."""
     logits = logits.detach().float()
     if not torch.isfinite(logits).all():  # a diverged run: nothing to calibrate
+        return 1.0
+    if bool((logits.argmax(dim=1) == labels).all()):  # every image right: the optimum is T -> 0
         return 1.0
     low, high = (math.log(bound) for bound in TEMPERATURE_RANGE)
     log_temperature = torch.zeros(1, requires_grad=True)
@@ -41,7 +45,10 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
         return loss
 
     optimizer.step(closure)
-    temperature = float(log_temperature.detach().clamp(low, high).exp())
+    fitted = float(log_temperature.detach())
+    if not low + 0.01 < fitted < high - 0.01:
+        return 1.0
+    temperature = math.exp(fitted)
     # LBFGS may stop early on a flat likelihood; never return a temperature worse than none.
     if negative_log_likelihood(logits, labels, temperature) > negative_log_likelihood(logits, labels):
         return 1.0
