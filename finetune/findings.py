@@ -11,7 +11,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.results import Row, best_row, headline_error, headline_interval, label, read_summary, settings_that_differ
+from finetune.results import (
+    Row,
+    best_row,
+    headline_error,
+    headline_interval,
+    headline_std,
+    label,
+    read_summary,
+    settings_that_differ,
+)
 from finetune.speed import Speed
 from finetune.stats import SIGNIFICANCE, spearman
 
@@ -23,8 +32,8 @@ def format_p(p_value: float) -> str:
 
 def _error(row: Row) -> str:
     low, high = headline_interval(row)
-    spread = f" ± {row['test_top1_error_std']:.1f} (sd over seeds {row['seeds']})" if row.get("test_top1_error_std") \
-        is not None else ""
+    std = headline_std(row)
+    spread = f" ± {std:.1f} (sd over seeds {row['seeds']})" if std is not None else ""
     return f"{headline_error(row):.1f}%{spread} (95% CI {low:.1f}-{high:.1f})"
 
 

@@ -19,7 +19,8 @@ Row = dict[str, Any]
 RESULT_COLUMNS = (
     "name", "setting", "weights", "image_size", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error",
     "imagenet_top1_error", "imagenet_top5_error", "seeds", "num_test", "test_top1_error", "test_top1_error_ci95",
-    "test_top1_error_std", "num_val", "val_top1_error", "val_top1_error_ci95", "k", "topk_error", "reported_on",
+    "test_top1_error_std", "num_val", "val_top1_error", "val_top1_error_ci95", "val_top1_error_std", "k", "topk_error",
+    "reported_on",
     "chance_top1_error", "learned", "p_vs_best", "train_seconds", "train_images_per_second", "predict_ms_per_image",
     "predict_ms_per_image_iqr", "predict_images_per_second", "predict_batch_size", "predict_device", "status",
     "reason", "run_dir",
@@ -72,6 +73,11 @@ def headline_error(row: Row) -> float | None:
 
 def headline_interval(row: Row) -> list[float] | None:
     return row["test_top1_error_ci95"] if row["test_top1_error"] is not None else row["val_top1_error_ci95"]
+
+
+def headline_std(row: Row) -> float | None:
+    """The standard deviation of the headline error over a row's seeds; None for a single run."""
+    return row.get("test_top1_error_std") if row["test_top1_error"] is not None else row.get("val_top1_error_std")
 
 
 def failed_row(name: str, reason: str, weights: str, setting: str = "", seed: int | None = None) -> Row:
@@ -149,7 +155,7 @@ def _interval_of_mean(error: float | None, count: int | None) -> list[float] | N
 def _aggregate(members: Sequence[Row]) -> Row:
     """One row for the seeds of one architecture and setting: means, standard deviations, every seed's verdict."""
     if len(members) == 1:
-        return {**members[0], "test_top1_error_std": None}
+        return {**members[0], "test_top1_error_std": None, "val_top1_error_std": None}
     seeds = ",".join(member["seeds"] for member in members)
     failed = [member for member in members if member["status"] != "ok"]
     if failed:  # an average over the seeds that happened to finish would not be the row's figure
@@ -160,6 +166,7 @@ def _aggregate(members: Sequence[Row]) -> Row:
     for key in ("test_top1_error", "val_top1_error", "topk_error", "train_seconds", "train_images_per_second"):
         row[key] = _mean([member[key] for member in members])
     row["test_top1_error_std"] = _std([member["test_top1_error"] for member in members])
+    row["val_top1_error_std"] = _std([member["val_top1_error"] for member in members])
     row["test_top1_error_ci95"] = _interval_of_mean(row["test_top1_error"], row["num_test"])
     row["val_top1_error_ci95"] = _interval_of_mean(row["val_top1_error"], row["num_val"])
     row["learned"] = all(member["learned"] for member in members)

@@ -14,7 +14,7 @@ from zoo_cli.output import markdown_table, print_table
 
 COLUMNS = {
     "name": "name", "setting": "setting", "weights": "weights", "depth": "depth", "error_text": "top-1 err % (95% CI)",
-    "test_top1_error_std": "sd (seeds)", "val_top1_error": "val err %", "topk_error": "top-k err %", "k": "k",
+    "std_shown": "sd (seeds)", "val_top1_error": "val err %", "topk_error": "top-k err %", "k": "k",
     "chance_top1_error": "chance %", "learned": "learned", "p_vs_best": "p vs best",
     "latency_text": "ms/img, batch 1 (IQR)", "status": "status",
 }
@@ -57,9 +57,10 @@ def _stamped(prefix: str) -> Path:
 
 def _shown(row: dict[str, Any]) -> dict[str, Any]:
     """A results row with the columns a person reads: millions of parameters, errors with their intervals."""
-    from finetune.results import headline_error, headline_interval
+    from finetune.results import headline_error, headline_interval, headline_std
 
-    shown = {**row, "params_m": row["params"] / 1e6 if row["params"] is not None else None}
+    shown = {**row, "params_m": row["params"] / 1e6 if row["params"] is not None else None,
+             "std_shown": headline_std(row) if row["status"] == "ok" else None}
     error, interval = headline_error(row), headline_interval(row)
     if error is not None and interval is not None:
         split = "" if row["reported_on"] == "test" else " val"
