@@ -40,13 +40,13 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = F.cross_entropy(logits / log_temperature.clamp(low, high).exp(), labels)
+        loss = F.cross_entropy(logits / log_temperature.exp(), labels)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     fitted = float(log_temperature.detach())
-    if not low + 0.01 < fitted < high - 0.01:
+    if not math.isfinite(fitted) or not low < fitted < high:
         return 1.0
     temperature = math.exp(fitted)
     # LBFGS may stop early on a flat likelihood; never return a temperature worse than none.

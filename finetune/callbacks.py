@@ -21,9 +21,13 @@ class EpochMetrics(Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, float]] = []
+        self.validated_step: int | None = None  # known on every process, unlike the rows (rank 0 only)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
+            return
+        self.validated_step = trainer.global_step
+        if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
         # Epochs count from 1 here as in the progress bar, the summary and the plots.

@@ -27,7 +27,7 @@ import zoo
 from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.results import Row, failed_row, run_row, settings_that_differ
-from finetune.run import make_split, train
+from finetune.run import make_split, resume_config, train
 
 SETTINGS_FILE = "comparison.yaml"
 SPLIT_DIR = "split"
@@ -178,7 +178,7 @@ def _train_once(label: str, config: RunConfig, name: str, run_dir: Path, split: 
     run_config = dataclasses.replace(config, model=dataclasses.replace(config.model, arch=name), out=str(run_dir))
     if (run_dir / "last.ckpt").is_file():
         print(f"zoo compare: {step} {label}: continuing the interrupted run in {run_dir}", flush=True)
-        train(run_config, resume=run_dir)
+        train(resume_config(run_dir, {}), resume=run_dir)  # its own resolved settings (a found lr included)
         return
     if run_dir.exists():  # a start that died before its first checkpoint: nothing worth keeping
         shutil.rmtree(run_dir)

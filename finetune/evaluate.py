@@ -152,7 +152,9 @@ def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str],
         "chance_top1_error": round(chance, 4),
         "learned": learned(rates["top1_error_ci95"], chance),
         "temperature": temperature,
-        "ece": round(calibration_error((logits / temperature).softmax(dim=1), labels), 4),
+        # A diverged model's logits are not finite: no probabilities to calibrate.
+        "ece": round(calibration_error((logits / temperature).softmax(dim=1), labels), 4)
+        if bool(torch.isfinite(logits).all()) else None,
         "per_class": [
             {"class": name, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": n}
             for name, p, r, f, n in per_class
@@ -175,7 +177,8 @@ def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
         + ("the model beats it" if metrics["learned"] else "**the model does not beat it: it did not learn**"),
         f"- loss (cross-entropy): {metrics['loss']:.4f}",
         f"- calibration: ECE {metrics['ece']:.2f} % ({ECE_BINS} bins) at softmax temperature "
-        f"{metrics['temperature']:.3g}",
+        f"{metrics['temperature']:.3g}" if metrics["ece"] is not None
+        else "- calibration: none, the model's outputs are not finite numbers",
         *(f"- warning: {warning}" for warning in warnings),
         "",
         "## Per class",
@@ -231,7 +234,8 @@ def evaluate(
     write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")
     title = f"{model.metadata['arch']} on {images.description}"
     plot_confusion_matrix(confusion, model.classes, out_dir / "confusion_matrix.png", title)
-    plot_reliability((logits / model.temperature).softmax(dim=1), labels, out_dir / "calibration.png",
-                     f"{title}, softmax temperature {model.temperature:.3g}")
+    if metrics["ece"] is not None:
+        plot_reliability((logits / model.temperature).softmax(dim=1), labels, out_dir / "calibration.png",
+                         f"{title}, softmax temperature {model.temperature:.3g}")
     _write_text(out_dir / "report.md", _report(metrics, images.warnings))
     return EvaluationResult(out_dir, metrics, images.warnings)

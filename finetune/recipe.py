@@ -76,7 +76,10 @@ def profile_data(split: Split) -> DataProfile:
                        glyph_like=grey and side <= SMALL_IMAGE and statistics.median(extremes) >= GLYPH_SHARE)
 
 
-def _augment(profile: DataProfile, pretrained: bool) -> Decision:
+def _augment(profile: DataProfile, pretrained: bool, feature_views: int) -> Decision:
+    if profile.glyph_like and feature_views:
+        return Decision("data.augment", "light", f"glyph-like images, but {feature_views} augmented feature views "
+                                                 "were asked for: the mildest crops")
     if profile.glyph_like:
         return Decision("data.augment", "none", f"small grey glyph-like images ({profile.side} px, ink on a plain "
                                                 "background): crops and flips would turn them into other symbols")
@@ -102,7 +105,7 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
     decisions: list[Decision] = []
     profile = profile_data(split)
     if config.data.augment == "auto":
-        decisions.append(_augment(profile, pretrained))
+        decisions.append(_augment(profile, pretrained, config.data.feature_views))
     freeze = config.optim.freeze
     if freeze == "auto":
         if not pretrained:

@@ -254,7 +254,7 @@ def not_learned_message(summary: dict[str, Any]) -> str:
 def _validate_final_step(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, metrics: EpochMetrics,
                          checkpoints: pl.callbacks.ModelCheckpoint) -> None:
     """A run cut short by ``max_steps`` mid-epoch is still measured and checkpointed at its last step."""
-    if metrics.rows and metrics.rows[-1]["step"] == trainer.global_step:
+    if metrics.validated_step == trainer.global_step:  # the same answer on every process of a DDP run
         return
     trainer.validate(module, datamodule=data, verbose=False)
     error = trainer.callback_metrics.get("val/top1_error")

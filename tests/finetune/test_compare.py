@@ -232,7 +232,7 @@ def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> Non
     deep = [_row(comparison, f"net{depth}", depth, 40.0 - depth, [30.0 - depth, 50.0 - depth], p_value=0.01)
             for depth in (5, 8, 11, 16, 19, 22)]
     said = " ".join(findings(deep, deep, [config]))
-    assert "Deeper was better here: error falls with depth (Spearman ρ = -1.00, p < 0.001, over 6 models that learned)" in said
+    assert "Deeper was better here: error falls with depth (Spearman ρ = -1.00, p = 0.0028, over 6 models that learned)" in said
     longer = {**config, "trainer": {**config["trainer"], "epochs": 3}}
     assert any("These runs differ in trainer.epochs" in sentence for sentence in findings(rows, rows, [config, longer]))
 
@@ -308,3 +308,21 @@ def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
 def test_bad_seeds_and_vary_are_one_line_errors_before_training(tmp_path: Path, flags: list[str], message: str) -> None:
     outcome = zoo(["compare", "--archs", "small_cnn", "--data", str(tmp_path), "--out", str(tmp_path / "c"), *flags])
     assert outcome.code == 2 and message in outcome.printed and not (tmp_path / "c").exists()
+
+
+def test_a_seed_where_the_other_row_wins_is_no_evidence_for_the_best(tmp_path: Path) -> None:
+    from finetune.results import paired_p_value
+
+    def run(name: str, right: set[int]) -> dict:
+        folder = tmp_path / name
+        folder.mkdir()
+        lines = ["path,label,predicted,probability"]
+        lines += [f"/img/{i}.png,cat,{'cat' if i in right else 'dog'},0.9" for i in range(40)]
+        (folder / "test_predictions.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return {"run_dir": str(folder)}
+
+    best, other = run("best", set(range(30))), run("other", set(range(20)))  # 10 discordant, all for best
+    assert paired_p_value(best, other) == pytest.approx(2 / 2**10)
+    assert paired_p_value(other, best) == 1.0, "the other run won every disputed image: no evidence for it as best"
+    elsewhere = run("elsewhere", set(range(20, 40)))
+    assert paired_p_value(best, elsewhere) < 1.0 and paired_p_value(best, {"run_dir": None}) is None

@@ -82,7 +82,12 @@ def test_spearman_trend_needs_three_points_with_spread() -> None:
     assert spearman([8, 18], [20.0, 10.0]) is None
     assert spearman([8, 18, 50], [20.0, 20.0, 20.0]) is None
     trend = spearman([5, 8, 18, 50], [30.0, 20.0, 25.0, 10.0])
-    assert trend.rho == pytest.approx(-0.8) and trend.count == 4 and not trend.significant  # p ≈ 0.2 on 4 points
+    # Exact: of the 24 orderings, |ρ| ≥ 0.8 for the two perfect ones and the six at ±0.8 → 8/24.
+    assert trend.rho == pytest.approx(-0.8) and trend.count == 4 and trend.p_value == pytest.approx(8 / 24)
+    perfect = spearman([8, 18, 50], [20.0, 15.0, 10.0])
+    assert perfect.rho == pytest.approx(-1.0) and perfect.p_value == pytest.approx(2 / 6) and not perfect.significant
+    five = spearman([5, 8, 11, 16, 19], [50.0, 40.0, 30.0, 20.0, 10.0])
+    assert five.p_value == pytest.approx(2 / 120) and five.significant
 
 
 def test_temperature_scaling_recovers_a_known_overconfidence() -> None:
