@@ -25,6 +25,7 @@ from finetune.callbacks import (
     SaveOnInterrupt,
     Throughput,
 )
+from finetune.checkpoint import read_checkpoint
 from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
 from finetune.console import is_launched_worker, quiet_lightning, say
 from finetune.data.builtin import resolve_data
@@ -82,6 +83,8 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The saved configuration of ``run_dir`` with ``overrides`` (e.g. more epochs) applied."""
     if not (run_dir / "last.ckpt").is_file():
         raise ConfigError(f"cannot resume {run_dir}: it has no last.ckpt (start a new run with zoo finetune)")
+    # Read as plain tensors first: a crafted or broken file is refused in one line before Lightning opens it.
+    read_checkpoint(run_dir / "last.ckpt")
     return merge(load_config(run_dir / "config.yaml"), overrides)
 
 
@@ -192,7 +195,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         log_every_n_steps=10,
     )
     started = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None)
+    # weights_only pinned explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment cannot unpin it.
+    trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None,
+                weights_only=True)
     _validate_final_step(trainer, module, data, metrics, checkpoints)
     if not trainer.is_global_zero:
         return RunResult(run_dir, {})

@@ -26,11 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from zoo.errors import ZooError
+    from zoo_cli.output import printable
 
     try:
         return args.run(args)
     except ZooError as error:
-        print(f"zoo {args.command}: error: {error}", file=sys.stderr)
+        print(f"zoo {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return error.exit_code
 
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo_cli.output import print_table, render
+from zoo_cli.output import print_table, printable, render
 
 if TYPE_CHECKING:
     from finetune.predict import Prediction
@@ -49,7 +49,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def _warn(command: str, message: str) -> None:
-    print(f"zoo {command}: warning: {message}", file=sys.stderr)
+    print(f"zoo {command}: warning: {printable(message)}", file=sys.stderr)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,15 +15,29 @@ TEXT_COLUMNS = {"name", "family", "path", "class", "key", "value", "tag", "stage
                 "weights"}
 
 
+# C0 and C1 control characters (ESC among them) would let a class name in a model's files drive the terminal.
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character written as its escape (``ESC`` → ``\\x1b``), so none reaches a terminal."""
+    return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _printable_values(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: printable(value) if isinstance(value, str) else value for key, value in row.items()}
+
+
 def render(rows: Sequence[dict[str, Any]], columns: dict[str, str], fmt: str, title: str | None = None) -> None:
     """Print ``rows``; ``columns`` maps row keys to headers for table/markdown (JSON/CSV keep every key)."""
     if fmt == "json":
-        print(json.dumps(list(rows), indent=2, ensure_ascii=False))
+        # json escapes C0 controls itself; C1 controls (U+0080–U+009F) pass with ensure_ascii=False.
+        print(printable(json.dumps(list(rows), indent=2, ensure_ascii=False)))
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else list(columns), lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(_printable_values(row) for row in rows)
         sys.stdout.write(buffer.getvalue())
     elif fmt == "markdown":
         print(markdown_table(rows, columns))
@@ -37,7 +52,7 @@ def cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.2f}"
-    return str(value)
+    return printable(str(value))
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> str:
@@ -49,11 +64,13 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> s
 def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: str | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title)
+    table = Table(title=Text(printable(title)) if title else None)
     for key, header in columns.items():
         table.add_column(header, justify="left" if key in TEXT_COLUMNS else "right", no_wrap=key in TEXT_COLUMNS)
     for row in rows:
-        table.add_row(*(cell(row.get(key)) for key in columns))
+        # Text, not markup: a class name like "[bold]" is shown as written.
+        table.add_row(*(Text(cell(row.get(key))) for key in columns))
     # Piped output keeps whole rows instead of folding them to an assumed 80-column terminal.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

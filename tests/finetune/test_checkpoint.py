@@ -74,3 +74,18 @@ def test_sources_that_are_not_models_are_named(tmp_path: Path) -> None:
     (tmp_path / "bundle" / "zoo.json").write_text(json.dumps({"arch": "small_cnn"}), encoding="utf-8")
     with pytest.raises(ZooError, match="lacks classes, num_classes"):
         load_source(tmp_path / "bundle")
+
+
+def test_resume_never_unpickles_code_whatever_the_environment(tmp_path: Path, monkeypatch, capsys) -> None:
+    from tests.finetune.trained import train_small_run
+    from zoo_cli.main import main
+
+    run_dir = train_small_run(tmp_path)
+    marker = tmp_path / "pwned"
+    write_malicious_pickle(run_dir / "last.ckpt", marker)
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    capsys.readouterr()  # the training run's own output
+    assert main(["finetune", "--resume", str(run_dir)]) == 2
+    assert not marker.exists(), "the checkpoint's code ran"
+    error = capsys.readouterr().err
+    assert "weights_only=True" in error and len(error.strip().splitlines()) == 1

@@ -83,3 +83,18 @@ def test_a_folder_without_images_is_an_error(run_dir: Path, tmp_path: Path, caps
     (tmp_path / "empty").mkdir()
     assert main(["predict", str(run_dir), str(tmp_path / "empty")]) == 2
     assert "no image files" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_class_names_never_reach_the_terminal_as_control_codes(run_dir: Path, tmp_path: Path, capsys, fmt: str) -> None:
+    bundle = tmp_path / "bundle"
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(bundle)]) == 0
+    metadata = json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
+    metadata["classes"] = ["evil\x1b[2J\x1b[31m", "[bold]markup[/bold]", "c1\x9b31m"]
+    (bundle / "zoo.json").write_text(json.dumps(metadata), encoding="utf-8")
+    photo = next((run_dir.parent / "images").rglob("*.jpg"))
+    capsys.readouterr()
+    assert main(["predict", str(bundle), str(photo), "--format", fmt, "--top-k", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "\x9b" not in printed, "no escape sequence reaches the terminal"
+    assert ("\\x1b[2J" in printed or "\\u001b[2J" in printed) and "[bold]markup[/bold]" in printed
