@@ -4,6 +4,7 @@ a light progress bar in a terminal, one line per epoch elsewhere (log files, CI,
 from __future__ import annotations
 
 import csv
+import math
 import shlex
 import sys
 import time
@@ -11,6 +12,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
+
+from zoo.errors import ZooError
+
+
+class DivergedError(ZooError):
+    """A run whose loss is no longer a finite number."""
 
 METRICS = ("train/loss", "val/loss", "val/top1_error", "val/topk_error")
 
@@ -190,3 +197,15 @@ class EarlyStop(EarlyStopping):
     def stopped_at(self) -> int | None:
         """The epoch (from 1) after which the run stopped early; None when it ran its course."""
         return self.stopped_epoch + 1 if self.stopped_epoch else None
+
+
+class FiniteLoss(Callback):
+    """Stop a run whose training loss stops being a finite number: every later step would only spread NaN."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        loss = float(outputs["loss"])
+        if not math.isfinite(loss):
+            raise DivergedError(
+                f"the training loss became {loss} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: "
+                "the run diverged; start again with a lower --lr (or --lr auto)"
+            )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,8 +38,9 @@ def _choice(section: str, name: str, value: object, choices: tuple[str, ...]) ->
 
 
 def _at_least(section: str, name: str, value: float | None, minimum: float) -> None:
-    if value is not None and value < minimum:
-        raise ConfigError(f"{section}.{name} must be at least {minimum}, got {value}")
+    # NaN compares False with everything, so "value < minimum" alone would let it through.
+    if value is not None and (not math.isfinite(value) or value < minimum):
+        raise ConfigError(f"{section}.{name} must be a finite number of at least {minimum}, got {value}")
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from finetune.callbacks import (
     EarlyStop,
     EpochLog,
     EpochMetrics,
+    FiniteLoss,
     ProgressBar,
     SaveOnInterrupt,
     Throughput,
@@ -176,7 +177,8 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     )
     # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
     progress = ProgressBar() if sys.stdout.isatty() else EpochLog(metrics, throughput)
-    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), progress, *watchers]
+    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), FiniteLoss(), progress,
+                                    *watchers]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))

@@ -40,7 +40,8 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
         ("optim:\n  freeze: everything\n", "optim.freeze must be one of auto, none, backbone, until-epoch"),
         ("data: 3\n", "config key 'data' must be a mapping"),
         ("data: [\n", "is not valid YAML"),
-        ("data:\n  feature_views: -1\n", "data.feature_views must be at least 0"),
+        ("data:\n  feature_views: -1\n", "data.feature_views must be a finite number of at least 0"),
+        ("optim:\n  lr: .nan\n", "optim.lr must be a finite number of at least 0.0, got nan"),
         ("data:\n  feature_views: 4\n  augment: none\n", "set --augment standard (or another preset), or --feature-views 0"),
     ],
 )

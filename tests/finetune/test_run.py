@@ -327,3 +327,28 @@ def test_a_logger_whose_package_is_missing_is_one_line(image_folder: Path, tmp_p
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--logger", logger,
                  "--out", str(tmp_path / "run"), *QUICK]) == 2
     assert command in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("flag", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"], ["--label-smoothing", "nan"],
+                                  ["--dropout", "nan"]])
+def test_non_finite_settings_are_refused(image_folder: Path, tmp_path: Path, capsys, flag: list[str]) -> None:
+    assert main(["finetune", "--data", str(image_folder), "--out", str(tmp_path / "run"), *flag]) == 2
+    assert flag[0].lstrip("-").replace("-", "_") in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line(image_folder: Path, tmp_path: Path, capsys,
+                                                                 monkeypatch) -> None:
+    from finetune.module import Classifier
+
+    original = Classifier.training_step
+
+    def diverging(self, batch, batch_idx):  # the third step's loss is NaN
+        loss = original(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step == 2 else loss
+
+    monkeypatch.setattr(Classifier, "training_step", diverging)
+    out = tmp_path / "run"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "3", "--out", str(out),
+                 *QUICK]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the training loss became nan at epoch 2, step 3" in error and "lower --lr" in error
