@@ -95,9 +95,12 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` -> ``[0, 1, 2]``."""
     try:
-        return [int(seed) for seed in text.split(",") if seed.strip()]
+        seeds = [int(seed) for seed in text.split(",") if seed.strip()]
     except ValueError:
-        raise ConfigError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got '{text}'") from None
+        seeds = []
+    if not seeds:
+        raise ConfigError(f"--seeds takes whole numbers separated by commas, e.g. 0,1,2; got '{text}'")
+    return seeds
 
 
 def load_comparison(path: str | Path, base: RunConfig | None = None) -> tuple[Plan, RunConfig]:

@@ -303,6 +303,7 @@ def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
     (["--vary", "model.dropout"], "--vary takes KEY=V1,V2"),
     (["--vary", "model.dropout=0,2"], "model.dropout must lie in [0, 1)"),
     (["--seeds", "0,x"], "--seeds takes whole numbers"),
+    (["--seeds", ","], "--seeds takes whole numbers"),
     (["--seeds", "1,1"], "seeds repeat"),
 ])
 def test_bad_seeds_and_vary_are_one_line_errors_before_training(tmp_path: Path, flags: list[str], message: str) -> None:
