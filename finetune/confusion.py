@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from finetune.data.cache_store import write_atomic  # noqa: E402
+from zoo._io import write_atomic  # noqa: E402
 
 ANNOTATED_CLASSES = 25  # beyond this the counts no longer fit in their cells
 LONGEST_NAME = 24

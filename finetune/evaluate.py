@@ -25,7 +25,7 @@ from torchmetrics.functional.classification import (
 from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
 from finetune.checkpoint import Source, load_source
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
-from finetune.data.cache_store import write_atomic
+from zoo._io import write_atomic
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.split import PARTS, load_split

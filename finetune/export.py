@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 import zoo
 from finetune.checkpoint import Source, describe_error, load_source
-from finetune.data.cache_store import write_atomic
+from zoo._io import write_atomic
 from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
 from zoo.errors import ZooError
 

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
 from finetune.checkpoint import read_checkpoint
-from finetune.data.cache_store import write_atomic
+from zoo._io import write_atomic
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.scan import Sample
 from finetune.data.split import Split

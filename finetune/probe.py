@@ -17,7 +17,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from finetune.config import DataConfig, RunConfig
-from finetune.data.cache_store import cache_key, cache_path, write_atomic
+from finetune.data.cache_store import cache_key, cache_path
+from zoo._io import write_atomic
 from finetune.data.datamodule import PARTS_OF_STAGE, ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split

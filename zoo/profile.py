@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from zoo._io import DiskError, write_text_atomic
 from zoo.cache import cache_root
 from zoo.spec import ArchSpec
 
@@ -68,13 +67,9 @@ def _read_cache() -> dict[str, dict]:
 
 def _write_cache(entries: dict[str, dict]) -> None:
     """Best effort: a read-only cache folder only costs the measurement next time."""
-    path = _cache_file()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False, encoding="utf-8") as file:
-            json.dump(entries, file)
-        os.replace(file.name, path)
-    except OSError:
+        write_text_atomic(_cache_file(), json.dumps(entries))
+    except DiskError:
         pass
 
 

@@ -1,12 +1,10 @@
-"""Files of zoo's caches (decoded images, backbone features): keys from the data and settings, atomic writes."""
+"""Files of zoo's caches (decoded images, backbone features): keys from the data and settings."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from finetune.data.builtin import cache_root
@@ -30,15 +28,3 @@ def cache_key(samples: Sequence[Sample], **settings: object) -> str:
 def cache_path(kind: str, key: str, suffix: str) -> Path:
     """Where the entry ``key`` of the cache ``kind`` lives: ``$ZOO_CACHE/<kind>/<key><suffix>``."""
     return cache_root() / kind / f"{key}{suffix}"
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Named by process and a random part, so parallel runs filling the same entry never share a file.
-    temporary = path.with_name(f".{path.stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from finetune.data.cache_store import cache_key, cache_path, write_atomic
+from finetune.data.cache_store import cache_key, cache_path
+from zoo._io import write_atomic
 from finetune.data.images import load_rgb
 from finetune.data.scan import Sample
 from finetune.hardware import usable_cores

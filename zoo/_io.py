@@ -1,0 +1,111 @@
+"""Files written so that a kill, a crash or a full disk never leaves half of one behind."""
+
+from __future__ import annotations
+
+import errno
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from zoo.errors import ZooError
+
+TEMPORARY_MARK = ".tmp-"  # in the name of every temporary file zoo writes, so leftovers can be recognised
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+class DiskError(ZooError):
+    """A file zoo could not write: the disk is full, read-only, or the folder is not writable."""
+
+
+def write_error(path: Path, error: OSError) -> DiskError:
+    """One line for a failed write: what, where, why, and that the previous file is intact."""
+    reason = error.strerror or type(error).__name__
+    if error.errno in _DISK_FULL:
+        fix = f"free space on the disk holding {path.parent} (or choose another folder) and run the command again"
+    elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = f"make {path.parent} writable or choose another folder"
+    else:
+        fix = "check the folder and run the command again"
+    return DiskError(f"cannot write {path.name} in {path.parent}: {reason}; any previous {path.name} is unchanged: {fix}")
+
+
+def temporary_beside(path: Path) -> Path:
+    """A fresh temporary name in ``path``'s own folder (a rename within one filesystem is atomic)."""
+    # The suffix is kept: some writers (numpy, matplotlib) go by it.
+    return path.with_name(f".{path.stem}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some filesystems cannot sync a folder; the rename itself is still atomic
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
+
+    Readers never see half a file, a kill or a full disk leaves the previous ``path`` intact, and an
+    ``OSError`` becomes a one-line ``DiskError`` naming the folder.
+    """
+    path = Path(path)
+    temporary = temporary_beside(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(temporary)
+        with temporary.open("rb+") as file:
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+        _sync_folder(path.parent)
+    except OSError as error:
+        raise write_error(path, error) from error
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``write_atomic`` for UTF-8 text."""
+    write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+@contextmanager
+def replacing_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``folder``; when the block succeeds it takes ``folder``'s place.
+
+    The old folder is moved aside, the new one renamed in, and only then is the old one deleted, so a
+    failure at any point (a full disk, a failed check, a kill) leaves the previous ``folder`` as it was.
+    """
+    import shutil
+
+    folder = Path(folder)
+    staging = temporary_beside(folder)
+    aside = temporary_beside(folder)
+    try:
+        staging.mkdir(parents=True)
+        yield staging
+        if folder.exists():
+            os.replace(folder, aside)
+        os.replace(staging, folder)
+        _sync_folder(folder.parent)
+    except OSError as error:
+        if aside.exists() and not folder.exists():
+            os.replace(aside, folder)
+        raise write_error(folder, error) from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed zoo process left in ``folder``; the paths removed."""
+    removed = []
+    for path in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
