@@ -1,11 +1,10 @@
-"""Run callbacks: per-epoch metrics, training throughput, a checkpoint on Ctrl-C, and the run's live output:
+"""Run callbacks: per-epoch metrics, training throughput, a stop on divergence, and the run's live output:
 a light progress bar in a terminal, one line per epoch elsewhere (log files, CI, cluster jobs)."""
 
 from __future__ import annotations
 
 import csv
 import math
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
+from zoo._io import write_atomic
 from zoo.errors import ZooError
 
 
@@ -23,12 +23,38 @@ METRICS = ("train/loss", "val/loss", "val/top1_error", "val/topk_error")
 
 
 class EpochMetrics(Callback):
-    """Append one row per validated epoch to ``metrics.csv`` and keep the rows for the summary."""
+    """Append one row per validated epoch to ``metrics.csv`` and keep the rows for the summary.
+
+    The rows travel in every checkpoint, and at the start of a run the file is rewritten to hold exactly
+    the checkpoint's rows: a resumed run continues the file without repeating the epochs it redoes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rows: list[dict[str, float]] = []
+        self.rows: list[dict[str, float | None]] = []
         self.validated_step: int | None = None  # known on every process, unlike the rows (rank 0 only)
+
+    def state_dict(self) -> dict[str, list[dict[str, float | None]]]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict[str, list[dict[str, float | None]]]) -> None:
+        self.rows = list(state_dict["rows"])
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        fields = list(self.rows[0]) if self.rows else []
+
+        def write(temporary: Path) -> None:
+            with temporary.open("w", newline="", encoding="utf-8") as file:
+                writer = csv.DictWriter(file, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        if self.rows:
+            write_atomic(self.path, write)
+        else:
+            self.path.unlink(missing_ok=True)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -37,8 +63,10 @@ class EpochMetrics(Callback):
         if not trainer.is_global_zero:
             return
         metrics = trainer.callback_metrics
-        # Epochs count from 1 here as in the progress bar, the summary and the plots.
-        row: dict[str, float | None] = {"epoch": trainer.current_epoch + 1, "step": trainer.global_step}
+        # Epochs count from 1 here as in the progress bar, the summary and the plots. After fit (the validation
+        # of a run cut short mid-epoch by max_steps) Lightning has already counted that partial epoch.
+        epoch = trainer.current_epoch + (1 if trainer.state.fn == "fit" else 0)
+        row: dict[str, float | None] = {"epoch": epoch, "step": trainer.global_step}
         for key in METRICS:
             value = metrics.get(key)
             row[key] = round(float(value), 6) if value is not None else None
@@ -92,24 +120,6 @@ class Throughput(Callback):
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
-
-
-class SaveOnInterrupt(Callback):
-    """On Ctrl-C: save ``last.ckpt`` and print the command that continues the run."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-
-    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        if not isinstance(exception, KeyboardInterrupt):
-            return
-        trainer.save_checkpoint(self.run_dir / "last.ckpt")
-        if trainer.is_global_zero:
-            print(
-                f"\ninterrupted: saved {self.run_dir / 'last.ckpt'}; continue with: "
-                f"zoo finetune --resume {shlex.quote(str(self.run_dir))}",
-                file=sys.stderr,
-            )
 
 
 class ProgressBar(TQDMProgressBar):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from zoo._io import write_text_atomic
 from zoo.errors import ZooError
 
 FREEZE_MODES = ("auto", "none", "backbone", "until-epoch")
@@ -26,6 +28,12 @@ OPTIMIZERS = ("adamw", "sgd")
 CACHES = ("auto", "memory", "disk", "none")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 LOGGERS = ("none", "csv", "tensorboard", "mlflow")
+
+
+MAX_SEED = 2**32 - 1
+_QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
+_QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 2, 4, 4, 60, 60
+CONFIG_FILE = "config.yaml"  # in every run folder: the resolved settings of the run
 
 
 class ConfigError(ZooError):
@@ -142,6 +150,8 @@ class TrainerConfig:
         _at_least("trainer", "epochs", self.epochs, 1)
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), got {self.seed}")
         if self.max_steps != -1 and self.max_steps < 1:
             raise ConfigError(f"trainer.max_steps must be -1 (no limit) or at least 1, got {self.max_steps}")
 
@@ -169,7 +179,12 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
         if option in (int, float, str, bool) and type(value) is option:
             return value
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    raise ConfigError(f"config key '{key}' must be {names}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"config key '{key}' must be {names}, got {type(value).__name__} {quoted(value)}")
+
+
+def quoted(value: object) -> str:
+    """``repr(value)`` cut to a few dozen characters: a YAML bomb's value must not be expanded into a message."""
+    return _QUOTE.repr(value)
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
@@ -179,9 +194,9 @@ def _build(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
-            raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+            raise ConfigError(f"unknown config key {quoted(f'{prefix}{key}')}{hint}")
     updates = {}
     for name, value in values.items():
         annotation = hints[name]
@@ -197,12 +212,26 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, overrides, "", config)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {quoted(key)} appears twice in one mapping: keep one", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path, kind: str = "config") -> dict[str, Any]:
     """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a one-line error."""
     if not path.is_file():
         raise ConfigError(f"{kind} file {path} does not exist: see configs/ for examples")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{kind} file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
     if not isinstance(values, dict):
@@ -226,4 +255,4 @@ def to_dict(config: RunConfig) -> dict[str, Any]:
 
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved configuration (every field) as YAML."""
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True))

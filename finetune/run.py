@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -16,24 +17,28 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+import zoo
 from finetune.callbacks import (
     EarlyStop,
     EpochLog,
     EpochMetrics,
     FiniteLoss,
     ProgressBar,
-    SaveOnInterrupt,
     Throughput,
 )
 from finetune.checkpoint import read_checkpoint
-from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
+from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, save_config
 from finetune.console import is_launched_worker, quiet_lightning, say
 from finetune.data.builtin import resolve_data
 from finetune.data.datamodule import ImageDataModule
+from finetune.data.images import UnreadableImageError
 from finetune.data.split import (
     Split,
     class_counts,
+    classes_without,
+    has_split,
     imbalance_ratio,
     load_split,
     save_split,
@@ -44,7 +49,9 @@ from finetune.heldout import measure_best
 from finetune.loggers import make_logger
 from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
+from finetune.processes import check_devices, devices_setting, die_with_parent, mark_launcher
 from finetune.progress import PhaseTimes
+from finetune.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
 from finetune.setup import (
     Setup,
     choose_settings,
@@ -52,6 +59,8 @@ from finetune.setup import (
     prepare,
     trainer_settings,
 )
+from zoo._io import DiskError, remove_temporaries
+from zoo.errors import ZooError, describe_error
 
 IMBALANCE_WARNING_RATIO = 3.0
 RUN_DIR_ENV = "ZOO_RUN_DIR"  # hands the run folder to the processes a DDP launch starts
@@ -67,26 +76,79 @@ class RunResult:
 
 def new_run_dir(config: RunConfig) -> Path:
     """The run folder for a new run; refuses one that already holds files (nothing is overwritten)."""
-    if is_launched_worker() and RUN_DIR_ENV in os.environ:
-        return Path(os.environ[RUN_DIR_ENV])
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.out) if config.out else Path("runs") / f"{config.model.arch.replace('/', '_')}-{stamp}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file, not a folder: choose another --out")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(
             f"run folder {run_dir} already holds a run: choose another --out, or continue it with --resume {run_dir}"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror or error}; choose another --out")
     return run_dir
 
 
+# What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
+RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "accelerator", "devices",
+                                            "num_nodes", "strategy", "logger")} | {("data", "num_workers"),
+                                                                                  ("data", "cache")}
+
+
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
-    """The saved configuration of ``run_dir`` with ``overrides`` (e.g. more epochs) applied."""
-    if not (run_dir / "last.ckpt").is_file():
-        raise ConfigError(f"cannot resume {run_dir}: it has no last.ckpt (start a new run with zoo finetune)")
-    # Read as plain tensors first: a crafted or broken file is refused in one line before Lightning opens it.
-    read_checkpoint(run_dir / "last.ckpt")
-    return merge(load_config(run_dir / "config.yaml"), overrides)
+    """The saved configuration of ``run_dir`` with ``overrides`` (e.g. more epochs) applied.
+
+    Only settings in ``RESUMABLE`` may differ from the saved ones; a broken ``last.ckpt`` is refused in
+    one line before Lightning opens it.
+    """
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise ConfigError(f"cannot resume {run_dir}: it is not a run folder of zoo finetune (no {CONFIG_FILE}); "
+                          "start a new run with zoo finetune --out")
+    saved = load_config(run_dir / CONFIG_FILE)
+    config = merge(saved, {key: value for key, value in overrides.items() if key != "out"})
+    if overrides.get("out") is not None and Path(overrides["out"]).resolve() != run_dir.resolve():
+        raise ConfigError(f"--resume continues {run_dir} in place: leave out --out, or start a new run with --out")
+    changed = [f"{section}.{name}" for section, name in _fields(config)
+               if (section, name) not in RESUMABLE and _value(config, section, name) != _value(saved, section, name)]
+    if changed:
+        raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would change "
+                          f"what it is: leave {'it' if len(changed) == 1 else 'them'} out, or start a new run with --out")
+    removed = remove_temporaries(run_dir)
+    if removed:
+        say(f"removed {len(removed)} half-written files a killed run left in {run_dir}")
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        try:
+            content = read_checkpoint(run_dir / LAST_CHECKPOINT)
+        except ZooError as error:
+            raise ConfigError(f"cannot resume {run_dir}: {error}; or delete {LAST_CHECKPOINT} to start the run again "
+                              "from epoch 1 with --resume") from error
+        arch, classes = content["zoo"]["arch"], content["zoo"]["classes"]
+        saved_classes = load_split(run_dir).classes if has_split(run_dir) else classes
+        if arch != zoo.get_spec(config.model.arch).name:
+            foreign = f"holds a {arch} network, not this run's {config.model.arch}"
+        elif classes != saved_classes:
+            foreign = f"was trained on other classes ({_listed(classes)}) than this run's ({_listed(saved_classes)})"
+        else:
+            return config
+        raise ConfigError(f"{run_dir / LAST_CHECKPOINT} {foreign}: put back the run's own last.ckpt, or delete it "
+                          "to start the run again from epoch 1 with --resume")
+    return config
+
+
+def _listed(names: Sequence[str], shown: int = 5) -> str:
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")
+
+
+def _fields(config: RunConfig) -> list[tuple[str, str]]:
+    return [(section, item.name) for section in ("data", "model", "optim", "trainer")
+            for item in dataclasses.fields(getattr(config, section))]
+
+
+def _value(config: RunConfig, section: str, name: str) -> Any:
+    value = getattr(getattr(config, section), name)
+    return str(Path(value).resolve()) if (section, name) == ("data", "path") and Path(value).exists() else value
 
 
 def make_split(config: RunConfig) -> Split:
@@ -96,6 +158,16 @@ def make_split(config: RunConfig) -> Split:
     counts = class_counts(split.train, split.classes)
     say(f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
          "images: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
+    if not split.val:
+        raise ConfigError(f"no validation images in {config.data.path}: every class has a single image, and a run "
+                          "needs images it does not train on to choose its checkpoint; add images (3 or more per "
+                          "class) or a val/ folder")
+    for part, use in (("val", "choosing the checkpoint"), ("test", "the test error")):
+        images = getattr(split, part)
+        missing = classes_without(images, split.classes)
+        if images and missing:
+            say(f"{len(missing)} of {len(split.classes)} classes have no {part} images ({_listed(missing)}): they take no part "
+                f"in {use}; give each class 3 or more images", warning=True)
     if not split.test:
         say("no test images (data.test_fraction 0 and no test/ folder): every error reported is on the validation "
              "images that chose the checkpoint, so it is optimistic", warning=True)
@@ -103,15 +175,6 @@ def make_split(config: RunConfig) -> Split:
     if ratio >= IMBALANCE_WARNING_RATIO and not config.data.class_weights:
         say(f"classes are imbalanced (largest/smallest = {ratio:.1f}): consider --class-weights", warning=True)
     return split
-
-
-def _devices(devices: str) -> int | str | list[int]:
-    if devices == "auto":
-        return devices
-    try:
-        return [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
-    except ValueError:
-        raise ConfigError(f"trainer.devices must be auto, a count or a list like 0,1; got '{devices}'") from None
 
 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> float:
@@ -146,18 +209,32 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     quiet_lightning()
     times = PhaseTimes()  # scanning, decoding, feature extraction, learning-rate finding, testing
     if is_launched_worker():  # the launching process resolved every choice and wrote it down
-        config = load_config(Path(os.environ[RUN_DIR_ENV]) / "config.yaml")
-    if resume is not None or is_launched_worker():
-        split = load_split(resume or Path(os.environ[RUN_DIR_ENV]))
+        die_with_parent()
+        resume = Path(os.environ[RUN_DIR_ENV])
+        config = load_config(resume / CONFIG_FILE)
+    restart = resume is not None and not (resume / LAST_CHECKPOINT).is_file()
+    if restart and not is_launched_worker():
+        say(f"{resume} has no checkpoint yet (it stopped before its first epoch ended): starting it again from "
+            "epoch 1 with its saved settings")
+    if resume is not None and has_split(resume):
+        split = load_split(resume)
     elif split is None:
         scan_started = time.perf_counter()
         split = make_split(config)
         times.add("scan", time.perf_counter() - scan_started)
     config = choose_settings(config, split)
+    check_devices(config)
     setup = prepare(config, split, times)
     spec, image_size, module, data, precision = setup.spec, setup.image_size, setup.module, setup.data, setup.precision
     run_dir = resume if resume is not None else new_run_dir(config)
-    if resume is None and not is_launched_worker():
+    if not is_launched_worker():  # what the processes of a DDP launch need to find this run
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        mark_launcher()
+    if not is_launched_worker():
+        # First, so a run killed from here on can be resumed; on resume, the new epochs or devices, for the
+        # processes of a DDP launch and the next resume.
+        save_config(config, run_dir / CONFIG_FILE)
+    if not is_launched_worker() and not has_split(run_dir):
         save_split(split, run_dir)
         if split.skipped:
             say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})",
@@ -166,18 +243,16 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         finder_started = time.perf_counter()
         config = _resolve_lr(config, setup, run_dir)
         times.add("lr_find", time.perf_counter() - finder_started)
-    if resume is None and not is_launched_worker():
-        save_config(config, run_dir / "config.yaml")  # the resolved learning rate, not "auto"
+        if not is_launched_worker():
+            save_config(config, run_dir / CONFIG_FILE)  # the resolved learning rate, not "auto"
 
     metrics = EpochMetrics(run_dir / "metrics.csv")
     throughput = Throughput()
-    checkpoints = pl.callbacks.ModelCheckpoint(
-        dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min", save_last=True,
-        auto_insert_metric_name=False, enable_version_counter=False,
-    )
+    checkpoints = BestCheckpoint(run_dir)
     # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
     progress = ProgressBar() if sys.stdout.isatty() else EpochLog(metrics, throughput)
-    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, SaveOnInterrupt(run_dir), FiniteLoss(), progress,
+    # BestCheckpoint before LastCheckpoint: last.ckpt must hold the best score of its own epoch.
+    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), progress,
                                     *watchers]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
@@ -189,17 +264,28 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         **{**trainer_settings(config, precision.value, run_dir), "logger": make_logger(config.trainer.logger, run_dir)},
         max_epochs=config.trainer.epochs,
         max_steps=config.trainer.max_steps,
-        devices=_devices(config.trainer.devices),
+        devices=devices_setting(config.trainer.devices),
         num_nodes=config.trainer.num_nodes,
         strategy=config.trainer.strategy,
         callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
     started = time.perf_counter()
-    # weights_only pinned explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment cannot unpin it.
-    trainer.fit(module, datamodule=data, ckpt_path=run_dir / "last.ckpt" if resume is not None else None,
-                weights_only=True)
+    ckpt_path = None if resume is None or restart else resume / LAST_CHECKPOINT
+    try:
+        # weights_only pinned explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment cannot unpin it.
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:  # Lightning's stop on SIGTERM exits with status 0; LastCheckpoint saved and said so
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except RuntimeError as error:  # a last.ckpt of the same architecture and classes whose tensors do not fit
+        if ckpt_path is None or "state_dict" not in str(error):
+            raise
+        raise ConfigError(f"{ckpt_path} does not fit this run's network ({describe_error(error)}): put back the "
+                          "run's own last.ckpt, or delete it to start the run again from epoch 1 with --resume") from error
+    except (DiskError, UnreadableImageError) as error:
+        raise type(error)(f"{error}; then continue with: {resume_command(run_dir)}") from error
     _validate_final_step(trainer, module, data, metrics, checkpoints)
     if not trainer.is_global_zero:
         return RunResult(run_dir, {})

@@ -23,11 +23,11 @@ def write_error(path: Path, error: OSError) -> DiskError:
     """One line for a failed write: what, where, why, and that the previous file is intact."""
     reason = error.strerror or type(error).__name__
     if error.errno in _DISK_FULL:
-        fix = f"free space on the disk holding {path.parent} (or choose another folder) and run the command again"
+        fix = f"free space on the disk holding {path.parent}, or choose another folder"
     elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = f"make {path.parent} writable or choose another folder"
     else:
-        fix = "check the folder and run the command again"
+        fix = f"check {path.parent}"
     return DiskError(f"cannot write {path.name} in {path.parent}: {reason}; any previous {path.name} is unchanged: {fix}")
 
 

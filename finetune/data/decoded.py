@@ -25,7 +25,7 @@ from torchvision.transforms.v2 import functional as F
 
 from finetune.data.cache_store import cache_key, cache_path
 from zoo._io import write_atomic
-from finetune.data.images import load_rgb
+from finetune.data.images import read_scanned_image
 from finetune.data.scan import Sample
 from finetune.hardware import usable_cores
 from finetune.progress import PhaseTimes, tracked
@@ -47,7 +47,7 @@ def _centred_start(length: int, side: int, crop: int) -> int:
 
 def decode_square(path: Path, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
     """``path`` as a 3×side×side uint8 tensor: shorter side resized to ``side``, centred for ``crop``."""
-    image = F.resize(F.to_image(load_rgb(path)), [side], interpolation=interpolation, antialias=True)
+    image = F.resize(F.to_image(read_scanned_image(path)), [side], interpolation=interpolation, antialias=True)
     height, width = image.shape[-2:]
     top, left = _centred_start(height, side, crop), _centred_start(width, side, crop)
     return image[:, top : top + side, left : left + side]

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
 from torch.utils.data import Dataset
 
-from finetune.data.scan import Sample
+from finetune.data.scan import DataError, Sample, check_image
+from zoo.errors import describe_error
 from zoo.images import load_rgb
 
-__all__ = ["ImageDataset", "load_rgb"]
+__all__ = ["ImageDataset", "UnreadableImageError", "load_rgb", "read_scanned_image"]
+
+
+class UnreadableImageError(DataError):
+    """An image the scan read that can no longer be read: the file changed during the run."""
+
+    def __str__(self) -> str:
+        # Raised in a DataLoader worker, the error comes back with the worker's traceback in its message:
+        # its last line is this error's own one-line message.
+        lines = [line for line in super().__str__().splitlines() if line.strip()]
+        last = lines[-1] if lines else ""
+        return last.split("UnreadableImageError: ", 1)[-1]
+
+
+def read_scanned_image(path: Path) -> Image.Image:
+    """``load_rgb`` for an image the scan already read; a failure now means the file changed since."""
+    try:
+        return load_rgb(path)
+    except Exception as error:  # noqa: BLE001 - image plugins raise many kinds of error on a damaged file
+        raise UnreadableImageError(
+            f"cannot read {path} ({check_image(path) or describe_error(error)}), though the scan read it: the file changed "
+            "since; replace it with a good copy"
+        ) from None
+
 
 class ImageDataset(Dataset[tuple[Any, int]]):
     """Samples as ``(transform(image), label)``, the image 8-bit RGB from ``load_rgb``."""
@@ -25,5 +50,5 @@ class ImageDataset(Dataset[tuple[Any, int]]):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         sample = self.samples[index]
-        image = load_rgb(sample.path)
+        image = read_scanned_image(sample.path)
         return (image if self.transform is None else self.transform(image)), sample.label

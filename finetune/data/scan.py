@@ -9,13 +9,12 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-
-from finetune.progress import tracked
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from finetune.progress import tracked
 from zoo.errors import ZooError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
@@ -61,7 +60,11 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"data folder {root} {what}; pass a folder with one sub-folder of images per class")
-    folders = sorted(entry.name for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    try:
+        entries = list(root.iterdir())
+    except OSError as error:
+        raise DataError(f"cannot list data folder {root}: {error.strerror or error}; make it readable") from error
+    folders = sorted(entry.name for entry in entries if entry.is_dir() and not entry.name.startswith("."))
     if not folders:
         raise DataError(f"no class sub-folders in {root}; put the images of each class in {root}/<class name>/")
     names = folders if classes is None else list(classes)
@@ -76,10 +79,14 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
             f"only {len(names)} class folder in {root} ({', '.join(names)}); add a sub-folder per class, at least 2"
         )
 
-    loose = [path for path in root.iterdir() if path.is_file() and is_image_file(path)]
+    loose = [path for path in entries if path.is_file() and is_image_file(path)]
     skipped = [SkippedFile(path, "not in a class folder") for path in loose]
     label_of = {name: label for label, name in enumerate(names)}
-    candidates = [Sample(path, label_of[name]) for name in folders for path in _image_files(root / name)]
+    candidates = []
+    for name in folders:
+        files, unreadable = _image_files(root / name)
+        candidates += [Sample(path, label_of[name]) for path in files]
+        skipped += unreadable
     # Decoding is I/O and C code that releases the GIL, so threads scale with the disk.
     with ThreadPoolExecutor() as pool:
         checks = pool.map(check_image, [sample.path for sample in candidates])
@@ -100,19 +107,28 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
     return ScanResult(names, samples, skipped)
 
 
-def _image_files(folder: Path) -> list[Path]:
-    found = []
+def _image_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
+    """The image files under ``folder``, and the sub-folders that could not be listed (with the reason)."""
+    found: list[Path] = []
+    unreadable: list[SkippedFile] = []
+
+    def note(error: OSError) -> None:
+        where = Path(error.filename) if error.filename else folder
+        unreadable.append(SkippedFile(where, f"folder not readable: {error.strerror or error}"))
+
     # Symlinked folders are not followed: a link cycle would never end.
-    for directory, subfolders, files in os.walk(folder):
+    for directory, subfolders, files in os.walk(folder, onerror=note):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         found.extend(Path(directory, name) for name in files if is_image_file(Path(name)))
-    return found
+    return found, unreadable
 
 
 def check_image(path: Path) -> str | None:
     """Decode ``path`` fully; return why it is unusable, or None when it is a good image."""
     if path.is_symlink() and not path.exists():
         return "broken link"
+    if not path.is_file():  # a FIFO, socket or device would block or never end when read
+        return "not a regular file"
     try:
         if path.stat().st_size == 0:
             return "empty file"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.data.scan import DataError, Sample, SkippedFile, scan_folder
+from zoo._io import write_atomic, write_text_atomic
 
 CLASSES_FILE = "classes.json"
 PARTS = ("train", "val", "test")
@@ -96,26 +97,39 @@ def _part_sizes(total: int, fractions: Sequence[float]) -> list[int]:
     return sizes
 
 
+def classes_without(samples: Sequence[Sample], classes: Sequence[str]) -> list[str]:
+    """The classes that have no image among ``samples``."""
+    present = {sample.label for sample in samples}
+    return [name for label, name in enumerate(classes) if label not in present]
+
+
 def _order(sample: Sample) -> tuple[int, Path]:
     return sample.label, sample.path
 
 
 def save_split(split: Split, folder: Path) -> None:
-    """Write ``classes.json``, ``train/val/test.csv`` (path,label,class) and ``skipped.csv`` (path,reason)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(split.classes, ensure_ascii=False, indent=2) + "\n"
-    (folder / CLASSES_FILE).write_text(text, encoding="utf-8")
+    """Write ``train/val/test.csv`` (path,label,class), ``skipped.csv`` (path,reason) and, last, ``classes.json``:
+    each file atomically, so a folder holding ``classes.json`` holds the whole split."""
     for part in PARTS:
         rows = [(sample.path.absolute(), sample.label, split.classes[sample.label]) for sample in getattr(split, part)]
         _write_csv(folder / f"{part}.csv", SAMPLE_COLUMNS, rows)
     _write_csv(folder / "skipped.csv", SKIPPED_COLUMNS, [(file.path.absolute(), file.reason) for file in split.skipped])
+    write_text_atomic(folder / CLASSES_FILE, json.dumps(split.classes, ensure_ascii=False, indent=2) + "\n")
+
+
+def has_split(folder: Path) -> bool:
+    """Whether ``save_split`` finished writing a split into ``folder``."""
+    return (folder / CLASSES_FILE).is_file()
 
 
 def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(columns)
-        writer.writerows(rows)
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(columns)
+            writer.writerows(rows)
+
+    write_atomic(path, write)
 
 
 def load_split(folder: Path) -> Split:

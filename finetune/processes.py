@@ -1,0 +1,78 @@
+"""The processes a run starts: no more than the machine can hold, and none that outlives its parent."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+
+import torch
+
+from finetune.config import ConfigError, RunConfig
+from finetune.hardware import usable_cores
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+LAUNCHER_PID_ENV = "ZOO_LAUNCHER_PID"
+
+
+def devices_setting(devices: str) -> int | str | list[int]:
+    """``trainer.devices`` as Lightning takes it: ``auto``, a count, or a list of device indices."""
+    if devices == "auto":
+        return devices
+    try:
+        setting: int | list[int] = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
+    except ValueError:
+        raise ConfigError(f"trainer.devices must be auto, a count or a list like 0,1; got '{devices}'") from None
+    if setting == 0 or (isinstance(setting, int) and setting < -1) or (isinstance(setting, list) and min(setting) < 0):
+        raise ConfigError(f"trainer.devices must be auto, -1 (all), a count of at least 1 or a list like 0,1; "
+                          f"got '{devices}'")
+    return setting
+
+
+def check_devices(config: RunConfig) -> None:
+    """Refuse, in one line and before the run folder exists, what Lightning would reject with a traceback or
+    accept and then hang on: an unknown accelerator or strategy, a GPU that is not there, more GPUs than
+    there are, or more CPU processes than cores (each process trains a whole copy of the model)."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+    from pytorch_lightning.strategies import StrategyRegistry
+
+    trainer = config.trainer
+    accelerator = trainer.accelerator
+    accelerators = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
+    if accelerator not in accelerators:
+        raise ConfigError(f"unknown accelerator '{accelerator}': use one of {', '.join(accelerators)}")
+    if trainer.strategy not in ("auto", *StrategyRegistry.available_strategies()):
+        raise ConfigError(f"unknown strategy '{trainer.strategy}': use auto, ddp, ddp_spawn, fsdp or deepspeed "
+                          "(Lightning's strategy names)")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"--accelerator {accelerator}, but PyTorch sees no GPU on this machine "
+                          "(torch.cuda.is_available() is False): use --accelerator cpu or auto")
+    setting = devices_setting(trainer.devices)
+    if setting in ("auto", -1):
+        return
+    requested = len(setting) if isinstance(setting, list) else int(setting)
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and gpus == 0)
+    if on_cpu and requested > usable_cores():
+        raise ConfigError(f"--devices {trainer.devices} asks for {requested} CPU training processes, but this machine "
+                          f"has {usable_cores()} cores: use --devices {usable_cores()} or fewer (each process trains "
+                          "a copy of the model)")
+    if not on_cpu and requested > gpus:
+        raise ConfigError(f"--devices {trainer.devices} asks for {requested} GPUs, but this machine has {gpus}: "
+                          f"use --devices {gpus} or fewer")
+
+
+def die_with_parent() -> None:
+    """In a process Lightning's launcher started: be sent SIGTERM when the launching process dies, even by
+    SIGKILL, instead of waiting forever for peers that are gone (Linux only; elsewhere nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.environ.get(LAUNCHER_PID_ENV) not in (None, str(os.getppid())):  # it died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def mark_launcher() -> None:
+    """Tell the processes this one is about to launch who their parent is (see ``die_with_parent``)."""
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())

@@ -1,0 +1,83 @@
+"""How a run's checkpoints reach the disk: atomically beside their destination, ``last.ckpt`` after every
+validated epoch and on Ctrl-C or SIGTERM, so a kill loses at most the epoch in progress."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from zoo._io import write_atomic
+
+LAST_CHECKPOINT = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch.save, written through ``zoo._io.write_atomic``.
+
+    Lightning's own atomic save stages the file in ``$TMPDIR`` and moves it: across filesystems that is a
+    copy, which a full disk cuts short. Here the file is staged beside its destination, flushed, then
+    renamed; a failure is one line naming the folder, and the previous checkpoint survives.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        write_atomic(Path(path), lambda temporary: torch.save(checkpoint, temporary))
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt``: the checkpoint of the lowest validation top-1 error so far (the first of equal ones).
+
+    A run folder that was moved or copied (to another disk, another machine) resumes knowing its best
+    score; Lightning's ``ModelCheckpoint`` forgets it when the folder's path changed, and would then
+    replace ``best.ckpt`` with the next epoch's, however worse.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min",
+                         auto_insert_metric_name=False, enable_version_counter=False)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        def here(path: str) -> str:
+            return str(Path(str(self.dirpath)) / Path(path).name) if path else path
+
+        moved = {**state_dict, "dirpath": self.dirpath,
+                 "best_k_models": {here(path): score for path, score in state_dict.get("best_k_models", {}).items()}}
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            moved[key] = here(state_dict.get(key, ""))
+        super().load_state_dict(moved)
+
+
+def resume_command(run_dir: Path) -> str:
+    return f"zoo finetune --resume {shlex.quote(str(run_dir))}"
+
+
+class LastCheckpoint(Checkpoint):
+    """Write ``last.ckpt`` at the end of every epoch (after ``metrics.csv`` got its row) and when the run is
+    interrupted by Ctrl-C or SIGTERM, then say how to continue.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` refreshes it only when the monitored error improves.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After validation, and after BestCheckpoint (listed before this one), which saves here too: the file
+        # holds the epoch's metrics rows and its best score.
+        trainer.save_checkpoint(self.run_dir / LAST_CHECKPOINT)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        trainer.save_checkpoint(self.run_dir / LAST_CHECKPOINT)
+        if trainer.is_global_zero:
+            what = "interrupted" if isinstance(exception, KeyboardInterrupt) else "stopped by SIGTERM"
+            print(f"\n{what}: saved {self.run_dir / LAST_CHECKPOINT} (epoch {trainer.current_epoch + 1}, step "
+                  f"{trainer.global_step}); continue with: {resume_command(self.run_dir)}", file=sys.stderr, flush=True)
