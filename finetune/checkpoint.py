@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from zoo.bundle import METADATA_FILE, LoadedModel, build_network, check_metadata, load
-from zoo.errors import ZooError
+from zoo.errors import ZooError, describe_error
 
 RUN_CHECKPOINT = "best.ckpt"
 SUMMARY_FILE = "summary.json"
@@ -30,16 +30,6 @@ class Source:
     model: LoadedModel
     run_dir: Path | None  # set when the source is a run folder: its saved split is the default data
     measured: dict[str, Any]  # the model's "validation" and "test" figures, each None when unknown
-
-
-def describe_error(error: Exception) -> str:
-    """The type and the first line of an exception's message, for a one-line user error."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # torch's weights_only refusal wraps its one telling line in paragraphs of advice.
-    if lines and lines[0].startswith("Weights only load failed"):
-        advice = ("Please file an issue", "Check the documentation")
-        lines = [line for line in lines[1:] if not line.startswith(advice)] or lines
-    return f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -73,11 +63,13 @@ def load_checkpoint(path: Path) -> LoadedModel:
 def _measured(checkpoint: Path) -> dict[str, Any]:
     """The run's validation and test figures, which ``summary.json`` gives for its best checkpoint only."""
     unknown: dict[str, Any] = {"validation": None, "test": None}
-    try:
-        summary = json.loads((checkpoint.parent / SUMMARY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    path = checkpoint.parent / SUMMARY_FILE
+    try:  # is_file: a FIFO would be waited on forever
+        summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError, RecursionError):
         return unknown
-    if Path(summary.get("best_checkpoint", "")).name != checkpoint.name:
+    # A damaged summary.json only loses these figures: the model itself is in the checkpoint.
+    if not isinstance(summary, dict) or Path(str(summary.get("best_checkpoint", ""))).name != checkpoint.name:
         return unknown
 
     def figures(split: str) -> dict[str, Any] | None:
@@ -99,7 +91,8 @@ def _load(path: Path) -> Source:
         return Source(path, load_checkpoint(checkpoint), path, _measured(checkpoint))
     if path.is_file():
         return Source(path, load_checkpoint(path), None, _measured(path))
-    what = "is a folder with neither best.ckpt nor zoo.json" if path.is_dir() else "does not exist"
+    what = ("is a folder with neither best.ckpt nor zoo.json" if path.is_dir()
+            else "is not a regular file" if path.exists() else "does not exist")
     raise ZooError(f"{path} {what}: pass a run folder of zoo finetune, a .ckpt file, or a bundle of zoo export")
 
 

@@ -16,6 +16,8 @@ from finetune.data.scan import check_image, is_image_file
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 
+NOT_REGULAR = "not a regular file (a pipe, socket or device)"
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -34,6 +36,9 @@ def image_paths(paths: Sequence[Path]) -> list[Path]:
     """Files as given, folders expanded recursively to their image files (sorted, hidden ones left out)."""
     found: list[Path] = []
     for path in map(Path, paths):
+        if path.exists() and not path.is_dir() and not path.is_file():
+            # Reading a FIFO waits for a writer that may never come: zoo would hang.
+            raise ZooError(f"{path} is {NOT_REGULAR}: pass image files or folders")
         if not path.is_dir():
             found.append(path)  # missing or unreadable files are reported per image, not as a crash
             continue
@@ -49,6 +54,8 @@ def _read(path: Path) -> Image.Image | str:
     """The image as 8-bit RGB, or why it cannot be read."""
     if not path.exists():
         return "no such file"
+    if not path.is_file():  # a FIFO with an image's name in a folder, never opened
+        return NOT_REGULAR
     try:
         return load_rgb(path)
     # Image plugins raise many kinds of error on odd files; one bad file must not stop the others.

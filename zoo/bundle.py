@@ -8,6 +8,7 @@ and ``model.onnx`` on request. Those output raw logits: ``zoo.json``'s ``tempera
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from zoo.errors import WeightsError, ZooError
+from zoo.errors import WeightsError, ZooError, describe_error, short_repr
 from zoo.factory import create_model
 from zoo.images import center_crop_transform
 from zoo.weights import read_state_dict
@@ -29,6 +30,12 @@ TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
 # What rebuilding the network and its preprocessing needs; the rest of zoo.json is information.
 REQUIRED_KEYS = ("arch", "classes", "num_classes", "image_size", "resize", "mean", "std", "interpolation")
+# Beyond these a value comes from a damaged or hostile file, not a model: its images or head would fill memory.
+MAX_SIDE = 4096  # pixels of image_size and resize
+MAX_CLASSES = 10**6
+# The modes torchvision resizes tensor images with (box and hamming are PIL-only).
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
+FIX = "correct it, or make the file again with zoo finetune or zoo export"
 
 
 def build_network(metadata: dict[str, Any], state_dict: dict[str, Tensor], origin: str) -> nn.Module:
@@ -60,11 +67,7 @@ class LoadedModel:
         self.network = network.eval()
         self.metadata = metadata
         self.classes: list[str] = list(metadata["classes"])
-        temperature = metadata.get("temperature", 1.0)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ZooError(f"the model's softmax temperature must be a positive number, got {temperature!r}: "
-                           "export or train it again")
-        self.temperature = float(temperature)
+        self.temperature = float(metadata.get("temperature", 1.0))  # checked by check_metadata
         self.transform = preprocessing(metadata)
 
     @property
@@ -95,11 +98,59 @@ def _open_rgb(image: Image.Image | str | Path) -> Image.Image:
     return to_rgb(image) if not isinstance(image, (str, Path)) else load_rgb(Path(image))
 
 
+def _finite(value: Any) -> bool:
+    """A real number (not a bool) a float can hold: JSON also reads NaN, Infinity and 400-digit integers."""
+    try:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _whole(value: Any, low: int, high: int = MAX_SIDE) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _three(value: Any, check: Callable[[Any], bool]) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(map(check, value))
+
+
+def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
+    """The first key whose value cannot rebuild the model, and what it must be; None when all can."""
+    classes, count, size = metadata["classes"], metadata["num_classes"], metadata["image_size"]
+    dropout, temperature = metadata.get("dropout", 0.0), metadata.get("temperature", 1.0)
+    # In order, each check run only when those before it passed (the later ones rely on them).
+    checks: list[tuple[str, Callable[[], bool], str]] = [
+        ("arch", lambda: isinstance(metadata["arch"], str) and metadata["arch"] != "",
+         "a registry name such as resnet18"),
+        ("num_classes", lambda: _whole(count, 1, MAX_CLASSES), f"a whole number of classes from 1 to {MAX_CLASSES}"),
+        ("classes", lambda: isinstance(classes, list) and all(isinstance(name, str) and name for name in classes),
+         "a list of class names (non-empty strings)"),
+        # The network has num_classes outputs: a longer or shorter list names the wrong ones, or none at all.
+        ("classes", lambda: len(classes) == count, f"a list of {count} names, one per output of the network"),
+        ("classes", lambda: len(set(classes)) == len(classes), "a list of distinct names"),
+        ("image_size", lambda: _whole(size, 1), f"a whole number of pixels from 1 to {MAX_SIDE}"),
+        # Images are resized (shorter side), then centre-cropped to image_size: a smaller resize would pad them.
+        ("resize", lambda: _whole(metadata["resize"], size), f"a whole number of pixels from image_size to {MAX_SIDE}"),
+        ("mean", lambda: _three(metadata["mean"], _finite), "a list of 3 numbers, one per colour channel"),
+        ("std", lambda: _three(metadata["std"], lambda value: _finite(value) and value > 0),
+         "a list of 3 positive numbers, one per colour channel"),
+        ("interpolation", lambda: metadata["interpolation"] in INTERPOLATIONS, f"one of {', '.join(INTERPOLATIONS)}"),
+        ("dropout", lambda: _finite(dropout) and 0 <= dropout < 1, "a number from 0 up to (not including) 1"),
+        ("temperature", lambda: _finite(temperature) and temperature > 0,
+         "a positive number (the softmax temperature)"),
+    ]
+    return next(((key, expected) for key, passes, expected in checks if not passes()), None)
+
+
 def check_metadata(metadata: Any, origin: str) -> dict[str, Any]:
-    """``metadata`` when it holds every key that rebuilding the model needs."""
+    """``metadata`` when it holds every key that rebuilding the model needs, each with a value that fits it."""
     missing = [key for key in REQUIRED_KEYS if not isinstance(metadata, dict) or key not in metadata]
     if missing:
         raise ZooError(f"{origin} lacks {', '.join(missing)}: make it again with zoo finetune or zoo export")
+    problem = _problem(metadata)
+    if problem is not None:
+        key, expected = problem
+        raise ZooError(f"{origin}: {key} must be {expected}, got {short_repr(metadata[key])}: {FIX}")
     return metadata
 
 
@@ -110,8 +161,8 @@ def read_metadata(folder: Path) -> dict[str, Any]:
         raise ZooError(f"{folder} is not a zoo bundle: it has no {METADATA_FILE} (make one with zoo export)")
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ZooError(f"cannot read {path}: {error}; export the bundle again") from error
+    except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
+        raise ZooError(f"cannot read {path}: {describe_error(error)}; export the bundle again") from error
     return check_metadata(metadata, str(path))
 
 
@@ -120,4 +171,6 @@ def load(folder: str | Path) -> LoadedModel:
     folder = Path(folder)
     metadata = read_metadata(folder)
     weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise ZooError(f"{folder} is not a complete zoo bundle: it has no {WEIGHTS_FILE} (export it again)")
     return LoadedModel(build_network(metadata, read_state_dict(weights), str(weights)), metadata)

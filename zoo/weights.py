@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from zoo.errors import WeightsError
+from zoo.errors import WeightsError, describe_error
 from zoo.spec import ArchSpec, WeightsInfo
 
 NETWORK_PROBE_SECONDS = 5.0
@@ -80,9 +80,8 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             return load_file(str(path))
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line message
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WeightsError(
-            f"cannot read weights file {path}: {reason[:200]} "
+            f"cannot read weights file {path}: {describe_error(error)} "
             "(zoo loads only plain tensors: save a state_dict with torch.save or safetensors)"
         ) from error
     for key in STATE_DICT_KEYS:
