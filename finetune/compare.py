@@ -26,6 +26,7 @@ import yaml
 import zoo
 from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
+from finetune.folders import check_out_folder
 from finetune.results import Row, failed_row, run_row, settings_that_differ
 from finetune.run import make_split, resume_config, train
 
@@ -134,6 +135,7 @@ def _save_comparison(plan: Plan, config: RunConfig, path: Path) -> None:
 
 def _claim(out: Path, plan: Plan, config: RunConfig) -> None:
     """Start ``out`` or continue it, refusing to mix runs trained with other settings into it."""
+    check_out_folder(out)
     settings = out / SETTINGS_FILE
     if settings.is_file():
         saved_plan, saved = load_comparison(settings)

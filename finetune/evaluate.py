@@ -29,6 +29,7 @@ from zoo._io import write_atomic
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.split import PARTS, load_split
+from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
 from finetune.heldout import collect_logits, error_rates
 from finetune.stats import chance_error, learned
@@ -222,13 +223,16 @@ def evaluate(
     calibration.png and report.md. A run folder's own images default to its test split."""
     if batch_size < 1:
         raise ZooError(f"--batch-size must be at least 1, got {batch_size}")
+    if out is not None:
+        check_out_folder(Path(out))  # before the images are scanned and the model run
     loaded = load_source(source)
     images = select_images(loaded, data, split)
+    out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
+    check_out_folder(out_dir)
     model = loaded.model
     logits, labels = model_logits(model, images.samples, batch_size)
     metrics, confusion = compute_metrics(logits, labels, model.classes, model.temperature)
     metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, **metrics}
-    out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")

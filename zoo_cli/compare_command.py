@@ -119,9 +119,12 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from finetune.folders import check_out_folder
     from finetune.results import read_summary, rows_from_runs
 
+    out = args.out or _stamped("report")
+    check_out_folder(out)  # before the runs' speed is measured
     rows = rows_from_runs(args.run_dirs)
     configs = [read_summary(run_dir)["config"] for run_dir in args.run_dirs]
-    _finish(rows, args.out or _stamped("report"), configs, "report folder")
+    _finish(rows, out, configs, "report folder")
     return 0
