@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import zoo
 from finetune.heldout import PREDICTIONS_FILE, read_predictions
 from finetune.speed import run_speed
 from finetune.stats import mcnemar, wilson_interval
+from zoo.errors import describe_error, short_repr
 from zoo.spec import ArchSpec
 
 Row = dict[str, Any]
@@ -30,16 +31,67 @@ REGISTRY_KEYS = ("name", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top
 UNCOMPARED_SETTINGS = ("out", "model.arch", "trainer.seed")
 
 
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(map(_number, value))
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _or_null(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+# What reports read from summary.json (config settings as dotted keys), and what each must be: a damaged
+# file is named in one line instead of failing somewhere in the report with a KeyError or TypeError.
+SUMMARY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "reported_on": (lambda value: value in ("test", "val"), "test or val"),
+    "learned": (lambda value: isinstance(value, bool), "true or false"),
+    **dict.fromkeys(("arch", "weights", "precision", "memory_format", "config.data.path", "config.model.weights",
+                     "config.optim.freeze", "config.trainer.accelerator"), (_text, "text")),
+    **dict.fromkeys(("num_classes", "num_train", "num_val", "num_test", "image_size", "seed", "config.data.batch_size",
+                     "config.trainer.max_steps", "config.trainer.seed"), (_integer, "a whole number")),
+    **dict.fromkeys(("k", "config.data.image_size", "config.trainer.epochs"),
+                    (_or_null(_integer), "a whole number or null")),
+    **dict.fromkeys(("chance_top1_error", "val_top1_error", "train_seconds", "train_images_per_second"),
+                    (_number, "a number")),
+    **dict.fromkeys(("test_top1_error", "val_topk_error", "test_topk_error"), (_or_null(_number), "a number or null")),
+    "val_top1_error_ci95": (_interval, "a list of 2 numbers"),
+    "test_top1_error_ci95": (_or_null(_interval), "a list of 2 numbers or null"),
+}
+
+
 def read_summary(run_dir: Path) -> dict[str, Any]:
-    """The ``summary.json`` of a finished run."""
+    """The ``summary.json`` of a finished run, with every field a report reads."""
     path = run_dir / "summary.json"
     if not path.is_file():
         hint = f": for a comparison folder pass its run folders, {run_dir / 'runs'}/*" if (run_dir / "runs").is_dir() else ""
         raise zoo.ZooError(f"{run_dir} holds no finished run (no summary.json){hint}")
-    summary = json.loads(path.read_text(encoding="utf-8"))
+    fix = f"train the run again, or leave {run_dir} out"
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:  # a cut-off file, another encoding, JSON nested too deep
+        raise zoo.ZooError(f"cannot read {path}: {describe_error(error)}; {fix}") from error
+    if not isinstance(summary, dict):
+        raise zoo.ZooError(f"{path} holds a JSON {type(summary).__name__}, not the summary of a run: {fix}")
     if "reported_on" not in summary:
         raise zoo.ZooError(f"{run_dir} was trained by an older zoo without a held-out test measurement: "
                            "train it again to compare it")
+    fields = _flatten(summary)
+    for key, (fits, expected) in SUMMARY_FIELDS.items():
+        if key not in fields:
+            raise zoo.ZooError(f"{path} lacks {key}: {fix}")
+        if not fits(fields[key]):
+            raise zoo.ZooError(f"{path}: {key} must be {expected}, got {short_repr(fields[key])}: {fix}")
     return summary
 
 
@@ -116,7 +168,8 @@ def rows_from_runs(run_dirs: Sequence[Path]) -> list[Row]:
     """One row per finished run, named by the settings in which the runs differ (seeds aside)."""
     configs = [read_summary(run_dir)["config"] for run_dir in run_dirs]
     differ = settings_that_differ(configs)
-    return [run_row(run_dir, setting=", ".join(f"{key}={_flatten(config)[key]}" for key in differ))
+    # .get: runs of different zoo versions may lack settings added since.
+    return [run_row(run_dir, setting=", ".join(f"{key}={_flatten(config).get(key)}" for key in differ))
             for run_dir, config in zip(run_dirs, configs)]
 
 

@@ -84,6 +84,18 @@ def measure_speed(arch: str, num_classes: int, image_size: int, *, batch_size: i
                  round(low * 1000, 3), round(high * 1000, 3))
 
 
+def _saved_speed(path: Path) -> Speed | None:
+    """The speed saved in ``path``; None when the file is damaged (it is a cache: measured again, then)."""
+    try:
+        speed = Speed(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, RecursionError):  # unreadable, not JSON, not a Speed's fields
+        return None
+    figures = (speed.ms_per_image, speed.images_per_second, speed.batch_size, speed.ms_per_image_low or 0,
+               speed.ms_per_image_high or 0)
+    fits = all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in figures)
+    return speed if fits and isinstance(speed.device, str) else None
+
+
 def run_speed(run_dir: Path, summary: dict[str, Any], *, save: bool) -> Speed:
     """The speed of a finished run's network: read from ``inference.json``, else measured (and saved if asked).
 
@@ -91,8 +103,9 @@ def run_speed(run_dir: Path, summary: dict[str, Any], *, save: bool) -> Speed:
     for the throughput figure.
     """
     path = run_dir / SPEED_FILE
-    if path.is_file():
-        return Speed(**json.loads(path.read_text(encoding="utf-8")))
+    saved = _saved_speed(path) if path.is_file() else None
+    if saved is not None:
+        return saved
     config = summary["config"]
     speed = measure_speed(
         summary["arch"], summary["num_classes"], summary["image_size"],
