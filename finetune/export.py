@@ -1,8 +1,9 @@
 """``export``: a fine-tuned model as a bundle that runs without Lightning (safetensors, TorchScript, ONNX).
 
 Every file is verified as it is written: the exported model and the PyTorch model run on the same batch,
-and the export fails when their logits differ by more than ``TOLERANCE``. Each file is written under a
-temporary name and renamed, and ``zoo.json`` comes last, so an interrupted export never looks complete.
+and the export fails when their logits differ by more than ``TOLERANCE``. The bundle is written in a folder
+beside ``out`` that takes its place only when complete, so an interrupted or failed export never looks
+complete, and one with ``force`` leaves the previous bundle whole.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ import torch
 from torch import Tensor, nn
 
 import zoo
-from finetune.checkpoint import Source, describe_error, load_source
-from zoo._io import write_atomic
+from finetune.checkpoint import Source, load_source
+from finetune.folders import check_out_folder
+from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error
 from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
-from zoo.errors import ZooError
+from zoo.errors import ZooError, describe_error
 
 FORMATS = ("safetensors", "torchscript", "onnx")
+BUNDLE_FILES = (METADATA_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE)
 TOLERANCE = 1e-4  # largest accepted logit difference, float32
 ONNX_OPSET = 18
 
@@ -127,6 +130,8 @@ def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor)
             entry.write(path)
             with torch.no_grad():
                 differences.append((entry.run(path, batch) - reference).abs().max().item())
+        except OSError:
+            raise  # a full or read-only disk: the caller names the folder and what to free
         except Exception as error:  # noqa: BLE001 - exporters fail in many ways; the user gets one line
             raise ExportError(f"{entry.name} export failed: {describe_error(error)}") from error
         if not differences[0] <= TOLERANCE:  # written so that NaN fails too
@@ -164,10 +169,18 @@ def bundle_metadata(source: Source) -> dict[str, Any]:
 
 
 def _check_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file: pass a folder to --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    check_out_folder(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not force:
         raise ExportError(f"{out} is not empty: choose another --out, or pass --force to replace the bundle in it")
+    # --force replaces the whole folder (the new bundle is swapped in only once complete): other files would go.
+    others = sorted(path.name for path in out.iterdir()
+                    if path.name not in BUNDLE_FILES and TEMPORARY_MARK not in path.name)
+    if others:
+        raise ExportError(f"{out} holds files that are not a bundle's ({', '.join(others[:3])}"
+                          f"{', …' if len(others) > 3 else ''}): --force would delete them; move them out of it "
+                          "or choose another --out")
 
 
 def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = False) -> ExportResult:
@@ -187,16 +200,22 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
     batch = torch.randn(3, 3, size, size, generator=generator)
     with torch.no_grad():
         reference = network(batch)
-    every_format = _formats(network, metadata, example)
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name in (METADATA_FILE, *(entry.file for entry in every_format)):
-        (out / name).unlink(missing_ok=True)  # with --force: no file of the old bundle may pass as the new one's
     # The weights belong to every bundle: zoo.load rebuilds the model from them.
-    chosen = [entry for entry in every_format if entry.name == "safetensors" or entry.name in formats]
-    differences = {entry.name: _write_verified(entry, out, batch, reference) for entry in chosen}
-    metadata["exports"] = {
-        entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen
-    }
-    write_atomic(out / METADATA_FILE, lambda path: path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"))
+    chosen = [entry for entry in _formats(network, metadata, example)
+              if entry.name == "safetensors" or entry.name in formats]
+    try:
+        # The bundle is written and verified in a folder beside out, which takes out's place only when complete:
+        # a full disk or a failed check (with --force too) leaves the previous bundle as it was.
+        with replacing_folder(out) as staging:
+            differences = {entry.name: _write_verified(entry, staging, batch, reference) for entry in chosen}
+            metadata["exports"] = {
+                entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen
+            }
+            write_atomic(staging / METADATA_FILE,
+                         lambda path: path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"))
+    except DiskError as error:
+        if not isinstance(error.__cause__, OSError):
+            raise
+        # Named after out, not after the hidden staging folder the file was in.
+        raise write_error(out, error.__cause__) from error.__cause__
     return ExportResult(out, differences)

@@ -141,8 +141,15 @@ def test_a_non_empty_folder_is_refused_without_force(run_dir: Path, bundle: Path
     out.mkdir()
     (out / ONNX_FILE).write_bytes(b"an old export of another model")
     (out / "notes.txt").write_text("the user's own file")
+    # --force swaps a whole new folder in: the user's own files would go with the old bundle.
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert {path.name for path in out.iterdir()} == {ONNX_FILE, "notes.txt"}
+
+    (out / "notes.txt").unlink()
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 0
-    assert {path.name for path in out.iterdir()} == {"model.safetensors", "zoo.json", "notes.txt"}
+    # No file of the old bundle passes as the new one's.
+    assert {path.name for path in out.iterdir()} == {"model.safetensors", "zoo.json"}
 
 
 def test_an_export_that_does_not_reproduce_the_model_is_not_kept(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -153,7 +160,7 @@ def test_an_export_that_does_not_reproduce_the_model_is_not_kept(run_dir: Path, 
     with pytest.raises(ExportError, match=r"torchscript export does not reproduce the model: logits differ by up to 0\.001"):
         export(run_dir, ["torchscript"], out)
 
-    assert {path.name for path in out.iterdir()} == {"model.safetensors"}  # no zoo.json: not a bundle
+    assert not out.exists()  # nothing that could pass for a bundle
 
 
 def test_an_interrupted_export_leaves_nothing_that_looks_complete(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
@@ -167,7 +174,7 @@ def test_an_interrupted_export_leaves_nothing_that_looks_complete(run_dir: Path,
     with pytest.raises(KeyboardInterrupt):
         export(run_dir, ["torchscript"], out)
 
-    assert {path.name for path in out.iterdir()} == {"model.safetensors"}
+    assert not out.exists() and not list(out.parent.glob(".*tmp-*"))
     with pytest.raises(zoo.ZooError, match="not a zoo bundle"):
         zoo.load(out)
 
