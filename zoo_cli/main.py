@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from zoo_cli import compare_command, finetune_command, model_commands, registry_commands
+
+# 128 + SIGPIPE: the status a shell reports for cat or grep, which SIGPIPE kills when their reader leaves, so
+# scripts (set -o pipefail) treat zoo's early exit exactly like theirs. (Python's own recipe, and rich, exit 1,
+# which zoo predict and zoo compare already use for "some inputs failed".)
+SIGPIPE_STATUS = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,10 +35,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from zoo_cli.output import printable
 
     try:
-        return args.run(args)
+        status = args.run(args)
+        sys.stdout.flush()  # inside the try: a reader that left shows here, not at interpreter exit
+        return status
     except ZooError as error:
         print(f"zoo {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return error.exit_code
+    except BrokenPipeError:
+        # The reader closed the pipe (zoo list | head -1): stop quietly, as cat or grep do. Python would print
+        # a traceback, and another error when it flushes stdout at exit: stdout now goes to /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return SIGPIPE_STATUS
 
 
 if __name__ == "__main__":

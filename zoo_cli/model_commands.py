@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from finetune.predict import Prediction
 
 SOURCE_HELP = "a run folder of zoo finetune, a .ckpt file, or a bundle folder of zoo export"
+TABLE_NAME_LENGTH = 40  # characters of a class name in predict's table; JSON and CSV keep names whole
 EXPORT_FORMATS = ("safetensors", "torchscript", "onnx", "all")  # finetune.export.FORMATS + all, without importing torch
 
 
@@ -44,7 +45,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--format", choices=EXPORT_FORMATS, default="all",
                         help="file to add to the bundle's weights and zoo.json (default: all)")
     export.add_argument("--out", type=Path, metavar="DIR", required=True, help="bundle folder (new or empty)")
-    export.add_argument("--force", action="store_true", help="replace the bundle in a non-empty --out")
+    export.add_argument("--force", action="store_true",
+                        help="replace the bundle in --out (a folder holding a bundle's files only)")
     export.set_defaults(run=run_export)
 
 
@@ -96,12 +98,16 @@ def run_predict(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         render(list(_csv_rows(results)), {}, "csv")
     else:
+        from zoo.errors import shorten
+
+        # Each name cut on its own, and the cell wrapped: cutting it would cut the probabilities after the names.
         rows = [
             {"path": str(result.path),
-             "class": f"error: {result.error}" if result.error else ", ".join(f"{n} {p:.3f}" for n, p in result.top)}
+             "class": f"error: {result.error}" if result.error
+             else ", ".join(f"{shorten(n, TABLE_NAME_LENGTH)} {p:.3f}" for n, p in result.top)}
             for result in results
         ]
-        print_table(rows, {"path": "image", "class": "classes (probability)"})
+        print_table(rows, {"path": "image", "class": "classes (probability)"}, wrap=("class",))
     failed = sum(1 for result in results if result.error)
     if failed:
         _warn("predict", f"{failed} of {len(results)} images could not be read")

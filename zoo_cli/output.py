@@ -61,16 +61,25 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> s
     return "\n".join(lines)
 
 
-def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: str | None = None) -> None:
+def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: str | None = None,
+                wrap: Sequence[str] = ()) -> None:
+    """``rows`` as a rich table; the text cells of ``wrap``'s columns (lists of names) wrap instead of being cut."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=Text(printable(title)) if title else None)
     for key, header in columns.items():
-        table.add_column(header, justify="left" if key in TEXT_COLUMNS else "right", no_wrap=key in TEXT_COLUMNS)
+        table.add_column(header, justify="left" if key in TEXT_COLUMNS else "right")
     for row in rows:
-        # Text, not markup: a class name like "[bold]" is shown as written.
-        table.add_row(*(Text(cell(row.get(key))) for key in columns))
+        # Text, not markup: a class name like "[bold]" is shown as written. Text cells stay on one line and end
+        # in "…" when the table is too wide; their columns still count as wrappable, so rich narrows them
+        # first instead of squeezing the numbers beside a 300-character class name to nothing.
+        table.add_row(*(Text(cell(row.get(key)), no_wrap=True, overflow="ellipsis")
+                        if key in TEXT_COLUMNS and key not in wrap else Text(cell(row.get(key))) for key in columns))
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            raise BrokenPipeError  # rich would exit with status 1; zoo_cli.main ends every closed pipe alike
+
     # Piped output keeps whole rows instead of folding them to an assumed 80-column terminal.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _Console(width=None if sys.stdout.isatty() else 200).print(table)
