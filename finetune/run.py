@@ -59,7 +59,7 @@ from finetune.setup import (
     prepare,
     trainer_settings,
 )
-from zoo._io import DiskError, remove_temporaries
+from zoo._io import DiskError, remove_temporaries, write_text_atomic
 from zoo.errors import ZooError, describe_error
 
 IMBALANCE_WARNING_RATIO = 3.0
@@ -323,7 +323,8 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         "seed": config.trainer.seed,
         "config": dataclasses.asdict(config),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    # Atomically: a run folder with a summary.json has finished.
+    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     if not summary["learned"]:
         say(not_learned_message(summary), warning=True)
     rows = _read_metrics(run_dir / "metrics.csv")

@@ -10,7 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from finetune.data.scan import DataError, Sample, check_image
-from zoo.errors import describe_error
+from zoo.errors import describe_error, one_line
 from zoo.images import load_rgb
 
 __all__ = ["ImageDataset", "UnreadableImageError", "load_rgb", "read_scanned_image"]
@@ -22,9 +22,9 @@ class UnreadableImageError(DataError):
     def __str__(self) -> str:
         # Raised in a DataLoader worker, the error comes back with the worker's traceback in its message:
         # its last line is this error's own one-line message.
-        lines = [line for line in super().__str__().splitlines() if line.strip()]
+        lines = [line for line in str(self.args[0] if self.args else "").splitlines() if line.strip()]
         last = lines[-1] if lines else ""
-        return last.split("UnreadableImageError: ", 1)[-1]
+        return one_line(last.split("UnreadableImageError: ", 1)[-1])
 
 
 def read_scanned_image(path: Path) -> Image.Image:

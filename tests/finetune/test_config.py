@@ -43,6 +43,8 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
         ("data:\n  feature_views: -1\n", "data.feature_views must be a finite number of at least 0"),
         ("optim:\n  lr: .nan\n", "optim.lr must be a finite number of at least 0.0, got nan"),
         ("data:\n  feature_views: 4\n  augment: none\n", "set --augment standard (or another preset), or --feature-views 0"),
+        ("trainer:\n  epochs: 3\n  epochs: 4\n", "key 'epochs' appears twice in one mapping"),
+        ("trainer:\n  seed: -1\n", "trainer.seed must be a whole number from 0"),
     ],
 )
 def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -58,3 +60,14 @@ def test_bad_freeze_flags_are_rejected(freeze: list[str]) -> None:
     args = build_parser().parse_args(["finetune", "--freeze", *freeze])
     with pytest.raises(ConfigError, match="--freeze"):
         overrides_from_flags(args)
+
+
+def test_a_yaml_bomb_under_a_known_key_is_refused_in_a_short_line(tmp_path: Path) -> None:
+    # Nine levels of nine aliases: a billion strings if anything expanded it (repr() in a message did).
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("out:\n" + "".join(f"  {line}\n" for line in levels), encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert "config key 'out' must be str or null, got dict" in str(error.value) and len(str(error.value)) < 400

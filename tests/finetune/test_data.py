@@ -110,6 +110,29 @@ def test_scan_skips_broken_files_with_reasons(tmp_path: Path) -> None:
     ]
 
 
+def test_scan_lists_special_files_and_unreadable_folders_instead_of_blocking_or_dropping_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_folder(tmp_path, {"a": 2, "b": 2})
+    os.mkfifo(tmp_path / "a" / "pipe.png")  # opening it would wait forever for a writer
+    locked = tmp_path / "b" / "locked"
+    locked.mkdir()
+    write_image(locked / "hidden-from-us.png")
+    real_scandir = os.scandir
+
+    def scandir(path):  # noqa: ANN001 - as chmod 000 does for a user who is not root
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = scan_folder(tmp_path)
+    assert {file.path: file.reason for file in result.skipped} == {
+        tmp_path / "a" / "pipe.png": "not a regular file",
+        locked: "folder not readable: Permission denied",
+    }
+    assert len(result.samples) == 4
+
+
 def test_load_rgb_modes(tmp_path: Path) -> None:
     gray = Image.new("L", (2, 1), 100)
     rgba = Image.new("RGBA", (2, 1), (255, 0, 0, 0))  # transparent pixels whose colour must not show

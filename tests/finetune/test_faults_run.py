@@ -297,3 +297,11 @@ def test_an_image_damaged_during_training_stops_with_the_resume_command(
     err = err.splitlines()[-1]
     assert str(victim) in err and "truncated" in err and f"zoo finetune --resume {out}" in err
     assert _checkpoint_epochs(out / "last.ckpt") == [1]
+
+
+def test_a_run_cut_short_mid_epoch_numbers_its_partial_epoch(image_folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"  # 18 training images in batches of 8 (drop_last): 2 steps an epoch
+    assert main(_start(image_folder, out, "--epochs", "5", "--max-steps", "3")) == 0
+    assert [(row["epoch"], row["step"]) for row in run_table(out, "metrics.csv")] == [("1", "2"), ("2", "3")]
+    summary = run_summary(out)
+    assert (summary["epochs"], summary["steps"]) == (2, 3)

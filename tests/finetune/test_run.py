@@ -240,6 +240,11 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
     summary = run_summary(out)
     assert summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
     assert len((out / "test_predictions.csv").read_text().splitlines()) == 1 + summary["num_test"]
+    # Resumed, both processes continue from last.ckpt: the folder is handed to the second one on resume too.
+    resumed = subprocess.run([sys.executable, "-m", "zoo_cli.main", "finetune", "--resume", str(out), "--epochs", "2"],
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [row["epoch"] for row in run_table(out, "metrics.csv")] == ["1", "2"] and run_summary(out)["epochs"] == 2
 
 
 def test_biases_and_normalisation_get_no_weight_decay() -> None:
