@@ -19,7 +19,15 @@ from pathlib import Path
 
 import zoo
 from benchmarks.common import (
-    StepTimes, digits_folder, interleaved, median, photos_folder, silenced, spread, table, write_results,
+    StepTimes,
+    digits_folder,
+    interleaved,
+    median,
+    photos_folder,
+    silenced,
+    spread,
+    table,
+    write_results,
 )
 from finetune.config import DataConfig, ModelConfig, RunConfig, TrainerConfig
 from finetune.data.datamodule import ImageDataModule

@@ -34,7 +34,15 @@ from torch.utils.data import DataLoader
 
 import zoo
 from benchmarks.common import (
-    StepTimes, digits_folder, matmul_gflops, median, silenced, spread, synchronize, table, write_results,
+    StepTimes,
+    digits_folder,
+    matmul_gflops,
+    median,
+    silenced,
+    spread,
+    synchronize,
+    table,
+    write_results,
 )
 from finetune.config import DataConfig, ModelConfig, RunConfig, TrainerConfig
 from finetune.data.datamodule import ImageDataModule

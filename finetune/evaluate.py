@@ -25,7 +25,6 @@ from torchmetrics.functional.classification import (
 from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
 from finetune.checkpoint import Source, load_source
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
-from zoo._io import write_atomic
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.split import PARTS, load_split
@@ -33,6 +32,7 @@ from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
 from finetune.heldout import collect_logits, error_rates
 from finetune.stats import chance_error, learned
+from zoo._io import write_atomic
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 

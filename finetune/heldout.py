@@ -20,12 +20,13 @@ from torch.nn import functional as F
 
 from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
 from finetune.checkpoint import read_checkpoint
-from zoo._io import write_atomic
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.scan import Sample
 from finetune.data.split import Split
 from finetune.module import Classifier
 from finetune.stats import chance_error, learned, top_k, wilson_interval
+from zoo._io import save_atomic, write_atomic
+from zoo.errors import ZooError, describe_error
 
 PREDICTIONS_FILE = "test_predictions.csv"
 PREDICTION_COLUMNS = ("path", "label", "predicted", "probability")
@@ -67,17 +68,32 @@ def collect_logits(module: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], 
 def write_predictions(path: Path, samples: Sequence[Sample], classes: Sequence[str], probabilities: Tensor) -> None:
     """``path,label,predicted,probability`` per image: class names and the predicted class's probability."""
     confidence, predicted = probabilities.max(dim=1)
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(PREDICTION_COLUMNS)
-        for sample, index, probability in zip(samples, predicted.tolist(), confidence.tolist()):
-            writer.writerow((sample.path.absolute(), classes[sample.label], classes[index], round(probability, 6)))
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(PREDICTION_COLUMNS)
+            for sample, index, probability in zip(samples, predicted.tolist(), confidence.tolist()):
+                writer.writerow((sample.path.absolute(), classes[sample.label], classes[index], round(probability, 6)))
+
+    write_atomic(path, write)
 
 
 def read_predictions(path: Path) -> dict[str, bool]:
-    """Whether each image of a ``test_predictions.csv`` was classified right, by path."""
-    with path.open(newline="", encoding="utf-8") as file:
-        return {row["path"]: row["label"] == row["predicted"] for row in csv.DictReader(file)}
+    """Whether each image of a ``test_predictions.csv`` was classified right, by path; a damaged file is one line."""
+    fix = "zoo finetune writes it at the end of a run: train the run again, or leave it out"
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            missing = [column for column in PREDICTION_COLUMNS if column not in (reader.fieldnames or [])]
+            if missing:
+                raise ZooError(f"{path} lacks the column {missing[0]}: {fix}")
+            rows = list(reader)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ZooError(f"cannot read {path}: {describe_error(error)}; {fix}") from error
+    if any(None in (row["path"], row["label"], row["predicted"]) for row in rows):
+        raise ZooError(f"{path} has a row with missing fields (cut off?): {fix}")
+    return {row["path"]: row["label"] == row["predicted"] for row in rows}
 
 
 @dataclass(frozen=True)
@@ -126,7 +142,7 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
     val_logits, val_labels = collect_logits(module, data.val_dataloader(), device, context)
     calibration = calibrate(val_logits, val_labels)
     checkpoint["zoo"]["temperature"] = calibration.temperature
-    write_atomic(checkpoint_path, lambda path: torch.save(checkpoint, path))
+    save_atomic(checkpoint, checkpoint_path)
     # The validation figures are those of the best epoch's row in metrics.csv, which chose the checkpoint.
     val_interval = [round(bound, 4) for bound in wilson_interval(round(final["val_top1_error"] * len(split.val) / 100),
                                                                   len(split.val))]

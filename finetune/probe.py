@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from finetune.config import DataConfig, RunConfig
 from finetune.data.cache_store import cache_key, cache_path
-from zoo._io import write_atomic
 from finetune.data.datamodule import PARTS_OF_STAGE, ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
@@ -26,6 +25,7 @@ from finetune.features import FeatureSet, backbone_digest, extract_features
 from finetune.hardware import Choice, LoaderSettings
 from finetune.module import Classifier
 from finetune.progress import PhaseTimes, tracked
+from zoo._io import save_atomic
 from zoo.spec import ArchSpec
 
 FORMAT_VERSION = 1  # bump when the stored features change meaning
@@ -93,7 +93,7 @@ class FeatureDataModule(ImageDataModule):
             return torch.load(path, weights_only=True)
         features = self._extract(ImageDataset(samples, transform), max(1, views), seed or 0)
         if self.cache.value == "disk":
-            write_atomic(path, lambda temporary: torch.save(features, temporary))
+            save_atomic(features, path)
         return features
 
     def _extract(self, images: ImageDataset, views: int, seed: int) -> Tensor:

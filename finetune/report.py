@@ -12,6 +12,7 @@ from finetune.compare_plots import plot_curves, plot_depth_vs_error, plot_error_
 from finetune.findings import findings
 from finetune.results import RESULT_COLUMNS, Row
 
+
 def _setting(configs: Sequence[dict[str, Any]], section: str, key: str) -> str:
     values = list(dict.fromkeys(str(config[section][key]) for config in configs))
     return "/".join(values)

@@ -277,8 +277,14 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     try:
         # weights_only pinned explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment cannot unpin it.
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    except SIGTERMException:  # Lightning's stop on SIGTERM exits with status 0; LastCheckpoint saved and said so
+    # LastCheckpoint saved last.ckpt and printed the resume command; the statuses are a shell's for the signal
+    # (Lightning's own: 0 after SIGTERM, which would look like success, and 1 after Ctrl-C).
+    except SIGTERMException:
         raise SystemExit(128 + signal.SIGTERM) from None
+    except SystemExit:
+        if trainer.interrupted:
+            raise SystemExit(128 + signal.SIGINT) from None
+        raise
     except RuntimeError as error:  # a last.ckpt of the same architecture and classes whose tensors do not fit
         if ckpt_path is None or "state_dict" not in str(error):
             raise

@@ -9,18 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from zoo._io import write_atomic
+from zoo._io import save_atomic
 
 LAST_CHECKPOINT = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch.save, written through ``zoo._io.write_atomic``.
+    """Lightning's torch.save, written through ``zoo._io.save_atomic``.
 
     Lightning's own atomic save stages the file in ``$TMPDIR`` and moves it: across filesystems that is a
     copy, which a full disk cuts short. Here the file is staged beside its destination, flushed, then
@@ -28,7 +27,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        write_atomic(Path(path), lambda temporary: torch.save(checkpoint, temporary))
+        save_atomic(checkpoint, Path(path))
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -370,3 +370,27 @@ def test_a_full_disk_during_export_force_keeps_the_old_bundle(
     assert _bundle_files(bundle) == before
     assert torch.equal(zoo.load(bundle).predict([photo]), probabilities)
     assert [path.name for path in bundle.parent.iterdir() if path.name.startswith(".")] == []
+
+
+def test_ctrl_c_in_predict_is_one_line_with_the_sigint_status(bundle: Path, photo: Path, monkeypatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import finetune.predict
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(finetune.predict, "predict", interrupted)
+    assert main(["predict", str(bundle), str(photo)]) == 130
+    assert capsys.readouterr().err.strip() == "zoo predict: interrupted"
+
+
+@pytest.mark.parametrize("text", ["", "path,label\n/x.png,a\n", "path,label,predicted,probability\n/x.png,a\n"])
+def test_a_damaged_test_predictions_csv_is_one_line(run_dir: Path, tmp_path: Path, text: str) -> None:
+    from finetune.heldout import PREDICTIONS_FILE, read_predictions
+
+    path = tmp_path / PREDICTIONS_FILE
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(zoo.ZooError) as error:
+        read_predictions(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value) and "train the run again" in str(error.value)
+    assert read_predictions(run_dir / PREDICTIONS_FILE)  # the real one reads

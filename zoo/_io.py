@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,18 +74,35 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
+def save_atomic(content: object, path: Path) -> None:
+    """``torch.save(content)`` through ``write_atomic``.
+
+    Serialised in memory first: torch's zip writer reports a full disk as a RuntimeError with no errno, so
+    only Python's own write of the bytes can tell it apart (as Lightning's own save does, for other reasons).
+    """
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    write_atomic(path, lambda temporary: temporary.write_bytes(buffer.getbuffer()))
+
+
 @contextmanager
 def replacing_folder(folder: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside ``folder``; when the block succeeds it takes ``folder``'s place.
 
     The old folder is moved aside, the new one renamed in, and only then is the old one deleted, so a
-    failure at any point (a full disk, a failed check, a kill) leaves the previous ``folder`` as it was.
+    failure at any point (a full disk, a failed check, Ctrl-C) leaves the previous ``folder`` as it was. A
+    kill -9 between the two renames leaves it under a fixed name beside, and the next call puts it back.
     """
-    import shutil
-
     folder = Path(folder)
     staging = temporary_beside(folder)
-    aside = temporary_beside(folder)
+    aside = folder.with_name(f".{folder.name}{TEMPORARY_MARK}previous")
+    if aside.exists() and not folder.exists():
+        os.replace(aside, folder)
+    shutil.rmtree(aside, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
         yield staging
@@ -93,19 +111,21 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
         os.replace(staging, folder)
         _sync_folder(folder.parent)
     except OSError as error:
-        if aside.exists() and not folder.exists():
-            os.replace(aside, folder)
         raise write_error(folder, error) from error
     finally:
+        if aside.exists() and not folder.exists():
+            os.replace(aside, folder)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed zoo process left in ``folder``; the paths removed."""
+    """Delete the temporary files and staging folders a killed zoo process left in ``folder``; the paths removed."""
     removed = []
     for path in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
-        if path.is_file():
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-            removed.append(path)
+        removed.append(path)
     return removed

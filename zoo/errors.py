@@ -7,7 +7,6 @@ import re
 import reprlib
 from collections.abc import Iterable
 
-
 # Control characters, line breaks among them, from a folder or class name would break the one line or drive the
 # terminal; they are written as escapes (a newline as \n).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

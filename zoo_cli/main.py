@@ -13,6 +13,7 @@ from zoo_cli import compare_command, finetune_command, model_commands, registry_
 # scripts (set -o pipefail) treat zoo's early exit exactly like theirs. (Python's own recipe, and rich, exit 1,
 # which zoo predict and zoo compare already use for "some inputs failed".)
 SIGPIPE_STATUS = 141
+INTERRUPTED_STATUS = 130  # 128 + SIGINT
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooError as error:
         print(f"zoo {args.command}: error: {printable(str(error))}", file=sys.stderr)
         return error.exit_code
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, no traceback, the status a shell gives a command killed by SIGINT. A training run
+        # saves last.ckpt and prints its resume command first (finetune/saving.py).
+        print(f"\nzoo {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
     except BrokenPipeError:
         # The reader closed the pipe (zoo list | head -1): stop quietly, as cat or grep do. Python would print
         # a traceback, and another error when it flushes stdout at exit: stdout now goes to /dev/null instead.

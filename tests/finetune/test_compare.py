@@ -15,8 +15,8 @@ import pytest
 from finetune.compare import load_comparison
 from finetune.compare_plots import pareto_front
 from finetune.config import ConfigError, RunConfig, load_config, to_dict
-from finetune.report import title_for
 from finetune.findings import findings
+from finetune.report import title_for
 from finetune.results import RESULT_COLUMNS
 from finetune.stats import mcnemar, wilson_interval
 from tests.conftest import make_image_folder

@@ -117,12 +117,11 @@ def test_linear_probe_keeps_pretrained_backbone_and_batchnorm_statistics(
 def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image_folder: Path) -> None:
     import pytorch_lightning as pl
 
-    from finetune.config import OptimConfig
+    from finetune.config import DataConfig, OptimConfig
     from finetune.data.datamodule import ImageDataModule
     from finetune.data.split import split_folder
     from finetune.freezing import BackboneFreeze
     from finetune.module import Classifier
-    from finetune.config import DataConfig
 
     spec = zoo.get_spec("resnet18")
     split = split_folder(image_folder, 0.25, 0)
@@ -202,8 +201,9 @@ def test_interrupt_saves_last_checkpoint_and_resume_finishes(image_folder: Path,
     monkeypatch.setattr(Classifier, "training_step", interrupted)
     out = tmp_path / "run"
     argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "3", "--out", str(out), *QUICK]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         main(argv)
+    assert stopped.value.code == 130  # 128 + SIGINT, what a shell reports for Ctrl-C
     assert (out / "last.ckpt").is_file() and f"zoo finetune --resume {out}" in capsys.readouterr().err
     monkeypatch.setattr(Classifier, "training_step", original)
     assert main(["finetune", "--resume", str(out)]) == 0

@@ -1,0 +1,98 @@
+"""zoo/_io.py: writes that a full disk, an error or an interruption cannot leave half done."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from zoo import _io
+from zoo._io import DiskError, remove_temporaries, replacing_folder, write_atomic, write_text_atomic
+
+
+def test_a_failed_write_keeps_the_previous_file_and_says_where_in_one_line(tmp_path: Path) -> None:
+    target = tmp_path / "summary.json"
+    write_text_atomic(target, "old")
+
+    def disk_full(temporary: Path) -> None:
+        temporary.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DiskError) as error:
+        write_atomic(target, disk_full)
+    message = str(error.value)
+    assert "\n" not in message and "No space left on device" in message and str(tmp_path) in message
+    assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["summary.json"]
+
+
+def _bundle(folder: Path, text: str) -> None:
+    folder.mkdir()
+    (folder / "zoo.json").write_text(text)
+
+
+def test_a_replaced_folder_survives_a_failure_inside_the_block(tmp_path: Path) -> None:
+    _bundle(tmp_path / "bundle", "old")
+    with pytest.raises(ValueError), replacing_folder(tmp_path / "bundle") as staging:
+        (staging / "zoo.json").write_text("new")
+        raise ValueError("the check failed")
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+    with replacing_folder(tmp_path / "bundle") as staging:
+        (staging / "zoo.json").write_text("new")
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_ctrl_c_between_the_two_renames_puts_the_old_folder_back(tmp_path: Path, monkeypatch) -> None:
+    _bundle(tmp_path / "bundle", "old")
+    real_replace, calls = os.replace, []
+
+    def interrupted(source, target):  # noqa: ANN001
+        calls.append(source)
+        if len(calls) == 2:  # the old folder is aside, the new one not yet in
+            raise KeyboardInterrupt
+        real_replace(source, target)
+
+    monkeypatch.setattr(_io.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), replacing_folder(tmp_path / "bundle") as staging:
+        (staging / "zoo.json").write_text("new")
+    monkeypatch.undo()
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_a_kill_between_the_renames_is_repaired_by_the_next_replace(tmp_path: Path) -> None:
+    _bundle(tmp_path / ".bundle.tmp-previous", "old")  # where kill -9 left the old bundle
+    with pytest.raises(ValueError), replacing_folder(tmp_path / "bundle"):
+        raise ValueError("this export fails too")
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_leftovers_of_a_killed_process_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".last.tmp-99-abc.ckpt").write_bytes(b"half")
+    (tmp_path / ".bundle.tmp-99-abc").mkdir()
+    (tmp_path / "last.ckpt").write_bytes(b"whole")
+    assert len(remove_temporaries(tmp_path)) == 2 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_a_real_write_limit_during_torch_save_is_a_disk_error_not_a_runtime_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    # RLIMIT_FSIZE with SIGXFSZ ignored: writes past 64 KiB fail with EFBIG, as writes to a full disk fail with
+    # ENOSPC. torch's own zip writer would report it as a RuntimeError without an errno.
+    script = f"""
+import resource, signal, sys, torch
+from zoo._io import DiskError, save_atomic
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+try:
+    save_atomic({{"weight": torch.zeros(100_000)}}, __import__("pathlib").Path({str(tmp_path / "big.ckpt")!r}))
+except DiskError as error:
+    print(error)
+    sys.exit(0)
+sys.exit(1)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "cannot write big.ckpt" in result.stdout and "File too large" in result.stdout
+    assert list(tmp_path.iterdir()) == []
