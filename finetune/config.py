@@ -2,33 +2,27 @@
 
 A YAML file in ``configs/`` uses exactly these section and field names; a partial file merges over the
 defaults; unknown keys and wrong types are rejected naming the key. Precedence: defaults < YAML < CLI.
+Each field carries its ``--help`` text (``option``): the CLI makes its flags from these fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import reprlib
 import types
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from zoo._io import write_text_atomic
 from zoo.errors import ZooError
-
-FREEZE_MODES = ("auto", "none", "backbone", "until-epoch")
-PRECISIONS = ("auto", "32", "bf16-mixed", "16-mixed")
-AUGMENTS = ("auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none")
-OPTIMIZERS = ("adamw", "sgd")
-CACHES = ("auto", "memory", "disk", "none")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-LOGGERS = ("none", "csv", "tensorboard", "mlflow")
-
 
 MAX_SEED = 2**32 - 1
 _QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
@@ -40,9 +34,25 @@ class ConfigError(ZooError):
     """A configuration value or key that zoo cannot use."""
 
 
+FreezeMode = Literal["auto", "none", "backbone", "until-epoch"]  # named: the CLI's --freeze MODE [N] checks it
+
+
+def option(default: Any, help: str, **cli: str | None) -> Any:
+    """A config field with its ``--help`` text; ``cli`` may give its ``flag`` where that is not ``--field-name``
+    (None: no flag of its own) and its ``metavar``."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 def _choice(section: str, name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{section}.{name} must be one of {', '.join(choices)}, got '{value}'")
+
+
+def _check_choices(section: str, config: object) -> None:
+    """Every ``Literal`` field of ``config`` holds one of its values."""
+    for name, annotation in _hints(type(config)).items():
+        if typing.get_origin(annotation) is Literal:
+            _choice(section, name, getattr(config, name), typing.get_args(annotation))
 
 
 def _at_least(section: str, name: str, value: float | None, minimum: float) -> None:
@@ -55,22 +65,29 @@ def _at_least(section: str, name: str, value: float | None, minimum: float) -> N
 class DataConfig:
     """Where the images are and how they are fed."""
 
-    path: str = "digits"
-    image_size: int | None = None  # None: the architecture's default input size
-    val_fraction: float = 0.15  # held out to choose the checkpoint and fit the temperature
-    test_fraction: float = 0.15  # held out from the start, measured once at the end; 0: none
-    batch_size: int = 32
-    num_workers: int | None = None  # None: chosen from the machine
-    augment: str = "auto"  # auto: chosen from the data (finetune.recipe); presets in finetune.data.transforms
-    mixup: float = 0.0  # MixUp's Beta(α, α) for training batches; 0: off
-    cutmix: float = 0.0  # CutMix's α; 0: off (with both on, each batch gets one of them)
-    class_weights: bool = False
-    cache: str = "auto"  # decode-once images / cached backbone features; "none" turns both off
-    feature_views: int = 0  # frozen backbone + cache: 0 = one plain view per image; K = K augmented views
+    path: str = option("digits", "image folder (one sub-folder per class) or a built-in dataset: digits", flag="--data")
+    image_size: int | None = option(None, "input size in px (default: the architecture's)")
+    val_fraction: float = option(0.15, "share of images held out to choose the checkpoint (and fit the softmax "
+                                       "temperature) when there is no val/ folder (0.15)")
+    test_fraction: float = option(0.15, "share held out from the start and measured once at the end when there is "
+                                        "no test/ folder (0.15; 0: none, every figure is then validation)")
+    batch_size: int = option(32, "images per training batch (32)")
+    num_workers: int | None = option(None, "data-loader processes (default: from the machine)")
+    # auto: finetune.recipe; the presets: finetune.data.transforms
+    augment: Literal["auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none"] = option(
+        "auto", "auto: from the images and weights; standard: random resized crop + flip; light: milder crops; "
+                "trivial, randaugment, autoaugment, augmix: standard + that torchvision policy; none")
+    mixup: float = option(0.0, "MixUp training batches with Beta(α, α) (0: off)", metavar="ALPHA")
+    cutmix: float = option(0.0, "CutMix training batches with α (0: off; with both on, each batch gets one of them)",
+                           metavar="ALPHA")
+    class_weights: bool = option(False, "inverse-frequency loss weights")
+    cache: Literal["auto", "memory", "disk", "none"] = option(
+        "auto", "decode-once image cache (and, with --freeze backbone, cached backbone features); none: neither")
+    feature_views: int = option(0, "with --freeze backbone: cache K augmented views per image (default 0: one plain "
+                                   "view)", metavar="K")
 
     def __post_init__(self) -> None:
-        _choice("data", "augment", self.augment, AUGMENTS)
-        _choice("data", "cache", self.cache, CACHES)
+        _check_choices("data", self)
         _at_least("data", "batch_size", self.batch_size, 1)
         _at_least("data", "image_size", self.image_size, 8)
         _at_least("data", "num_workers", self.num_workers, 0)
@@ -91,13 +108,14 @@ class DataConfig:
 class ModelConfig:
     """Which network, which starting weights, and the new head."""
 
-    arch: str = "resnet18"
-    weights: str = "default"  # default | none | a weight tag | a file path
-    dropout: float = 0.2
-    memory_format: str = "auto"
+    arch: str = option("resnet18", "registry name or timm/<name> (default: resnet18)", flag="--arch")
+    weights: str = option("default", "default | none | a weight tag | a .pth/.safetensors file")
+    dropout: float = option(0.2, "dropout before the new linear head (0.2)")
+    memory_format: Literal["auto", "channels_last", "contiguous"] = option(
+        "auto", "auto: channels_last for convolutional networks")
 
     def __post_init__(self) -> None:
-        _choice("model", "memory_format", self.memory_format, MEMORY_FORMATS)
+        _check_choices("model", self)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
 
@@ -106,19 +124,24 @@ class ModelConfig:
 class OptimConfig:
     """Optimiser, schedule and what is trained when."""
 
-    optimizer: str = "adamw"
-    lr: float | str | None = None  # None: from the recipe; "auto": the range test on the training split
-    weight_decay: float = 0.01
-    momentum: float = 0.9
-    warmup_fraction: float = 0.05
-    label_smoothing: float = 0.0
-    freeze: str = "auto"  # auto (recipe) | none | backbone (linear probe) | until-epoch (freeze, then unfreeze)
-    unfreeze_epoch: int = 1
-    backbone_lr_mult: float | None = None  # None: 0.1 for a pretrained full fine-tune, else 1 (the recipe)
+    optimizer: Literal["adamw", "sgd"] = option(
+        "adamw", "the optimiser; the learning rate follows a cosine schedule after a linear warm-up")
+    lr: float | Literal["auto"] | None = option(
+        None, "a number, or auto: a range test on the training split picks it (default: from the recipe)")
+    weight_decay: float = option(0.01, "weight decay, not on biases and normalisation parameters (0.01)")
+    momentum: float = option(0.9, "sgd's momentum (a config file setting)", flag=None)
+    warmup_fraction: float = option(0.05, "share of steps with linear warm-up before the cosine decay (a config "
+                                          "file setting)", flag=None)
+    label_smoothing: float = option(0.0, "label smoothing of the loss (0: off)")
+    freeze: FreezeMode = option("auto", "auto (from the weights and device) | none | backbone (linear probe) | "
+                                        "until-epoch N (freeze, then unfreeze at epoch N)", metavar="MODE")
+    unfreeze_epoch: int = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
+                                    "--freeze until-epoch N)", flag=None)
+    backbone_lr_mult: float | None = option(
+        None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune, else 1)")
 
     def __post_init__(self) -> None:
-        _choice("optim", "optimizer", self.optimizer, OPTIMIZERS)
-        _choice("optim", "freeze", self.freeze, FREEZE_MODES)
+        _check_choices("optim", self)
         if isinstance(self.lr, str) and self.lr != "auto":
             raise ConfigError(f"optim.lr must be a number or auto, got '{self.lr}'")
         for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "label_smoothing", "backbone_lr_mult"):
@@ -133,20 +156,22 @@ class OptimConfig:
 class TrainerConfig:
     """Lightning's side: length, precision, devices, distribution, seed."""
 
-    epochs: int | None = None  # None: from the data size and the weights (the recipe)
-    max_steps: int = -1  # -1: no limit (quick trials set a few steps)
-    patience: int | None = None  # stop after this many epochs without a better val top-1 error; None: never
-    precision: str = "auto"
-    accelerator: str = "auto"
-    devices: str = "auto"  # "auto", a count ("2") or a list ("0,1")
-    num_nodes: int = 1
-    strategy: str = "auto"
-    seed: int = 0
-    logger: str = "none"  # Lightning's logger beside metrics.csv: none | csv | tensorboard | mlflow
+    epochs: int | None = option(None, "training epochs (default: from the data size and the weights)")
+    max_steps: int = option(-1, "stop after this many optimiser steps (quick trials; -1: no limit)")
+    patience: int | None = option(None, "stop after N epochs without a lower validation top-1 error (counted after "
+                                        "unfreezing; default: never)", metavar="N")
+    precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = option(
+        "auto", "auto: bf16-mixed where the hardware runs it natively, else 32")
+    accelerator: str = option("auto", "auto | cpu | gpu (Lightning's)")
+    devices: str = option("auto", "auto, a count, or a list like 0,1")  # a string: Lightning reads "2" and "0,1"
+    num_nodes: int = option(1, "machines of a distributed run (Lightning's)")
+    strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
+    seed: int = option(0, "seed of the split, the initial head and the batches (same seed, same metrics on CPU)")
+    logger: Literal["none", "csv", "tensorboard", "mlflow"] = option(
+        "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder")
 
     def __post_init__(self) -> None:
-        _choice("trainer", "precision", self.precision, PRECISIONS)
-        _choice("trainer", "logger", self.logger, LOGGERS)
+        _check_choices("trainer", self)
         _at_least("trainer", "epochs", self.epochs, 1)
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)
@@ -164,19 +189,42 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    out: str | None = None  # the run folder; None: runs/<arch>-<timestamp>
+    out: str | None = option(None, "run folder (default: runs/<arch>-<timestamp>)")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def alternatives(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union type (``int | None``), or the type alone."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return typing.get_args(annotation) if union else (annotation,)
+
+
+def config_fields() -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
+    """Every setting of a run as (dotted key, dataclass field, type), in the order of ``configs/default.yaml``."""
+    for item in dataclasses.fields(RunConfig):
+        kind = _hints(RunConfig)[item.name]
+        if dataclasses.is_dataclass(kind):
+            yield from ((f"{item.name}.{leaf.name}", leaf, _hints(kind)[leaf.name]) for leaf in dataclasses.fields(kind))
+        else:
+            yield item.name, item, kind
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    options = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    # A Literal stands for its values' type here; the dataclass then names the values it takes.
+    options = tuple(type(typing.get_args(kind)[0]) if typing.get_origin(kind) is Literal else kind
+                    for kind in alternatives(annotation))
     if value is None and type(None) in options:
         return None
-    for option in options:
-        if option is float and isinstance(value, int) and not isinstance(value, bool):
+    for kind in options:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
-        if option is str and isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(".devices"):
+        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(".devices"):
             return str(value)
-        if option in (int, float, str, bool) and type(value) is option:
+        if kind in (int, float, str, bool) and type(value) is kind:
             return value
     names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
     raise ConfigError(f"config key '{key}' must be {names}, got {type(value).__name__} {quoted(value)}")
@@ -190,7 +238,7 @@ def quoted(value: object) -> str:
 def _build(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"config key '{prefix.rstrip('.') or 'top level'}' must be a mapping of fields")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in values:
         if key not in known:

@@ -70,3 +70,13 @@ def test_import_zoo_and_zoo_list_do_not_import_lightning() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_zoo_errors_and_the_cli_parser_do_not_import_torch() -> None:
+    # zoo's names load on first use: the parser (--help, a bad flag) and an error class must not wait for torch.
+    code = (
+        "import sys, zoo.errors, zoo._io; from zoo.errors import ZooError; from zoo_cli.main import build_parser;"
+        "build_parser(); assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr

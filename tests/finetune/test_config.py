@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
+import re
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 
-from finetune.config import ConfigError, RunConfig, load_config, merge, save_config
-from zoo_cli.finetune_command import overrides_from_flags
+from finetune.config import ConfigError, RunConfig, alternatives, config_fields, load_config, merge, read_yaml, save_config
+from zoo_cli import finetune_command
+from zoo_cli.finetune_command import flag_of, overrides_from_flags
 from zoo_cli.main import build_parser
+
+ROOT = Path(__file__).parents[2]
 
 
 def test_partial_file_merges_over_defaults_and_flags_override_it(tmp_path: Path) -> None:
@@ -71,3 +78,68 @@ def test_a_yaml_bomb_under_a_known_key_is_refused_in_a_short_line(tmp_path: Path
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert "config key 'out' must be str or null, got dict" in str(error.value) and len(str(error.value)) < 400
+
+
+def _finetune_parser() -> argparse.ArgumentParser:
+    commands = argparse.ArgumentParser().add_subparsers()
+    finetune_command.add_parsers(commands)
+    return commands.choices["finetune"]
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings} - {"-h", "--help"}
+
+
+def _readme_finetune_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("### `zoo finetune")
+    return text[start:text.index("\n### ", start)]
+
+
+def test_default_yaml_lists_every_field_in_order_and_loads_to_the_defaults() -> None:
+    path = ROOT / "configs" / "default.yaml"
+    document = read_yaml(path)
+    listed: list[str] = []
+    for section, values in document.items():
+        listed += [f"{section}.{name}" for name in values] if isinstance(values, dict) else [section]
+    assert listed == [key for key, _, _ in config_fields()]
+    assert load_config(path) == RunConfig()
+
+
+def test_readme_option_table_lists_exactly_the_flags_of_zoo_finetune() -> None:
+    rows = [line for line in _readme_finetune_section().splitlines() if line.startswith("| `--")]
+    # The first cell only (pipes inside it are escaped); the meaning may mention other flags.
+    documented = {flag for row in rows for flag in re.findall(r"--[a-z][a-z-]*", re.split(r"(?<!\\)\|", row)[1])}
+    assert documented == _flags(_finetune_parser())
+
+
+def test_every_config_field_has_a_flag_or_the_readme_says_it_has_none() -> None:
+    flags, readme = _flags(_finetune_parser()), _readme_finetune_section()
+    for key, item, _ in config_fields():
+        assert item.metadata.get("help"), f"{key} has no help text"
+        flag = flag_of(item)
+        assert flag in flags if flag else f"`{key}`" in readme, key
+
+
+def _sample(kind: Any) -> tuple[list[str], Any]:
+    """Command-line words for a value of ``kind`` that no default holds and every check accepts, and that value."""
+    first = alternatives(kind)[0]
+    if typing.get_origin(first) is Literal:
+        return [typing.get_args(first)[-1]], typing.get_args(first)[-1]
+    return {int: (["9"], 9), float: (["0.25"], 0.25), str: (["x"], "x"), bool: ([], True)}[first]
+
+
+@pytest.mark.parametrize("key", [key for key, item, _ in config_fields() if flag_of(item)])
+def test_each_flag_sets_its_config_field(key: str) -> None:
+    item, kind = finetune_command.FIELDS[key]
+    words, expected = (["until-epoch", "3"], "until-epoch") if key == "optim.freeze" else _sample(kind)
+    config = merge(RunConfig(), overrides_from_flags(_finetune_parser().parse_args([flag_of(item), *words])))
+    section, _, name = key.rpartition(".")
+    assert getattr(getattr(config, section) if section else config, name) == expected
+
+
+@pytest.mark.parametrize("key", [key for key, _, kind in config_fields() if typing.get_origin(kind) is Literal])
+def test_a_value_outside_a_fields_choices_is_refused_naming_the_key(key: str) -> None:
+    section, name = key.split(".")
+    with pytest.raises(ConfigError, match=f"^{key} must be one of .*, got 'sometimes'$"):
+        merge(RunConfig(), {section: {name: "sometimes"}})
