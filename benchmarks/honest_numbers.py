@@ -21,13 +21,13 @@ from typing import Any
 
 from benchmarks.common import silenced, table, write_results
 from finetune.calibration import calibration_error
-from finetune.checkpoint import load_source
 from finetune.compare import Plan, compare
+from finetune.compare.findings import findings
+from finetune.compare.results import read_summary, summarize
 from finetune.config import load_config, merge
 from finetune.data.split import load_split
 from finetune.evaluate import model_logits
-from finetune.findings import findings
-from finetune.results import read_summary, summarize
+from finetune.sources import load_source
 
 CONFIG = Path(__file__).parents[1] / "configs" / "small_cnn-digits.yaml"
 

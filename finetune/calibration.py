@@ -64,10 +64,9 @@ def calibration_error(probabilities: Tensor, labels: Tensor) -> float:
 
 def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: str) -> None:
     """Reliability diagram: accuracy against confidence per bin, the diagonal as perfect calibration."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from finetune.plots import save_figure
 
     confidence, predicted = probabilities.float().max(dim=1)
     correct = (predicted == labels).float()
@@ -79,7 +78,8 @@ def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: s
     filled = counts > 0
     centres = (edges[:-1] + edges[1:]) / 2
     width = 1.0 / ECE_BINS
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(6, 7), sharex=True, height_ratios=(3, 1))
+    figure = Figure(figsize=(6, 7))
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.bar(centres[filled], accuracy[filled], width=width, edgecolor="black", color="tab:blue", label="accuracy")
     top.bar(centres[filled], (mean_confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
             color="tab:red", alpha=0.3, edgecolor="tab:red", label="gap to mean confidence")
@@ -90,6 +90,4 @@ def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: s
     bottom.bar(centres, counts, width=width, color="tab:gray", edgecolor="black")
     bottom.set(xlabel="confidence (top-1 probability)", ylabel="images")
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

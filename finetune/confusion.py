@@ -6,13 +6,11 @@ import csv
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from torch import Tensor  # noqa: E402
-
-from zoo._io import write_atomic  # noqa: E402
+from finetune.plots import save_figure
+from zoo._io import write_atomic
 
 ANNOTATED_CLASSES = 25  # beyond this the counts no longer fit in their cells
 LONGEST_NAME = 24
@@ -40,7 +38,8 @@ def plot_confusion_matrix(matrix: Tensor, classes: Sequence[str], path: Path, ti
     side = min(20.0, max(5.0, 0.34 * count + 3.0))
     font_size = 10 if count <= 15 else max(5, 10 - (count - 15) // 7)
     shares = (matrix.float() / matrix.sum(dim=1, keepdim=True).clamp(min=1)).numpy()
-    figure, axis = plt.subplots(figsize=(side + 1.5, side))
+    figure = Figure(figsize=(side + 1.5, side))
+    axis = figure.subplots()
     image = axis.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
     names = [_short(name) for name in classes]
     axis.set_xticks(range(count), names, rotation=90, fontsize=font_size)
@@ -52,8 +51,4 @@ def plot_confusion_matrix(matrix: Tensor, classes: Sequence[str], path: Path, ti
                 colour = "white" if shares[row, column] > 0.5 else "black"
                 axis.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=font_size)
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
-    figure.tight_layout()
-    try:
-        write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
-    finally:
-        plt.close(figure)
+    save_figure(figure, path)

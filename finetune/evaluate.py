@@ -23,7 +23,6 @@ from torchmetrics.functional.classification import (
 )
 
 from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
-from finetune.checkpoint import Source, load_source
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
@@ -31,6 +30,7 @@ from finetune.data.split import PARTS, load_split
 from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
 from finetune.heldout import collect_logits, error_rates
+from finetune.sources import Source, load_source
 from finetune.stats import chance_error, learned
 from zoo._io import write_atomic
 from zoo.bundle import LoadedModel

@@ -23,8 +23,8 @@ import torch
 from torch import Tensor, nn
 
 import zoo
-from finetune.checkpoint import Source, load_source
 from finetune.folders import check_out_folder
+from finetune.sources import Source, load_source
 from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error
 from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
 from zoo.errors import ZooError, describe_error

@@ -41,9 +41,14 @@ class BackboneFreeze(BaseFinetuning):
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
         # DDP only averages gradients of parameters that were trainable when it wrapped the model, which
         # happens after freezing: the unfrozen backbone's gradients are averaged here instead.
+        # One collective for all of them (ResNet-50 has 159 backbone tensors), as DDP's own buckets do.
         if trainer.world_size == 1 or not isinstance(pl_module, Classifier):
             return
-        for param in pl_module.backbone_parameters():
-            if param.grad is not None:
-                torch.distributed.all_reduce(param.grad)
-                param.grad /= trainer.world_size
+        grads = [param.grad for param in pl_module.backbone_parameters() if param.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([grad.reshape(-1) for grad in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= trainer.world_size
+        for grad, averaged in zip(grads, flat.split([grad.numel() for grad in grads])):
+            grad.copy_(averaged.view_as(grad))

@@ -19,11 +19,11 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
-from finetune.checkpoint import read_checkpoint
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.scan import Sample
 from finetune.data.split import Split
 from finetune.module import Classifier
+from finetune.sources import read_checkpoint
 from finetune.stats import chance_error, learned, top_k, wilson_interval
 from zoo._io import save_atomic, write_atomic
 from zoo.errors import ZooError, describe_error

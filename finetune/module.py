@@ -149,3 +149,10 @@ class Classifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = self.metadata
+
+
+class FeatureProbe(Classifier):
+    """A ``Classifier`` fed with backbone features: only its head runs, the network stays whole."""
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.network.get_submodule(self.head)(features)

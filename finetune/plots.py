@@ -1,20 +1,30 @@
-"""Learning curves of a run (matplotlib, no display needed)."""
+"""Figures of a run: how each is saved, and the learning curves.
+
+Figures are ``matplotlib.figure.Figure`` objects, never pyplot's: no global backend is switched (importing
+zoo leaves a notebook's backend alone) and no display is needed.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from zoo._io import write_atomic
+
+
+def save_figure(figure: Figure, path: Path) -> None:
+    """Lay out ``figure`` and write it to ``path`` as a PNG, atomically."""
+    figure.tight_layout()
+    write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
 
 def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, title: str) -> None:
     """Loss (train and val) and validation top-1 error per epoch, side by side."""
     epochs = [int(row["epoch"]) for row in rows]
-    figure, (loss_axis, error_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure = Figure(figsize=(10, 4))
+    loss_axis, error_axis = figure.subplots(1, 2)
     for key, label in (("train/loss", "train loss"), ("val/loss", "val loss")):
         points = [(e, row[key]) for e, row in zip(epochs, rows) if row.get(key) is not None]
         if points:
@@ -28,6 +38,4 @@ def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, ti
     for axis in (loss_axis, error_axis):
         axis.grid(alpha=0.3)
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)

@@ -28,7 +28,6 @@ from finetune.callbacks import (
     ProgressBar,
     Throughput,
 )
-from finetune.checkpoint import read_checkpoint
 from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, save_config
 from finetune.console import is_launched_worker, quiet_lightning, say
 from finetune.data.builtin import resolve_data
@@ -59,6 +58,7 @@ from finetune.setup import (
     prepare,
     trainer_settings,
 )
+from finetune.sources import read_checkpoint
 from zoo._io import DiskError, remove_temporaries, write_text_atomic
 from zoo.errors import ZooError, describe_error
 

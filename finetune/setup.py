@@ -16,14 +16,14 @@ from finetune import recipe
 from finetune.config import ConfigError, RunConfig
 from finetune.console import say
 from finetune.data.datamodule import ImageDataModule
+from finetune.data.features import FeatureDataModule, uses_feature_cache
 from finetune.data.split import Split, class_counts
 from finetune.data.transforms import resize_size
 from finetune.hardware import Choice, choose_memory_format, choose_precision
 from finetune.loggers import check_logger
 from finetune.lr_finder import STEPS as LR_STEPS
 from finetune.lr_finder import LrFinding, find_lr
-from finetune.module import Classifier
-from finetune.probe import FeatureDataModule, FeatureProbe, uses_feature_cache
+from finetune.module import Classifier, FeatureProbe
 from finetune.progress import PhaseTimes
 from zoo.spec import ArchSpec
 

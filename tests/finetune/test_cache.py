@@ -12,13 +12,13 @@ from PIL import Image
 from skimage import data as skdata
 
 import zoo
-from finetune import probe
 from finetune.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig
 from finetune.data import decoded
+from finetune.data import features as probe
 from finetune.data.datamodule import ImageDataModule
+from finetune.data.features import FeatureDataModule
 from finetune.data.split import Split, split_folder
 from finetune.module import Classifier
-from finetune.probe import FeatureDataModule
 from finetune.run import train
 from zoo_cli.main import main
 

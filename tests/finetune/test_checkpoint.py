@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.checkpoint import load_source
+from finetune.sources import load_source
 from tests.conftest import make_image_folder
 from tests.finetune.trained import write_malicious_pickle
 from zoo.errors import ZooError

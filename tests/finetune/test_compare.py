@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from finetune.compare import load_comparison
-from finetune.compare_plots import pareto_front
+from finetune.compare.findings import findings
+from finetune.compare.plots import pareto_front
+from finetune.compare.report import title_for
+from finetune.compare.results import RESULT_COLUMNS
 from finetune.config import ConfigError, RunConfig, load_config, to_dict
-from finetune.findings import findings
-from finetune.report import title_for
-from finetune.results import RESULT_COLUMNS
 from finetune.stats import mcnemar, wilson_interval
 from tests.conftest import make_image_folder
 from zoo_cli.main import main
@@ -312,7 +312,7 @@ def test_bad_seeds_and_vary_are_one_line_errors_before_training(tmp_path: Path, 
 
 
 def test_a_seed_where_the_other_row_wins_is_no_evidence_for_the_best(tmp_path: Path) -> None:
-    from finetune.results import paired_p_value
+    from finetune.compare.results import paired_p_value
 
     def run(name: str, right: set[int]) -> dict:
         folder = tmp_path / name

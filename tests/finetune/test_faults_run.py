@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.checkpoint import read_checkpoint
 from finetune.saving import AtomicCheckpointIO
+from finetune.sources import read_checkpoint
 from tests.finetune.trained import run_summary, run_table
 from zoo_cli.main import main
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from finetune.checkpoint import load_source, read_checkpoint
 from finetune.data.split import load_split
+from finetune.sources import load_source, read_checkpoint
 from finetune.stats import wilson_interval
 from tests.finetune.trained import run_summary, run_table
 from zoo_cli.main import main

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import zoo
-from finetune.checkpoint import load_source
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
+from finetune.sources import load_source
 from tests.conftest import make_image_folder
 from tests.finetune.trained import train_small_run
 from zoo_cli.main import main

@@ -20,7 +20,7 @@ CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 def efficientnet_lite0() -> torch.nn.Module:
     spec = zoo.get_spec("efficientnet_lite0")
     model = spec.build().eval()
-    state_dict, origin = resolve_state_dict(spec, "default")
+    state_dict, origin = resolve_state_dict(spec, "default", model)
     load_state_dict_into(model, state_dict, spec, origin)
     return model
 
@@ -37,7 +37,7 @@ def test_efficientnet_lite0_recognises_real_photos(efficientnet_lite0: torch.nn.
 
 def test_package_checkpoint_maps_in_order_onto_timm_keys() -> None:
     spec = zoo.get_spec("efficientnet_lite0")
-    state_dict, _ = resolve_state_dict(spec, "default")
+    state_dict, _ = resolve_state_dict(spec, "default", spec.build())
     assert len(state_dict) == 296 and next(iter(state_dict)) == "conv_stem.weight"
     model = zoo.create_model("efficientnet_lite0", num_classes=4, weights="default")
     assert torch.equal(model.conv_stem.weight, state_dict["conv_stem.weight"])

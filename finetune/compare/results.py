@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import zoo
+from finetune.compare.speed import run_speed
 from finetune.heldout import PREDICTIONS_FILE, read_predictions
-from finetune.speed import run_speed
 from finetune.stats import mcnemar, wilson_interval
 from zoo.errors import describe_error, short_repr
 from zoo.spec import ArchSpec

@@ -24,10 +24,10 @@ import torch
 import yaml
 
 import zoo
+from finetune.compare.results import Row, failed_row, run_row, settings_that_differ
 from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.folders import check_out_folder
-from finetune.results import Row, failed_row, run_row, settings_that_differ
 from finetune.run import make_split, resume_config, train
 
 SETTINGS_FILE = "comparison.yaml"
@@ -202,7 +202,7 @@ def compare(plan: Plan, config: RunConfig, out: Path) -> list[Row]:
     """Fine-tune each architecture of ``plan`` under each setting and seed, with ``config`` on one shared
     split; a failure is recorded, the rest go on.
 
-    Returns one results row per run (see ``finetune.report.RESULT_COLUMNS``); ``finetune.report`` groups
+    Returns one results row per run (see ``finetune.compare.report.RESULT_COLUMNS``); ``finetune.compare.report`` groups
     the seeds of a row.
     """
     plan = dataclasses.replace(plan, archs=list(dict.fromkeys(plan.archs)))

@@ -1,19 +1,22 @@
-"""Linear probe on cached features: with the backbone frozen, it runs once per image, not once per epoch.
+"""Backbone features computed once per image, for training only the head on a frozen backbone (a linear probe).
 
-The features (eval mode; optionally K augmented views per image) are kept in memory or in
-``$ZOO_CACHE/features``, keyed by the architecture, a digest of the backbone's weights, the image size,
-the transform, the precision and every file's path, size and modification time, so a second run on
-the same data reads them back. The LightningModule is a ``Classifier`` that runs only its head: its
-metrics, checkpoints and exported model (backbone included) are those of a normal run.
+With the backbone frozen, it runs once per image, not once per epoch. The features (eval mode; optionally K
+augmented views per image) are kept in memory or in ``$ZOO_CACHE/features``, keyed by the architecture, a
+digest of the backbone's weights, the image size, the transform, the precision and every file's path, size
+and modification time, so a second run on the same data reads them back. The LightningModule is a
+``FeatureProbe`` (``finetune.module``) that runs only its head: its metrics, checkpoints and exported model
+(backbone included) are those of a normal run.
 """
 
 from __future__ import annotations
 
 import functools
-from contextlib import nullcontext
+import hashlib
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from finetune.config import DataConfig, RunConfig
@@ -21,7 +24,6 @@ from finetune.data.cache_store import cache_key, cache_path
 from finetune.data.datamodule import PARTS_OF_STAGE, ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
-from finetune.features import FeatureSet, backbone_digest, extract_features
 from finetune.hardware import Choice, LoaderSettings
 from finetune.module import Classifier
 from finetune.progress import PhaseTimes, tracked
@@ -31,16 +33,59 @@ from zoo.spec import ArchSpec
 FORMAT_VERSION = 1  # bump when the stored features change meaning
 
 
+def backbone_digest(network: nn.Module, head: str) -> str:
+    """A digest of every weight and buffer outside ``head``: the same backbone, whatever its origin, gives the same digest."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(network.state_dict().items()):
+        if name == head or name.startswith(f"{head}."):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def extract_features(network: nn.Module, head: str, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
+                     memory_format: torch.memory_format, context: Callable[[], AbstractContextManager]) -> Tensor:
+    """The inputs of ``network``'s ``head`` for every image of ``batches`` (N×D, float32 on the CPU).
+
+    The network runs whole, in eval mode: the head's input is captured by a hook, so no copy of the
+    network is made and every architecture's own forward (pooling, flattening, dropout) is respected.
+    ``context`` makes the precision context (autocast) to run in. The caller restores the training mode.
+    """
+    captured: list[Tensor] = []
+    hook = network.get_submodule(head).register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0].float().cpu())
+    )
+    network.to(device).eval()
+    try:
+        with torch.no_grad(), context():
+            for images, _labels in batches:
+                network(images.to(device, memory_format=memory_format, non_blocking=True))
+    finally:
+        hook.remove()
+    return torch.cat(captured)
+
+
+class FeatureSet(Dataset[tuple[Tensor, int]]):
+    """Samples as ``(features, label)`` from an N×V×D tensor: one of the V views of each image, at random."""
+
+    def __init__(self, features: Tensor, labels: list[int]) -> None:
+        self.features = features
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        views = self.features.shape[1]
+        # A single view draws no random number, so the shuffling matches a run without the cache.
+        view = int(torch.randint(views, ())) if views > 1 else 0
+        return self.features[index, view], self.labels[index]
+
+
 def uses_feature_cache(config: RunConfig) -> bool:
     """A frozen backbone trains on cached features unless caching is turned off (``--cache none``)."""
     return config.optim.freeze == "backbone" and config.data.cache != "none"
-
-
-class FeatureProbe(Classifier):
-    """A ``Classifier`` fed with backbone features: only its head runs, the network stays whole."""
-
-    def forward(self, features: Tensor) -> Tensor:
-        return self.network.get_submodule(self.head)(features)
 
 
 class FeatureDataModule(ImageDataModule):

@@ -11,14 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator, ScalarFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
-
-from finetune.results import Row, headline_error, headline_interval, label  # noqa: E402
+from finetune.compare.results import Row, headline_error, headline_interval, label
+from finetune.plots import save_figure
 
 # (row key, legend label, marker style): the published figures of the same weights, labelled as such
 REFERENCE_SERIES = (
@@ -69,7 +67,7 @@ def _log_axis_at(axis: Axes, ticks: Sequence[float]) -> None:
     axis.xaxis.set_minor_locator(NullLocator())
 
 
-def _title(figure: plt.Figure, title: str) -> None:
+def _title(figure: Figure, title: str) -> None:
     figure.suptitle(textwrap.fill(title, 110), fontsize=10)
 
 
@@ -77,10 +75,6 @@ def _empty(axis: Axes, message: str) -> None:
     axis.text(0.5, 0.5, message, ha="center", va="center", transform=axis.transAxes, color="tab:gray")
 
 
-def _save(figure: plt.Figure, path: Path) -> None:
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
 
 
 def _finished(rows: Sequence[Row]) -> list[Row]:
@@ -107,7 +101,8 @@ def _plot_with_intervals(axis: Axes, rows: Sequence[Row], xs: Sequence[float], s
 def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
     """Error (%) with its 95% interval against depth on a log axis; rows that did not learn marked apart."""
     finished = _finished(rows)
-    figure, axis = plt.subplots(figsize=(10, 6))
+    figure = Figure(figsize=(10, 6))
+    axis = figure.subplots()
     split = _split_name(finished)
     settings = list(dict.fromkeys(row["setting"] for row in finished))
     for index, setting in enumerate(settings):
@@ -135,14 +130,15 @@ def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
              ylabel="error (%), bars: 95% interval")
     axis.grid(alpha=0.3)
     _title(figure, f"Depth vs error — {title}")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_error_vs_cost(rows: Sequence[Row], path: Path, title: str) -> None:
     """This dataset's top-1 error (95% interval) against each inference cost; the Pareto front of the rows that learned."""
     finished = _finished(rows)
     split = _split_name(finished)
-    figure, axes = plt.subplots(1, len(COSTS), figsize=(13, 5.5))
+    figure = Figure(figsize=(13, 5.5))
+    axes = figure.subplots(1, len(COSTS))
     for axis, (key, name) in zip(axes, COSTS):
         measured = [row for row in finished if row[key]]
         axis.set(xlabel=f"{name}, log scale", ylabel=f"{split} top-1 error (%), bars: 95% interval")
@@ -167,7 +163,7 @@ def plot_error_vs_cost(rows: Sequence[Row], path: Path, title: str) -> None:
         axis.xaxis.set_minor_formatter(plain if max(xs) / min(xs) < 10 else NullFormatter())
         axis.legend(fontsize=8, loc="best")
     _title(figure, f"Error vs inference cost — {title}")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def _validation_errors(run_dir: str) -> dict[int, float]:
@@ -181,7 +177,8 @@ def plot_curves(per_seed: Sequence[Row], path: Path, title: str) -> None:
     finished = [row for row in per_seed if row["status"] == "ok" and row.get("run_dir")]
     names = list(dict.fromkeys(row["name"] for row in finished)) or ["no finished runs"]
     settings = list(dict.fromkeys(row["setting"] for row in finished))
-    figure, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.5), squeeze=False)
+    figure = Figure(figsize=(5 * len(names), 4.5))
+    axes = figure.subplots(1, len(names), squeeze=False)
     for axis, name in zip(axes[0], names):
         for index, setting in enumerate(settings):
             curves = [_validation_errors(row["run_dir"]) for row in finished
@@ -203,4 +200,4 @@ def plot_curves(per_seed: Sequence[Row], path: Path, title: str) -> None:
         else:
             _empty(axis, "no finished runs")
     _title(figure, f"Validation error per epoch — {title}")
-    _save(figure, path)
+    save_figure(figure, path)

@@ -8,9 +8,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.compare_plots import plot_curves, plot_depth_vs_error, plot_error_vs_cost
-from finetune.findings import findings
-from finetune.results import RESULT_COLUMNS, Row
+from finetune.compare.findings import findings
+from finetune.compare.plots import plot_curves, plot_depth_vs_error, plot_error_vs_cost
+from finetune.compare.results import RESULT_COLUMNS, Row, headline_error, headline_interval, headline_std
+from zoo.tables import markdown_table
+
+COLUMNS = {
+    "name": "name", "setting": "setting", "weights": "weights", "depth": "depth", "error_text": "top-1 err % (95% CI)",
+    "std_shown": "sd (seeds)", "val_top1_error": "val err %", "topk_error": "top-k err %", "k": "k",
+    "chance_top1_error": "chance %", "learned": "learned", "p_vs_best": "p vs best",
+    "latency_text": "ms/img, batch 1 (IQR)", "status": "status",
+}
+# The report's table adds the registry's figures and the training and throughput columns.
+REPORT_COLUMNS = {
+    **COLUMNS, "params_m": "params (M)", "gflops": "GFLOPs", "imagenet_top1_error": "ImageNet top-1 err %",
+    "train_seconds": "train s", "predict_images_per_second": "img/s (batch)", "reason": "reason",
+}
 
 
 def _setting(configs: Sequence[dict[str, Any]], section: str, key: str) -> str:
@@ -39,6 +52,23 @@ def title_for(configs: Sequence[dict[str, Any]], image_sizes: Sequence[int] = ()
     return f"{data}: {', '.join(budget)}"
 
 
+def shown_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A results row with the columns a person reads: millions of parameters, errors with their intervals."""
+    shown = {**row, "params_m": row["params"] / 1e6 if row["params"] is not None else None,
+             "std_shown": headline_std(row) if row["status"] == "ok" else None}
+    error, interval = headline_error(row), headline_interval(row)
+    if error is not None and interval is not None:
+        split = "" if row["reported_on"] == "test" else " val"
+        shown["error_text"] = f"{error:.2f} ({interval[0]:.2f}-{interval[1]:.2f}){split}"
+    if row.get("predict_ms_per_image") is not None:
+        low, high = row.get("predict_ms_per_image_iqr") or (None, None)
+        spread = f" ({low:.2f}-{high:.2f})" if low is not None else ""
+        shown["latency_text"] = f"{row['predict_ms_per_image']:.2f}{spread}"
+    if row.get("p_vs_best") is not None:
+        shown["p_vs_best"] = "< 0.001" if row["p_vs_best"] < 0.001 else f"{row['p_vs_best']:.2g}"
+    return shown
+
+
 def _cell(value: Any) -> Any:
     return "-".join(str(bound) for bound in value) if isinstance(value, list) else value
 
@@ -50,14 +80,9 @@ def _write_csv(rows: Sequence[Row], path: Path) -> None:
         writer.writerows({key: _cell(row.get(key)) for key in RESULT_COLUMNS} for row in rows)
 
 
-def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *, configs: Sequence[dict[str, Any]],
-                  table: str) -> None:
+def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *, configs: Sequence[dict[str, Any]]) -> None:
     """results.json/.csv (``rows``, from ``summarize``), results_per_seed.csv, depth_vs_error.png,
-    error_vs_cost.png, curves.png and report.md in ``out``.
-
-    ``configs``: the run settings behind the rows; ``table``: the results table in Markdown, rendered by
-    the caller the way it prints it.
-    """
+    error_vs_cost.png, curves.png and report.md in ``out``; ``configs``: the run settings behind the rows."""
     out.mkdir(parents=True, exist_ok=True)
     title = title_for(configs, [row["image_size"] for row in per_seed if row.get("image_size")])
     results = [{key: row.get(key) for key in RESULT_COLUMNS} for row in rows]
@@ -71,7 +96,7 @@ def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *, co
         f"# {title}", "",
         *(f"- {sentence}" for sentence in findings(rows, per_seed, configs)), "",
         "## Results", "",
-        table, "",
+        markdown_table([shown_row(row) for row in rows], REPORT_COLUMNS), "",
         "Errors in %. Test: images held out from the start, measured once on each run's best checkpoint, with "
         "the 95% Wilson interval; val: the images that chose that checkpoint (optimistic). p vs best: exact "
         "McNemar test against the best row on the same test images (with several seeds, the largest of the "

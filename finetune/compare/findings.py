@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from finetune.results import (
+from finetune.compare.results import (
     Row,
     best_row,
     headline_error,
@@ -21,7 +21,7 @@ from finetune.results import (
     read_summary,
     settings_that_differ,
 )
-from finetune.speed import Speed
+from finetune.compare.speed import Speed
 from finetune.stats import SIGNIFICANCE, spearman
 
 
