@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def is_launched_worker() -> bool:
@@ -27,20 +29,36 @@ LIGHTNING_CHATTER = ("💡", "GPU available:", "TPU available:", "Automatic Mixe
                      "`weights_only` was not set, defaulting to `False`")
 
 
+QUIET_WARNINGS = (
+    r".*Checkpoint directory .* exists and is not empty",
+    r".*isinstance\(treespec, LeafSpec\)",
+    r".*does not have many workers",
+    r".*could not find the monitored key",  # a max_steps stop mid-epoch
+    r".*module\(s\) in eval mode",  # frozen BatchNorm, on purpose
+)
+
+
 class _DropLightningChatter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         return not any(marker in message for marker in LIGHTNING_CHATTER)
 
 
-def quiet_lightning() -> None:
-    """Drop Lightning's advertising and the warnings that zoo's own layout triggers on purpose."""
-    # On Lightning's own handler, so the lines of every pytorch_lightning logger pass the filter.
-    for handler in logging.getLogger("pytorch_lightning").handlers:
-        if not any(isinstance(existing, _DropLightningChatter) for existing in handler.filters):
-            handler.addFilter(_DropLightningChatter())
-    warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty")
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    warnings.filterwarnings("ignore", message=r".*does not have many workers")
-    warnings.filterwarnings("ignore", message=r".*could not find the monitored key")  # a max_steps stop mid-epoch
-    warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode")  # frozen BatchNorm, on purpose
+@contextmanager
+def lightning_quieted() -> Iterator[None]:
+    """Within the block, drop Lightning's advertising and the warnings zoo's own layout triggers on purpose.
+
+    The filters are removed again afterwards, so a caller's own warnings and log handlers are as they were.
+    """
+    handlers = logging.getLogger("pytorch_lightning").handlers  # every pytorch_lightning logger passes through
+    chatter = _DropLightningChatter()
+    for handler in handlers:
+        handler.addFilter(chatter)
+    try:
+        with warnings.catch_warnings():
+            for message in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(chatter)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -29,9 +28,8 @@ from finetune.callbacks import (
     Throughput,
 )
 from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, save_config
-from finetune.console import is_launched_worker, quiet_lightning, say
+from finetune.console import is_launched_worker, lightning_quieted, say
 from finetune.data.builtin import resolve_data
-from finetune.data.datamodule import ImageDataModule
 from finetune.data.images import UnreadableImageError
 from finetune.data.split import (
     Split,
@@ -46,7 +44,6 @@ from finetune.data.split import (
 from finetune.freezing import BackboneFreeze
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
-from finetune.module import Classifier
 from finetune.plots import plot_learning_curves
 from finetune.processes import check_devices, devices_setting, die_with_parent, mark_launcher
 from finetune.progress import PhaseTimes
@@ -179,7 +176,11 @@ def make_split(config: RunConfig) -> Split:
 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> float:
     """``zoo lr-find``: the suggested learning rate for ``config`` (plot and curve written to ``folder``)."""
-    quiet_lightning()
+    with lightning_quieted():
+        return _find_learning_rate(config, folder)
+
+
+def _find_learning_rate(config: RunConfig, folder: Path | None) -> float:
     split = make_split(config)
     setup = prepare(choose_settings(config, split), split)
     if folder is not None:
@@ -197,6 +198,28 @@ def _resolve_lr(config: RunConfig, setup: Setup, run_dir: Path) -> RunConfig:
     return config
 
 
+@dataclass
+class _Prepared:
+    """A run ready to train: its resolved settings, split, network and data, and its folder with its files."""
+
+    config: RunConfig
+    split: Split
+    setup: Setup
+    run_dir: Path
+    checkpoint: Path | None  # last.ckpt to continue from; None for a fresh start
+    times: PhaseTimes
+
+
+@dataclass
+class _Watchers:
+    """The callbacks whose state the summary reads."""
+
+    metrics: EpochMetrics
+    throughput: Throughput
+    best: BestCheckpoint
+    early_stop: EarlyStop | None
+
+
 def train(config: RunConfig, *, resume: Path | None = None, split: Split | None = None,
           watchers: Sequence[pl.Callback] = ()) -> RunResult:
     """Fine-tune ``config.model.arch`` on ``config.data.path``; everything lands in the run folder.
@@ -206,14 +229,34 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     checked before the run folder is created, so a failed start leaves nothing behind. ``watchers`` are
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
-    quiet_lightning()
+    with lightning_quieted():
+        run = _prepare(config, resume, split)
+        trainer, watched = _build_trainer(run, watchers)
+        started = time.perf_counter()
+        _fit(trainer, run)
+        _validate_final_step(trainer, run.setup, watched)
+        if not trainer.is_global_zero:
+            return RunResult(run.run_dir, {})
+        summary = _summarize(trainer, run, watched, started)
+    if not summary["learned"]:
+        say(not_learned_message(summary), warning=True)
+    if watched.metrics.rows:
+        plot_learning_curves(watched.metrics.rows, run.run_dir / "learning_curves.png",
+                             f"{run.setup.spec.name} on {Path(run.config.data.path).name}")
+    return RunResult(run.run_dir, summary)
+
+
+def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Prepared:
+    """Split, resolve the settings, build the network and data, then make or reopen the run folder and write
+    its config and split (the processes of a DDP launch read them instead)."""
     times = PhaseTimes()  # scanning, decoding, feature extraction, learning-rate finding, testing
-    if is_launched_worker():  # the launching process resolved every choice and wrote it down
+    worker = is_launched_worker()
+    if worker:  # the launching process resolved every choice and wrote it down
         die_with_parent()
         resume = Path(os.environ[RUN_DIR_ENV])
         config = load_config(resume / CONFIG_FILE)
     restart = resume is not None and not (resume / LAST_CHECKPOINT).is_file()
-    if restart and not is_launched_worker():
+    if restart and not worker:
         say(f"{resume} has no checkpoint yet (it stopped before its first epoch ended): starting it again from "
             "epoch 1 with its saved settings")
     if resume is not None and has_split(resume):
@@ -225,35 +268,37 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     config = choose_settings(config, split)
     check_devices(config)
     setup = prepare(config, split, times)
-    spec, image_size, module, data, precision = setup.spec, setup.image_size, setup.module, setup.data, setup.precision
     run_dir = resume if resume is not None else new_run_dir(config)
-    if not is_launched_worker():  # what the processes of a DDP launch need to find this run
-        os.environ[RUN_DIR_ENV] = str(run_dir)
+    if not worker:
+        os.environ[RUN_DIR_ENV] = str(run_dir)  # what the processes of a DDP launch need to find this run
         mark_launcher()
-    if not is_launched_worker():
         # First, so a run killed from here on can be resumed; on resume, the new epochs or devices, for the
         # processes of a DDP launch and the next resume.
         save_config(config, run_dir / CONFIG_FILE)
-    if not is_launched_worker() and not has_split(run_dir):
-        save_split(split, run_dir)
-        if split.skipped:
-            say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in {run_dir / 'skipped.csv'})",
-                 warning=True)
+        if not has_split(run_dir):
+            save_split(split, run_dir)
+            if split.skipped:
+                say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in "
+                    f"{run_dir / 'skipped.csv'})", warning=True)
     if config.optim.lr == "auto":
         finder_started = time.perf_counter()
         config = _resolve_lr(config, setup, run_dir)
         times.add("lr_find", time.perf_counter() - finder_started)
-        if not is_launched_worker():
+        if not worker:
             save_config(config, run_dir / CONFIG_FILE)  # the resolved learning rate, not "auto"
+    checkpoint = None if resume is None or restart else resume / LAST_CHECKPOINT
+    return _Prepared(config, split, setup, run_dir, checkpoint, times)
 
+
+def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Trainer, _Watchers]:
+    config, run_dir = run.config, run.run_dir
     metrics = EpochMetrics(run_dir / "metrics.csv")
     throughput = Throughput()
-    checkpoints = BestCheckpoint(run_dir)
+    best = BestCheckpoint(run_dir)
     # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
     progress = ProgressBar() if sys.stdout.isatty() else EpochLog(metrics, throughput)
     # BestCheckpoint before LastCheckpoint: last.ckpt must hold the best score of its own epoch.
-    callbacks: list[pl.Callback] = [checkpoints, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), progress,
-                                    *watchers]
+    callbacks: list[pl.Callback] = [best, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), progress, *extra]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))
@@ -261,7 +306,8 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     if early_stop is not None:
         callbacks.append(early_stop)
     trainer = pl.Trainer(
-        **{**trainer_settings(config, precision.value, run_dir), "logger": make_logger(config.trainer.logger, run_dir)},
+        **{**trainer_settings(config, run.setup.precision.value, run_dir),
+           "logger": make_logger(config.trainer.logger, run_dir)},
         max_epochs=config.trainer.epochs,
         max_steps=config.trainer.max_steps,
         devices=devices_setting(config.trainer.devices),
@@ -272,11 +318,14 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         num_sanity_val_steps=0,
         log_every_n_steps=10,
     )
-    started = time.perf_counter()
-    ckpt_path = None if resume is None or restart else resume / LAST_CHECKPOINT
+    return trainer, _Watchers(metrics, throughput, best, early_stop)
+
+
+def _fit(trainer: pl.Trainer, run: _Prepared) -> None:
+    """``trainer.fit``, with what stops it said in one line (and the exit status a shell gives the signal)."""
     try:
         # weights_only pinned explicitly: TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD in the environment cannot unpin it.
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        trainer.fit(run.setup.module, datamodule=run.setup.data, ckpt_path=run.checkpoint, weights_only=True)
     # LastCheckpoint saved last.ckpt and printed the resume command; the statuses are a shell's for the signal
     # (Lightning's own: 0 after SIGTERM, which would look like success, and 1 after Ctrl-C).
     except SIGTERMException:
@@ -286,23 +335,27 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
             raise SystemExit(128 + signal.SIGINT) from None
         raise
     except RuntimeError as error:  # a last.ckpt of the same architecture and classes whose tensors do not fit
-        if ckpt_path is None or "state_dict" not in str(error):
+        if run.checkpoint is None or "state_dict" not in str(error):
             raise
-        raise ConfigError(f"{ckpt_path} does not fit this run's network ({describe_error(error)}): put back the "
-                          "run's own last.ckpt, or delete it to start the run again from epoch 1 with --resume") from error
+        raise ConfigError(f"{run.checkpoint} does not fit this run's network ({describe_error(error)}): put back "
+                          "the run's own last.ckpt, or delete it to start the run again from epoch 1 with --resume"
+                          ) from error
     except (DiskError, UnreadableImageError) as error:
-        raise type(error)(f"{error}; then continue with: {resume_command(run_dir)}") from error
-    _validate_final_step(trainer, module, data, metrics, checkpoints)
-    if not trainer.is_global_zero:
-        return RunResult(run_dir, {})
-    final = _final_metrics(run_dir / "metrics.csv")
+        raise type(error)(f"{error}; then continue with: {resume_command(run.run_dir)}") from error
+
+
+def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started: float) -> dict[str, Any]:
+    """Measure the best checkpoint once on the test split and write ``summary.json``; its content."""
+    config, split, setup, run_dir = run.config, run.split, run.setup, run.run_dir
+    final = final_metrics(watched.metrics.rows)
     if split.test:
         say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
     test_started = time.perf_counter()
-    measured = measure_best(trainer, module, data, split, run_dir, final)
-    times.add("held_out", time.perf_counter() - test_started)
+    measured = measure_best(trainer, setup.module, setup.data, split, run_dir, final)
+    run.times.add("held_out", time.perf_counter() - test_started)
+    early_stop = watched.early_stop
     summary = {
-        "arch": spec.name,
+        "arch": setup.spec.name,
         "weights": setup.weights_origin,
         "num_classes": len(split.classes),
         "classes": split.classes,
@@ -310,20 +363,20 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         "num_val": len(split.val),
         "num_test": len(split.test),
         "num_skipped": len(split.skipped),
-        "image_size": image_size,
+        "image_size": setup.image_size,
         "epochs": trainer.current_epoch,
         "stopped_early_after_epoch": early_stop.stopped_at if early_stop is not None else None,
         "steps": trainer.global_step,
-        "precision": precision.value,
-        "memory_format": "channels_last" if module.memory_format == torch.channels_last else "contiguous",
+        "precision": setup.precision.value,
+        "memory_format": "channels_last" if setup.module.memory_format == torch.channels_last else "contiguous",
         "selected_on": "val",
         **final,
         **measured,
-        "train_seconds": round(throughput.seconds, 3),
+        "train_seconds": round(watched.throughput.seconds, 3),
         # Outside the training epochs: scanning, decoding, backbone features, lr finding, the held-out measurement.
-        "phase_seconds": times.rounded(),
+        "phase_seconds": run.times.rounded(),
         "wall_seconds": round(time.perf_counter() - started, 3),
-        "train_images_per_second": round(throughput.images_per_second, 2),
+        "train_images_per_second": round(watched.throughput.images_per_second, 2),
         "best_checkpoint": str(run_dir / "best.ckpt"),
         "last_checkpoint": str(run_dir / "last.ckpt"),
         "seed": config.trainer.seed,
@@ -331,12 +384,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     }
     # Atomically: a run folder with a summary.json has finished.
     write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
-    if not summary["learned"]:
-        say(not_learned_message(summary), warning=True)
-    rows = _read_metrics(run_dir / "metrics.csv")
-    if rows:
-        plot_learning_curves(rows, run_dir / "learning_curves.png", f"{spec.name} on {Path(config.data.path).name}")
-    return RunResult(run_dir, summary)
+    return summary
 
 
 def not_learned_message(summary: dict[str, Any]) -> str:
@@ -351,29 +399,21 @@ def not_learned_message(summary: dict[str, Any]) -> str:
             f"(always the most frequent class); try {', '.join(hints)}")
 
 
-def _validate_final_step(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, metrics: EpochMetrics,
-                         checkpoints: pl.callbacks.ModelCheckpoint) -> None:
+def _validate_final_step(trainer: pl.Trainer, setup: Setup, watched: _Watchers) -> None:
     """A run cut short by ``max_steps`` mid-epoch is still measured and checkpointed at its last step."""
-    if metrics.validated_step == trainer.global_step:  # the same answer on every process of a DDP run
+    if watched.metrics.validated_step == trainer.global_step:  # the same answer on every process of a DDP run
         return
-    trainer.validate(module, datamodule=data, verbose=False)
+    trainer.validate(setup.module, datamodule=setup.data, verbose=False)
     error = trainer.callback_metrics.get("val/top1_error")
-    best = checkpoints.best_model_score
+    best = watched.best.best_model_score
+    run_dir = Path(str(watched.best.dirpath))
     if best is None or (error is not None and float(error) < float(best)):
-        trainer.save_checkpoint(Path(checkpoints.dirpath) / "best.ckpt")
-    trainer.save_checkpoint(Path(checkpoints.dirpath) / "last.ckpt")
+        trainer.save_checkpoint(run_dir / "best.ckpt")
+    trainer.save_checkpoint(run_dir / LAST_CHECKPOINT)
 
 
-def _read_metrics(path: Path) -> list[dict[str, float | None]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as file:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(file)]
-
-
-def _final_metrics(path: Path) -> dict[str, float | None]:
+def final_metrics(rows: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
     """The validation figures of the best checkpoint's epoch (one row of metrics.csv) and of the last epoch."""
-    rows = _read_metrics(path)
     # The first of equal errors, as ModelCheckpoint keeps the first checkpoint that reached it.
     best = min((r for r in rows if r.get("val/top1_error") is not None), key=lambda r: r["val/top1_error"], default={})
     last = rows[-1] if rows else {}
