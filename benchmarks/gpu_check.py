@@ -37,14 +37,15 @@ def fine_tune(workdir: Path, batch_size: int) -> dict[str, object]:
     started = time.perf_counter()
     with silenced():
         summary = train(config, watchers=[timer]).summary
+        assert summary is not None  # one process: it reports
     later = timer.step_seconds(epoch=-1)
     return {
-        "weights": summary["weights"],
-        "precision": summary["precision"],
-        "memory format": summary["memory_format"],
-        "epochs": summary["epochs"],
-        "val top-1 error %": summary["final_val_top1_error"],
-        "train img/s (run)": summary["train_images_per_second"],
+        "weights": summary.weights,
+        "precision": summary.precision,
+        "memory format": summary.memory_format,
+        "epochs": summary.epochs,
+        "val top-1 error %": summary.final_val_top1_error,
+        "train img/s (run)": summary.train_images_per_second,
         "img/s, epoch 2 steps (median)": round(batch_size / median(later), 1),
         "wall s": round(time.perf_counter() - started, 1),
     }

@@ -23,10 +23,11 @@ from benchmarks.common import silenced, table, write_results
 from finetune.calibration import calibration_error
 from finetune.compare import Plan, compare
 from finetune.compare.findings import findings
-from finetune.compare.results import read_summary, summarize
-from finetune.config import load_config, merge
+from finetune.compare.results import summarize
+from finetune.config import load_config, merge, to_dict
 from finetune.data.split import load_split
 from finetune.evaluate import model_logits
+from finetune.records import RunSummary
 from finetune.sources import load_source
 
 CONFIG = Path(__file__).parents[1] / "configs" / "small_cnn-digits.yaml"
@@ -34,15 +35,15 @@ CONFIG = Path(__file__).parents[1] / "configs" / "small_cnn-digits.yaml"
 
 def _calibration(run_dir: Path) -> dict[str, float]:
     """Temperature and ECE before/after on validation (from the run) and on the test split (measured here)."""
-    summary = read_summary(run_dir)
+    summary = RunSummary.read(run_dir)
     model = load_source(run_dir, device="cpu").model
     logits, labels = model_logits(model, load_split(run_dir).test, batch_size=256)
     return {
-        "temperature": summary["temperature"],
-        "val_before": summary["val_ece_before"], "val_after": summary["val_ece_after"],
+        "temperature": summary.temperature,
+        "val_before": summary.val_ece_before, "val_after": summary.val_ece_after,
         "test_before": calibration_error(logits.softmax(dim=1), labels),
         "test_after": calibration_error((logits / model.temperature).softmax(dim=1), labels),
-        "test_error": summary["test_top1_error"],
+        "test_error": summary.test_top1_error,
     }
 
 
@@ -68,12 +69,13 @@ def main(argv: list[str] | None = None) -> None:
         with silenced():
             per_seed = compare(Plan(["small_cnn"], args.seeds, {"model.dropout": [0.0, 0.5]}), base, out)
         rows = summarize(per_seed)
-        configs = [read_summary(Path(row["run_dir"]))["config"] for row in per_seed]
+        configs = [to_dict(RunSummary.read(Path(row["run_dir"])).config) for row in per_seed]
         sentences = findings(rows, per_seed, configs)
         dropout_rows = [{
             "setting": row["setting"],
             "test top-1 error % (mean ± sd)": f"{row['test_top1_error']:.2f} ± {row['test_top1_error_std']:.2f}",
-            "per seed": ", ".join(f"{seed['test_top1_error']:.2f}" for seed in per_seed if seed["setting"] == row["setting"]),
+            "per seed": ", ".join(f"{seed['test_top1_error']:.2f}" for seed in per_seed
+                                  if seed["setting"] == row["setting"]),
             "95% CI of the mean": "{:.2f}–{:.2f}".format(*row["test_top1_error_ci95"]),
             "val error % (mean)": f"{row['val_top1_error']:.2f}",
             "p vs best (largest per seed)": "–" if row["p_vs_best"] is None else f"{row['p_vs_best']:.3g}",
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
             resnet_dir = train(resnet_config).run_dir
         resnet = [_calibration(resnet_dir)]
     num_test = rows[0]["num_test"]
-    calibration_rows = [_calibration_row(f"small_cnn @ 28 px, {args.epochs} epochs (all {len(small)} runs above)", small),
+    calibration_rows = [_calibration_row(f"small_cnn @ 28 px, {args.epochs} epochs (all {len(small)} runs above)",
+                                         small),
                         _calibration_row(f"resnet18 @ 32 px from scratch, {args.resnet_epochs} epochs, dropout 0.2",
                                          resnet)]
     body = (f"small_cnn on digits with `configs/small_cnn-digits.yaml` ({args.epochs} epochs, lr 0.002, no "

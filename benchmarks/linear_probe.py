@@ -39,14 +39,16 @@ def run_once(config_overrides: dict, cache: str, out: Path) -> tuple[float, floa
     started = time.perf_counter()
     with silenced():
         summary = train(config).summary
-    return time.perf_counter() - started, summary["final_val_top1_error"]
+        assert summary is not None  # one process: it reports
+    return time.perf_counter() - started, summary.final_val_top1_error
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="efficientnet_lite0")
     parser.add_argument("--image-size", type=int, default=None, help="the architecture's input size unless given")
-    parser.add_argument("--per-class", type=int, default=100, help="digits per class (80%% train, 20%% val); 174 is all")
+    parser.add_argument("--per-class", type=int, default=100,
+                        help="digits per class (80%% train, 20%% val); 174 is all")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{
         "variant": variant,
         "10 epochs, s": spread(seconds[variant]),
-        "speed-up vs naive": spread([n / s for n, s in zip(naive, seconds[variant])]) + "×",
+        "speed-up vs naive": spread([n / s for n, s in zip(naive, seconds[variant], strict=True)]) + "×",
         "final val top-1 error %": spread(errors[variant], 2),
     } for variant in VARIANTS]
     print("\n" + table(rows))
@@ -80,8 +82,8 @@ def main(argv: list[str] | None = None) -> None:
             f"(train+val), batch {args.batch_size}, configs/linear-probe.yaml; {args.rounds} rounds, order rotating; "
             f"median (min–max).\n\n{table(rows)}\n\nDifference of the median final errors, cache (first run) − naive: "
             f"{median(errors['cache, first run']) - median(errors['naive']):+.2f} points.")
-    write_results(f"linear_probe_{image_size}", f"linear_probe ({args.arch} at {image_size} px): naive frozen training vs the "
-                  "feature cache", body)
+    write_results(f"linear_probe_{image_size}",
+                  f"linear_probe ({args.arch} at {image_size} px): naive frozen training vs the feature cache", body)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -47,6 +46,7 @@ from finetune.loggers import make_logger
 from finetune.plots import plot_learning_curves
 from finetune.processes import check_devices, devices_setting, die_with_parent, mark_launcher
 from finetune.progress import PhaseTimes
+from finetune.records import RunSummary
 from finetune.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
 from finetune.setup import (
     Setup,
@@ -56,7 +56,7 @@ from finetune.setup import (
     trainer_settings,
 )
 from finetune.sources import read_checkpoint
-from zoo._io import DiskError, remove_temporaries, write_text_atomic
+from zoo._io import DiskError, remove_temporaries
 from zoo.errors import ZooError, describe_error
 
 IMBALANCE_WARNING_RATIO = 3.0
@@ -65,10 +65,10 @@ RUN_DIR_ENV = "ZOO_RUN_DIR"  # hands the run folder to the processes a DDP launc
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where the run lives and what it measured (the content of ``summary.json``)."""
+    """Where the run lives and what it measured (``summary.json``; None in the other processes of a DDP run)."""
 
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary | None
 
 
 def new_run_dir(config: RunConfig) -> Path:
@@ -236,9 +236,9 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         _fit(trainer, run)
         _validate_final_step(trainer, run.setup, watched)
         if not trainer.is_global_zero:
-            return RunResult(run.run_dir, {})
+            return RunResult(run.run_dir, None)
         summary = _summarize(trainer, run, watched, started)
-    if not summary["learned"]:
+    if not summary.learned:
         say(not_learned_message(summary), warning=True)
     if watched.metrics.rows:
         plot_learning_curves(watched.metrics.rows, run.run_dir / "learning_curves.png",
@@ -344,7 +344,7 @@ def _fit(trainer: pl.Trainer, run: _Prepared) -> None:
         raise type(error)(f"{error}; then continue with: {resume_command(run.run_dir)}") from error
 
 
-def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started: float) -> dict[str, Any]:
+def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started: float) -> RunSummary:
     """Measure the best checkpoint once on the test split and write ``summary.json``; its content."""
     config, split, setup, run_dir = run.config, run.split, run.setup, run.run_dir
     final = final_metrics(watched.metrics.rows)
@@ -354,7 +354,7 @@ def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started:
     measured = measure_best(trainer, setup.module, setup.data, split, run_dir, final)
     run.times.add("held_out", time.perf_counter() - test_started)
     early_stop = watched.early_stop
-    summary = {
+    summary = RunSummary(**{
         "arch": setup.spec.name,
         "weights": setup.weights_origin,
         "num_classes": len(split.classes),
@@ -380,22 +380,21 @@ def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started:
         "best_checkpoint": str(run_dir / "best.ckpt"),
         "last_checkpoint": str(run_dir / "last.ckpt"),
         "seed": config.trainer.seed,
-        "config": dataclasses.asdict(config),
-    }
-    # Atomically: a run folder with a summary.json has finished.
-    write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+        "config": config,
+    })
+    summary.write(run_dir)
     return summary
 
 
-def not_learned_message(summary: dict[str, Any]) -> str:
+def not_learned_message(summary: RunSummary) -> str:
     """One line saying a run stayed at chance, with its figures and what to try."""
-    split = summary["reported_on"]
-    low, high = summary[f"{split}_top1_error_ci95"]
+    split = summary.reported_on
+    low, high = summary.interval(split) or (None, None)
     hints = ["a lower --lr", "more --epochs"]
-    if summary["weights"] == "none":
+    if summary.weights == "none":
         hints.append("pretrained --weights default where the architecture has them")
-    return (f"{summary['arch']} did not learn: its {split} top-1 error {summary[f'{split}_top1_error']:.1f}% "
-            f"(95% CI {low:.1f}-{high:.1f}) does not lie below chance, {summary['chance_top1_error']:.1f}% "
+    return (f"{summary.arch} did not learn: its {split} top-1 error {summary.error(split):.1f}% "
+            f"(95% CI {low:.1f}-{high:.1f}) does not lie below chance, {summary.chance_top1_error:.1f}% "
             f"(always the most frequent class); try {', '.join(hints)}")
 
 

@@ -6,7 +6,6 @@ is refused with one line, and that code never runs. Bundles hold safetensors and
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +13,11 @@ from typing import Any
 
 import torch
 
+from finetune.records import SUMMARY_FILE, RunSummary, Split
 from zoo.bundle import METADATA_FILE, LoadedModel, build_network, check_metadata, load
 from zoo.errors import ZooError, describe_error
 
 RUN_CHECKPOINT = "best.ckpt"
-SUMMARY_FILE = "summary.json"
 NETWORK_PREFIX = "network."  # the zoo network's attribute in finetune.module.Classifier
 
 
@@ -63,21 +62,21 @@ def load_checkpoint(path: Path) -> LoadedModel:
 def _measured(checkpoint: Path) -> dict[str, Any]:
     """The run's validation and test figures, which ``summary.json`` gives for its best checkpoint only."""
     unknown: dict[str, Any] = {"validation": None, "test": None}
-    path = checkpoint.parent / SUMMARY_FILE
-    try:  # is_file: a FIFO would be waited on forever
-        summary = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, ValueError, RecursionError):
+    if not (checkpoint.parent / SUMMARY_FILE).is_file():  # is_file: a FIFO would be waited on forever
         return unknown
-    # A damaged summary.json only loses these figures: the model itself is in the checkpoint.
-    if not isinstance(summary, dict) or Path(str(summary.get("best_checkpoint", ""))).name != checkpoint.name:
+    try:
+        summary = RunSummary.read(checkpoint.parent)
+    except ZooError:  # a damaged summary.json only loses these figures: the model itself is in the checkpoint
+        return unknown
+    if Path(summary.best_checkpoint).name != checkpoint.name:
         return unknown
 
-    def figures(split: str) -> dict[str, Any] | None:
-        if summary.get(f"{split}_top1_error") is None:
+    def figures(split: Split) -> dict[str, Any] | None:
+        if summary.error(split) is None:
             return None
-        return {"num_images": summary.get(f"num_{split}"), "top1_error": summary[f"{split}_top1_error"],
-                "top1_error_ci95": summary.get(f"{split}_top1_error_ci95"), "k": summary.get("k"),
-                "topk_error": summary.get(f"{split}_topk_error"), "loss": summary.get(f"{split}_loss")}
+        return {"num_images": summary.num_images(split), "top1_error": summary.error(split),
+                "top1_error_ci95": summary.interval(split), "k": summary.k,
+                "topk_error": summary.topk(split), "loss": summary.loss(split)}
 
     return {"validation": figures("val"), "test": figures("test")}
 

@@ -233,13 +233,15 @@ def _summary(run_dir: Path) -> dict:
     pytest.param(lambda text, summary: json.dumps({k: v for k, v in summary.items() if k != "test_top1_error"}),
                  "lacks test_top1_error", id="a key missing"),
     pytest.param(lambda text, summary: json.dumps({k: v for k, v in summary.items() if k != "config"}),
-                 "lacks config.", id="no config"),
+                 "lacks config", id="no config"),
+    pytest.param(lambda text, summary: json.dumps({**summary, "accuracy": 0.9}), "has unknown fields accuracy",
+                 id="a field of another version"),
     pytest.param(lambda text, summary: json.dumps({**summary, "learned": "yes"}), "learned must be true or false",
                  id="text for a bool"),
     pytest.param(lambda text, summary: json.dumps({**summary, "val_top1_error_ci95": "20-90"}),
                  "val_top1_error_ci95 must be", id="text for an interval"),
     pytest.param(lambda text, summary: json.dumps({**summary, "config": {**summary["config"], "data": 5}}),
-                 "lacks config.data.", id="a number for a config section"),
+                 "config key 'data' must be a mapping", id="a number for a config section"),
 ])
 def test_report_names_a_damaged_summary(run_dir: Path, tmp_path: Path, damage, expected: str, capsys) -> None:
     damaged = tmp_path / "run"

@@ -64,8 +64,8 @@ def _finish(per_seed: Sequence[dict[str, Any]], out: Path, configs: Sequence[dic
 
 def run_compare(args: argparse.Namespace) -> int:
     from finetune.compare import SETTINGS_FILE, Plan, compare, load_comparison, parse_seeds, parse_vary
-    from finetune.compare.results import read_summary
     from finetune.config import RunConfig, merge, to_dict
+    from finetune.records import RunSummary
 
     overrides = overrides_from_flags(args)
     saved = Path(args.out) / SETTINGS_FILE if args.out else None
@@ -82,18 +82,20 @@ def run_compare(args: argparse.Namespace) -> int:
     out = Path(config.out) if config.out else _stamped("compare")
     rows = compare(plan, config, out)
     # The runs' own settings: the title and findings then name the seeds and varied settings they used.
-    configs = [read_summary(Path(row["run_dir"]))["config"] for row in rows if row["status"] == "ok"]
+    configs = [to_dict(RunSummary.read(Path(row["run_dir"])).config) for row in rows if row["status"] == "ok"]
     _finish(rows, out, configs or [to_dict(config)], "comparison folder")
     return 1 if any(row["status"] == "failed" for row in rows) else 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from finetune.compare.results import read_summary, rows_from_runs
+    from finetune.compare.results import rows_from_runs
+    from finetune.config import to_dict
     from finetune.folders import check_out_folder
+    from finetune.records import RunSummary
 
     out = args.out or _stamped("report")
     check_out_folder(out)  # before the runs' speed is measured
     rows = rows_from_runs(args.run_dirs)
-    configs = [read_summary(run_dir)["config"] for run_dir in args.run_dirs]
+    configs = [to_dict(RunSummary.read(run_dir).config) for run_dir in args.run_dirs]
     _finish(rows, out, configs, "report folder")
     return 0

@@ -8,9 +8,12 @@ import dataclasses
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from finetune.config import ConfigError, FreezeMode, RunConfig, alternatives, config_fields, load_config, merge
+
+if TYPE_CHECKING:
+    from finetune.records import RunSummary, Split
 
 FIELDS = {key: (item, annotation) for key, item, annotation in config_fields()}
 # Each command adds these itself, worded for what it does (zoo compare has --archs, and its --out is a comparison).
@@ -113,34 +116,34 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
-def _error(summary: dict[str, Any], split: str) -> str:
-    low, high = summary[f"{split}_top1_error_ci95"]
-    return f"{summary[f'{split}_top1_error']:.2f} ({low:.2f}-{high:.2f}), n = {summary[f'num_{split}']}"
+def _error(summary: RunSummary, split: Split) -> str:
+    low, high = summary.interval(split) or (None, None)
+    return f"{summary.error(split):.2f} ({low:.2f}-{high:.2f}), n = {summary.num_images(split)}"
 
 
-def result_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
     """The final table of ``zoo finetune``: the held-out error first, each with its interval and n."""
-    rows = [{"key": key, "value": summary[key]} for key in ("arch", "weights", "num_classes", "num_train", "num_val",
-                                                             "num_test", "num_skipped", "epochs", "best_epoch",
-                                                             "precision")]
-    k = summary["k"]
-    if summary["num_test"]:
+    rows = [{"key": key, "value": getattr(summary, key)}
+            for key in ("arch", "weights", "num_classes", "num_train", "num_val", "num_test", "num_skipped", "epochs",
+                        "best_epoch", "precision")]
+    k = summary.k
+    if summary.num_test:
         rows.append({"key": "test top-1 error (once, best checkpoint)", "value": _error(summary, "test")})
         if k:
-            rows.append({"key": f"test top-{k} error", "value": summary["test_topk_error"]})
+            rows.append({"key": f"test top-{k} error", "value": summary.test_topk_error})
     rows.append({"key": "val top-1 error (chose the checkpoint: optimistic)", "value": _error(summary, "val")})
     if k:
-        rows.append({"key": f"val top-{k} error", "value": summary["val_topk_error"]})
+        rows.append({"key": f"val top-{k} error", "value": summary.val_topk_error})
+    ece = (f"{summary.val_ece_before:.2f} -> {summary.val_ece_after:.2f}"
+           if summary.val_ece_before is not None and summary.val_ece_after is not None
+           else "not finite (the run diverged)")
     rows += [
-        {"key": f"chance top-1 error ({summary['reported_on']}: most frequent class)",
-         "value": summary["chance_top1_error"]},
-        {"key": "learned (interval below chance)", "value": summary["learned"]},
-        {"key": "softmax temperature (fit on val)", "value": f"{summary['temperature']:.3f}"},
-        {"key": "val ECE before -> after (%)",
-         "value": f"{summary['val_ece_before']:.2f} -> {summary['val_ece_after']:.2f}"
-         if summary["val_ece_before"] is not None else "not finite (the run diverged)"},
-        {"key": "train_seconds", "value": summary["train_seconds"]},
-        {"key": "train_images_per_second", "value": summary["train_images_per_second"]},
+        {"key": f"chance top-1 error ({summary.reported_on}: most frequent class)", "value": summary.chance_top1_error},
+        {"key": "learned (interval below chance)", "value": summary.learned},
+        {"key": "softmax temperature (fit on val)", "value": f"{summary.temperature:.3f}"},
+        {"key": "val ECE before -> after (%)", "value": ece},
+        {"key": "train_seconds", "value": summary.train_seconds},
+        {"key": "train_images_per_second", "value": summary.train_images_per_second},
     ]
     return rows
 
@@ -155,7 +158,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     else:
         config = merge(load_config(args.config) if args.config else RunConfig(), overrides)
     result = train(config, resume=args.resume)
-    if not result.summary:  # a DDP worker process: rank 0 reports
+    if result.summary is None:  # a DDP worker process: rank 0 reports
         return 0
     print_table(result_rows(result.summary), {"key": "metric", "value": "value"},
                 title="fine-tuning result (errors in %, 95% Wilson intervals)")

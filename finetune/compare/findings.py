@@ -18,10 +18,10 @@ from finetune.compare.results import (
     headline_interval,
     headline_std,
     label,
-    read_summary,
     settings_that_differ,
 )
 from finetune.compare.speed import Speed
+from finetune.records import RunSummary
 from finetune.stats import SIGNIFICANCE, spearman
 
 
@@ -31,7 +31,9 @@ def format_p(p_value: float) -> str:
 
 
 def _error(row: Row) -> str:
-    low, high = headline_interval(row)
+    interval = headline_interval(row)
+    assert interval is not None  # only finished rows are described, and each has its interval
+    low, high = interval
     std = headline_std(row)
     spread = f" ± {std:.1f} (sd over seeds {row['seeds']})" if std is not None else ""
     return f"{headline_error(row):.1f}%{spread} (95% CI {low:.1f}-{high:.1f})"
@@ -42,17 +44,17 @@ def _seeds(row: Row) -> int:
 
 
 def _data_sentences(per_seed: Sequence[Row], rows: Sequence[Row]) -> list[str]:
-    summary = read_summary(Path(next(row for row in per_seed if row["status"] == "ok")["run_dir"]))
-    if summary["num_test"]:
+    summary = RunSummary.read(Path(next(row for row in per_seed if row["status"] == "ok")["run_dir"]))
+    if summary.num_test:
         sentences = [
-            f"Trained on {summary['num_train']} images, validated on {summary['num_val']} (they chose each "
-            f"checkpoint) and tested once on {summary['num_test']} images of {summary['num_classes']} classes "
+            f"Trained on {summary.num_train} images, validated on {summary.num_val} (they chose each "
+            f"checkpoint) and tested once on {summary.num_test} images of {summary.num_classes} classes "
             "held out from the start. Errors are test errors with 95% Wilson intervals; p-values are exact "
             "McNemar tests on the same test images."
         ]
     else:
         sentences = [
-            f"No test images were held out: errors are on the {summary['num_val']} validation images that chose "
+            f"No test images were held out: errors are on the {summary.num_val} validation images that chose "
             "each checkpoint, so they are optimistic, and no paired test is made."
         ]
     if any(_seeds(row) > 1 for row in rows):
@@ -94,7 +96,8 @@ def _cheapest_finding(best: Row, rows: Sequence[Row]) -> str | None:
                 "different only when their interquartile ranges do not overlap.")
     row, speed = min(faster, key=lambda pair: pair[1].ms_per_image)
     return (f"{label(row)} is not distinguishable from {label(best)} ({format_p(row['p_vs_best'])}) and is faster to "
-            f"run: {speed.ms_per_image:.2f} ms per image (IQR {speed.ms_per_image_low:.2f}-{speed.ms_per_image_high:.2f}) "
+            f"run: {speed.ms_per_image:.2f} ms per image "
+            f"(IQR {speed.ms_per_image_low:.2f}-{speed.ms_per_image_high:.2f}) "
             f"against {best_speed.ms_per_image:.2f} ms ({best_speed.ms_per_image_low:.2f}-"
             f"{best_speed.ms_per_image_high:.2f}), {best_speed.ms_per_image / speed.ms_per_image:.1f}× faster.")
 
@@ -117,7 +120,9 @@ def _depth_findings(rows: Sequence[Row]) -> list[str]:
         if len({row["name"] for row in finished}) < 2:  # one architecture: no depth to compare
             continue
         learned = [row for row in finished if row["learned"]]
-        trend = spearman([row["depth"] for row in learned], [headline_error(row) for row in learned])
+        # Every row that learned has an error: its interval lay below chance.
+        points = [(row["depth"], error) for row in learned if (error := headline_error(row)) is not None]
+        trend = spearman([depth for depth, _ in points], [error for _, error in points])
         sentence = _trend_sentence(trend, len(learned), "models that learned")
         if setting:
             sentence = f"[{setting}] {sentence}"
@@ -151,6 +156,7 @@ def findings(rows: Sequence[Row], per_seed: Sequence[Row], configs: Sequence[dic
                 sentences.append(f"{label(row)} did not learn: its {row['reported_on']} error {_error(row)} does not "
                                  f"lie below chance, {row['chance_top1_error']:.1f}% (always the most frequent class).")
         best = best_row(finished)
+        assert best is not None  # finished is not empty
         if best["learned"]:
             num_test = best["num_test"] or 0
             sentences.append(f"Lowest {best['reported_on']} error: {label(best)}, {_error(best)}.")

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import zoo
 from finetune.compare.speed import run_speed
+from finetune.config import to_dict
 from finetune.heldout import PREDICTIONS_FILE, read_predictions
+from finetune.records import RunSummary
 from finetune.stats import mcnemar, wilson_interval
-from zoo.errors import describe_error, short_repr
 from zoo.spec import ArchSpec
 
 Row = dict[str, Any]
@@ -29,70 +29,6 @@ RESULT_COLUMNS = (
 REGISTRY_KEYS = ("name", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error")
 # Settings that say where a run lives or which seed it drew, not how it was trained.
 UNCOMPARED_SETTINGS = ("out", "model.arch", "trainer.seed")
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _interval(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(map(_number, value))
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str)
-
-
-def _or_null(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
-    return lambda value: value is None or check(value)
-
-
-# What reports read from summary.json (config settings as dotted keys), and what each must be: a damaged
-# file is named in one line instead of failing somewhere in the report with a KeyError or TypeError.
-SUMMARY_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "reported_on": (lambda value: value in ("test", "val"), "test or val"),
-    "learned": (lambda value: isinstance(value, bool), "true or false"),
-    **dict.fromkeys(("arch", "weights", "precision", "memory_format", "config.data.path", "config.model.weights",
-                     "config.optim.freeze", "config.trainer.accelerator"), (_text, "text")),
-    **dict.fromkeys(("num_classes", "num_train", "num_val", "num_test", "image_size", "seed", "config.data.batch_size",
-                     "config.trainer.max_steps", "config.trainer.seed"), (_integer, "a whole number")),
-    **dict.fromkeys(("k", "config.data.image_size", "config.trainer.epochs"),
-                    (_or_null(_integer), "a whole number or null")),
-    **dict.fromkeys(("chance_top1_error", "val_top1_error", "train_seconds", "train_images_per_second"),
-                    (_number, "a number")),
-    **dict.fromkeys(("test_top1_error", "val_topk_error", "test_topk_error"), (_or_null(_number), "a number or null")),
-    "val_top1_error_ci95": (_interval, "a list of 2 numbers"),
-    "test_top1_error_ci95": (_or_null(_interval), "a list of 2 numbers or null"),
-}
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """The ``summary.json`` of a finished run, with every field a report reads."""
-    path = run_dir / "summary.json"
-    if not path.is_file():
-        hint = f": for a comparison folder pass its run folders, {run_dir / 'runs'}/*" if (run_dir / "runs").is_dir() else ""
-        raise zoo.ZooError(f"{run_dir} holds no finished run (no summary.json){hint}")
-    fix = f"train the run again, or leave {run_dir} out"
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as error:  # a cut-off file, another encoding, JSON nested too deep
-        raise zoo.ZooError(f"cannot read {path}: {describe_error(error)}; {fix}") from error
-    if not isinstance(summary, dict):
-        raise zoo.ZooError(f"{path} holds a JSON {type(summary).__name__}, not the summary of a run: {fix}")
-    if "reported_on" not in summary:
-        raise zoo.ZooError(f"{run_dir} was trained by an older zoo without a held-out test measurement: "
-                           "train it again to compare it")
-    fields = _flatten(summary)
-    for key, (fits, expected) in SUMMARY_FIELDS.items():
-        if key not in fields:
-            raise zoo.ZooError(f"{path} lacks {key}: {fix}")
-        if not fits(fields[key]):
-            raise zoo.ZooError(f"{path}: {key} must be {expected}, got {short_repr(fields[key])}: {fix}")
-    return summary
 
 
 def _imagenet_errors(spec: ArchSpec, weights: str) -> tuple[float | None, float | None]:
@@ -140,18 +76,18 @@ def failed_row(name: str, reason: str, weights: str, setting: str = "", seed: in
 
 def run_row(run_dir: Path, *, setting: str = "", save_speed: bool = False, measure_speed: bool = True) -> Row:
     """The row of a finished run: registry figures, its held-out errors, training and prediction speed."""
-    summary = read_summary(run_dir)
-    split = summary["reported_on"]
+    summary = RunSummary.read(run_dir)
     row = {
-        **_registry_row(summary["arch"], summary["weights"]),
+        **_registry_row(summary.arch, summary.weights),
         "setting": setting,
-        "weights": summary["weights"],
-        "image_size": summary["image_size"],
-        "seeds": str(summary["seed"]),
-        **{key: summary[key] for key in ("num_test", "test_top1_error", "test_top1_error_ci95", "num_val",
-                                         "val_top1_error", "val_top1_error_ci95", "k", "reported_on",
-                                         "chance_top1_error", "learned", "train_seconds", "train_images_per_second")},
-        "topk_error": summary[f"{split}_topk_error"],
+        "weights": summary.weights,
+        "image_size": summary.image_size,
+        "seeds": str(summary.seed),
+        **{key: getattr(summary, key) for key in ("num_test", "test_top1_error", "test_top1_error_ci95", "num_val",
+                                                  "val_top1_error", "val_top1_error_ci95", "k", "reported_on",
+                                                  "chance_top1_error", "learned", "train_seconds",
+                                                  "train_images_per_second")},
+        "topk_error": summary.topk(summary.reported_on),
         "status": "ok",
         "run_dir": str(run_dir),
     }
@@ -166,7 +102,7 @@ def run_row(run_dir: Path, *, setting: str = "", save_speed: bool = False, measu
 
 def rows_from_runs(run_dirs: Sequence[Path]) -> list[Row]:
     """One row per finished run, named by the settings in which the runs differ (seeds aside)."""
-    configs = [read_summary(run_dir)["config"] for run_dir in run_dirs]
+    configs = [to_dict(RunSummary.read(run_dir).config) for run_dir in run_dirs]
     differ = settings_that_differ(configs)
     # .get: runs of different zoo versions may lack settings added since.
     return [run_row(run_dir, setting=", ".join(f"{key}={_flatten(config).get(key)}" for key in differ))

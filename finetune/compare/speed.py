@@ -9,12 +9,15 @@ import statistics
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 import zoo
+
+if TYPE_CHECKING:
+    from finetune.records import RunSummary
 
 SPEED_FILE = "inference.json"  # kept in the run folder, so a resumed comparison need not measure again
 MIN_RUN_SECONDS = 1.0  # per measurement, split into timing blocks whose spread is kept
@@ -96,7 +99,7 @@ def _saved_speed(path: Path) -> Speed | None:
     return speed if fits and isinstance(speed.device, str) else None
 
 
-def run_speed(run_dir: Path, summary: dict[str, Any], *, save: bool) -> Speed:
+def run_speed(run_dir: Path, summary: RunSummary, *, save: bool) -> Speed:
     """The speed of a finished run's network: read from ``inference.json``, else measured (and saved if asked).
 
     Measured as the run trained: its image size, precision, memory format, device, and its batch size
@@ -106,12 +109,10 @@ def run_speed(run_dir: Path, summary: dict[str, Any], *, save: bool) -> Speed:
     saved = _saved_speed(path) if path.is_file() else None
     if saved is not None:
         return saved
-    config = summary["config"]
     speed = measure_speed(
-        summary["arch"], summary["num_classes"], summary["image_size"],
-        batch_size=config["data"]["batch_size"], precision=summary["precision"],
-        memory_format=summary["memory_format"],
-        use_cuda=config["trainer"]["accelerator"] != "cpu" and torch.cuda.is_available(),
+        summary.arch, summary.num_classes, summary.image_size, batch_size=summary.config.data.batch_size,
+        precision=summary.precision, memory_format=summary.memory_format,
+        use_cuda=summary.config.trainer.accelerator != "cpu" and torch.cuda.is_available(),
     )
     if save:
         path.write_text(json.dumps(asdict(speed), indent=2) + "\n", encoding="utf-8")

@@ -19,6 +19,7 @@ from finetune.data.datamodule import ImageDataModule
 from finetune.data.features import FeatureDataModule
 from finetune.data.split import Split, split_folder
 from finetune.module import Classifier
+from finetune.records import RunSummary
 from finetune.run import train
 from zoo_cli.main import main
 
@@ -66,7 +67,7 @@ def test_decoded_cache_yields_the_plain_tensors_without_augmentation(
     for part in ("train", "val"):
         expected, got = _batches(plain, part), _batches(cached, part)
         assert len(got) == len(expected) > 1
-        for (images, labels), (want, want_labels) in zip(got, expected):
+        for (images, labels), (want, want_labels) in zip(got, expected, strict=True):
             assert images.shape[1:] == (3, image_size, image_size) and torch.equal(labels, want_labels)
             assert torch.equal(images, want), f"{part} batch differs from the plain pipeline"
 
@@ -76,7 +77,8 @@ def test_decoded_images_are_augmented_on_tensors(odd_split: Split, cache_dir: Pa
     data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, DataConfig(cache="memory", augment=augment))
     draws = [next(iter(data.train_dataloader()))[0] for _ in range(3)]
     assert all(draw.shape == (len(odd_split.train), 3, 28, 28) and draw.dtype == torch.float32 for draw in draws)
-    assert all(-1.0 <= float(draw.min()) and float(draw.max()) <= 1.0 for draw in draws), "normalised with mean = std = 0.5"
+    assert all(-1.0 <= float(draw.min()) and float(draw.max()) <= 1.0 for draw in draws), \
+        "normalised with mean = std = 0.5"
     assert not torch.equal(draws[0].sort(0).values, draws[1].sort(0).values), "each epoch sees new random crops"
 
 
@@ -98,7 +100,8 @@ def test_decoded_disk_cache_is_reused_and_follows_files_and_sizes(
     spec = zoo.get_spec("small_cnn")
     decodes: list[int] = []
     real_decode_all = decoded.decode_all
-    monkeypatch.setattr(decoded, "decode_all", lambda paths, *rest: (decodes.append(len(paths)), real_decode_all(paths, *rest)))
+    monkeypatch.setattr(decoded, "decode_all",
+                        lambda paths, *rest: (decodes.append(len(paths)), real_decode_all(paths, *rest)))
 
     def prepare(image_size: int = 28) -> int:
         before = len(decodes)
@@ -166,7 +169,8 @@ def test_feature_cache_is_reused_and_invalidated(odd_split: Split, cache_dir: Pa
         module.network.features[0][0].weight.add_(0.01)
     assert prepare() == 2, "other backbone weights: new features"
     assert prepare(image_size=32) == 2, "another image size: new features"
-    assert prepare(dataclasses.replace(odd_split, train=odd_split.train[1:])) == 1, "another file list: new train features"
+    assert prepare(dataclasses.replace(odd_split, train=odd_split.train[1:])) == 1, \
+        "another file list: new train features"
     edited = odd_split.val[0].path
     Image.fromarray(skdata.astronaut()[:50, :60]).save(edited, "PNG" if edited.suffix == ".png" else "JPEG")
     assert prepare() == 1, "an edited validation image: new validation features only"
@@ -200,7 +204,7 @@ def test_cached_features_train_the_same_head_as_naive_training(
         trainer=TrainerConfig(epochs=2, seed=0),
     )
 
-    def run(name: str, cache: str) -> tuple[dict[str, torch.Tensor], dict]:
+    def run(name: str, cache: str) -> tuple[dict[str, torch.Tensor], RunSummary | None]:
         result = train(dataclasses.replace(config, data=dataclasses.replace(config.data, cache=cache),
                                            out=str(tmp_path / name)))
         return _network_state(result.run_dir / "last.ckpt"), result.summary
@@ -211,7 +215,8 @@ def test_cached_features_train_the_same_head_as_naive_training(
     for key, value in naive.items():
         assert torch.allclose(cached[key], value, atol=1e-5), f"{key} differs between naive and cached training"
     assert not torch.allclose(cached["fc.linear.weight"], _initial_head(config)), "the head was trained"
-    assert cached_summary["val_top1_error"] == naive_summary["val_top1_error"]
+    assert cached_summary is not None and naive_summary is not None
+    assert cached_summary.val_top1_error == naive_summary.val_top1_error
 
     monkeypatch.setattr(probe, "extract_features", _fail)
     again, _ = run("again", "auto")
@@ -283,7 +288,8 @@ def test_a_run_trains_with_a_policy_and_mixed_batches(image_folder: Path, tmp_pa
             "--cache", cache, "--out", str(out)]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["steps"] == 3 and summary["config"]["data"]["mixup"] == 0.2 and summary["test_top1_error"] is not None
+    assert summary["steps"] == 3 and summary["config"]["data"]["mixup"] == 0.2
+    assert summary["test_top1_error"] is not None
 
 
 def test_mixing_is_refused_on_cached_features(image_folder: Path, tmp_path: Path, capsys) -> None:

@@ -46,7 +46,7 @@ def _fail_saving(monkeypatch: pytest.MonkeyPatch, name: str, on_call: int, error
     original = AtomicCheckpointIO.save_checkpoint
     calls = {"count": 0}
 
-    def save(self, checkpoint, path, storage_options=None):  # noqa: ANN001
+    def save(self, checkpoint, path, storage_options=None):
         if Path(path).name == name:
             calls["count"] += 1
             if calls["count"] == on_call:
@@ -79,7 +79,9 @@ def test_last_checkpoint_is_written_every_epoch_and_resume_does_not_repeat_rows(
     assert run_summary(out)["epochs"] == 6
 
 
-def test_sigterm_saves_last_checkpoint_says_how_to_resume_and_exits_non_zero(image_folder: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_sigterm_saves_last_checkpoint_says_how_to_resume_and_exits_non_zero(
+        image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     command = [sys.executable, "-m", "zoo_cli.main", *_start(image_folder, out, "--epochs", "200")]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -223,6 +225,7 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(image_folder: Path, tmp_path
     assert err.count("\n") == 1 and "--out" in err and blocker.read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_children_die_with_the_launching_process(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     child = ("import os, time; from finetune.processes import die_with_parent; die_with_parent(); "
@@ -281,7 +284,7 @@ def test_an_image_damaged_during_training_stops_with_the_resume_command(
     victim = sorted((image_folder / "chelsea").iterdir())[0]
     original = Classifier.on_train_epoch_end
 
-    def damage_after_epoch_one(self) -> None:  # noqa: ANN001
+    def damage_after_epoch_one(self) -> None:
         original(self)
         if self.current_epoch == 0:
             victim.write_bytes(victim.read_bytes()[:200])  # truncated, as by a failing copy

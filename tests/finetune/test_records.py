@@ -1,0 +1,40 @@
+"""summary.json as a typed record: what a run writes reads back identical, field for field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from finetune.records import RunSummary
+from tests.finetune.trained import train_small_run
+from zoo.errors import ZooError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_small_run(tmp_path_factory.mktemp("records"))
+
+
+def test_a_summary_reads_back_as_it_was_written(run_dir: Path, tmp_path: Path) -> None:
+    summary = RunSummary.read(run_dir)
+    assert summary.to_dict() == json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    assert summary.error(summary.reported_on) == summary.test_top1_error and summary.config.model.arch == "small_cnn"
+    summary.write(tmp_path)
+    assert RunSummary.read(tmp_path) == summary
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"num_test": 3.5}, "num_test must be a whole number, got 3.5"),
+    ({"k": "2"}, "k must be a whole number or null"),
+    ({"reported_on": "train"}, "reported_on must be test or val"),
+    ({"classes": ["a", 2]}, "classes must be a list of text"),
+    ({"phase_seconds": {"scan": "fast"}}, "phase_seconds must be a mapping to a number"),
+])
+def test_a_field_of_the_wrong_type_is_named(run_dir: Path, tmp_path: Path, change: dict, message: str) -> None:
+    content = {**json.loads((run_dir / "summary.json").read_text(encoding="utf-8")), **change}
+    (tmp_path / "summary.json").write_text(json.dumps(content), encoding="utf-8")
+    with pytest.raises(ZooError) as error:
+        RunSummary.read(tmp_path)
+    assert message in str(error.value) and "\n" not in str(error.value)
