@@ -132,7 +132,7 @@ def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor)
                 differences.append((entry.run(path, batch) - reference).abs().max().item())
         except OSError:
             raise  # a full or read-only disk: the caller names the folder and what to free
-        except Exception as error:  # noqa: BLE001 - exporters fail in many ways; the user gets one line
+        except Exception as error:  # exporters fail in many ways; the user gets one line
             raise ExportError(f"{entry.name} export failed: {describe_error(error)}") from error
         if not differences[0] <= TOLERANCE:  # written so that NaN fails too
             raise ExportError(

@@ -82,10 +82,10 @@ def predict(model: LoadedModel, paths: Sequence[Path], top_k: int = 5, batch_siz
             tops = {}
             if readable:
                 values, indices = model.predict([images[i] for i in readable]).topk(k, dim=1)
-                for i, row_values, row_indices in zip(readable, values.tolist(), indices.tolist()):
-                    tops[i] = [(model.classes[c], round(p, 6)) for c, p in zip(row_indices, row_values)]
+                for i, row_values, row_indices in zip(readable, values.tolist(), indices.tolist(), strict=True):
+                    tops[i] = [(model.classes[c], round(p, 6)) for c, p in zip(row_indices, row_values, strict=True)]
             results += [
-                Prediction(path, tops[i]) if i in tops else Prediction(path, error=images[i])
+                Prediction(path, tops[i]) if i in tops else Prediction(path, error=str(images[i]))
                 for i, path in enumerate(batch)
             ]
     return results

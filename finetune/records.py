@@ -105,7 +105,8 @@ class RunSummary:
         """The ``summary.json`` of ``run_dir``; a missing, damaged or foreign file is one line naming the fix."""
         path = Path(run_dir) / SUMMARY_FILE
         if not path.is_file():
-            hint = f": for a comparison folder pass its run folders, {run_dir}/runs/*" if (run_dir / "runs").is_dir() else ""
+            comparison = (run_dir / "runs").is_dir()
+            hint = f": for a comparison folder pass its run folders, {run_dir}/runs/*" if comparison else ""
             raise ZooError(f"{run_dir} holds no finished run (no {SUMMARY_FILE}){hint}")
         fix = f"train the run again, or leave {run_dir} out"
         try:
@@ -122,7 +123,8 @@ class RunSummary:
             raise ZooError(f"{path} {what} (written by another version of zoo?): {fix}")
         for name, annotation in hints.items():
             if name != "config" and not _fits(content[name], annotation):
-                raise ZooError(f"{path}: {name} must be {_describe(annotation)}, got {short_repr(content[name])}: {fix}")
+                got = short_repr(content[name])
+                raise ZooError(f"{path}: {name} must be {_describe(annotation)}, got {got}: {fix}")
         try:
             config = merge(RunConfig(), content["config"]) if isinstance(content["config"], dict) else None
         except ConfigError as error:

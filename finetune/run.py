@@ -84,7 +84,8 @@ def new_run_dir(config: RunConfig) -> Path:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror or error}; choose another --out")
+        raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror or error}; choose another --out"
+                          ) from error
     return run_dir
 
 
@@ -110,8 +111,9 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     changed = [f"{section}.{name}" for section, name in _fields(config)
                if (section, name) not in RESUMABLE and _value(config, section, name) != _value(saved, section, name)]
     if changed:
-        raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would change "
-                          f"what it is: leave {'it' if len(changed) == 1 else 'them'} out, or start a new run with --out")
+        them = "it" if len(changed) == 1 else "them"
+        raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would "
+                          f"change what it is: leave {them} out, or start a new run with --out")
     removed = remove_temporaries(run_dir)
     if removed:
         say(f"removed {len(removed)} half-written files a killed run left in {run_dir}")
@@ -163,8 +165,8 @@ def make_split(config: RunConfig) -> Split:
         images = getattr(split, part)
         missing = classes_without(images, split.classes)
         if images and missing:
-            say(f"{len(missing)} of {len(split.classes)} classes have no {part} images ({_listed(missing)}): they take no part "
-                f"in {use}; give each class 3 or more images", warning=True)
+            say(f"{len(missing)} of {len(split.classes)} classes have no {part} images ({_listed(missing)}): they "
+                f"take no part in {use}; give each class 3 or more images", warning=True)
     if not split.test:
         say("no test images (data.test_fraction 0 and no test/ folder): every error reported is on the validation "
              "images that chose the checkpoint, so it is optimistic", warning=True)
@@ -413,11 +415,12 @@ def _validate_final_step(trainer: pl.Trainer, setup: Setup, watched: _Watchers) 
 
 def final_metrics(rows: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
     """The validation figures of the best checkpoint's epoch (one row of metrics.csv) and of the last epoch."""
+    validated = [(error, row) for row in rows if (error := row.get("val/top1_error")) is not None]
     # The first of equal errors, as ModelCheckpoint keeps the first checkpoint that reached it.
-    best = min((r for r in rows if r.get("val/top1_error") is not None), key=lambda r: r["val/top1_error"], default={})
+    best = min(validated, key=lambda pair: pair[0], default=(None, {}))[1]
     last = rows[-1] if rows else {}
     return {
-        "best_epoch": int(best["epoch"]) if best else None,
+        "best_epoch": int(best["epoch"] or 0) if best else None,
         "val_top1_error": best.get("val/top1_error"),
         "val_topk_error": best.get("val/topk_error"),
         "val_loss": best.get("val/loss"),

@@ -37,7 +37,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - every unreadable file gets the same one-line message
+    except Exception as error:  # every unreadable file gets the same one-line message
         raise ZooError(
             f"cannot load {path}: it is not a plain-tensor checkpoint ({describe_error(error)}); zoo loads checkpoints "
             "with weights_only=True and never runs code stored in them: use a .ckpt written by zoo finetune"

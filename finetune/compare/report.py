@@ -80,7 +80,8 @@ def _write_csv(rows: Sequence[Row], path: Path) -> None:
         writer.writerows({key: _cell(row.get(key)) for key in RESULT_COLUMNS} for row in rows)
 
 
-def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *, configs: Sequence[dict[str, Any]]) -> None:
+def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *,
+                  configs: Sequence[dict[str, Any]]) -> None:
     """results.json/.csv (``rows``, from ``summarize``), results_per_seed.csv, depth_vs_error.png,
     error_vs_cost.png, curves.png and report.md in ``out``; ``configs``: the run settings behind the rows."""
     out.mkdir(parents=True, exist_ok=True)

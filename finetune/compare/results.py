@@ -106,7 +106,7 @@ def rows_from_runs(run_dirs: Sequence[Path]) -> list[Row]:
     differ = settings_that_differ(configs)
     # .get: runs of different zoo versions may lack settings added since.
     return [run_row(run_dir, setting=", ".join(f"{key}={_flatten(config).get(key)}" for key in differ))
-            for run_dir, config in zip(run_dirs, configs)]
+            for run_dir, config in zip(run_dirs, configs, strict=True)]
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -126,12 +126,20 @@ def settings_that_differ(configs: Sequence[dict[str, Any]]) -> list[str]:
     return [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
 
 
+def _known(values: Sequence[float | None]) -> list[float] | None:
+    """``values`` when every one is known; a seed without the figure makes the aggregate unknown."""
+    known = [value for value in values if value is not None]
+    return known if len(known) == len(values) else None
+
+
 def _mean(values: Sequence[float | None]) -> float | None:
-    return None if not values or None in values else round(statistics.fmean(values), 4)
+    known = _known(values)
+    return round(statistics.fmean(known), 4) if known else None
 
 
 def _std(values: Sequence[float | None]) -> float | None:
-    return None if len(values) < 2 or None in values else round(statistics.stdev(values), 4)
+    known = _known(values)
+    return round(statistics.stdev(known), 4) if known and len(known) >= 2 else None
 
 
 def _interval_of_mean(error: float | None, count: int | None) -> list[float] | None:
@@ -168,7 +176,7 @@ def best_row(rows: Sequence[Row]) -> Row | None:
     finished = [row for row in rows if row["status"] == "ok" and headline_error(row) is not None]
     finished = [row for row in finished if row["reported_on"] == "test"] or finished
     candidates = [row for row in finished if row["learned"]] or finished
-    return min(candidates, key=headline_error, default=None)
+    return min(candidates, key=lambda row: headline_error(row) or 0.0, default=None)  # all known, filtered above
 
 
 def _correct_by_image(run_dir: str | None) -> dict[str, bool] | None:
@@ -214,7 +222,8 @@ def summarize(per_seed: Sequence[Row]) -> list[Row]:
         p_values = []
         for run in runs:
             # Single runs pair whatever their seeds; several seeds pair seed by seed.
-            partner = next(iter(best_runs.values())) if len(runs) == len(best_runs) == 1 else best_runs.get(run["seeds"])
+            alone = len(runs) == len(best_runs) == 1
+            partner = next(iter(best_runs.values())) if alone else best_runs.get(run["seeds"])
             run["p_vs_best"] = paired_p_value(partner, run) if partner is not None else None
             p_values.append(run["p_vs_best"])
         row["p_vs_best"] = None if not p_values or None in p_values else max(p_values)

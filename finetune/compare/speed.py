@@ -39,7 +39,7 @@ class Speed:
 
     def clearly_faster_than(self, other: Speed) -> bool:
         """True only when this latency's whole spread lies below the other's: no ranking inside the noise."""
-        if None in (self.ms_per_image_high, other.ms_per_image_low):
+        if self.ms_per_image_high is None or other.ms_per_image_low is None:
             return False
         return self.ms_per_image_high < other.ms_per_image_low
 
@@ -74,7 +74,7 @@ def measure_speed(arch: str, num_classes: int, image_size: int, *, batch_size: i
     """Time ``arch`` with a ``num_classes`` head, untrained: speed does not depend on the weights' values."""
     device = torch.device("cuda" if use_cuda else "cpu")
     layout = torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
-    model = zoo.create_model(arch, num_classes).eval().to(device, memory_format=layout)
+    model = zoo.create_model(arch, num_classes).eval().to(device).to(memory_format=layout)
 
     def images(count: int) -> torch.Tensor:
         return torch.randn(count, 3, image_size, image_size, device=device).contiguous(memory_format=layout)
