@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from zoo_cli.output import FORMATS, print_table, render
+
+if TYPE_CHECKING:
+    from zoo.spec import ArchSpec
 
 LIST_COLUMNS = {
     "name": "name", "family": "family", "depth": "depth", "params_m": "params (M)", "gflops": "GFLOPs",
@@ -17,14 +21,20 @@ LIST_COLUMNS = {
 def add_parsers(commands: argparse._SubParsersAction) -> None:
     listing = commands.add_parser("list", help="table of the registry: depth, size, cost, error rates")
     listing.add_argument("pattern", nargs="?", help="shell-style name pattern, e.g. 'resnet*'")
-    listing.add_argument("--sort", metavar="COLUMN", help="sort by a JSON key, e.g. depth, params, gflops, imagenet_top1_error")
+    listing.add_argument("--sort", metavar="COLUMN",
+                         help="sort by a JSON key, e.g. depth, params, gflops, imagenet_top1_error")
     listing.add_argument("--format", choices=FORMATS, default="table")
-    listing.add_argument("--timm", metavar="PATTERN", help="list timm models matching PATTERN with their pretrained tags")
+    listing.add_argument("--timm", metavar="PATTERN",
+                         help="list timm models matching PATTERN with their pretrained tags")
     listing.set_defaults(run=run_list)
 
     info = commands.add_parser("info", help="everything known about one architecture")
     info.add_argument("name", help="registry name or timm/<name>")
-    info.add_argument("--format", choices=("table", "json"), default="table")
+    info.add_argument("--format", choices=("table", "json", "csv"), default="table", help="csv: with --layers only")
+    info.add_argument("--layers", action="store_true",
+                      help="one row per layer: kernel, stride, padding, output shape, receptive field, params, FLOPs")
+    info.add_argument("--image-size", type=int, metavar="PX",
+                      help="input size for --layers (default: the architecture's)")
     info.set_defaults(run=run_info)
 
 
@@ -49,7 +59,8 @@ def run_list(args: argparse.Namespace) -> int:
         results = zoo.get_spec(row["name"]).ilsvrc  # AlexNet has two: ILSVRC data only, and the winning entry
         if results:
             row["ilsvrc"] = " / ".join(f"{result.top5_error:g}" for result in results) + f" ({results[0].year})"
-    print_table(rows, LIST_COLUMNS, title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)")
+    print_table(rows, LIST_COLUMNS,
+                title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)")
     return 0
 
 
@@ -70,12 +81,18 @@ def _list_timm(pattern: str, fmt: str) -> int:
 def run_info(args: argparse.Namespace) -> int:
     import zoo
 
+    if args.layers:
+        return _layers(zoo.get_spec(args.name), args.image_size, args.format)
+    if args.format == "csv" or args.image_size is not None:
+        flag = "--format csv" if args.format == "csv" else "--image-size"
+        raise zoo.ZooError(f"{flag} applies to the layer table: add --layers")
     details = zoo.describe(zoo.get_spec(args.name))
     if args.format == "json":
         print(json.dumps(details, indent=2, ensure_ascii=False))
         return 0
     scalars = {k: v for k, v in details.items() if not isinstance(v, list)}
-    print_table([{"key": k, "value": v} for k, v in scalars.items()], {"key": "field", "value": "value"}, details["name"])
+    print_table([{"key": k, "value": v} for k, v in scalars.items()], {"key": "field", "value": "value"},
+                details["name"])
     for result in details["ilsvrc_results"]:
         print(f"ILSVRC {result['year']}, place {result['place']}: top-5 error {result['top5_error']}% — "
               f"{result['description']} [{result['source']}]")
@@ -85,4 +102,53 @@ def run_info(args: argparse.Namespace) -> int:
     stages = [{**s, "output_shape": "×".join(map(str, s["output_shape"]))} for s in details["stages"]]
     print_table(stages, {"name": "stage", "kind": "kind", "output_shape": "output shape", "params": "params"},
                 f"stages at {details['input_size']} px")
+    return 0
+
+
+LAYER_COLUMNS = {
+    "name": "layer", "kind": "kind", "kernel": "kernel", "stride": "stride", "padding": "padding",
+    "dilation": "dilation", "groups": "groups", "output_shape": "output (C×H×W)",
+    "receptive_field": "receptive field px", "params": "params", "mflops": "MFLOPs",
+}
+
+
+def _two(values: list | None) -> str | None:
+    """[h, w] as "h" when equal, else "h×w"; a padding that differs per side as "before+after"."""
+    if values is None:
+        return None
+    texts = ["+".join(map(str, value)) if isinstance(value, list) else str(value) for value in values]
+    return texts[0] if len(set(texts)) == 1 else "×".join(texts)
+
+
+def _layers(spec: ArchSpec, image_size: int | None, fmt: str) -> int:
+    from zoo.layers import layer_table
+
+    table = layer_table(spec, image_size)
+    if fmt == "json":
+        render([row.to_dict() for row in table.rows], {}, "json")
+        return 0
+    notes: dict[str, list[str]] = {}
+    rows = []
+    for layer in table.rows:
+        row = layer.to_dict()
+        if layer.note is not None:
+            notes.setdefault(layer.note, []).append(layer.name)
+        marker = f"*{list(notes).index(layer.note) + 1}" if layer.note is not None else None
+        kernel = row["kernel"]
+        rows.append({
+            **row, "kernel": "×".join(map(str, kernel)) if kernel else None, "stride": _two(row["stride"]),
+            "padding": _two(row["padding"]), "dilation": _two(row["dilation"]),
+            "output_shape": "×".join(map(str, row["output_shape"])),
+            "receptive_field": _two(row["receptive_field"]) or marker, "kind": layer.type, "mflops": layer.flops / 1e6,
+        })
+    if fmt == "csv":  # the JSON's columns, 2-D values written as in the table
+        keys = list(table.rows[0].to_dict()) if table.rows else []
+        render([{key: row[key] for key in keys} for row in rows], {}, "csv")
+        return 0
+    print_table(rows, LAYER_COLUMNS, title=f"{spec.name} at {table.image_size} px: receptive fields as in Araujo et "
+                "al. 2019, on the padded plane (they can exceed the image)")
+    for number, (reason, names) in enumerate(notes.items(), start=1):
+        print(f"*{number} receptive field not computed for {len(names)} layers from {names[0]} on: {reason}")
+    if table.flops_outside_layers:
+        print(f"{table.flops_outside_layers / 1e6:.2f} MFLOPs ran outside any layer (functional code): in no row")
     return 0
