@@ -25,14 +25,15 @@ RUN_FILES = {
 
 def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(out), *QUICK]) == 0
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(out),
+                 *QUICK]) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     summary = run_summary(out)
     assert summary["arch"] == "small_cnn" and summary["classes"] == ["astronaut", "chelsea", "coffee"]
     assert (summary["num_train"], summary["num_val"], summary["num_test"], summary["num_skipped"]) == (18, 3, 3, 0)
     assert summary["epochs"] == 2 and summary["precision"] in {"32", "bf16-mixed"}
     # 3 classes: the top-3 always hits, so top-k is top-2, the largest k that can still miss.
-    assert summary["k"] == 2 and 0 <= summary["val_topk_error"] <= summary["val_top1_error"] <= 100
+    assert summary["k"] == 2 and summary["val_topk_error"] <= summary["val_top1_error"]
     assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
     rows = run_table(out, "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
@@ -40,6 +41,7 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     best = min(rows, key=lambda row: float(row["val/top1_error"]))
     assert summary["best_epoch"] == int(best["epoch"]) and summary["val_loss"] == float(best["val/loss"])
     assert summary["val_top1_error"] == float(best["val/top1_error"])
+    assert summary["val_topk_error"] == float(best["val/topk_error"])
     assert (out / "learning_curves.png").stat().st_size > 10_000
     assert load_config(out / "config.yaml").model.arch == "small_cnn"
     printed = capsys.readouterr()
@@ -55,7 +57,8 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
 def test_a_terminal_gets_the_live_progress_bar(image_folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     out = tmp_path / "run"
-    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "1", "--out", str(out), *QUICK]) == 0
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "1", "--out", str(out),
+                 *QUICK]) == 0
     printed = capsys.readouterr().out
     assert "Epoch 1/1: 100%" in printed and "loss=" in printed, "the bar counts epochs from 1 and shows the step loss"
     assert not [line for line in printed.splitlines() if line.startswith("epoch 1/1  ")]
@@ -63,7 +66,8 @@ def test_a_terminal_gets_the_live_progress_bar(image_folder: Path, tmp_path: Pat
 
 def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
     out = tmp_path / "digits-run"
-    argv = ["finetune", "--config", "configs/small_cnn-digits.yaml", "--epochs", "1", "--max-steps", "5", "--out", str(out)]
+    argv = ["finetune", "--config", "configs/small_cnn-digits.yaml", "--epochs", "1", "--max-steps", "5",
+            "--out", str(out)]
     assert main(argv) == 0
     summary = run_summary(out)
     assert summary["num_classes"] == 10 and summary["num_train"] + summary["num_val"] + summary["num_test"] == 1797
@@ -104,8 +108,8 @@ def test_linear_probe_keeps_pretrained_backbone_and_batchnorm_statistics(
     placed_resnet18: dict[str, torch.Tensor], image_folder: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "probe"
-    argv = ["finetune", "--arch", "resnet18", "--data", str(image_folder), "--weights", "default", "--freeze", "backbone",
-            "--image-size", "32", "--epochs", "2", "--out", str(out), *QUICK]
+    argv = ["finetune", "--arch", "resnet18", "--data", str(image_folder), "--weights", "default",
+            "--freeze", "backbone", "--image-size", "32", "--epochs", "2", "--out", str(out), *QUICK]
     assert main(argv) == 0
     trained = _network_state(out / "last.ckpt")
     backbone = [k for k in placed_resnet18 if not k.startswith("fc.")]
@@ -158,7 +162,8 @@ def test_unreadable_files_are_skipped_and_listed(image_folder: Path, tmp_path: P
     (image_folder / "coffee" / "truncated.jpg").write_bytes((image_folder / "coffee" / "0.jpg").read_bytes()[:200])
     (image_folder / "chelsea" / "empty.png").write_bytes(b"")
     out = tmp_path / "run"
-    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--max-steps", "2", "--out", str(out), *QUICK]) == 0
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--max-steps", "2", "--out", str(out),
+                 *QUICK]) == 0
     with (out / "skipped.csv").open(encoding="utf-8") as file:
         skipped = {Path(row["path"]).name: row["reason"] for row in csv.DictReader(file)}
     assert set(skipped) == {"truncated.jpg", "empty.png"} and all(skipped.values())
@@ -188,7 +193,9 @@ def test_existing_run_folder_is_refused(image_folder: Path, tmp_path: Path, caps
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
-def test_interrupt_saves_last_checkpoint_and_resume_finishes(image_folder: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_interrupt_saves_last_checkpoint_and_resume_finishes(
+    image_folder: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     from finetune.module import Classifier
 
     original = Classifier.training_step
@@ -214,8 +221,9 @@ def test_interrupt_saves_last_checkpoint_and_resume_finishes(image_folder: Path,
 def test_same_seed_same_metrics(image_folder: Path, tmp_path: Path) -> None:
     runs = []
     for name in ("a", "b"):
-        argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(tmp_path / name),
-                "--batch-size", "8", "--seed", "3"]  # augmentation on: its randomness is seeded too
+        # augmentation on: its randomness is seeded too
+        argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2",
+                "--out", str(tmp_path / name), "--batch-size", "8", "--seed", "3"]
         assert main(argv) == 0
         runs.append([{k: v for k, v in row.items()} for row in run_table(tmp_path / name, "metrics.csv")])
     assert runs[0] == runs[1]
@@ -234,8 +242,8 @@ def test_every_config_file_loads() -> None:
 def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--arch", "small_cnn", "--data", str(image_folder),
-               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--out", str(out), *QUICK,
-               "--freeze", "until-epoch", "1"]  # the resumed epoch 2 averages the unfrozen backbone's gradients
+               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--out", str(out),
+               *QUICK, "--freeze", "until-epoch", "1"]  # the resumed epoch 2 averages the unfrozen backbone's gradients
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = run_summary(out)
@@ -297,7 +305,7 @@ def test_lr_find_alone_prints_a_suggestion_and_touches_no_held_out_image(image_f
                                                                          monkeypatch) -> None:
     from finetune.data.datamodule import ImageDataModule
 
-    def refuse(self, *args):  # noqa: ANN001
+    def refuse(self, *args):
         raise AssertionError("the learning-rate finder asked for validation or test images")
 
     monkeypatch.setattr(ImageDataModule, "val_dataloader", refuse)
@@ -335,8 +343,8 @@ def test_a_logger_whose_package_is_missing_is_one_line(image_folder: Path, tmp_p
     assert command in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("flag", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"], ["--label-smoothing", "nan"],
-                                  ["--dropout", "nan"]])
+@pytest.mark.parametrize("flag", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"],
+                                  ["--label-smoothing", "nan"], ["--dropout", "nan"]])
 def test_non_finite_settings_are_refused(image_folder: Path, tmp_path: Path, capsys, flag: list[str]) -> None:
     assert main(["finetune", "--data", str(image_folder), "--out", str(tmp_path / "run"), *flag]) == 2
     assert flag[0].lstrip("-").replace("-", "_") in capsys.readouterr().err and not (tmp_path / "run").exists()
