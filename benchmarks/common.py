@@ -78,7 +78,9 @@ def write_results(name: str, title: str, body: str) -> None:
     """Replace the section ``name`` of RESULTS.md (or add it) with the machine's description and ``body``."""
     begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
     section = f"{begin}\n## {title}\n\n{machine()}\n{body.strip()}\n{end}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else "# Benchmark results\n\nWritten by the scripts in `benchmarks/`; each section by one script, replaced when it runs again.\n"
+    text = (RESULTS.read_text(encoding="utf-8") if RESULTS.is_file() else
+            "# Benchmark results\n\nWritten by the scripts in `benchmarks/`; each section by one script, "
+            "replaced when it runs again.\n")
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.DOTALL)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else f"{text.rstrip()}\n\n{section}\n"
     RESULTS.write_text(text, encoding="utf-8")
@@ -151,11 +153,11 @@ class StepTimes(pl.Callback):
         self._last = time.perf_counter()
         self._loading = 0.0  # validation batches of the previous epoch are not waits of this one
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._waited = self._loading
         self._started = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         synchronize(pl_module.device)
         now = time.perf_counter()
         self.epochs[-1].append((self._waited, self._started - self._last, now - self._last))

@@ -60,7 +60,7 @@ def epochs_of(folder: Path, cache: str, epochs: int, workdir: Path, run: int) ->
                        out=str(workdir / f"run-{folder.name}-{cache}-{run}"))
     with silenced():
         train(config, watchers=[timer])
-    return [tuple(map(sum, zip(*steps))) for steps in timer.epochs]
+    return [tuple(map(sum, zip(*steps, strict=True))) for steps in timer.epochs]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
                 if cache == "memory":
                     builds.append(build_seconds(folder))
             for cache in CACHES:
-                data, gaps, totals = zip(*later[cache])
+                data, gaps, totals = zip(*later[cache], strict=True)
                 rows.append({
                     "data": f"{name} ({sum(1 for _ in folder.rglob('*.*'))} images)",
                     "cache": cache,
@@ -91,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
                     "epoch 1: data s / train s": f"{median([e[0] for e in first[cache]]):.2f} / "
                                                  f"{median([e[2] for e in first[cache]]):.2f}",
                     "later epochs: data s / train s": f"{spread(data, 2)} / {spread(totals, 2)}",
-                    "later epochs: % waiting for data": spread([100 * d / t for d, t in zip(data, totals)]),
-                    "later epochs: % between steps (data + Lightning)": spread([100 * g / t for g, t in zip(gaps, totals)]),
+                    "later epochs: % waiting for data":
+                        spread([100 * d / t for d, t in zip(data, totals, strict=True)]),
+                    "later epochs: % between steps (data + Lightning)":
+                        spread([100 * g / t for g, t in zip(gaps, totals, strict=True)]),
                 })
                 print(table(rows[-1:]), flush=True)
     body = (f"{ARCH} at 28 px, batch 32, standard augmentation, {args.epochs} epochs per run, {args.rounds} runs "

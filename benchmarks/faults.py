@@ -82,7 +82,8 @@ class Bench:
         self.root = root
         self.images = photos_folder(root / "images", classes=3, per_class=10, size=(40, 40))
         self.base = root / "base"
-        assert zoo("finetune", "--data", str(self.images), "--out", str(self.base), "--epochs", "1", *RUN).returncode == 0
+        assert zoo("finetune", "--data", str(self.images), "--out", str(self.base), "--epochs", "1",
+                   *RUN).returncode == 0
         self.bundle = root / "bundle"
         assert zoo("export", str(self.base), "--out", str(self.bundle)).returncode == 0
         self.count = 0

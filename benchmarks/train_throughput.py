@@ -127,7 +127,7 @@ class Interleave(StepTimes):
         super().__init__()
         self.loops = loops
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         for loop in self.loops if batch_idx % 2 else self.loops[::-1]:
             loop.step()
@@ -158,12 +158,13 @@ def measure(models: list[str], settings: Settings, seconds: float) -> tuple[list
     ceiling_dtype = torch.bfloat16 if bf16 else torch.float32
     first_ceiling = matmul_gflops(ceiling_dtype, settings.device)
     # Both ceilings, to show why zoo picked its precision (a CPU without bf16 units emulates it, slowly).
-    other_ceilings = ", ".join(f"{str(dtype).removeprefix('torch.')} {matmul_gflops(dtype, settings.device, size):.1f} GFLOP/s"
-                               for dtype, size in ((torch.float32, None), (torch.bfloat16, 512 if not bf16 else None)))
+    other_ceilings = ", ".join(
+        f"{str(dtype).removeprefix('torch.')} {matmul_gflops(dtype, settings.device, size):.1f} GFLOP/s"
+        for dtype, size in ((torch.float32, None), (torch.bfloat16, 512 if not bf16 else None)))
     sized = {arch: steps_for(zoo.get_spec(arch), settings, first_ceiling, seconds) for arch in models}
     most = max(run.warmup + run.steps for run in sized.values())
-    folder = digits_folder(settings.workdir / "digits", train_per_class=math.ceil((most + 1) * settings.batch_size / 10),
-                           val_per_class=2)
+    folder = digits_folder(settings.workdir / "digits",
+                           train_per_class=math.ceil((most + 1) * settings.batch_size / 10), val_per_class=2)
     split = split_folder(folder)
     rows = []
     chosen = ""
@@ -186,9 +187,11 @@ def measure(models: list[str], settings: Settings, seconds: float) -> tuple[list
             torch.manual_seed(run)
             loops = [HandLoop(arch, plain, settings.device, torch.contiguous_format, bf16=False, cudnn_benchmark=False,
                               fused=None),
-                     HandLoop(arch, zoo_loader, settings.device, zoo_format, bf16=bf16, cudnn_benchmark=True, fused=True)]
+                     HandLoop(arch, zoo_loader, settings.device, zoo_format, bf16=bf16, cudnn_benchmark=True,
+                              fused=True)]
             zoo_seconds = run_round(arch, folder, loops, settings, run)
-            for variant, step_seconds in zip(VARIANTS, [loop.seconds[settings.warmup:] for loop in loops] + [zoo_seconds]):
+            timed = [loop.seconds[settings.warmup:] for loop in loops] + [zoo_seconds]
+            for variant, step_seconds in zip(VARIANTS, timed, strict=True):
                 speed[variant].append(settings.batch_size / median(step_seconds))
             ceilings.append(matmul_gflops(ceiling_dtype, settings.device))
         train_gflop = 3 * profile(spec).gflops * (size / spec.input_size) ** 2
@@ -199,12 +202,13 @@ def measure(models: list[str], settings: Settings, seconds: float) -> tuple[list
             "torch default img/s": spread(speed["torch default"], 2),
             "torch @ zoo img/s": spread(speed["torch @ zoo"], 2),
             "zoo img/s": spread(speed["zoo"], 2),
-            "zoo ÷ torch default": spread([z / d for z, d in zip(speed["zoo"], speed["torch default"])], 2) + "×",
-            "zoo overhead vs hand loop": spread([100 * (1 - z / h) for z, h in zip(speed["zoo"], speed["torch @ zoo"])])
-                                         + " %",
+            "zoo ÷ torch default":
+                spread([z / d for z, d in zip(speed["zoo"], speed["torch default"], strict=True)], 2) + "×",
+            "zoo overhead vs hand loop":
+                spread([100 * (1 - z / h) for z, h in zip(speed["zoo"], speed["torch @ zoo"], strict=True)]) + " %",
             "zoo GFLOP/s": spread(achieved),
             f"of {str(ceiling_dtype).removeprefix('torch.')} matmul ceiling": spread(
-                [100 * a / c for a, c in zip(achieved, ceilings)]) + f" % of {median(ceilings):.0f}",
+                [100 * a / c for a, c in zip(achieved, ceilings, strict=True)]) + f" % of {median(ceilings):.0f}",
         })
         print(table(rows[-1:]), flush=True)
     return rows, chosen
@@ -216,19 +220,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=DataConfig().batch_size, help="zoo's default unless given")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each run")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run, at least")
-    parser.add_argument("--seconds", type=float, default=10.0, help="aim for this long per run (more steps for small models)")
+    parser.add_argument("--seconds", type=float, default=10.0,
+                        help="aim for this long per run (more steps for small models)")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each variant (interleaved)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as workdir:
-        settings = Settings(torch.device(args.device), args.batch_size, args.warmup, args.steps, args.rounds, Path(workdir))
+        settings = Settings(torch.device(args.device), args.batch_size, args.warmup, args.steps, args.rounds,
+                            Path(workdir))
         rows, chosen = measure(args.models, settings, args.seconds)
-    body = (f"batch {args.batch_size}, {args.warmup} warm-up + at least {args.steps} timed steps per run, {args.rounds} rounds; "
-            f"median (min–max) over rounds. Data: digits (PNG), {args.device}.\n{chosen}\n\n{table(rows)}")
+    body = (f"batch {args.batch_size}, {args.warmup} warm-up + at least {args.steps} timed steps per run, "
+            f"{args.rounds} rounds; median (min–max) over rounds. Data: digits (PNG), {args.device}.\n"
+            f"{chosen}\n\n{table(rows)}")
     print("\n" + table(rows))
     default_batch = args.batch_size == DataConfig().batch_size
     write_results("train_throughput" if default_batch else f"train_throughput_batch{args.batch_size}",
-                  f"train_throughput: images/s, zoo vs hand-written loops{'' if default_batch else f' (batch {args.batch_size})'}",
+                  "train_throughput: images/s, zoo vs hand-written loops"
+                  + ("" if default_batch else f" (batch {args.batch_size})"),
                   body)
 
 

@@ -90,7 +90,7 @@ class Throughput(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.images += len(batch[1]) * trainer.world_size
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -138,7 +138,7 @@ class ProgressBar(TQDMProgressBar):
         # Lightning counts epochs from 0; zoo counts them from 1 everywhere.
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         bar = self.train_progress_bar
         now = time.monotonic()
         if bar is None or bar.disable or (now - self._drawn < self.interval and batch_idx + 1 != bar.total):
@@ -174,16 +174,20 @@ class EpochLog(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or not self.metrics.rows or self._started is None:
             return
         row = self.metrics.rows[-1]
+        epoch, max_epochs = row["epoch"], trainer.max_epochs
+        # Every row has its epoch, and Lightning resolves an unset max_epochs to a number.
+        assert epoch is not None and max_epochs is not None
         elapsed = time.perf_counter() - self._started
-        done = max(1, int(row["epoch"]) - self._first_epoch)
-        left = elapsed / done * max(0, trainer.max_epochs - int(row["epoch"]))
-        parts = [f"epoch {int(row['epoch'])}/{trainer.max_epochs}"]
+        done = max(1, int(epoch) - self._first_epoch)
+        left = elapsed / done * max(0, max_epochs - int(epoch))
+        parts = [f"epoch {int(epoch)}/{max_epochs}"]
         if row["train/loss"] is not None:
             parts.append(f"train loss {row['train/loss']:.4f}")
         parts += [f"val loss {row['val/loss']:.4f}", f"val top-1 error {row['val/top1_error']:.2f}%"]
         if row["lr"] is not None:
             parts.append(f"lr {row['lr']:.2e}")
-        parts += [f"{self.throughput.images_per_second:.0f} img/s", f"elapsed {_clock(elapsed)}", f"left ~{_clock(left)}"]
+        parts += [f"{self.throughput.images_per_second:.0f} img/s", f"elapsed {_clock(elapsed)}",
+                  f"left ~{_clock(left)}"]
         print("  ".join(parts), flush=True)
 
 
@@ -211,7 +215,7 @@ class EarlyStop(EarlyStopping):
 class FiniteLoss(Callback):
     """Stop a run whose training loss stops being a finite number: every later step would only spread NaN."""
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = float(outputs["loss"])
         if not math.isfinite(loss):
             raise DivergedError(

@@ -17,12 +17,15 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from zoo._io import write_text_atomic
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MAX_SEED = 2**32 - 1
 _QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
@@ -48,7 +51,7 @@ def _choice(section: str, name: str, value: object, choices: tuple[str, ...]) ->
         raise ConfigError(f"{section}.{name} must be one of {', '.join(choices)}, got '{value}'")
 
 
-def _check_choices(section: str, config: object) -> None:
+def _check_choices(section: str, config: DataclassInstance) -> None:
     """Every ``Literal`` field of ``config`` holds one of its values."""
     for name, annotation in _hints(type(config)).items():
         if typing.get_origin(annotation) is Literal:
@@ -176,7 +179,8 @@ class TrainerConfig:
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)
         if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), got {self.seed}")
+            raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), "
+                              f"got {self.seed}")
         if self.max_steps != -1 and self.max_steps < 1:
             raise ConfigError(f"trainer.max_steps must be -1 (no limit) or at least 1, got {self.max_steps}")
 
@@ -207,8 +211,9 @@ def config_fields() -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
     """Every setting of a run as (dotted key, dataclass field, type), in the order of ``configs/default.yaml``."""
     for item in dataclasses.fields(RunConfig):
         kind = _hints(RunConfig)[item.name]
-        if dataclasses.is_dataclass(kind):
-            yield from ((f"{item.name}.{leaf.name}", leaf, _hints(kind)[leaf.name]) for leaf in dataclasses.fields(kind))
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            yield from ((f"{item.name}.{leaf.name}", leaf, _hints(kind)[leaf.name])
+                        for leaf in dataclasses.fields(kind))
         else:
             yield item.name, item, kind
 
@@ -248,7 +253,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
     updates = {}
     for name, value in values.items():
         annotation = hints[name]
-        if dataclasses.is_dataclass(annotation):
+        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
             updates[name] = _build(annotation, value, f"{prefix}{name}.", getattr(base, name))
         else:
             updates[name] = _check_type(f"{prefix}{name}", value, annotation)

@@ -23,7 +23,7 @@ def write_confusion_csv(matrix: Tensor, classes: Sequence[str], path: Path) -> N
         with temporary.open("w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
             writer.writerow(["true \\ predicted", *classes])
-            writer.writerows([name, *row] for name, row in zip(classes, matrix.tolist()))
+            writer.writerows([name, *row] for name, row in zip(classes, matrix.tolist(), strict=True))
 
     write_atomic(path, write)
 

@@ -22,8 +22,9 @@ def say(message: str, *, warning: bool = False) -> None:
 
 # Lightning's start-up and shutdown lines, which open and close every log without telling the user anything
 # zoo does not print itself (zoo prints the precision it chose and why).
-LIGHTNING_CHATTER = ("💡", "GPU available:", "TPU available:", "Automatic Mixed Precision", "Loading `train_dataloader`",
-                     "`Trainer.fit` stopped:", "HPU available:", "You are using a CUDA device",
+LIGHTNING_CHATTER = ("💡", "GPU available:", "TPU available:", "Automatic Mixed Precision",
+                     "Loading `train_dataloader`", "`Trainer.fit` stopped:", "HPU available:",
+                     "You are using a CUDA device",
                      # the learning-rate finder saving and restoring the network around its test
                      "Restoring states from the checkpoint", "Restored all states from the checkpoint",
                      "`weights_only` was not set, defaulting to `False`")

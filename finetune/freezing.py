@@ -38,7 +38,8 @@ class BackboneFreeze(BaseFinetuning):
                 param.requires_grad = True
             pl_module.train()
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Optimizer) -> None:
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: Optimizer) -> None:
         # DDP only averages gradients of parameters that were trainable when it wrapped the model, which
         # happens after freezing: the unfrozen backbone's gradients are averaged here instead.
         # One collective for all of them (ResNet-50 has 159 backbone tensors), as DDP's own buckets do.
@@ -50,5 +51,5 @@ class BackboneFreeze(BaseFinetuning):
         flat = torch.cat([grad.reshape(-1) for grad in grads])
         torch.distributed.all_reduce(flat)
         flat /= trainer.world_size
-        for grad, averaged in zip(grads, flat.split([grad.numel() for grad in grads])):
+        for grad, averaged in zip(grads, flat.split([grad.numel() for grad in grads]), strict=True):
             grad.copy_(averaged.view_as(grad))

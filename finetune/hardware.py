@@ -69,7 +69,8 @@ def has_depthwise_convolutions(network: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels for m in network.modules())
 
 
-def choose_precision(requested: str, accelerator: str, network: nn.Module | None = None, image_size: int = 224) -> Choice:
+def choose_precision(requested: str, accelerator: str, network: nn.Module | None = None,
+                     image_size: int = 224) -> Choice:
     """Resolve ``auto``: bf16-mixed where the hardware runs bf16 natively and fast, else 32.
 
     On a CPU, a ``network`` with depthwise convolutions is timed in both precisions: oneDNN's bf16
@@ -82,7 +83,8 @@ def choose_precision(requested: str, accelerator: str, network: nn.Module | None
             and has_depthwise_convolutions(network):
         speedup = network_bf16_speedup(network, min(image_size, 224))
         if speedup < BF16_PROBE_MIN_SPEEDUP:
-            return Choice("32", f"depthwise convolutions: bf16 trained this network only {speedup:.2f}× as fast as fp32")
+            return Choice("32",
+                          f"depthwise convolutions: bf16 trained this network only {speedup:.2f}× as fast as fp32")
         return Choice("bf16-mixed", f"{choice.reason}; with its depthwise convolutions this network still ran "
                                     f"{speedup:.2f}× faster in bf16")
     return choice

@@ -73,7 +73,7 @@ def write_predictions(path: Path, samples: Sequence[Sample], classes: Sequence[s
         with temporary.open("w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
             writer.writerow(PREDICTION_COLUMNS)
-            for sample, index, probability in zip(samples, predicted.tolist(), confidence.tolist()):
+            for sample, index, probability in zip(samples, predicted.tolist(), confidence.tolist(), strict=True):
                 writer.writerow((sample.path.absolute(), classes[sample.label], classes[index], round(probability, 6)))
 
     write_atomic(path, write)
@@ -125,15 +125,17 @@ def calibrate(logits: Tensor, labels: Tensor) -> Calibration:
 def judgement(interval: Sequence[float], labels: Sequence[int], split: str) -> dict[str, Any]:
     """Which split the headline error comes from, its chance level, and whether the model beat chance."""
     chance = round(chance_error(labels), 4)
-    return {"reported_on": split, "chance_top1_error": chance, "learned": learned(tuple(interval), chance)}
+    low, high = interval
+    return {"reported_on": split, "chance_top1_error": chance, "learned": learned((low, high), chance)}
 
 
 def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, split: Split, run_dir: Path,
                  final: dict[str, Any]) -> dict[str, Any]:
     """Fit the temperature on validation, measure the test split once, and say whether the model learned.
 
-    ``final`` holds the best epoch's validation figures (one row of ``metrics.csv``). Both run on the best checkpoint (the model one evaluates and exports), at the run's precision. The
-    temperature is stored in ``best.ckpt``; the test predictions go to ``test_predictions.csv``.
+    ``final`` holds the best epoch's validation figures (one row of ``metrics.csv``). Both run on the best
+    checkpoint (the model one evaluates and exports), at the run's precision. The temperature is stored in
+    ``best.ckpt``; the test predictions go to ``test_predictions.csv``.
     """
     checkpoint_path = run_dir / "best.ckpt"
     checkpoint = read_checkpoint(checkpoint_path)

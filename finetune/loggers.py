@@ -32,5 +32,6 @@ def make_logger(name: str, run_dir: Path) -> Logger | bool:
     if name == "tensorboard":
         return TensorBoardLogger(save_dir=run_dir, name="tensorboard")
     if name == "mlflow":
-        return MLFlowLogger(experiment_name="zoo", run_name=run_dir.name, tracking_uri=(run_dir / "mlruns").absolute().as_uri())
+        return MLFlowLogger(experiment_name="zoo", run_name=run_dir.name,
+                            tracking_uri=(run_dir / "mlruns").absolute().as_uri())
     return False

@@ -54,18 +54,20 @@ def find_lr(module: Classifier, data: ImageDataModule, trainer: pl.Trainer, fold
         warnings.filterwarnings("ignore", message=r".*does not have many workers")
         finder = Tuner(trainer).lr_find(module, train_dataloaders=data.train_dataloader(), min_lr=LR_RANGE[0],
                                         max_lr=LR_RANGE[1], num_training=STEPS, update_attr=False)
-    suggestion = finder.suggestion() if finder is not None else None
-    if suggestion is None:
-        raise ZooError(f"the learning-rate finder could not read a rate from {len(finder.results.get('lr', [])) if finder else 0} "
+    if finder is None or (suggestion := finder.suggestion()) is None:
+        steps = len(finder.results.get("lr", [])) if finder else 0
+        raise ZooError(f"the learning-rate finder could not read a rate from {steps} "
                        "steps (too few training images, or a loss that never fell): pass a number, e.g. --lr 1e-3")
     finding = LrFinding(float(suggestion), [float(lr) for lr in finder.results["lr"]],
                         [float(loss) for loss in finder.results["loss"]])
     if folder is not None:
+        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
+
         figure = finder.plot(suggest=True)
+        assert isinstance(figure, Figure)  # without an ax, plot() draws on a Figure of its own
         figure.axes[0].set_title(f"learning-rate range test on the training split: suggestion {finding.suggestion:.2e}")
         figure.savefig(folder / PLOT_FILE, dpi=100)
-        import matplotlib.pyplot as plt
-
         plt.close(figure)
         (folder / RESULT_FILE).write_text(json.dumps({
             "suggestion": finding.suggestion, "min_lr": LR_RANGE[0], "max_lr": LR_RANGE[1], "steps": STEPS,

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torchmetrics import MeanMetric
@@ -112,9 +113,13 @@ class Classifier(pl.LightningModule):
         shrinking them toward zero only limits what a layer can express (timm's ``param_groups_weight_decay``
         rule). Empty groups are left out.
         """
+        optim = self.optim
+        if not isinstance(optim.lr, float) or optim.backbone_lr_mult is None:
+            raise ValueError("the learning rates are not decided yet: pass the config through finetune.run's "
+                             "choose_settings (or set optim.lr and optim.backbone_lr_mult)")
         head = {id(p) for p in self.head_parameters()}
         groups = []
-        for in_head, lr in ((True, self.optim.lr), (False, self.optim.lr * self.optim.backbone_lr_mult)):
+        for in_head, lr in ((True, optim.lr), (False, optim.lr * optim.backbone_lr_mult)):
             named = [(name, p) for name, p in self.network.named_parameters() if (id(p) in head) == in_head]
             decay = [p for name, p in named if _decays(name, p)]
             plain = [p for name, p in named if not _decays(name, p)]
@@ -122,15 +127,13 @@ class Classifier(pl.LightningModule):
                        for params, weight_decay in ((decay, self.optim.weight_decay), (plain, 0.0)) if params]
         return groups
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optim = self.optim
-        if not isinstance(optim.lr, float) or optim.backbone_lr_mult is None:
-            raise ValueError("the learning rates are not decided yet: pass the config through finetune.run's "
-                             "choose_settings (or set optim.lr and optim.backbone_lr_mult)")
-        groups = self.parameter_groups()
+        groups = self.parameter_groups()  # refuses learning rates not decided yet
         # Fused: one kernel updates every tensor; on CPU that made AdamW 4-7× faster than torch's default
         # per-tensor loop (benchmarks/train_throughput.py), the same arithmetic. Only CPUs and CUDA have it.
         fused = self.device.type in ("cpu", "cuda")
+        optimizer: torch.optim.Optimizer
         if optim.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, momentum=optim.momentum, nesterov=True, fused=fused)
         else:

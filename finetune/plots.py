@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from matplotlib.figure import Figure
 
@@ -22,18 +23,19 @@ def save_figure(figure: Figure, path: Path) -> None:
 
 def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, title: str) -> None:
     """Loss (train and val) and validation top-1 error per epoch, side by side."""
-    epochs = [int(row["epoch"]) for row in rows]
+    epochs = [int(cast(float, row["epoch"])) for row in rows]  # every row has its epoch; metrics may be missing
     figure = Figure(figsize=(10, 4))
     loss_axis, error_axis = figure.subplots(1, 2)
     for key, label in (("train/loss", "train loss"), ("val/loss", "val loss")):
-        points = [(e, row[key]) for e, row in zip(epochs, rows) if row.get(key) is not None]
+        points = [(e, row[key]) for e, row in zip(epochs, rows, strict=True) if row.get(key) is not None]
         if points:
-            loss_axis.plot(*zip(*points), marker="o", label=label)
+            loss_axis.plot(*zip(*points, strict=True), marker="o", label=label)
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     loss_axis.legend()
-    errors = [(e, row["val/top1_error"]) for e, row in zip(epochs, rows) if row.get("val/top1_error") is not None]
+    errors = [(e, row["val/top1_error"]) for e, row in zip(epochs, rows, strict=True)
+              if row.get("val/top1_error") is not None]
     if errors:
-        error_axis.plot(*zip(*errors), marker="o", color="tab:red")
+        error_axis.plot(*zip(*errors, strict=True), marker="o", color="tab:red")
     error_axis.set(xlabel="epoch", ylabel="top-1 error (%)", title="validation top-1 error")
     for axis in (loss_axis, error_axis):
         axis.grid(alpha=0.3)

@@ -27,7 +27,8 @@ class PhaseTimes:
         return {phase: round(seconds, 3) for phase, seconds in self.seconds.items()}
 
 
-def tracked(items: Iterable[Item], total: int, phase: str, description: str, times: PhaseTimes | None) -> Iterator[Item]:
+def tracked(items: Iterable[Item], total: int, phase: str, description: str,
+            times: PhaseTimes | None) -> Iterator[Item]:
     """Yield ``items`` while showing the progress of ``description``; add the elapsed time to ``times[phase]``."""
     started = time.perf_counter()
     bar = None

@@ -56,7 +56,8 @@ def _looks(path: Any) -> tuple[int, bool, float]:
     with Image.open(path) as image:
         image.draft("RGB", (128, 128))  # JPEGs decode at a fraction of their size; enough to judge
         side = min(image.size)
-        pixels = np.asarray(image.convert("RGB").resize((min(64, image.width), min(64, image.height))), dtype=np.float32)
+        pixels = np.asarray(image.convert("RGB").resize((min(64, image.width), min(64, image.height))),
+                            dtype=np.float32)
     grey = float(np.abs(pixels - pixels.mean(axis=2, keepdims=True)).mean()) < 4.0
     luminance = pixels.mean(axis=2)
     span = float(luminance.max() - luminance.min()) or 1.0
@@ -68,7 +69,7 @@ def profile_data(split: Split) -> DataProfile:
     """Look at up to ``PROFILE_IMAGES`` training images, evenly spread over the split."""
     step = max(1, len(split.train) // PROFILE_IMAGES)
     looks = [_looks(sample.path) for sample in split.train[::step][:PROFILE_IMAGES]]
-    sides, greys, extremes = zip(*looks)
+    sides, greys, extremes = zip(*looks, strict=True)
     counts = [count for count in class_counts(split.train, split.classes).values() if count]
     grey = sum(greys) > len(greys) / 2
     side = int(statistics.median(sides))

@@ -38,7 +38,8 @@ def _class_weights(split: Split) -> list[float]:
 def image_size_of(config: RunConfig, spec: ArchSpec) -> int:
     size = config.data.image_size or spec.input_size
     if size < spec.min_input_size:
-        raise ConfigError(f"{spec.name} needs images of at least {spec.min_input_size} px: raise --image-size (got {size})")
+        raise ConfigError(f"{spec.name} needs images of at least {spec.min_input_size} px: "
+                          f"raise --image-size (got {size})")
     return size
 
 

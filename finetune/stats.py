@@ -56,8 +56,8 @@ def mcnemar(first_correct: Sequence[bool], second_correct: Sequence[bool]) -> Pa
     """The two-sided exact McNemar test (binomial test on the discordant pairs, p = 0.5 under the null)."""
     if len(first_correct) != len(second_correct):
         raise ValueError(f"a paired test needs the same images: got {len(first_correct)} and {len(second_correct)}")
-    first_only = sum(1 for a, b in zip(first_correct, second_correct) if a and not b)
-    second_only = sum(1 for a, b in zip(first_correct, second_correct) if b and not a)
+    first_only = sum(1 for a, b in zip(first_correct, second_correct, strict=True) if a and not b)
+    second_only = sum(1 for a, b in zip(first_correct, second_correct, strict=True) if b and not a)
     discordant = first_only + second_only
     if discordant == 0:
         return PairedTest(0, 0, 1.0)

@@ -9,7 +9,6 @@ import sys
 import pytest
 
 import zoo
-
 from zoo_cli.main import main
 
 SCHEMA = {

@@ -29,7 +29,10 @@ _HOMES = {
     "describe": "zoo.summary", "summarize": "zoo.summary",
 }
 
-__all__ = sorted(_HOMES)
+__all__ = [
+    "ArchSpec", "ClassifierHead", "IlsvrcResult", "LoadedModel", "UnknownModelError", "WeightsError", "WeightsInfo",
+    "ZooError", "create_model", "describe", "get_spec", "list_models", "load", "summarize",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -29,7 +29,8 @@ def write_error(path: Path, error: OSError) -> DiskError:
         fix = f"make {path.parent} writable or choose another folder"
     else:
         fix = f"check {path.parent}"
-    return DiskError(f"cannot write {path.name} in {path.parent}: {reason}; any previous {path.name} is unchanged: {fix}")
+    return DiskError(f"cannot write {path.name} in {path.parent}: {reason}; "
+                     f"any previous {path.name} is unchanged: {fix}")
 
 
 def temporary_beside(path: Path) -> Path:
@@ -48,7 +49,7 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write`` on a temporary file beside ``path``, flush it to disk, then rename it over ``path``.
 
     Readers never see half a file, a kill or a full disk leaves the previous ``path`` intact, and an

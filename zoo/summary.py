@@ -71,7 +71,7 @@ def describe(spec: ArchSpec) -> dict[str, Any]:
     }
 
 
-def _default_weights(spec: ArchSpec):  # noqa: ANN202
+def _default_weights(spec: ArchSpec):
     if spec.weights is None:
         return None
     infos = {info.tag: info for info in spec.weights.available()}

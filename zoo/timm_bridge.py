@@ -43,13 +43,15 @@ class TimmWeights:
     def default_tag(self) -> str:
         tags = list(self._repos())
         if not tags:
-            raise WeightsError(f"timm/{self.model_name} has no pretrained weights on the hub: use --weights none or a file")
+            raise WeightsError(f"timm/{self.model_name} has no pretrained weights on the hub: "
+                               "use --weights none or a file")
         return self.preferred_tag or tags[0]
 
     def state_dict(self, tag: str) -> dict[str, Tensor]:
         repos = self._repos()
         if tag not in repos:
-            raise WeightsError(f"timm/{self.model_name} has no weights tagged '{tag}' (available: {', '.join(repos) or 'none'})")
+            raise WeightsError(f"timm/{self.model_name} has no weights tagged '{tag}' "
+                               f"(available: {', '.join(repos) or 'none'})")
         info = next(info for info in self.available() if info.tag == tag)
 
         def download(_: WeightsInfo) -> Path:

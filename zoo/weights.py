@@ -79,7 +79,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
 
             return load_file(str(path))
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same one-line message
+    except Exception as error:  # any unreadable file gets the same one-line message
         raise WeightsError(
             f"cannot read weights file {path}: {describe_error(error)} "
             "(zoo loads only plain tensors: save a state_dict with torch.save or safetensors)"
@@ -112,7 +112,8 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, Tensor], spec: 
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched))
             if keys
         )
-        raise WeightsError(f"weights from {origin} do not fit {spec.name} ({details}): use weights made for {spec.name}")
+        raise WeightsError(f"weights from {origin} do not fit {spec.name} ({details}): "
+                           f"use weights made for {spec.name}")
     model.load_state_dict(state_dict, strict=False)
 
 
@@ -122,7 +123,7 @@ class TorchvisionWeights:
 
     model_name: str
 
-    def _enum(self):  # noqa: ANN202 - torchvision's WeightsEnum subclass
+    def _enum(self):  # torchvision's WeightsEnum subclass
         from torchvision.models import get_model_weights
 
         return get_model_weights(self.model_name)
@@ -157,7 +158,8 @@ class TorchvisionWeights:
 
 @dataclass(frozen=True)
 class PackageWeights:
-    """Weights shipped inside a pip package, under another implementation's names: renamed in order onto the zoo model."""
+    """Weights shipped inside a pip package, under another implementation's names: renamed in order onto the zoo
+    model."""
 
     arch: str
     package: str
@@ -202,7 +204,8 @@ def rename_in_order(state_dict: dict[str, Tensor], model: nn.Module, origin: str
     renamed = {}
     for (source_key, tensor), (key, reference) in zip(state_dict.items(), expected.items(), strict=True):
         if tensor.shape != reference.shape:
-            raise WeightsError(f"checkpoint tensor {source_key} {tuple(tensor.shape)} does not fit {key} {tuple(reference.shape)}")
+            raise WeightsError(f"checkpoint tensor {source_key} {tuple(tensor.shape)} does not fit "
+                               f"{key} {tuple(reference.shape)}")
         renamed[key] = tensor
     return renamed
 

@@ -19,14 +19,14 @@ from finetune.compare.results import Row, headline_error, headline_interval, lab
 from finetune.plots import save_figure
 
 # (row key, legend label, marker style): the published figures of the same weights, labelled as such
-REFERENCE_SERIES = (
+REFERENCE_SERIES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("imagenet_top1_error", "ImageNet-1K top-1 error of the same weights (single crop)",
      {"marker": "s", "color": "tab:orange"}),
     ("ilsvrc_top5_error", "ILSVRC top-5 error of the family's entry (ensembles, test set)",
      {"marker": "^", "color": "tab:gray", "markerfacecolor": "none"}),
 )
 SETTING_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
-NOT_LEARNED_STYLE = {"marker": "X", "color": "tab:red", "markersize": 10, "linestyle": "none"}
+NOT_LEARNED_STYLE: dict[str, Any] = {"marker": "X", "color": "tab:red", "markersize": 10, "linestyle": "none"}
 COSTS = (
     ("predict_ms_per_image", "inference ms per image (batch 1, measured here)"),
     ("gflops", "GFLOPs per image (at the architecture's default input size)"),
@@ -37,12 +37,18 @@ def _split_name(rows: Sequence[Row]) -> str:
     return "test" if any(row.get("test_top1_error") is not None for row in rows) else "validation"
 
 
+def _finished_error(row: Row) -> float:
+    error = headline_error(row)
+    assert error is not None  # the plots draw only finished rows (``_finished``), which have their error
+    return error
+
+
 def _error_bars(rows: Sequence[Row]) -> tuple[list[float], list[list[float]]]:
     """Headline errors and their 95% intervals as matplotlib's [below, above] distances."""
-    errors = [headline_error(row) for row in rows]
-    intervals = [headline_interval(row) or [error, error] for row, error in zip(rows, errors)]
-    return errors, [[error - low for error, (low, _) in zip(errors, intervals)],
-                    [high - error for error, (_, high) in zip(errors, intervals)]]
+    errors = [_finished_error(row) for row in rows]
+    intervals = [headline_interval(row) or [error, error] for row, error in zip(rows, errors, strict=True)]
+    return errors, [[error - low for error, (low, _) in zip(errors, intervals, strict=True)],
+                    [high - error for error, (_, high) in zip(errors, intervals, strict=True)]]
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -55,7 +61,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def _label_points(axis: Axes, xs: Sequence[float], ys: Sequence[float], names: Sequence[str], color: str) -> None:
-    for x, y, name in zip(xs, ys, names):
+    for x, y, name in zip(xs, ys, names, strict=True):
         axis.annotate(name, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=color)
 
 
@@ -81,17 +87,18 @@ def _finished(rows: Sequence[Row]) -> list[Row]:
     return [row for row in rows if row["status"] == "ok" and headline_error(row) is not None]
 
 
-def _plot_with_intervals(axis: Axes, rows: Sequence[Row], xs: Sequence[float], style: dict[str, Any], name: str) -> None:
+def _plot_with_intervals(axis: Axes, rows: Sequence[Row], xs: Sequence[float], style: dict[str, Any],
+                         name: str) -> None:
     """Rows that learned as points with 95% error bars; the others as red crosses, named as not learned."""
-    learned = [(x, row) for x, row in zip(xs, rows) if row["learned"]]
+    learned = [(x, row) for x, row in zip(xs, rows, strict=True) if row["learned"]]
     if learned:
-        points, kept = zip(*learned)
+        points, kept = zip(*learned, strict=True)
         errors, bars = _error_bars(kept)
         axis.errorbar(points, errors, yerr=bars, capsize=3, linestyle=":", label=name, **style)
         _label_points(axis, points, errors, [label(row) for row in kept], style["color"])
-    missed = [(x, row) for x, row in zip(xs, rows) if not row["learned"]]
+    missed = [(x, row) for x, row in zip(xs, rows, strict=True) if not row["learned"]]
     if missed:
-        points, kept = zip(*missed)
+        points, kept = zip(*missed, strict=True)
         errors, bars = _error_bars(kept)
         axis.errorbar(points, errors, yerr=bars, capsize=3, label=f"{name}: did not learn (not below chance)",
                       **NOT_LEARNED_STYLE)
@@ -108,12 +115,13 @@ def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
     for index, setting in enumerate(settings):
         members = sorted((row for row in finished if row["setting"] == setting), key=lambda row: row["depth"])
         name = f"this dataset: {split} top-1 error" + (f" [{setting}]" if setting else "")
-        style = {"marker": "o", "color": SETTING_COLORS[index % len(SETTING_COLORS)]}
+        style: dict[str, Any] = {"marker": "o", "color": SETTING_COLORS[index % len(SETTING_COLORS)]}
         _plot_with_intervals(axis, members, [row["depth"] for row in members], style, name)
     for key, name, style in REFERENCE_SERIES:
-        points = sorted(dict.fromkeys((row["depth"], row[key], row["name"]) for row in finished if row[key] is not None))
+        points = sorted(dict.fromkeys((row["depth"], row[key], row["name"]) for row in finished
+                                      if row[key] is not None))
         if points:
-            xs, ys, names = zip(*points)
+            xs, ys, names = zip(*points, strict=True)
             axis.plot(xs, ys, linestyle=":", label=name, **style)
             _label_points(axis, xs, ys, names, style["color"])
     depths = [row["depth"] for row in finished]
@@ -123,7 +131,8 @@ def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
     else:
         _empty(axis, "no finished runs")
     if depths and all(row["imagenet_top1_error"] is None for row in finished):
-        note = ("no ImageNet figures: the runs started from random weights" if all(row["weights"] == "none" for row in finished)
+        note = ("no ImageNet figures: the runs started from random weights"
+                if all(row["weights"] == "none" for row in finished)
                 else "no ImageNet figures: none are published for the weights these runs started from")
         axis.text(0.99, 0.01, note, fontsize=8, ha="right", va="bottom", transform=axis.transAxes, color="tab:gray")
     axis.set(xlabel="depth (layers with weights, as the papers count them; log scale)",
@@ -134,12 +143,13 @@ def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
 
 
 def plot_error_vs_cost(rows: Sequence[Row], path: Path, title: str) -> None:
-    """This dataset's top-1 error (95% interval) against each inference cost; the Pareto front of the rows that learned."""
+    """This dataset's top-1 error (95% interval) against each inference cost; the Pareto front of the rows that
+    learned."""
     finished = _finished(rows)
     split = _split_name(finished)
     figure = Figure(figsize=(13, 5.5))
     axes = figure.subplots(1, len(COSTS))
-    for axis, (key, name) in zip(axes, COSTS):
+    for axis, (key, name) in zip(axes, COSTS, strict=True):
         measured = [row for row in finished if row[key]]
         axis.set(xlabel=f"{name}, log scale", ylabel=f"{split} top-1 error (%), bars: 95% interval")
         axis.grid(alpha=0.3)
@@ -150,10 +160,11 @@ def plot_error_vs_cost(rows: Sequence[Row], path: Path, title: str) -> None:
                              "architecture")
         learned = [row for row in measured if row["learned"]]
         if learned:
-            points = [(row[key], headline_error(row)) for row in learned]
+            points = [(row[key], _finished_error(row)) for row in learned]
             front = [points[i] for i in pareto_front(points)]
-            axis.plot(*zip(*front), drawstyle="steps-post", color="tab:red", marker="o", markersize=11,
-                      markerfacecolor="none", zorder=3, label="Pareto front of the medians (nothing cheaper is as accurate)")
+            axis.plot(*zip(*front, strict=True), drawstyle="steps-post", color="tab:red", marker="o", markersize=11,
+                      markerfacecolor="none", zorder=3,
+                      label="Pareto front of the medians (nothing cheaper is as accurate)")
         axis.set_xscale("log")
         xs = [row[key] for row in measured]
         # Plain numbers (20, 30, 100) rather than 2×10^1; minor ticks labelled only within one decade,
@@ -168,7 +179,8 @@ def plot_error_vs_cost(rows: Sequence[Row], path: Path, title: str) -> None:
 
 def _validation_errors(run_dir: str) -> dict[int, float]:
     with (Path(run_dir) / "metrics.csv").open(encoding="utf-8") as file:
-        return {int(row["epoch"]): float(row["val/top1_error"]) for row in csv.DictReader(file) if row["val/top1_error"]}
+        return {int(row["epoch"]): float(row["val/top1_error"]) for row in csv.DictReader(file)
+                if row["val/top1_error"]}
 
 
 def plot_curves(per_seed: Sequence[Row], path: Path, title: str) -> None:
@@ -179,7 +191,7 @@ def plot_curves(per_seed: Sequence[Row], path: Path, title: str) -> None:
     settings = list(dict.fromkeys(row["setting"] for row in finished))
     figure = Figure(figsize=(5 * len(names), 4.5))
     axes = figure.subplots(1, len(names), squeeze=False)
-    for axis, name in zip(axes[0], names):
+    for axis, name in zip(axes[0], names, strict=True):
         for index, setting in enumerate(settings):
             curves = [_validation_errors(row["run_dir"]) for row in finished
                       if row["name"] == name and row["setting"] == setting]

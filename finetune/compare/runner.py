@@ -52,7 +52,7 @@ class Plan:
 
     def settings(self) -> list[dict[str, Any]]:
         """Every combination of the varied values, in the order given (one empty setting without ``vary``)."""
-        return [dict(zip(self.vary, values)) for values in itertools.product(*self.vary.values())]
+        return [dict(zip(self.vary, values, strict=True)) for values in itertools.product(*self.vary.values())]
 
 
 def setting_label(setting: dict[str, Any]) -> str:
@@ -119,7 +119,8 @@ def load_comparison(path: str | Path, base: RunConfig | None = None) -> tuple[Pl
     if not isinstance(vary, dict) or not all(isinstance(v, list) for v in vary.values()):
         raise ConfigError(f"{path}: config key '{VARY_KEY}' must map setting names to lists of values")
     if isinstance(values.get("model"), dict) and "arch" in values["model"]:
-        raise ConfigError(f"{path}: a comparison sets model.arch for each run: list the architectures under {ARCHS_KEY}")
+        raise ConfigError(f"{path}: a comparison sets model.arch for each run: "
+                          f"list the architectures under {ARCHS_KEY}")
     try:
         return Plan(archs, seeds, vary), merge(base or RunConfig(), values)
     except ConfigError as error:
@@ -211,8 +212,8 @@ def compare(plan: Plan, config: RunConfig, out: Path) -> list[Row]:
         zoo.get_spec(name)  # a misspelt name fails now, not hours into the comparison
     _claim(out, plan, config)
     split = _shared_split(out / SPLIT_DIR, config)
-    jobs = [(name, setting, seed) for name in plan.archs for setting in plan.settings()
-            for seed in (plan.seeds or [None])]
+    seeds: list[int | None] = [*plan.seeds] or [None]  # no seeds: the config's one seed
+    jobs = [(name, setting, seed) for name in plan.archs for setting in plan.settings() for seed in seeds]
     rows = []
     for index, (name, setting, seed) in enumerate(jobs, start=1):
         run_dir = _run_folder(out, name, setting, seed)

@@ -23,7 +23,7 @@ def _write_digits(folder: Path) -> None:
 
     digits = load_digits()
     pixels = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 gray levels to 0..255
-    for index, (image, digit) in enumerate(zip(pixels, digits.target)):
+    for index, (image, digit) in enumerate(zip(pixels, digits.target, strict=True)):
         (folder / str(digit)).mkdir(exist_ok=True)
         Image.fromarray(image).save(folder / str(digit) / f"{index}.png")
 

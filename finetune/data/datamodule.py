@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import Any, cast
 
 import numpy as np
 import pytorch_lightning as pl
@@ -78,8 +78,8 @@ class ImageDataModule(pl.LightningDataModule):
     def _pixels(self, part: str) -> np.ndarray:
         samples = getattr(self.split, part)
         side = resize_size(self.spec, self.image_size)
-        return decoded_pixels(samples, side, self.image_size, InterpolationMode(self.spec.interpolation), self.cache.value,
-                              self.times)
+        return decoded_pixels(samples, side, self.image_size, InterpolationMode(self.spec.interpolation),
+                              self.cache.value, self.times)
 
     def _dataset(self, part: str) -> Dataset[tuple[Any, int]]:
         samples = getattr(self.split, part)
@@ -96,7 +96,8 @@ class ImageDataModule(pl.LightningDataModule):
         if isinstance(dataset, DecodedImages) and dataset.transform is None:
             augment = part == "train" and self.config.augment != "none"
             crop = CropBatch(self.image_size, self.spec.mean, self.spec.std, augment, crop_scale(self.config.augment))
-        mixing = batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train" else None
+        mixing = (batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train"
+                  else None)
         return crop if mixing is None else MixBatch(crop or default_collate, mixing)
 
     def loader_settings(self, num_images: int) -> LoaderSettings:
@@ -112,7 +113,8 @@ class ImageDataModule(pl.LightningDataModule):
         if part not in self.datasets:
             self.setup("test" if part == "test" else "fit")
         dataset = self.datasets[part]
-        settings = self.loader_settings(len(dataset))
+        size = len(cast(Sized, dataset))  # torch's Dataset type promises no __len__; every dataset here has one
+        settings = self.loader_settings(size)
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,
@@ -120,7 +122,7 @@ class ImageDataModule(pl.LightningDataModule):
             num_workers=settings.num_workers,
             pin_memory=settings.pin_memory,
             persistent_workers=settings.persistent_workers,
-            drop_last=shuffle and len(dataset) > self.config.batch_size,
+            drop_last=shuffle and size > self.config.batch_size,
             collate_fn=self._collate(part),
         )
 

@@ -55,7 +55,8 @@ def decode_square(path: Path, side: int, crop: int, interpolation: Interpolation
 
 def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: InterpolationMode, out: np.ndarray,
                times: PhaseTimes | None = None) -> None:
-    """Decode ``paths`` into ``out`` (N×3×side×side uint8), several images at a time (progress shown, time to ``times``)."""
+    """Decode ``paths`` into ``out`` (N×3×side×side uint8), several images at a time (progress shown, time to
+    ``times``)."""
 
     def decode(index: int) -> None:
         out[index] = decode_square(paths[index], side, crop, interpolation).numpy()
@@ -95,7 +96,8 @@ class DecodedImages(Dataset[tuple[Any, int]]):
     ``transform`` applied to each (for augmentations that only exist per image, like TrivialAugment).
     """
 
-    def __init__(self, pixels: np.ndarray, labels: Sequence[int], transform: Callable[[Tensor], Any] | None = None) -> None:
+    def __init__(self, pixels: np.ndarray, labels: Sequence[int],
+                 transform: Callable[[Tensor], Any] | None = None) -> None:
         self.pixels = pixels
         self.labels = list(labels)
         self.transform = transform

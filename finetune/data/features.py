@@ -34,7 +34,8 @@ FORMAT_VERSION = 1  # bump when the stored features change meaning
 
 
 def backbone_digest(network: nn.Module, head: str) -> str:
-    """A digest of every weight and buffer outside ``head``: the same backbone, whatever its origin, gives the same digest."""
+    """A digest of every weight and buffer outside ``head``: the same backbone, whatever its origin, gives the same
+    digest."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(network.state_dict().items()):
         if name == head or name.startswith(f"{head}."):
@@ -155,8 +156,9 @@ class FeatureDataModule(ImageDataModule):
             try:
                 views_of = [extract_features(self.module.network, self.module.head,
                                              tracked(loader, len(loader), "features",
-                                                     f"extracting backbone features, view {view + 1} of {views} (batches)"
-                                                     if views > 1 else "extracting backbone features (batches)",
+                                                     f"extracting backbone features, view {view + 1} of {views} "
+                                                     "(batches)" if views > 1
+                                                     else "extracting backbone features (batches)",
                                                      self.times),
                                              device, self.module.memory_format, context) for view in range(views)]
             finally:

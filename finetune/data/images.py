@@ -33,8 +33,8 @@ def read_scanned_image(path: Path) -> Image.Image:
         return load_rgb(path)
     except Exception as error:  # noqa: BLE001 - image plugins raise many kinds of error on a damaged file
         raise UnreadableImageError(
-            f"cannot read {path} ({check_image(path) or describe_error(error)}), though the scan read it: the file changed "
-            "since; replace it with a good copy"
+            f"cannot read {path} ({check_image(path) or describe_error(error)}), though the scan read it: "
+            "the file changed since; replace it with a good copy"
         ) from None
 
 

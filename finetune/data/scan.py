@@ -91,8 +91,9 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
     with ThreadPoolExecutor() as pool:
         checks = pool.map(check_image, [sample.path for sample in candidates])
         reasons = list(tracked(checks, len(candidates), "scan", f"checking the images of {root.name}", None))
-    samples = [sample for sample, reason in zip(candidates, reasons) if reason is None]
-    skipped += [SkippedFile(sample.path, reason) for sample, reason in zip(candidates, reasons) if reason is not None]
+    samples = [sample for sample, reason in zip(candidates, reasons, strict=True) if reason is None]
+    skipped += [SkippedFile(sample.path, reason) for sample, reason in zip(candidates, reasons, strict=True)
+                if reason is not None]
 
     usable = Counter(sample.label for sample in samples)
     for name in folders:

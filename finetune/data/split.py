@@ -48,14 +48,14 @@ def split_folder(root: Path, val_fraction: float = 0.15, test_fraction: float = 
         scan = scan_folder(root)
         test, val, train = _stratified(scan.samples, scan.classes, (test_fraction, val_fraction), seed)
         return Split(scan.classes, train, val, test, scan.skipped)
-    train = scan_folder(root / "train")
-    val = scan_folder(root / "val", train.classes)
+    train_scan = scan_folder(root / "train")
+    val_scan = scan_folder(root / "val", train_scan.classes)
     if (root / "test").is_dir():
-        test = scan_folder(root / "test", train.classes)
-        return Split(train.classes, train.samples, val.samples, test.samples,
-                     train.skipped + val.skipped + test.skipped)
-    held_out, kept = _stratified(train.samples, train.classes, (test_fraction,), seed)
-    return Split(train.classes, kept, val.samples, held_out, train.skipped + val.skipped)
+        test_scan = scan_folder(root / "test", train_scan.classes)
+        return Split(train_scan.classes, train_scan.samples, val_scan.samples, test_scan.samples,
+                     train_scan.skipped + val_scan.skipped + test_scan.skipped)
+    held_out, kept = _stratified(train_scan.samples, train_scan.classes, (test_fraction,), seed)
+    return Split(train_scan.classes, kept, val_scan.samples, held_out, train_scan.skipped + val_scan.skipped)
 
 
 def _stratified(
@@ -73,7 +73,7 @@ def _stratified(
         # first part is cut first, so the test images stay the same when the validation share changes.
         random.Random(f"{seed}/{name}").shuffle(members)
         start = 0
-        for part, count in zip(parts, _part_sizes(len(members), fractions)):
+        for part, count in zip(parts, _part_sizes(len(members), fractions), strict=False):
             part += members[start:start + count]
             start += count
         parts[-1] += members[start:]

@@ -28,8 +28,9 @@ QUICK = ["--image-size", "32", "--epochs", "1", "--max-steps", "2", "--weights",
          "--augment", "none"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SPEC_COLUMNS = (
-    "name", "setting", "weights", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error", "imagenet_top1_error",
-    "imagenet_top5_error", "test_top1_error", "test_top1_error_ci95", "learned", "p_vs_best", "topk_error", "k",
+    "name", "setting", "weights", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error",
+    "imagenet_top1_error", "imagenet_top5_error", "test_top1_error", "test_top1_error_ci95", "learned", "p_vs_best",
+    "topk_error", "k",
     "train_seconds", "train_images_per_second", "predict_ms_per_image", "status", "reason",
 )
 
@@ -186,7 +187,8 @@ def test_report_from_existing_runs(comparison: Comparison, tmp_path: Path) -> No
     for name in ("small_cnn", "resnet18"):
         assert rows[name]["predict_ms_per_image"] == compared[name]["predict_ms_per_image"]
         assert rows[name]["p_vs_best"] == compared[name]["p_vs_best"]
-    assert all((tmp_path / "report" / plot).stat().st_size > 10_000 for plot in ("depth_vs_error.png", "error_vs_cost.png"))
+    assert all((tmp_path / "report" / plot).stat().st_size > 10_000
+               for plot in ("depth_vs_error.png", "error_vs_cost.png"))
     assert "held out from the start" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
 
 
@@ -214,7 +216,8 @@ def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> Non
     rows = [small, resnet, vgg]
     said = " ".join(findings(rows, rows, [config]))
     assert "Lowest test error: resnet18, 4.0% (95% CI 2.3-7.1)." in said
-    assert "resnet18 is better than small_cnn (12.0% (95% CI 8.7-16.4)) on these 270 test images (McNemar p = 0.002)" in said
+    assert ("resnet18 is better than small_cnn (12.0% (95% CI 8.7-16.4)) on these 270 test images "
+            "(McNemar p = 0.002)") in said
     assert "vgg11 did not learn: its test error 89.7% (95% CI 85.5-92.8) does not lie below chance, 90.0%" in said
     # Two models that learned: no depth verdict, whatever their order, and vgg11 is not counted.
     assert "Too few models that learned with different depths (2) to judge a depth trend." in said
@@ -232,7 +235,8 @@ def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> Non
     deep = [_row(comparison, f"net{depth}", depth, 40.0 - depth, [30.0 - depth, 50.0 - depth], p_value=0.01)
             for depth in (5, 8, 11, 16, 19, 22)]
     said = " ".join(findings(deep, deep, [config]))
-    assert "Deeper was better here: error falls with depth (Spearman ρ = -1.00, p = 0.0028, over 6 models that learned)" in said
+    assert ("Deeper was better here: error falls with depth "
+            "(Spearman ρ = -1.00, p = 0.0028, over 6 models that learned)") in said
     longer = {**config, "trainer": {**config["trainer"], "epochs": 3}}
     assert any("These runs differ in trainer.epochs" in sentence for sentence in findings(rows, rows, [config, longer]))
 

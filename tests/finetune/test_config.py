@@ -10,7 +10,16 @@ from typing import Any, Literal
 
 import pytest
 
-from finetune.config import ConfigError, RunConfig, alternatives, config_fields, load_config, merge, read_yaml, save_config
+from finetune.config import (
+    ConfigError,
+    RunConfig,
+    alternatives,
+    config_fields,
+    load_config,
+    merge,
+    read_yaml,
+    save_config,
+)
 from zoo_cli import finetune_command
 from zoo_cli.finetune_command import flag_of, overrides_from_flags
 from zoo_cli.main import build_parser
@@ -24,7 +33,8 @@ def test_partial_file_merges_over_defaults_and_flags_override_it(tmp_path: Path)
     config = load_config(path)
     assert config.model.arch == "resnet50" and config.trainer.epochs == 3 and config.trainer.devices == "2"
     assert config.data == RunConfig().data  # untouched sections keep their defaults
-    args = build_parser().parse_args(["finetune", "--config", str(path), "--epochs", "5", "--freeze", "until-epoch", "2"])
+    args = build_parser().parse_args(["finetune", "--config", str(path), "--epochs", "5",
+                                      "--freeze", "until-epoch", "2"])
     final = merge(config, overrides_from_flags(args))
     assert final.trainer.epochs == 5 and final.model.arch == "resnet50"
     assert (final.optim.freeze, final.optim.unfreeze_epoch) == ("until-epoch", 2)
@@ -49,7 +59,8 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
         ("data: [\n", "is not valid YAML"),
         ("data:\n  feature_views: -1\n", "data.feature_views must be a finite number of at least 0"),
         ("optim:\n  lr: .nan\n", "optim.lr must be a finite number of at least 0.0, got nan"),
-        ("data:\n  feature_views: 4\n  augment: none\n", "set --augment standard (or another preset), or --feature-views 0"),
+        ("data:\n  feature_views: 4\n  augment: none\n",
+         "set --augment standard (or another preset), or --feature-views 0"),
         ("trainer:\n  epochs: 3\n  epochs: 4\n", "key 'epochs' appears twice in one mapping"),
         ("trainer:\n  seed: -1\n", "trainer.seed must be a whole number from 0"),
     ],

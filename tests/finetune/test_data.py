@@ -119,7 +119,7 @@ def test_scan_lists_special_files_and_unreadable_folders_instead_of_blocking_or_
     write_image(locked / "hidden-from-us.png")
     real_scandir = os.scandir
 
-    def scandir(path):  # noqa: ANN001 - as chmod 000 does for a user who is not root
+    def scandir(path):  # as chmod 000 does for a user who is not root
         if Path(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)

@@ -68,7 +68,9 @@ def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Pat
         assert (bundle / entry["file"]).is_file() and 0.0 <= entry["max_abs_diff"] <= TOLERANCE, name
 
 
-def test_zoo_load_predicts_like_the_checkpoint(run_dir: Path, bundle: Path, photos: list[Path], batch: torch.Tensor) -> None:
+def test_zoo_load_predicts_like_the_checkpoint(
+    run_dir: Path, bundle: Path, photos: list[Path], batch: torch.Tensor
+) -> None:
     model = zoo.load(bundle)
     expected = load_source(run_dir).model.predict(photos)
 
@@ -107,11 +109,13 @@ def test_torchscript_runs_in_a_fresh_process_with_only_torch(bundle: Path, batch
     script = (
         "import sys, torch\n"
         f"model = torch.jit.load({str(bundle / TORCHSCRIPT_FILE)!r})\n"
-        f"torch.save(model(torch.load({str(tmp_path / 'batch.pt')!r}, weights_only=True)), {str(tmp_path / 'out.pt')!r})\n"
+        f"torch.save(model(torch.load({str(tmp_path / 'batch.pt')!r}, weights_only=True)), "
+        f"{str(tmp_path / 'out.pt')!r})\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {NOT_NEEDED!r}))\n"
     )
     # -I: no current folder or user site on the path, so nothing of the repository can be imported by accident.
-    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            check=True)
     assert result.stdout.strip() == "[]"
     logits = torch.load(tmp_path / "out.pt", weights_only=True)
     assert (logits - zoo.load(bundle).logits(batch)).abs().max() < TOLERANCE
@@ -157,7 +161,8 @@ def test_an_export_that_does_not_reproduce_the_model_is_not_kept(run_dir: Path, 
     monkeypatch.setattr(export_module, "_run_torchscript", lambda path, batch: run(path, batch) + 1e-3)
     out = tmp_path / "bundle"
 
-    with pytest.raises(ExportError, match=r"torchscript export does not reproduce the model: logits differ by up to 0\.001"):
+    with pytest.raises(ExportError,
+                       match=r"torchscript export does not reproduce the model: logits differ by up to 0\.001"):
         export(run_dir, ["torchscript"], out)
 
     assert not out.exists()  # nothing that could pass for a bundle
@@ -179,7 +184,9 @@ def test_an_interrupted_export_leaves_nothing_that_looks_complete(run_dir: Path,
         zoo.load(out)
 
 
-def test_predict_and_evaluate_accept_a_bundle(run_dir: Path, bundle: Path, photos: list[Path], tmp_path: Path, capsys) -> None:
+def test_predict_and_evaluate_accept_a_bundle(
+    run_dir: Path, bundle: Path, photos: list[Path], tmp_path: Path, capsys
+) -> None:
     paths = list(map(str, photos))
     assert main(["predict", str(bundle), *paths, "--format", "json"]) == 0
     from_bundle = json.loads(capsys.readouterr().out)
@@ -191,4 +198,5 @@ def test_predict_and_evaluate_accept_a_bundle(run_dir: Path, bundle: Path, photo
     assert main(["evaluate", str(run_dir), "--data", str(data), "--out", str(tmp_path / "run")]) == 0
     from_bundle, from_run = (json.loads((tmp_path / name / "metrics.json").read_text()) for name in ("bundle", "run"))
     assert from_bundle["num_images"] == 24
-    assert {k: v for k, v in from_bundle.items() if k != "source"} == {k: v for k, v in from_run.items() if k != "source"}
+    assert ({k: v for k, v in from_bundle.items() if k != "source"}
+            == {k: v for k, v in from_run.items() if k != "source"})

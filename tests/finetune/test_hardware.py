@@ -23,7 +23,8 @@ def test_cpu_precision_follows_the_flags_and_the_probe(
     monkeypatch: pytest.MonkeyPatch, flags: set[str], speedup: float | None, expected: str
 ) -> None:
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(hardware, "bf16_conv_speedup", lambda: speedup if speedup is not None else pytest.fail("no probe"))
+    monkeypatch.setattr(hardware, "bf16_conv_speedup",
+                        lambda: speedup if speedup is not None else pytest.fail("no probe"))
     choice = choose_precision("auto", "cpu")
     assert choice.value == expected
     if speedup is not None:
@@ -62,7 +63,8 @@ def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"amx_bf16"})
     timed: list[int] = []
     monkeypatch.setattr(hardware, "network_bf16_speedup", lambda network, size: timed.append(size) or speedup)
-    assert choose_precision("auto", "cpu", resnet, 64).value == "bf16-mixed" and not timed, "no depthwise layer: no timing"
+    assert choose_precision("auto", "cpu", resnet, 64).value == "bf16-mixed" and not timed, \
+        "no depthwise layer: no timing"
     chosen = choose_precision("auto", "cpu", lite, 320)
     assert chosen.value == expected and "depthwise convolutions" in chosen.reason and f"{speedup:.2f}×" in chosen.reason
     assert timed == [224], "timed at the run's size, at most 224 px"

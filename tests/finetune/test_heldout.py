@@ -57,7 +57,8 @@ def test_test_images_never_influence_training_or_selection(image_folder: Path, t
     assert before["zoo"]["temperature"] == after["zoo"]["temperature"], "fitted on validation images only"
     metrics = [(tmp_path / name / "metrics.csv").read_text() for name in ("before", "after")]
     assert metrics[0] == metrics[1], "no epoch, loss or selection saw the test images"
-    assert run_table(tmp_path / "before", "test_predictions.csv") != run_table(tmp_path / "after", "test_predictions.csv"), "the test itself did see them"
+    predictions = [run_table(tmp_path / name, "test_predictions.csv") for name in ("before", "after")]
+    assert predictions[0] != predictions[1], "the test itself did see them"
 
 
 def test_a_run_that_stays_at_chance_is_flagged(tmp_path: Path, capsys) -> None:

@@ -53,12 +53,15 @@ def test_json_lists_every_image_and_the_unreadable_one_with_its_error(run_dir: P
         assert 1.0 >= first["probability"] >= second["probability"] > 0.0
 
 
-def test_probabilities_are_the_softmax_of_the_model_on_training_preprocessing(run_dir: Path, photos: Path, capsys) -> None:
+def test_probabilities_are_the_softmax_of_the_model_on_training_preprocessing(
+    run_dir: Path, photos: Path, capsys
+) -> None:
     images = sorted((photos / "coffee").glob("*.jpg"))
     assert main(["predict", str(run_dir), *map(str, images), "--top-k", "10", "--format", "csv"]) == 0
 
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert [(row["path"], row["rank"]) for row in rows] == [(str(path), str(rank)) for path in images for rank in (1, 2, 3)]
+    assert [(row["path"], row["rank"]) for row in rows] == [(str(path), str(rank)) for path in images
+                                                             for rank in (1, 2, 3)]
     model = load_source(run_dir).model
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     # The validation transform of training, rebuilt from the registry entry, not from the checkpoint.
@@ -66,7 +69,7 @@ def test_probabilities_are_the_softmax_of_the_model_on_training_preprocessing(ru
     expected = model.predict(torch.stack([transform(load_rgb(path)) for path in images]))
     for index, path in enumerate(images):
         printed = {row["class"]: float(row["probability"]) for row in rows if row["path"] == str(path)}
-        assert printed == pytest.approx(dict(zip(CLASSES, expected[index].tolist())), abs=1e-5)
+        assert printed == pytest.approx(dict(zip(CLASSES, expected[index].tolist(), strict=True)), abs=1e-5)
         assert sum(printed.values()) == pytest.approx(1.0, abs=1e-5)
 
 

@@ -26,7 +26,9 @@ def efficientnet_lite0() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize(("photo", "expected"), [("chelsea", CATS), ("coffee", {"espresso"})])
-def test_efficientnet_lite0_recognises_real_photos(efficientnet_lite0: torch.nn.Module, photo: str, expected: set[str]) -> None:
+def test_efficientnet_lite0_recognises_real_photos(
+    efficientnet_lite0: torch.nn.Module, photo: str, expected: set[str]
+) -> None:
     spec = zoo.get_spec("efficientnet_lite0")
     image = eval_transform(spec, spec.input_size)(Image.fromarray(getattr(data, photo)()))
     with torch.no_grad():

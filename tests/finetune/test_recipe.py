@@ -63,7 +63,8 @@ def test_pretrained_photos_on_a_cpu_train_a_head_on_cached_features(tmp_path: Pa
 def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbone_rate(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     resolved, _ = _decided(RunConfig(), folder, pretrained=True, on_gpu=True)
-    assert (resolved.optim.freeze, resolved.optim.unfreeze_epoch, resolved.optim.backbone_lr_mult) == ("until-epoch", 1, 0.1)
+    optim = resolved.optim
+    assert (optim.freeze, optim.unfreeze_epoch, optim.backbone_lr_mult) == ("until-epoch", 1, 0.1)
     assert resolved.optim.lr == 1e-3 and 5 <= resolved.trainer.epochs <= 20
 
 
@@ -89,7 +90,9 @@ def test_a_given_value_always_wins(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("flag", [["--augment", "none"], []])
-def test_finetune_prints_each_choice_with_its_reason(image_folder: Path, tmp_path: Path, capsys, flag: list[str]) -> None:
+def test_finetune_prints_each_choice_with_its_reason(
+    image_folder: Path, tmp_path: Path, capsys, flag: list[str]
+) -> None:
     from zoo_cli.main import main
 
     argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--epochs", "1",

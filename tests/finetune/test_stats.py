@@ -45,7 +45,9 @@ def test_wilson_interval_refuses_impossible_counts() -> None:
     (0, 0, 1.0),  # no discordant pair: nothing to test
     (10, 30, 0.002221),  # 2 × P(X ≤ 10), X ~ Bin(40, ½)
 ])
-def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs(first_only: int, second_only: int, expected: float) -> None:
+def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs(
+    first_only: int, second_only: int, expected: float
+) -> None:
     both, neither = 50, 7  # concordant pairs do not enter the test
     first = [True] * both + [False] * neither + [True] * first_only + [False] * second_only
     second = [True] * both + [False] * neither + [False] * first_only + [True] * second_only

@@ -47,7 +47,7 @@ def test_ctrl_c_between_the_two_renames_puts_the_old_folder_back(tmp_path: Path,
     _bundle(tmp_path / "bundle", "old")
     real_replace, calls = os.replace, []
 
-    def interrupted(source, target):  # noqa: ANN001
+    def interrupted(source, target):
         calls.append(source)
         if len(calls) == 2:  # the old folder is aside, the new one not yet in
             raise KeyboardInterrupt

@@ -22,6 +22,12 @@ def test_registry_names_are_exact() -> None:
     assert zoo.list_models("resnet1*") == ["resnet18", "resnet101", "resnet152"]
 
 
+def test_public_names_are_all_listed_and_load() -> None:
+    # zoo.__all__ is written out for linters and `from zoo import *`; it must name exactly what zoo serves lazily.
+    assert sorted(zoo.__all__) == sorted(zoo._HOMES)
+    assert all(getattr(zoo, name) is not None for name in zoo.__all__)
+
+
 @pytest.mark.parametrize("name", CLASSIC)
 def test_create_model_replaces_head_and_runs(name: str) -> None:
     spec = zoo.get_spec(name)

@@ -78,7 +78,8 @@ def test_missing_weights_offline_name_file_folder_url_and_fallback(torch_home: P
     assert time.monotonic() - started < 30
     message = str(error.value)
     assert "\n" not in message
-    for part in ("resnet50-11ad3fa6.pth", str(torch_home), "https://download.pytorch.org/models/resnet50-11ad3fa6.pth", "--weights none"):
+    for part in ("resnet50-11ad3fa6.pth", str(torch_home), "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+                 "--weights none"):
         assert part in message
 
 
