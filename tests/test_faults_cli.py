@@ -21,8 +21,7 @@ import torch
 import zoo
 from finetune import evaluate as evaluate_module
 from finetune.export import export
-from tests.conftest import make_image_folder
-from tests.finetune.trained import train_small_run
+from tests.helpers import make_image_folder, train_small_run
 from zoo._io import DiskError
 from zoo_cli.main import SIGPIPE_STATUS, main
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from finetune.sources import load_source
-from tests.conftest import make_image_folder
-from tests.finetune.trained import write_malicious_pickle
+from tests.helpers import make_image_folder, write_malicious_pickle
 from zoo.errors import ZooError
 from zoo_cli.main import main
 
@@ -77,7 +76,7 @@ def test_sources_that_are_not_models_are_named(tmp_path: Path) -> None:
 
 
 def test_resume_never_unpickles_code_whatever_the_environment(tmp_path: Path, monkeypatch, capsys) -> None:
-    from tests.finetune.trained import train_small_run
+    from tests.helpers import train_small_run
     from zoo_cli.main import main
 
     run_dir = train_small_run(tmp_path)

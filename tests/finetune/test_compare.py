@@ -19,7 +19,7 @@ from finetune.compare.report import title_for
 from finetune.compare.results import RESULT_COLUMNS
 from finetune.config import ConfigError, RunConfig, load_config, to_dict
 from finetune.stats import mcnemar, wilson_interval
-from tests.conftest import make_image_folder
+from tests.helpers import make_image_folder
 from zoo_cli.main import main
 
 ARCHS = ["small_cnn", "alexnet", "resnet18"]  # alexnet needs 63 px: at 32 px it fails between the other two

@@ -12,8 +12,7 @@ from PIL import Image
 
 from finetune.data.split import class_counts, load_split
 from finetune.evaluate import compute_metrics
-from tests.conftest import make_image_folder
-from tests.finetune.trained import train_small_run
+from tests.helpers import make_image_folder, train_small_run
 from zoo_cli.main import main
 
 CLASSES = ["astronaut", "chelsea", "coffee"]

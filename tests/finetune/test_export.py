@@ -16,7 +16,7 @@ from finetune import export as export_module
 from finetune.data.images import load_rgb
 from finetune.export import FORMATS, TOLERANCE, ExportError, export
 from finetune.sources import load_source
-from tests.finetune.trained import train_small_run
+from tests.helpers import train_small_run
 from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
 from zoo_cli.main import main
 

@@ -16,7 +16,7 @@ import torch
 
 from finetune.saving import AtomicCheckpointIO
 from finetune.sources import read_checkpoint
-from tests.finetune.trained import run_summary, run_table
+from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--arch", "small_cnn", "--weights", "none", "--batch-size", "8", "--augment", "none", "--seed", "0",
@@ -132,7 +132,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.conftest import make_image_folder
+    from tests.helpers import make_image_folder
 
     root = tmp_path_factory.mktemp("finished")
     images = make_image_folder(root / "images")
@@ -256,7 +256,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_a_split_without_validation_images_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tests.conftest import make_image_folder
+    from tests.helpers import make_image_folder
 
     images = make_image_folder(tmp_path / "images", per_class=1, classes=("a", "b", "c", "d"))
     assert main(_start(images, tmp_path / "run")) == 2
@@ -265,7 +265,7 @@ def test_a_split_without_validation_images_is_refused(tmp_path: Path, capsys: py
 
 
 def test_classes_without_validation_images_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from tests.conftest import make_image_folder
+    from tests.helpers import make_image_folder
 
     images = make_image_folder(tmp_path / "images", per_class=8)
     make_image_folder(tmp_path / "single", per_class=1, classes=("lonely",))

@@ -11,7 +11,7 @@ from PIL import Image
 from finetune.data.split import load_split
 from finetune.sources import load_source, read_checkpoint
 from finetune.stats import wilson_interval
-from tests.finetune.trained import run_summary, run_table
+from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--arch", "small_cnn", "--weights", "none", "--batch-size", "8", "--augment", "none", "--seed", "0"]

@@ -14,8 +14,7 @@ import zoo
 from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.sources import load_source
-from tests.conftest import make_image_folder
-from tests.finetune.trained import train_small_run
+from tests.helpers import make_image_folder, train_small_run
 from zoo_cli.main import main
 
 CLASSES = ["astronaut", "chelsea", "coffee"]

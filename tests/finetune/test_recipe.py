@@ -13,7 +13,7 @@ from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
 from finetune.data.split import split_folder
 from finetune.recipe import choose, profile_data
-from tests.conftest import make_image_folder
+from tests.helpers import make_image_folder
 
 
 def _decided(config: RunConfig, folder: Path, *, pretrained: bool, on_gpu: bool = False) -> tuple[RunConfig, dict]:

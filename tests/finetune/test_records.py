@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from finetune.records import RunSummary
-from tests.finetune.trained import train_small_run
+from tests.helpers import train_small_run
 from zoo.errors import ZooError
 
 

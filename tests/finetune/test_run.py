@@ -13,7 +13,7 @@ import torch
 
 import zoo
 from finetune.config import RunConfig, load_config
-from tests.finetune.trained import run_summary, run_table
+from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--batch-size", "8", "--augment", "none", "--seed", "0"]

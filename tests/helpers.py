@@ -1,4 +1,7 @@
-"""Helpers for the tests of runs, evaluate, predict and export: a short real run, its files, a malicious pickle."""
+"""Helpers the tests share: tiny real image folders, a short real run and its files, a malicious pickle.
+
+Fixtures live in conftest.py and use these; tests import them from here, never from conftest.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from finetune.config import RunConfig, merge
 from finetune.run import train
-from tests.conftest import make_image_folder
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -53,3 +58,23 @@ def write_malicious_pickle(path: Path, marker: Path) -> Path:
         # Protocol 2 is torch.save's: the refusal must come from the code reference, not an unknown opcode.
         pickle.dump({"state_dict": _CreatesFile(marker), "zoo": {}}, file, protocol=2)
     return path
+
+
+PHOTOS = ("chelsea", "coffee", "astronaut")
+
+
+def make_image_folder(root: Path, per_class: int = 8, size: int = 40, classes: tuple[str, ...] = PHOTOS) -> Path:
+    """One class per scikit-image photo; each image a different random crop of it (a learnable task)."""
+    from skimage import data
+
+    rng = np.random.default_rng(0)
+    for name in classes:
+        photo = getattr(data, name if name in PHOTOS else PHOTOS[hash(name) % len(PHOTOS)])()
+        folder = root / name
+        folder.mkdir(parents=True)
+        height, width = photo.shape[:2]
+        for index in range(per_class):
+            top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+            crop = photo[top : top + height // 2, left : left + width // 2]
+            Image.fromarray(crop).resize((size, size)).save(folder / f"{index}.jpg")
+    return root
