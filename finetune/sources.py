@@ -6,7 +6,6 @@ is refused with one line, and that code never runs. Bundles hold safetensors and
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ import torch
 
 from finetune.records import SUMMARY_FILE, RunSummary, Split
 from zoo.bundle import METADATA_FILE, LoadedModel, build_network, check_metadata, load
-from zoo.errors import ZooError, describe_error
+from zoo.errors import ZooError
+from zoo.weights import load_plain
 
 RUN_CHECKPOINT = "best.ckpt"
 NETWORK_PREFIX = "network."  # the zoo network's attribute in finetune.module.Classifier
@@ -33,15 +33,9 @@ class Source:
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """The content of a Lightning checkpoint written by ``zoo finetune``, holding plain tensors only."""
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # every unreadable file gets the same one-line message
-        raise ZooError(
-            f"cannot load {path}: it is not a plain-tensor checkpoint ({describe_error(error)}); zoo loads checkpoints "
-            "with weights_only=True and never runs code stored in them: use a .ckpt written by zoo finetune"
-        ) from error
+    content = load_plain(path, f"cannot load {path}: it is not a plain-tensor checkpoint",
+                         "zoo loads checkpoints with weights_only=True and never runs code stored in them: use a .ckpt "
+                         "written by zoo finetune")
     if not (isinstance(content, dict) and "zoo" in content and isinstance(content.get("state_dict"), dict)):
         raise ZooError(f"{path} is not a zoo checkpoint (no zoo metadata): use a .ckpt written by zoo finetune")
     check_metadata(content["zoo"], f"the zoo metadata of {path}")

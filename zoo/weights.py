@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
 
-from zoo.errors import WeightsError, describe_error
+from zoo.errors import WeightsError, ZooError, describe_error
 from zoo.spec import ArchSpec, WeightsInfo
 
 NETWORK_PROBE_SECONDS = 5.0
@@ -69,21 +71,30 @@ def _download_url(info: WeightsInfo) -> Path:
     return info.path
 
 
+def load_plain(path: Path, problem: str, fix: str, error_type: type[ZooError] = ZooError) -> Any:
+    """``torch.load`` with ``weights_only=True``: plain tensors and containers, never code; whatever cannot be
+    read so is one line, ``problem: why; fix``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any unreadable file gets the same one-line message
+        raise error_type(f"{problem}: {describe_error(error)}; {fix}") from error
+
+
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Read a ``.safetensors`` or ``.pth`` state dict (plain, or nested under a common key)."""
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist: check the path given to --weights")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    fix = "zoo loads only plain tensors: save a state_dict with torch.save or safetensors"
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file gets the same one-line message
-        raise WeightsError(
-            f"cannot read weights file {path}: {describe_error(error)} "
-            "(zoo loads only plain tensors: save a state_dict with torch.save or safetensors)"
-        ) from error
+        except Exception as error:  # any unreadable file gets the same one-line message
+            raise WeightsError(f"cannot read weights file {path}: {describe_error(error)}; {fix}") from error
+    content = load_plain(path, f"cannot read weights file {path}", fix, WeightsError)
     for key in STATE_DICT_KEYS:
         if isinstance(content, dict) and isinstance(content.get(key), dict):
             content = content[key]
