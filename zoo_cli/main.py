@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo_cli import compare_command, finetune_command, model_commands, registry_commands
+from zoo_cli import compare_command, explain_commands, finetune_command, model_commands, registry_commands
 
 # 128 + SIGPIPE: the status a shell reports for cat or grep, which SIGPIPE kills when their reader leaves, so
 # scripts (set -o pipefail) treat zoo's early exit exactly like theirs. (Python's own recipe, and rich, exit 1,
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune_command.add_parsers(commands)
     model_commands.add_parsers(commands)
     compare_command.add_parsers(commands)
+    explain_commands.add_parsers(commands)
     return parser
 
 
