@@ -5,6 +5,7 @@ Errors are in percent (as in ``summary.json``); precision, recall and F1 are fra
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -14,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import functional as F
 from torch.utils.data import DataLoader
 from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
@@ -30,6 +32,7 @@ from finetune.data.split import PARTS, load_split
 from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
 from finetune.heldout import collect_logits, error_rates
+from finetune.image_grid import plot_image_grid
 from finetune.sources import Source, load_source
 from finetune.stats import chance_error, learned
 from zoo._io import write_atomic
@@ -37,6 +40,8 @@ from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 
 SPLITS = ("val", "test", "all")
+TOP_LOSSES = 16  # images in top_losses.png
+TOP_LOSS_COLUMNS = ("path", "label", "predicted", "probability", "loss")
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ def _from_run(run_dir: Path, split: str | None, classes: list[str]) -> LabelledI
     split = split or ("test" if saved.test else "val")
     samples = saved.train + saved.val + saved.test if split == "all" else getattr(saved, split)
     if not samples:
-        raise DataError(f"run {run_dir} has no {split} images (it held out none): choose --split val, or pass --data DIR")
+        raise DataError(f"run {run_dir} has no {split} images (it held out none): choose --split val, or pass "
+                        "--data DIR")
     warnings = [CHOSE_SOMETHING[split]] if split in CHOSE_SOMETHING else []
     return LabelledImages(f"{run_dir} ({split} split)", split, samples, warnings)
 
@@ -91,7 +97,8 @@ def _from_folder(root: Path, split: str | None, classes: list[str]) -> LabelledI
         if not parts[0].is_dir():
             raise DataError(f"{root} has no {split}/ folder: choose --split val or all")
     elif split in ("val", "test"):
-        raise DataError(f"{root} has no train/ and val/ sub-folders, so no {split} split: evaluate it whole with --split all")
+        raise DataError(f"{root} has no train/ and val/ sub-folders, so no {split} split: evaluate it whole with "
+                        "--split all")
     else:
         split, parts = "all", [root]
     folders = set().union(*(_class_folders(part) for part in parts))
@@ -144,6 +151,7 @@ def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str],
         multiclass_recall(logits, labels, count, average=None).tolist(),
         multiclass_f1_score(logits, labels, count, average=None).tolist(),
         torch.bincount(labels, minlength=count).tolist(),
+        strict=True,
     )
     rates = error_rates(logits, labels)
     chance = chance_error(labels.tolist())
@@ -201,12 +209,42 @@ def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
         "",
         "![reliability diagram](calibration.png)",
         "",
+        "## Top losses",
+        "",
+        "The images the model got most wrong (highest loss): often a wrong label, an odd image, or a class it "
+        "confuses; every image in `top_losses.csv`.",
+        "",
+        "![top losses](top_losses.png)",
+        "",
     ]
     return "\n".join(lines)
 
 
 def _write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def write_top_losses(samples: Sequence[Sample], classes: Sequence[str], logits: Tensor, labels: Tensor,
+                     temperature: float, out_dir: Path, shown: int, title: str) -> None:
+    """``top_losses.csv`` (every image, highest loss first) and ``top_losses.png`` (the first ``shown``), as fastai's
+    ``plot_top_losses``. The loss is the image's cross-entropy (their mean is metrics.json's loss); the probability
+    is the calibrated one of the predicted class, as in ``test_predictions.csv``."""
+    losses = F.cross_entropy(logits.float(), labels, reduction="none")
+    confidence, predicted = (logits / temperature).softmax(dim=1).max(dim=1)
+    order = losses.argsort(descending=True).tolist()
+    rows = [(samples[i].path, classes[int(labels[i])], classes[int(predicted[i])], round(float(confidence[i]), 6),
+             round(float(losses[i]), 6)) for i in order]
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(TOP_LOSS_COLUMNS)
+            writer.writerows(rows)
+
+    write_atomic(out_dir / "top_losses.csv", write)
+    plot_image_grid([(path, f"true: {label}\npredicted: {guess} ({probability:.2f})\nloss {loss:.2f}")
+                     for path, label, guess, probability, loss in rows[:shown]],
+                    out_dir / "top_losses.png", f"top losses: {title}")
 
 
 def _default_out(source: Source, data: Path | None, split: str) -> Path:
@@ -217,12 +255,15 @@ def _default_out(source: Source, data: Path | None, split: str) -> Path:
 
 def evaluate(
     source: str | Path, data: Path | None = None, split: str | None = None, out: Path | None = None,
-    batch_size: int = 64,
+    batch_size: int = 64, top_losses: int = TOP_LOSSES,
 ) -> EvaluationResult:
     """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png,
-    calibration.png and report.md. A run folder's own images default to its test split."""
+    calibration.png, top_losses.csv/.png (the ``top_losses`` images of highest loss) and report.md. A run
+    folder's own images default to its test split."""
     if batch_size < 1:
         raise ZooError(f"--batch-size must be at least 1, got {batch_size}")
+    if top_losses < 1:
+        raise ZooError(f"--top-losses must be at least 1, got {top_losses}")
     if out is not None:
         check_out_folder(Path(out))  # before the images are scanned and the model run
     loaded = load_source(source)
@@ -241,5 +282,6 @@ def evaluate(
     if metrics["ece"] is not None:
         plot_reliability((logits / model.temperature).softmax(dim=1), labels, out_dir / "calibration.png",
                          f"{title}, softmax temperature {model.temperature:.3g}")
+    write_top_losses(images.samples, model.classes, logits, labels, model.temperature, out_dir, top_losses, title)
     _write_text(out_dir / "report.md", _report(metrics, images.warnings))
     return EvaluationResult(out_dir, metrics, images.warnings)

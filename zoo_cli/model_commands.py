@@ -19,28 +19,34 @@ EXPORT_FORMATS = ("safetensors", "torchscript", "onnx", "all")  # finetune.expor
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
-    evaluate = commands.add_parser("evaluate", help="measure a trained model on labelled images: metrics, confusion matrix, report")
+    evaluate = commands.add_parser("evaluate",
+                                   help="measure a trained model on labelled images: metrics, confusion matrix, report")
     evaluate.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
     evaluate.add_argument("--data", type=Path, metavar="DIR",
                           help="image folder, one sub-folder per class (default for a run folder: its own split)")
     evaluate.add_argument("--split", choices=("val", "test", "all"),
                           help="test (default for a run folder that held one out), val (default for folders with "
-                               "train/ and val/, and runs without test images), or all (default for a plain class folder)")
+                               "train/ and val/, and runs without test images), or all (default for a plain class "
+                               "folder)")
     evaluate.add_argument("--out", type=Path, metavar="DIR",
-                          help="folder for metrics.json, confusion_matrix.csv/.png and report.md "
+                          help="folder for metrics.json, confusion_matrix.csv/.png, top_losses.csv/.png and report.md "
                                "(default: RUN/eval-SPLIT for a run's own data, else ./eval-NAME-SPLIT)")
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--top-losses", type=int, default=16, metavar="N",
+                          help="images of highest loss in top_losses.png (all of them are in top_losses.csv)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes of images, with softmax probabilities")
     predict.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
-    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders (searched recursively)")
+    predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                         help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (at most the model's)")
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.set_defaults(run=run_predict)
 
-    export = commands.add_parser("export", help="bundle a trained model to run without Lightning: safetensors, TorchScript, ONNX")
+    export = commands.add_parser("export",
+                                 help="bundle a trained model to run without Lightning: safetensors, TorchScript, ONNX")
     export.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
     export.add_argument("--format", choices=EXPORT_FORMATS, default="all",
                         help="file to add to the bundle's weights and zoo.json (default: all)")
@@ -57,7 +63,8 @@ def _warn(command: str, message: str) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from finetune.evaluate import evaluate
 
-    result = evaluate(args.source, data=args.data, split=args.split, out=args.out, batch_size=args.batch_size)
+    result = evaluate(args.source, data=args.data, split=args.split, out=args.out, batch_size=args.batch_size,
+                      top_losses=args.top_losses)
     for warning in result.warnings:
         _warn("evaluate", warning)
     metrics = result.metrics
@@ -75,7 +82,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     columns = {"class": "class", "precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}
     print_table(metrics["per_class"], columns, title="per class")
     print(f"written to {result.out_dir}: metrics.json, confusion_matrix.csv, confusion_matrix.png, calibration.png, "
-          "report.md")
+          "top_losses.csv, top_losses.png, report.md")
     return 0
 
 

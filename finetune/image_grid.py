@@ -1,0 +1,30 @@
+"""A grid of image files, each captioned: the images worth a look (an evaluation's top losses, suspected labels)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from finetune.plots import save_figure
+from zoo.images import load_rgb
+
+COLUMNS = 4
+TILE = 2.6  # inches per image
+
+
+def plot_image_grid(entries: Sequence[tuple[Path, str]], path: Path, title: str) -> None:
+    """``entries`` as ``(image file, caption)``, row by row, each caption above its image."""
+    rows = max(1, math.ceil(len(entries) / COLUMNS))
+    figure = Figure(figsize=(COLUMNS * TILE, rows * (TILE + 0.5) + 0.4))
+    axes = list(figure.subplots(rows, COLUMNS, squeeze=False).flat)
+    for axis in axes:
+        axis.set_axis_off()
+    for axis, (image, caption) in zip(axes, entries, strict=False):  # the last row may have empty tiles
+        axis.imshow(np.asarray(load_rgb(image)))
+        axis.set_title(caption, fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    save_figure(figure, path)
