@@ -7,7 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo_cli import compare_command, explain_commands, finetune_command, model_commands, registry_commands
+from zoo_cli import (
+    compare_command,
+    explain_commands,
+    finetune_command,
+    model_commands,
+    registry_commands,
+    serve_command,
+)
 
 # 128 + SIGPIPE: the status a shell reports for cat or grep, which SIGPIPE kills when their reader leaves, so
 # scripts (set -o pipefail) treat zoo's early exit exactly like theirs. (Python's own recipe, and rich, exit 1,
@@ -28,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands.add_parsers(commands)
     compare_command.add_parsers(commands)
     explain_commands.add_parsers(commands)
+    serve_command.add_parsers(commands)
     return parser
 
 
