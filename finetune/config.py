@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 
 from zoo._io import write_text_atomic
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -286,7 +286,7 @@ def read_yaml(path: Path, kind: str = "config") -> dict[str, Any]:
     try:
         values = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{kind} file {path} is not valid YAML: {str(error).splitlines()[0]}") from error
+        raise ConfigError(f"{kind} file {path} is not valid YAML: {first_line(error)}") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{kind} file {path} must hold a mapping of sections (data, model, optim, trainer)")
     return values

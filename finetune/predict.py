@@ -11,10 +11,10 @@ from typing import Any
 
 from PIL import Image
 
-from finetune.data.images import load_rgb
 from finetune.data.scan import check_image, is_image_file
 from zoo.bundle import LoadedModel
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
+from zoo.images import load_rgb
 
 NOT_REGULAR = "not a regular file (a pipe, socket or device)"
 
@@ -60,7 +60,7 @@ def _read(path: Path) -> Image.Image | str:
         return load_rgb(path)
     # Image plugins raise many kinds of error on odd files; one bad file must not stop the others.
     except Exception as error:  # noqa: BLE001
-        return check_image(path) or f"unreadable: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        return check_image(path) or f"unreadable: {first_line(error)}"
 
 
 def _batches(paths: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:

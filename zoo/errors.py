@@ -62,6 +62,11 @@ def short_repr(value: object) -> str:
     return f"a list of {len(value)}: {shown}" if isinstance(value, list) else shown
 
 
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of ``error``'s message, stripped; its type's name when it has none."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def describe_error(error: BaseException) -> str:
     """The type and the telling line of an exception's message, for a one-line user error.
 

@@ -29,6 +29,7 @@ from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.folders import check_out_folder
 from finetune.run import make_split, resume_config, train
+from zoo.errors import first_line
 
 SETTINGS_FILE = "comparison.yaml"
 SPLIT_DIR = "split"
@@ -168,12 +169,10 @@ EXPECTED_FAILURES = (zoo.ZooError, torch.cuda.OutOfMemoryError)  # told in one l
 
 def _one_line(error: Exception) -> str:
     if isinstance(error, zoo.ZooError):
-        text = str(error)
-    elif isinstance(error, torch.cuda.OutOfMemoryError):
-        text = f"out of memory: {error}"
-    else:
-        text = f"{type(error).__name__}: {error}"
-    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+        return first_line(error)
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return f"out of memory: {first_line(error)}"
+    return f"{type(error).__name__}: {first_line(error)}"
 
 
 def _train_once(label: str, config: RunConfig, name: str, run_dir: Path, split: Split, step: str) -> None:

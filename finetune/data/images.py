@@ -13,8 +13,6 @@ from finetune.data.scan import DataError, Sample, check_image
 from zoo.errors import describe_error, one_line
 from zoo.images import load_rgb
 
-__all__ = ["ImageDataset", "UnreadableImageError", "load_rgb", "read_scanned_image"]
-
 
 class UnreadableImageError(DataError):
     """An image the scan read that can no longer be read: the file changed during the run."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from finetune.progress import tracked
-from zoo.errors import ZooError
+from zoo.errors import ZooError, first_line
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -141,6 +141,6 @@ def check_image(path: Path) -> str | None:
         return "too many pixels (decompression bomb guard)"
     # Image plugins raise many kinds of error on odd files; one bad file must not stop the scan.
     except Exception as error:  # noqa: BLE001
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        message = first_line(error)
         return "truncated image" if "truncat" in message.lower() else f"unreadable: {message}"
     return None

@@ -15,10 +15,11 @@ from sklearn.datasets import load_digits
 
 from finetune.data import builtin
 from finetune.data.builtin import BUILTIN_DATASETS, resolve_data
-from finetune.data.images import ImageDataset, load_rgb
+from finetune.data.images import ImageDataset
 from finetune.data.scan import IMAGE_SUFFIXES, DataError, Sample, SkippedFile, scan_folder
 from finetune.data.split import class_counts, imbalance_ratio, load_split, save_split, split_folder
 from zoo.errors import ZooError
+from zoo.images import load_rgb
 
 PHOTOS = [skdata.astronaut(), skdata.chelsea(), skdata.coffee()]
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".gif": "GIF", ".bmp": "BMP", ".webp": "WEBP",

@@ -13,11 +13,11 @@ from PIL import Image
 
 import zoo
 from finetune import export as export_module
-from finetune.data.images import load_rgb
 from finetune.export import FORMATS, TOLERANCE, ExportError, export
 from finetune.sources import load_source
 from tests.helpers import train_small_run
 from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
+from zoo.images import load_rgb
 from zoo_cli.main import main
 
 BUNDLE_FILES = {"model.safetensors", "zoo.json", "model.torchscript.pt", "model.onnx"}

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 import zoo
-from finetune.data.images import load_rgb
 from finetune.data.transforms import eval_transform
 from finetune.sources import load_source
 from tests.helpers import make_image_folder, train_small_run
+from zoo.images import load_rgb
 from zoo_cli.main import main
 
 CLASSES = ["astronaut", "chelsea", "coffee"]
