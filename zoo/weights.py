@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from zoo._io import write_atomic
 from zoo.errors import WeightsError, ZooError, describe_error
 from zoo.spec import ArchSpec, WeightsInfo
 
@@ -59,15 +60,10 @@ def fetch(info: WeightsInfo, arch: str, download: Callable[[WeightsInfo], Path] 
 
 
 def _download_url(info: WeightsInfo) -> Path:
-    assert info.url is not None
-    info.path.parent.mkdir(parents=True, exist_ok=True)
-    partial = info.path.with_name(info.path.name + ".partial")
-    try:
-        torch.hub.download_url_to_file(info.url, str(partial), progress=True)
-    except BaseException:  # an interrupted download must not look like a complete file
-        partial.unlink(missing_ok=True)
-        raise
-    partial.replace(info.path)
+    url = info.url
+    assert url is not None
+    # An interrupted download must not look like a complete file.
+    write_atomic(info.path, lambda partial: torch.hub.download_url_to_file(url, str(partial), progress=True))
     return info.path
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +9,9 @@ import numpy as np
 from PIL import Image
 
 from finetune.data.scan import DataError
+from zoo._io import DiskError, replacing_folder
 from zoo.cache import cache_root
+from zoo.errors import first_line
 
 COMPLETE_MARKER = ".complete"  # hidden, so scanning the folder ignores it
 
@@ -39,30 +38,12 @@ def resolve_data(data: str, cache_dir: Path | None = None) -> Path:
         return path
     target = cache_root(cache_dir) / "datasets" / data
     if not (target / COMPLETE_MARKER).is_file():
+        # Written beside and swapped in whole, so an interrupted run never leaves a half data set behind.
         try:
-            _materialise(target, _WRITERS[data])
-        except OSError as error:
-            raise DataError(
-                f"cannot write the built-in data set '{data}' to {target} ({error.strerror or error}); "
-                f"set ZOO_CACHE to a writable folder"
-            ) from error
+            with replacing_folder(target) as staging:
+                _WRITERS[data](staging)
+                (staging / COMPLETE_MARKER).touch()
+        except (OSError, DiskError) as error:
+            raise DataError(f"cannot write the built-in data set '{data}' to {target} ({first_line(error)}); "
+                            "set ZOO_CACHE to a writable folder") from error
     return target
-
-
-def _materialise(target: Path, write: Callable[[Path], None]) -> None:
-    # Written to a staging folder and renamed, so an interrupted run never leaves a half data set behind.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(staging)
-        (staging / COMPLETE_MARKER).touch()
-        if (target / COMPLETE_MARKER).is_file():  # another process finished first
-            return
-        if target.exists():  # without the marker it is incomplete
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except OSError:
-        if not (target / COMPLETE_MARKER).is_file():
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
