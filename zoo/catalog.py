@@ -1,6 +1,6 @@
 """The classic entries: the ImageNet-winning CNN families, a small teaching CNN and EfficientNet-Lite0.
 
-Figures typed in here are published ILSVRC results (see shared/ANCHORS.md); everything else —
+Figures typed in here are published ILSVRC results, each with its source beside it; everything else —
 parameters, FLOPs, ImageNet accuracy of each weight — is derived from the model or torchvision's metadata.
 """
 
