@@ -33,13 +33,13 @@ from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
 from finetune.heldout import collect_logits, error_rates
 from finetune.image_grid import plot_image_grid
+from finetune.names import EVALUATION_SPLITS
 from finetune.sources import Source, load_source
 from finetune.stats import chance_error, learned
 from zoo._io import write_atomic
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 
-SPLITS = ("val", "test", "all")
 TOP_LOSSES = 16  # images in top_losses.png
 TOP_LOSS_COLUMNS = ("path", "label", "predicted", "probability", "loss")
 
@@ -121,8 +121,8 @@ def _from_folder(root: Path, split: str | None, classes: list[str]) -> LabelledI
 
 def select_images(source: Source, data: Path | None, split: str | None) -> LabelledImages:
     """The images to evaluate on: ``data`` (split by its sub-folders), else the run's own split."""
-    if split is not None and split not in SPLITS:
-        raise ZooError(f"split must be one of {', '.join(SPLITS)}, got '{split}'")
+    if split is not None and split not in EVALUATION_SPLITS:
+        raise ZooError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got '{split}'")
     if data is not None:
         return _from_folder(Path(data), split, source.model.classes)
     if source.run_dir is None:

@@ -24,12 +24,12 @@ from torch import Tensor, nn
 
 import zoo
 from finetune.folders import check_out_folder
+from finetune.names import EXPORT_FORMATS
 from finetune.sources import Source, load_source
 from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error
 from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
 from zoo.errors import ZooError, describe_error
 
-FORMATS = ("safetensors", "torchscript", "onnx")
 BUNDLE_FILES = (METADATA_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE)
 TOLERANCE = 1e-4  # largest accepted logit difference, float32
 ONNX_OPSET = 18
@@ -113,7 +113,7 @@ def _run_onnx(path: Path, batch: Tensor) -> Tensor:
 
 
 def _formats(network: nn.Module, metadata: dict[str, Any], example: Tensor) -> tuple[_Format, ...]:
-    """Every format in the order of ``FORMATS``: how to write it, and how to run the written file."""
+    """Every format in the order of ``EXPORT_FORMATS``: how to write it, and how to run the written file."""
     return (
         _Format("safetensors", WEIGHTS_FILE, partial(_write_safetensors, network), partial(_run_safetensors, metadata)),
         _Format("torchscript", TORCHSCRIPT_FILE, partial(_write_torchscript, network, example), _run_torchscript),
@@ -185,9 +185,9 @@ def _check_out(out: Path, force: bool) -> None:
 
 def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = False) -> ExportResult:
     """Write the bundle of ``source`` (run folder, ``.ckpt`` or bundle) to ``out``: weights, zoo.json, ``formats``."""
-    unknown = [name for name in formats if name not in FORMATS]
+    unknown = [name for name in formats if name not in EXPORT_FORMATS]
     if unknown:
-        raise ExportError(f"unknown export format {', '.join(unknown)}: choose from {', '.join(FORMATS)} or all")
+        raise ExportError(f"unknown export format {', '.join(unknown)}: choose from {', '.join(EXPORT_FORMATS)} or all")
     out = Path(out)
     _check_out(out, force)
     loaded = load_source(source, device="cpu")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from finetune.names import EVALUATION_SPLITS, EXPORT_FORMATS
 from zoo_cli.output import print_table, printable, render
 
 if TYPE_CHECKING:
@@ -15,7 +16,6 @@ if TYPE_CHECKING:
 
 SOURCE_HELP = "a run folder of zoo finetune, a .ckpt file, or a bundle folder of zoo export"
 TABLE_NAME_LENGTH = 40  # characters of a class name in predict's table; JSON and CSV keep names whole
-EXPORT_FORMATS = ("safetensors", "torchscript", "onnx", "all")  # finetune.export.FORMATS + all, without importing torch
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -24,7 +24,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
     evaluate.add_argument("--data", type=Path, metavar="DIR",
                           help="image folder, one sub-folder per class (default for a run folder: its own split)")
-    evaluate.add_argument("--split", choices=("val", "test", "all"),
+    evaluate.add_argument("--split", choices=EVALUATION_SPLITS,
                           help="test (default for a run folder that held one out), val (default for folders with "
                                "train/ and val/, and runs without test images), or all (default for a plain class "
                                "folder)")
@@ -48,7 +48,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     export = commands.add_parser("export",
                                  help="bundle a trained model to run without Lightning: safetensors, TorchScript, ONNX")
     export.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
-    export.add_argument("--format", choices=EXPORT_FORMATS, default="all",
+    export.add_argument("--format", choices=(*EXPORT_FORMATS, "all"), default="all",
                         help="file to add to the bundle's weights and zoo.json (default: all)")
     export.add_argument("--out", type=Path, metavar="DIR", required=True, help="bundle folder (new or empty)")
     export.add_argument("--force", action="store_true",
@@ -122,9 +122,9 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from finetune.export import FORMATS, TOLERANCE, export
+    from finetune.export import TOLERANCE, export
 
-    formats = FORMATS if args.format == "all" else (args.format,)
+    formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
     result = export(args.source, formats, args.out, force=args.force)
     rows = [{"kind": name, "value": f"{difference:.2e}"} for name, difference in result.differences.items()]
     print_table(rows, {"kind": "format", "value": "max |logit difference|"},

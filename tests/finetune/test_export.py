@@ -13,7 +13,8 @@ from PIL import Image
 
 import zoo
 from finetune import export as export_module
-from finetune.export import FORMATS, TOLERANCE, ExportError, export
+from finetune.export import TOLERANCE, ExportError, export
+from finetune.names import EXPORT_FORMATS
 from finetune.sources import load_source
 from tests.helpers import train_small_run
 from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
@@ -32,7 +33,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(run_dir: Path) -> Path:
-    return export(run_dir, FORMATS, run_dir.parent / "bundle").out_dir
+    return export(run_dir, EXPORT_FORMATS, run_dir.parent / "bundle").out_dir
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Pat
         }
     assert metadata["temperature"] == summary["temperature"] > 0
     assert metadata["zoo_version"] == zoo.__version__ and metadata["torch_version"] == torch.__version__
-    assert set(metadata["exports"]) == set(FORMATS)
+    assert set(metadata["exports"]) == set(EXPORT_FORMATS)
     for name, entry in metadata["exports"].items():
         assert (bundle / entry["file"]).is_file() and 0.0 <= entry["max_abs_diff"] <= TOLERANCE, name
 
