@@ -27,6 +27,23 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("--top-k", type=int, default=5, help="predictions per image in explain.json")
     explain.set_defaults(run=run_explain)
 
+    clean = commands.add_parser("clean", help="images probably filed under the wrong class, and near-duplicates "
+                                              "(the data folder is never changed)")
+    clean.add_argument("data", metavar="DATA", help="image folder, one sub-folder per class (train/val/test inside "
+                                                    "it are read as the split), or digits")
+    clean.add_argument("--out", type=Path, metavar="DIR", required=True,
+                       help="folder for label_issues.csv/.png and near_duplicates.csv (not inside DATA)")
+    clean.add_argument("--arch", default="efficientnet_lite0",
+                       help="pretrained backbone whose features the linear heads learn from (default: "
+                            "efficientnet_lite0)")
+    clean.add_argument("--folds", type=int, default=5, help="K of the K-fold training of the linear heads (default: 5)")
+    clean.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the architecture's)")
+    clean.add_argument("--batch-size", type=int, default=64)
+    clean.add_argument("--similarity", type=float, default=0.97, metavar="COSINE",
+                       help="cosine similarity of features from which two images are near-duplicates (default: 0.97)")
+    clean.add_argument("--show", type=int, default=16, metavar="N", help="suspects shown in label_issues.png")
+    clean.set_defaults(run=run_clean)
+
 
 def run_explain(args: argparse.Namespace) -> int:
     from finetune.explain import FILTERS_FILE, REPORT_FILE, explain
@@ -40,4 +57,24 @@ def run_explain(args: argparse.Namespace) -> int:
                        "stage": "layer"})
     once = ", ".join([FILTERS_FILE] * result.filters + [REPORT_FILE])
     print(f"written to {result.out_dir}: per image STEM.gradcam.png, STEM.gradcam.npy, STEM.feature_maps.png; {once}")
+    return 0
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    from finetune.clean import clean
+
+    result = clean(args.data, args.out, arch=args.arch, folds=args.folds, image_size=args.image_size,
+                   batch_size=args.batch_size, similarity=args.similarity, shown=args.show)
+    rows = [{"path": str(issue.path), "class": f"{issue.given} → {issue.suggested}", "value": issue.quality}
+            for issue in result.issues[:args.show]]
+    print_table(rows, {"path": "image", "class": "given → suggested", "value": "label quality"},
+                title=f"{len(result.issues)} probable label issues among {result.num_images} images (the out-of-fold "
+                      f"linear heads disagree with {result.out_of_fold_error:.1f}% of the labels)")
+    crossing = sum(pair.split_a != pair.split_b for pair in result.duplicates)
+    print(f"{len(result.duplicates)} near-duplicate pairs (cosine similarity ≥ {args.similarity:g}), {crossing} of "
+          "them across the train/val/test split")
+    if result.skipped:
+        print(f"{result.skipped} unreadable files left out")
+    print(f"written to {result.out_dir}: label_issues.csv, label_issues.png, near_duplicates.csv; "
+          f"{args.data} is unchanged")
     return 0
