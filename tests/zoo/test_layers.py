@@ -47,7 +47,15 @@ def test_small_cnn_matches_the_hand_worked_table() -> None:
     assert conv["params"] == 3 * 32 * 9 + 32 and conv["flops"] == 2 * 28 * 28 * 32 * 3 * 9
 
 
+ALEXNET_SHAPES = [  # every layer in order: conv1 floor((224 + 4 - 11) / 4) + 1 = 55, pool1 (55 - 3) // 2 + 1 = 27 …
+    (64, 55, 55), (64, 55, 55), (64, 27, 27), (192, 27, 27), (192, 27, 27), (192, 13, 13),
+    (384, 13, 13), (384, 13, 13), (256, 13, 13), (256, 13, 13), (256, 13, 13), (256, 13, 13), (256, 6, 6),
+    (256, 6, 6), (9216,), (4096,), (4096,), (4096,), (4096,), (4096,), (1000,),
+]
+
+
 def test_alexnet_sizes_and_receptive_fields_and_vgg16s_212_px() -> None:
+    assert [row.output_shape for row in layer_table(zoo.get_spec("alexnet")).rows] == ALEXNET_SHAPES
     rows = _rows("alexnet")
     for name, (shape, field) in ALEXNET_STAGES.items():
         assert (rows[name].output_shape, rows[name].receptive_field) == (shape, (field, field)), name
