@@ -277,7 +277,7 @@ def evaluate(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")
-    title = f"{model.metadata['arch']} on {images.description}"
+    title = f"{model.metadata.arch} on {images.description}"
     plot_confusion_matrix(confusion, model.classes, out_dir / "confusion_matrix.png", title)
     if metrics["ece"] is not None:
         plot_reliability((logits / model.temperature).softmax(dim=1), labels, out_dir / "calibration.png",

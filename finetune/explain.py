@@ -111,8 +111,8 @@ def explain(source: str | Path, images: Sequence[Path], out: Path, method: str =
     if layer is not None and layer not in modules:
         close = difflib.get_close_matches(layer, [name for name in modules if name], n=5, cutoff=0.5)
         hint = f"closest: {', '.join(close)}; " if close else ""
-        raise ZooError(f"no layer '{layer}' in {model.metadata['arch']} for --layer ({hint}every name: zoo info "
-                       f"{model.metadata['arch']} --layers)")
+        raise ZooError(f"no layer '{layer}' in {model.metadata.arch} for --layer ({hint}every name: zoo info "
+                       f"{model.metadata.arch} --layers)")
     target = None if class_name is None else class_index(model.classes, class_name)
     out.mkdir(parents=True, exist_ok=True)
     explanations = [
@@ -122,7 +122,7 @@ def explain(source: str | Path, images: Sequence[Path], out: Path, method: str =
     first = first_convolution(network)
     if first is not None:
         plot_filters(first[0], first[1].weight, out / FILTERS_FILE)
-    report = {"source": str(source), "arch": model.metadata["arch"], "method": method,
+    report = {"source": str(source), "arch": model.metadata.arch, "method": method,
               "images": [explanation.to_dict() for explanation in explanations],
               "filters": FILTERS_FILE if first is not None else None}
     write_text_atomic(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
@@ -133,7 +133,7 @@ def _explain_one(model: LoadedModel, path: Path, picture: Image.Image, stem: str
                  target: int | None, layer: str | None, top_k: int) -> Explanation:
     batch = model.transform(picture).unsqueeze(0).to(model.device)
     forward = run(model.network, batch, [layer] if layer else [])
-    arch = model.metadata["arch"]
+    arch = model.metadata.arch
     if layer is None:
         if not forward.stages:
             raise ZooError(f"{arch} has no convolutional stage for a class activation map: name a layer with --layer "
@@ -149,7 +149,7 @@ def _explain_one(model: LoadedModel, path: Path, picture: Image.Image, stem: str
     target = int(indices[0]) if target is None else target
     heat = class_activation_map(model.network, model.network.get_submodule(layer), batch, target, method)
     width, height = picture.size
-    box = crop_box(width, height, model.metadata["resize"], model.metadata["image_size"])
+    box = crop_box(width, height, model.metadata.resize, model.metadata.image_size)
     heat = on_image(heat, width, height, box)
     write_atomic(out / f"{stem}.gradcam.npy", lambda temporary: np.save(temporary, heat))
     name, probability = model.classes[target], round(float(probabilities[target]), 6)

@@ -9,6 +9,7 @@ complete, and one with ``force`` leaves the previous bundle whole.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -17,7 +18,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,8 +26,16 @@ import zoo
 from finetune.folders import check_out_folder
 from finetune.names import EXPORT_FORMATS
 from finetune.sources import Source, load_source
-from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error
-from zoo.bundle import METADATA_FILE, ONNX_FILE, TORCHSCRIPT_FILE, WEIGHTS_FILE, build_network
+from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error, write_text_atomic
+from zoo.bundle import (
+    METADATA_FILE,
+    ONNX_FILE,
+    TORCHSCRIPT_FILE,
+    WEIGHTS_FILE,
+    BundleMetadata,
+    ModelMetadata,
+    build_network,
+)
 from zoo.errors import ZooError, describe_error
 
 BUNDLE_FILES = (METADATA_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE)
@@ -66,7 +74,7 @@ def _write_safetensors(network: nn.Module, path: Path) -> None:
     path.chmod(0o666 & ~umask)
 
 
-def _run_safetensors(metadata: dict[str, Any], path: Path, batch: Tensor) -> Tensor:
+def _run_safetensors(metadata: ModelMetadata, path: Path, batch: Tensor) -> Tensor:
     from safetensors.torch import load_file
 
     return build_network(metadata, load_file(str(path)), str(path))(batch)
@@ -112,7 +120,7 @@ def _run_onnx(path: Path, batch: Tensor) -> Tensor:
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0])
 
 
-def _formats(network: nn.Module, metadata: dict[str, Any], example: Tensor) -> tuple[_Format, ...]:
+def _formats(network: nn.Module, metadata: ModelMetadata, example: Tensor) -> tuple[_Format, ...]:
     """Every format in the order of ``EXPORT_FORMATS``: how to write it, and how to run the written file."""
     return (
         _Format("safetensors", WEIGHTS_FILE, partial(_write_safetensors, network), partial(_run_safetensors, metadata)),
@@ -144,28 +152,17 @@ def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor)
     return differences[0]
 
 
-def bundle_metadata(source: Source) -> dict[str, Any]:
-    """The content of ``zoo.json`` before the exports are added."""
-    metadata = source.model.metadata
-    return {
-        "arch": metadata["arch"],
-        "classes": metadata["classes"],
-        "num_classes": metadata["num_classes"],
-        "image_size": metadata["image_size"],
-        "resize": metadata["resize"],
-        "crop": metadata["image_size"],
-        "mean": metadata["mean"],
-        "std": metadata["std"],
-        "interpolation": metadata["interpolation"],
-        "dropout": metadata.get("dropout", 0.0),
-        "weights": metadata.get("weights", "none"),
-        # Exported graphs output raw logits: divide them by this before the softmax for calibrated probabilities.
-        "temperature": metadata.get("temperature", 1.0),
-        "validation": source.measured["validation"],
-        "test": source.measured["test"],
-        "zoo_version": zoo.__version__,
-        "torch_version": torch.__version__,
-    }
+def bundle_metadata(source: Source) -> BundleMetadata:
+    """The content of ``zoo.json`` before the exports are added.
+
+    Exported graphs output raw logits: its ``temperature`` divides them before the softmax for calibrated
+    probabilities.
+    """
+    model = source.model.metadata
+    # The model's own fields only: a bundle re-exported from a bundle gets its figures and versions anew.
+    fields = {field.name: getattr(model, field.name) for field in dataclasses.fields(ModelMetadata)}
+    return BundleMetadata(**fields, crop=model.image_size, validation=source.measured["validation"],
+                          test=source.measured["test"], zoo_version=zoo.__version__, torch_version=torch.__version__)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -193,7 +190,7 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
     loaded = load_source(source, device="cpu")
     metadata = bundle_metadata(loaded)
     network = loaded.model.network
-    size = metadata["image_size"]
+    size = metadata.image_size
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, size, size, generator=generator)
     # Another batch size than the traced example: the check also proves the batch dimension is free.
@@ -208,11 +205,9 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
         # a full disk or a failed check (with --force too) leaves the previous bundle as it was.
         with replacing_folder(out) as staging:
             differences = {entry.name: _write_verified(entry, staging, batch, reference) for entry in chosen}
-            metadata["exports"] = {
-                entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen
-            }
-            write_atomic(staging / METADATA_FILE,
-                         lambda path: path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8"))
+            exports = {entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen}
+            text = json.dumps(dataclasses.asdict(dataclasses.replace(metadata, exports=exports)), indent=2) + "\n"
+            write_text_atomic(staging / METADATA_FILE, text)
     except DiskError as error:
         if not isinstance(error.__cause__, OSError):
             raise

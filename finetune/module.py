@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from finetune.config import OptimConfig
 from finetune.stats import top_k
+from zoo.bundle import ModelMetadata
 
 
 def _decays(name: str, param: nn.Parameter) -> bool:
@@ -37,7 +38,7 @@ class Classifier(pl.LightningModule):
         num_classes: int,
         optim: OptimConfig,
         class_weights: list[float] | None = None,
-        metadata: dict[str, Any] | None = None,
+        metadata: ModelMetadata | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         super().__init__()
@@ -45,7 +46,7 @@ class Classifier(pl.LightningModule):
         self.network = network
         self.head = head
         self.optim = optim
-        self.metadata = metadata or {}
+        self.metadata = metadata
         self.memory_format = memory_format
         self.top_k = top_k(num_classes)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
@@ -151,7 +152,7 @@ class Classifier(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["zoo"] = self.metadata
+        checkpoint["zoo"] = self.metadata.to_dict() if self.metadata is not None else {}
 
 
 class FeatureProbe(Classifier):

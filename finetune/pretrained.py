@@ -12,7 +12,7 @@ import torch
 
 from finetune.data.transforms import resize_size
 from finetune.sources import Source, load_source
-from zoo.bundle import LoadedModel
+from zoo.bundle import LoadedModel, ModelMetadata
 from zoo.errors import UnknownModelError, ZooError
 from zoo.registry import get_spec
 from zoo.weights import load_state_dict_into, resolve_state_dict
@@ -44,11 +44,9 @@ def load_pretrained(name: str) -> LoadedModel:
     load_state_dict_into(network, state_dict, spec, origin)
     head = network.get_submodule(spec.head)
     classes = imagenet_classes(name, getattr(head, "out_features", 0))
-    metadata = {
-        "arch": name, "classes": classes, "num_classes": len(classes), "image_size": spec.input_size,
-        "resize": resize_size(spec, spec.input_size), "mean": list(spec.mean), "std": list(spec.std),
-        "interpolation": spec.interpolation, "weights": origin,
-    }
+    metadata = ModelMetadata(arch=name, classes=classes, num_classes=len(classes), image_size=spec.input_size,
+                             resize=resize_size(spec, spec.input_size), mean=list(spec.mean), std=list(spec.std),
+                             interpolation=spec.interpolation, weights=origin)
     return LoadedModel(network.eval(), metadata)
 
 

@@ -25,6 +25,7 @@ from finetune.lr_finder import STEPS as LR_STEPS
 from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier, FeatureProbe
 from finetune.progress import PhaseTimes
+from zoo.bundle import ModelMetadata
 from zoo.spec import ArchSpec
 
 
@@ -61,18 +62,18 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size
     torch_format = torch.channels_last if memory_format.value == "channels_last" else torch.contiguous_format
     network = network.to(memory_format=torch_format)
     origin = spec.weights.default_tag if weights == "default" and spec.weights else weights
-    metadata = {
-        "arch": spec.name,
-        "classes": split.classes,
-        "num_classes": len(split.classes),
-        "image_size": image_size,
-        "resize": resize_size(spec, image_size),
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "interpolation": spec.interpolation,
-        "dropout": config.model.dropout,
-        "weights": origin or "none",
-    }
+    metadata = ModelMetadata(
+        arch=spec.name,
+        classes=split.classes,
+        num_classes=len(split.classes),
+        image_size=image_size,
+        resize=resize_size(spec, image_size),
+        mean=list(spec.mean),
+        std=list(spec.std),
+        interpolation=spec.interpolation,
+        dropout=config.model.dropout,
+        weights=origin or "none",
+    )
     # A frozen backbone trains on cached features: the module then runs only the head.
     module = (FeatureProbe if uses_feature_cache(config) else Classifier)(
         network,

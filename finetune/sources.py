@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from finetune.records import SUMMARY_FILE, RunSummary, Split
-from zoo.bundle import METADATA_FILE, LoadedModel, build_network, check_metadata, load
+from zoo.bundle import METADATA_FILE, BundleMetadata, LoadedModel, build_network, check_metadata, load
 from zoo.errors import ZooError
 from zoo.weights import load_plain
 
@@ -50,7 +50,8 @@ def load_checkpoint(path: Path) -> LoadedModel:
         for key, tensor in content["state_dict"].items()
         if key.startswith(NETWORK_PREFIX)
     }
-    return LoadedModel(build_network(content["zoo"], state_dict, str(path)), content["zoo"])
+    metadata = check_metadata(content["zoo"], f"the zoo metadata of {path}")
+    return LoadedModel(build_network(metadata, state_dict, str(path)), metadata)
 
 
 def _measured(checkpoint: Path) -> dict[str, Any]:
@@ -78,7 +79,9 @@ def _measured(checkpoint: Path) -> dict[str, Any]:
 def _load(path: Path) -> Source:
     if path.is_dir() and (path / METADATA_FILE).is_file():
         model = load(path)
-        return Source(path, model, None, {split: model.metadata.get(split) for split in ("validation", "test")})
+        bundle = model.metadata
+        measured = {"validation": bundle.validation, "test": bundle.test} if isinstance(bundle, BundleMetadata) else {}
+        return Source(path, model, None, {"validation": None, "test": None, **measured})
     if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
         checkpoint = path / RUN_CHECKPOINT
         return Source(path, load_checkpoint(checkpoint), path, _measured(checkpoint))

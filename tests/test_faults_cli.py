@@ -395,3 +395,13 @@ def test_a_damaged_test_predictions_csv_is_one_line(run_dir: Path, tmp_path: Pat
         read_predictions(path)
     assert "\n" not in str(error.value) and str(path) in str(error.value) and "train the run again" in str(error.value)
     assert read_predictions(run_dir / PREDICTIONS_FILE)  # the real one reads
+
+
+def test_zoo_json_reads_back_as_a_typed_record_and_unknown_keys_are_named(bundle: Path) -> None:
+    metadata = zoo.load(bundle).metadata
+    assert isinstance(metadata, zoo.bundle.BundleMetadata) and metadata.crop == metadata.image_size
+    assert set(metadata.exports) == {"safetensors"} and metadata.test is not None
+    _edit_metadata(bundle, accuracy=0.99)
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.load(bundle)
+    assert "unknown keys accuracy" in str(error.value) and "\n" not in str(error.value)

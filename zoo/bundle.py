@@ -7,9 +7,11 @@ and ``model.onnx`` on request. Those output raw logits: ``zoo.json``'s ``tempera
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,22 +40,53 @@ INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 FIX = "correct it, or make the file again with zoo finetune or zoo export"
 
 
-def build_network(metadata: dict[str, Any], state_dict: dict[str, Tensor], origin: str) -> nn.Module:
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What rebuilds a fine-tuned network and its preprocessing: the ``"zoo"`` entry of every checkpoint."""
+
+    arch: str
+    classes: list[str]  # one name per output of the network
+    num_classes: int
+    image_size: int  # the centre crop, in pixels
+    resize: int  # the shorter side before cropping
+    mean: list[float]
+    std: list[float]
+    interpolation: str
+    dropout: float = 0.0
+    weights: str = "none"  # what training started from
+    temperature: float = 1.0  # divides the logits before the softmax (fitted on validation)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class BundleMetadata(ModelMetadata):
+    """``zoo.json``: the model's metadata, the figures measured on it, the versions that wrote it, its files."""
+
+    crop: int | None = None  # the same as image_size, under the name other tools look for
+    validation: dict[str, Any] | None = None  # figures on the images that chose the checkpoint
+    test: dict[str, Any] | None = None  # figures on the held-out test images
+    zoo_version: str | None = None
+    torch_version: str | None = None
+    exports: dict[str, Any] = dataclasses.field(default_factory=dict)  # format -> file and max |logit difference|
+
+
+def build_network(metadata: ModelMetadata, state_dict: dict[str, Tensor], origin: str) -> nn.Module:
     """The registry network of ``metadata`` with exactly ``state_dict`` loaded, in eval mode."""
-    network = create_model(metadata["arch"], metadata["num_classes"], dropout=metadata.get("dropout", 0.0))
+    network = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
     try:
         network.load_state_dict(state_dict)
     except RuntimeError as error:
         reason = " ".join(str(error).split())[:300]
-        raise WeightsError(f"the weights in {origin} do not fit {metadata['arch']}: {reason}") from error
+        raise WeightsError(f"the weights in {origin} do not fit {metadata.arch}: {reason}") from error
     return network.eval()
 
 
-def preprocessing(metadata: dict[str, Any]) -> Callable[[Image.Image], Tensor]:
+def preprocessing(metadata: ModelMetadata) -> Callable[[Image.Image], Tensor]:
     """Resize, centre crop and normalise as the model was validated (PIL image → float tensor)."""
-    return center_crop_transform(
-        metadata["resize"], metadata["image_size"], metadata["interpolation"], metadata["mean"], metadata["std"]
-    )
+    return center_crop_transform(metadata.resize, metadata.image_size, metadata.interpolation, metadata.mean,
+                                 metadata.std)
 
 
 class LoadedModel:
@@ -63,11 +96,11 @@ class LoadedModel:
     the logits before the softmax, so the probabilities are calibrated; it changes no prediction.
     """
 
-    def __init__(self, network: nn.Module, metadata: dict[str, Any]) -> None:
+    def __init__(self, network: nn.Module, metadata: ModelMetadata) -> None:
         self.network = network.eval()
         self.metadata = metadata
-        self.classes: list[str] = list(metadata["classes"])
-        self.temperature = float(metadata.get("temperature", 1.0))  # checked by check_metadata
+        self.classes: list[str] = list(metadata.classes)
+        self.temperature = float(metadata.temperature)
         self.transform = preprocessing(metadata)
 
     @property
@@ -142,19 +175,25 @@ def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
     return next(((key, expected) for key, passes, expected in checks if not passes()), None)
 
 
-def check_metadata(metadata: Any, origin: str) -> dict[str, Any]:
-    """``metadata`` when it holds every key that rebuilding the model needs, each with a value that fits it."""
+def check_metadata(metadata: Any, origin: str, record: type[ModelMetadata] = ModelMetadata) -> ModelMetadata:
+    """``metadata`` as a ``record`` when it holds every key rebuilding the model needs, each with a value that
+    fits it, and no key the record does not know."""
     missing = [key for key in REQUIRED_KEYS if not isinstance(metadata, dict) or key not in metadata]
     if missing:
         raise ZooError(f"{origin} lacks {', '.join(missing)}: make it again with zoo finetune or zoo export")
+    known = {field.name for field in dataclasses.fields(record)}
+    unknown = sorted(str(key) for key in metadata if key not in known)
+    if unknown:
+        raise ZooError(f"{origin} has unknown keys {', '.join(unknown[:3])} (written by another version of zoo?): "
+                       f"{FIX}")
     problem = _problem(metadata)
     if problem is not None:
         key, expected = problem
         raise ZooError(f"{origin}: {key} must be {expected}, got {short_repr(metadata[key])}: {FIX}")
-    return metadata
+    return record(**metadata)
 
 
-def read_metadata(folder: Path) -> dict[str, Any]:
+def read_metadata(folder: Path) -> BundleMetadata:
     """The ``zoo.json`` of bundle ``folder``, checked for the keys rebuilding the model needs."""
     path = Path(folder) / METADATA_FILE
     if not path.is_file():
@@ -163,7 +202,9 @@ def read_metadata(folder: Path) -> dict[str, Any]:
         metadata = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as error:  # RecursionError: JSON nested thousands deep
         raise ZooError(f"cannot read {path}: {describe_error(error)}; export the bundle again") from error
-    return check_metadata(metadata, str(path))
+    checked = check_metadata(metadata, str(path), BundleMetadata)
+    assert isinstance(checked, BundleMetadata)
+    return checked
 
 
 def load(folder: str | Path) -> LoadedModel:

@@ -43,11 +43,12 @@ def model_metadata(source: Source, layer: str | None) -> dict[str, Any]:
     layer ``POST /explain`` looks at (None: no convolutional stage, no overlay)."""
     metadata = source.model.metadata
     return {
-        "arch": metadata["arch"],
-        "weights": metadata.get("weights"),
+        "arch": metadata.arch,
+        "weights": metadata.weights,
         "classes": source.model.classes,
         "num_classes": len(source.model.classes),
-        "preprocessing": {key: metadata[key] for key in ("resize", "image_size", "interpolation", "mean", "std")},
+        "preprocessing": {key: getattr(metadata, key)
+                          for key in ("resize", "image_size", "interpolation", "mean", "std")},
         "temperature": source.model.temperature,
         # Each null when unknown; the test figures are the unbiased ones (validation chose the checkpoint).
         "test": source.measured["test"],
@@ -76,9 +77,9 @@ def _target(request: Request, classes: list[str]) -> int | None:
 
 def create_app(source: Source, settings: ServeSettings) -> FastAPI:
     """The server of one loaded model."""
-    model, resize = source.model, int(source.model.metadata["resize"])
+    model, resize = source.model, source.model.metadata.resize
     batcher = Batcher(model.predict, settings.max_batch_size)
-    summary = {"arch": model.metadata["arch"], "num_classes": len(model.classes)}
+    summary = {"arch": model.metadata.arch, "num_classes": len(model.classes)}
     layer = default_layer(model)
     page = files("finetune.serve").joinpath("page.html").read_text(encoding="utf-8")
 
