@@ -39,6 +39,7 @@ from zoo._io import DiskError, save_atomic, write_atomic
 from zoo.errors import ZooError
 from zoo.factory import create_model
 from zoo.registry import get_spec
+from zoo.weights import load_plain
 
 FORMAT_VERSION = 1  # of the cached features
 SIMILARITY = 0.97  # cosine similarity from which two images count as near-duplicates
@@ -94,7 +95,7 @@ def backbone_features(samples: Sequence[Sample], arch: str, image_size: int | No
                     image_size=size, transform=repr(transform))
     path = cache_path("features", key, ".pt")
     if path.is_file():
-        return torch.load(path, weights_only=True).numpy()
+        return load_plain(path, f"cannot read the cached features {path}", "delete it and run zoo clean again").numpy()
     gpu = torch.cuda.is_available()
     settings = choose_loader(None, len(samples), gpu=gpu)
     loader = DataLoader(ImageDataset(samples, transform), batch_size=batch_size, num_workers=settings.num_workers,
