@@ -75,19 +75,22 @@ def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: s
     counts = torch.bincount(bins, minlength=ECE_BINS)
     accuracy = torch.bincount(bins, weights=correct, minlength=ECE_BINS) / counts.clamp(min=1)
     mean_confidence = torch.bincount(bins, weights=confidence, minlength=ECE_BINS) / counts.clamp(min=1)
-    filled = counts > 0
-    centres = (edges[:-1] + edges[1:]) / 2
+    # matplotlib takes numpy arrays; tensors go through a deprecated conversion.
+    filled = (counts > 0).numpy()
+    centres = ((edges[:-1] + edges[1:]) / 2).numpy()
+    gap = (mean_confidence - accuracy).numpy()
+    shown, accurate = counts.numpy(), accuracy.numpy()
     width = 1.0 / ECE_BINS
     figure = Figure(figsize=(6, 7))
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    top.bar(centres[filled], accuracy[filled], width=width, edgecolor="black", color="tab:blue", label="accuracy")
-    top.bar(centres[filled], (mean_confidence - accuracy)[filled], bottom=accuracy[filled], width=width,
+    top.bar(centres[filled], accurate[filled], width=width, edgecolor="black", color="tab:blue", label="accuracy")
+    top.bar(centres[filled], gap[filled], bottom=accurate[filled], width=width,
             color="tab:red", alpha=0.3, edgecolor="tab:red", label="gap to mean confidence")
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
             title=f"ECE {calibration_error(probabilities, labels):.2f}% over {len(labels)} images ({ECE_BINS} bins)")
     top.legend(loc="upper left", fontsize=8)
-    bottom.bar(centres, counts, width=width, color="tab:gray", edgecolor="black")
+    bottom.bar(centres, shown, width=width, color="tab:gray", edgecolor="black")
     bottom.set(xlabel="confidence (top-1 probability)", ylabel="images")
     figure.suptitle(title, fontsize=10)
     save_figure(figure, path)

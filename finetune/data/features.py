@@ -136,7 +136,10 @@ class FeatureDataModule(ImageDataModule):
                         precision=precision)
         path = cache_path("features", key, ".pt")
         if self.cache.value == "disk" and path.is_file():
-            return torch.load(path, weights_only=True)
+            try:
+                return torch.load(path, weights_only=True)
+            except Exception:  # noqa: BLE001 - a damaged cache entry (any reason) is computed again and replaced
+                pass
         features = self._extract(ImageDataset(samples, transform), max(1, views), seed or 0)
         if self.cache.value == "disk":
             save_atomic(features, path)

@@ -297,3 +297,14 @@ def test_mixing_is_refused_on_cached_features(image_folder: Path, tmp_path: Path
             "--mixup", "0.2", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     assert "add --cache none" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_feature_cache_entry_is_computed_again(image_folder: Path, tmp_path: Path, cache_dir: Path) -> None:
+    argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--image-size", "28", "--batch-size", "4",
+            "--epochs", "1", "--freeze", "backbone", "--cache", "disk"]
+    assert main([*argv, "--out", str(tmp_path / "first")]) == 0
+    entries = sorted((cache_dir / "features").glob("*.pt"))
+    for entry in entries:
+        entry.write_bytes(entry.read_bytes()[:100])  # cut off, as by a full disk in an older zoo
+    assert main([*argv, "--out", str(tmp_path / "second")]) == 0
+    assert all(torch.load(entry, weights_only=True).numel() for entry in entries)
