@@ -9,10 +9,14 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+# Where a process learns its place in a distributed run: Lightning's launcher and torchrun (RANK, LOCAL_RANK,
+# GROUP_RANK), a node started by hand (NODE_RANK), SLURM (SLURM_PROCID).
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+
 
 def is_launched_worker() -> bool:
-    """True in the extra processes Lightning's DDP launcher starts (they re-run the same command)."""
-    return os.environ.get("LOCAL_RANK", "0") != "0" or os.environ.get("NODE_RANK", "0") != "0"
+    """True in every process of a distributed run but the first (global rank 0), however it was started."""
+    return any(os.environ.get(name, "0") != "0" for name in RANK_VARIABLES)
 
 
 def say(message: str, *, warning: bool = False) -> None:

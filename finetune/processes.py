@@ -38,6 +38,9 @@ def check_devices(config: RunConfig) -> None:
     from pytorch_lightning.strategies import StrategyRegistry
 
     trainer = config.trainer
+    if trainer.num_nodes > 1 and config.out is None:
+        raise ConfigError(f"--num-nodes {trainer.num_nodes} needs --out: a folder on a filesystem every node sees, "
+                          "given to the same command on every node")
     accelerator = trainer.accelerator
     accelerators = ("auto", "gpu", *sorted(AcceleratorRegistry.available_accelerators()))
     if accelerator not in accelerators:

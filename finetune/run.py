@@ -61,6 +61,7 @@ from zoo.errors import ZooError, describe_error
 
 IMBALANCE_WARNING_RATIO = 3.0
 RUN_DIR_ENV = "ZOO_RUN_DIR"  # hands the run folder to the processes a DDP launch starts
+NODE_WAIT_SECONDS = 600  # how long another node waits for node 0 to scan, split and write the run's settings
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         them = "it" if len(changed) == 1 else "them"
         raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would "
                           f"change what it is: leave {them} out, or start a new run with --out")
-    removed = remove_temporaries(run_dir)
+    # Node 0's own: on another node these could be the files node 0 is writing now.
+    removed = [] if is_launched_worker() else remove_temporaries(run_dir)
     if removed:
         say(f"removed {len(removed)} half-written files a killed run left in {run_dir}")
     if (run_dir / LAST_CHECKPOINT).is_file():
@@ -253,9 +255,12 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
     its config and split (the processes of a DDP launch read them instead)."""
     times = PhaseTimes()  # scanning, decoding, feature extraction, learning-rate finding, testing
     worker = is_launched_worker()
-    if worker:  # the launching process resolved every choice and wrote it down
-        die_with_parent()
-        resume = Path(os.environ[RUN_DIR_ENV])
+    if worker:  # the first process (node 0's) resolved every choice and wrote it down
+        if RUN_DIR_ENV in os.environ:  # started by that process's own DDP launcher
+            die_with_parent()
+            resume = Path(os.environ[RUN_DIR_ENV])
+        else:  # started like the first, with the same command: on another node, or by SLURM or torchrun
+            resume = _wait_for_run_folder(config)
         config = load_config(resume / CONFIG_FILE)
     restart = resume is not None and not (resume / LAST_CHECKPOINT).is_file()
     if restart and not worker:
@@ -290,6 +295,23 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
             save_config(config, run_dir / CONFIG_FILE)  # the resolved learning rate, not "auto"
     checkpoint = None if resume is None or restart else resume / LAST_CHECKPOINT
     return _Prepared(config, split, setup, run_dir, checkpoint, times)
+
+
+def _wait_for_run_folder(config: RunConfig) -> Path:
+    """In a process not started by the first one (another node, SLURM, torchrun): the run folder, once the first
+    process has written its settings and split there."""
+    if config.out is None:
+        raise ConfigError("a run whose processes are started by SLURM, torchrun or on several nodes needs --out: a "
+                          "folder on a filesystem every process sees, given to the same command everywhere")
+    run_dir = Path(config.out)
+    deadline = time.monotonic() + NODE_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if has_split(run_dir) and (run_dir / CONFIG_FILE).is_file():
+            if load_config(run_dir / CONFIG_FILE).optim.lr != "auto":  # node 0 has found the learning rate
+                return run_dir
+        time.sleep(1.0)
+    raise ConfigError(f"waited {NODE_WAIT_SECONDS} s for node 0 to write its settings into {run_dir}: start node 0 "
+                      "with the same command, and give every node the same --out on a shared filesystem")
 
 
 def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Trainer, _Watchers]:

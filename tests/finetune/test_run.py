@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -366,3 +367,32 @@ def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line(image_folder: P
                  *QUICK]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert "the training loss became nan at epoch 2, step 3" in error and "lower --lr" in error
+
+
+@pytest.mark.slow
+def test_two_nodes_on_this_machine_end_like_one_node_with_two_processes(image_folder: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a free port for the nodes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--arch", "small_cnn", "--data", str(image_folder),
+               "--accelerator", "cpu", "--strategy", "ddp", "--epochs", "2", *QUICK]
+    # As on a cluster: the same command on every node, told its rank and where node 0 listens.
+    nodes = [subprocess.Popen([*command, "--num-nodes", "2", "--devices", "1", "--out", str(tmp_path / "nodes")],
+                              env={**os.environ, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    ended = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-1500:] for _, err in ended]
+    one = subprocess.run([*command, "--devices", "2", "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two_nodes, one_node = run_table(tmp_path / "nodes", "metrics.csv"), run_table(tmp_path / "one", "metrics.csv")
+    assert [row["epoch"] for row in two_nodes] == ["1", "2"]
+    assert [{k: v for k, v in row.items()} for row in two_nodes] == one_node
+
+
+def test_several_nodes_need_an_out_folder(image_folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--num-nodes", "2"]) == 2
+    assert "--num-nodes 2 needs --out" in capsys.readouterr().err
