@@ -13,7 +13,6 @@ Only ``--out`` is written (and zoo's feature cache): no file of the data folder 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
 from finetune.image_grid import plot_image_grid
 from finetune.progress import tracked
-from zoo._io import DiskError, save_atomic, write_atomic
+from zoo._io import DiskError, save_atomic, write_csv_atomic
 from zoo.errors import ZooError
 from zoo.factory import create_model
 from zoo.registry import get_spec
@@ -137,16 +136,6 @@ def near_duplicates(features: np.ndarray, threshold: float) -> list[tuple[int, i
     return sorted(pairs, key=lambda pair: -pair[2])
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    def write(temporary: Path) -> None:
-        with temporary.open("w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(header)
-            writer.writerows(rows)
-
-    write_atomic(path, write)
-
-
 def clean(data: str | Path, out: Path, arch: str = "efficientnet_lite0", folds: int = 5,
           image_size: int | None = None, batch_size: int = 64, similarity: float = SIMILARITY,
           shown: int = SHOWN) -> CleanResult:
@@ -181,9 +170,9 @@ def clean(data: str | Path, out: Path, arch: str = "efficientnet_lite0", folds: 
     duplicates = [Duplicate(samples[i].path, samples[j].path, round(value, 6), parts[i][0], parts[j][0])
                   for i, j, value in near_duplicates(features, similarity)]
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "label_issues.csv", ("path", "given_label", "suggested_label", "label_quality"),
+    write_csv_atomic(out / "label_issues.csv", ("path", "given_label", "suggested_label", "label_quality"),
                [(issue.path, issue.given, issue.suggested, issue.quality) for issue in issues])
-    _write_csv(out / "near_duplicates.csv", ("path_a", "path_b", "similarity", "split_a", "split_b"),
+    write_csv_atomic(out / "near_duplicates.csv", ("path_a", "path_b", "similarity", "split_a", "split_b"),
                [(d.path_a, d.path_b, d.similarity, d.split_a, d.split_b) for d in duplicates])
     plot_image_grid([(issue.path, f"given: {issue.given}\nsuggested: {issue.suggested}\nquality {issue.quality:.3f}")
                      for issue in issues[:shown]], out / "label_issues.png",

@@ -76,6 +76,12 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def launched_by_this_run() -> bool:
+    """Whether this process's parent is the run's first process (its DDP launcher), not merely a process whose
+    environment still holds the marks of an earlier run (a notebook or test session that called train())."""
+    return os.environ.get(LAUNCHER_PID_ENV) == str(os.getppid())
+
+
 def mark_launcher() -> None:
     """Tell the processes this one is about to launch who their parent is (see ``die_with_parent``)."""
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())

@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,7 +45,14 @@ from finetune.freezing import BackboneFreeze
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
 from finetune.plots import plot_learning_curves
-from finetune.processes import check_devices, devices_setting, die_with_parent, mark_launcher
+from finetune.processes import (
+    LAUNCHER_PID_ENV,
+    check_devices,
+    devices_setting,
+    die_with_parent,
+    launched_by_this_run,
+    mark_launcher,
+)
 from finetune.progress import PhaseTimes
 from finetune.records import RunSummary
 from finetune.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
@@ -233,7 +241,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     checked before the run folder is created, so a failed start leaves nothing behind. ``watchers`` are
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
-    with lightning_quieted():
+    with lightning_quieted(), _launch_marks():
         run = _prepare(config, resume, split)
         trainer, watched = _build_trainer(run, watchers)
         started = time.perf_counter()
@@ -250,13 +258,28 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     return RunResult(run.run_dir, summary)
 
 
+@contextmanager
+def _launch_marks() -> Iterator[None]:
+    """The run folder and launcher marks ``_prepare`` leaves in the environment for a DDP launch, removed when
+    the run ends: a later run in the same process, or a process it starts, must not take them for its own."""
+    saved = {name: os.environ.get(name) for name in (RUN_DIR_ENV, LAUNCHER_PID_ENV)}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Prepared:
     """Split, resolve the settings, build the network and data, then make or reopen the run folder and write
     its config and split (the processes of a DDP launch read them instead)."""
     times = PhaseTimes()  # scanning, decoding, feature extraction, learning-rate finding, testing
     worker = is_launched_worker()
     if worker:  # the first process (node 0's) resolved every choice and wrote it down
-        if RUN_DIR_ENV in os.environ:  # started by that process's own DDP launcher
+        if RUN_DIR_ENV in os.environ and launched_by_this_run():  # started by that process's own DDP launcher
             die_with_parent()
             resume = Path(os.environ[RUN_DIR_ENV])
         else:  # started like the first, with the same command: on another node, or by SLURM or torchrun

@@ -6,7 +6,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +68,19 @@ def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
         raise write_error(path, error) from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """``write_atomic`` for a CSV file: ``header``, then ``rows``."""
+    import csv
+
+    def write(temporary: Path) -> None:
+        with temporary.open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+    write_atomic(path, write)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.data.scan import DataError, Sample, SkippedFile, scan_folder
-from zoo._io import write_atomic, write_text_atomic
+from zoo._io import write_csv_atomic, write_text_atomic
 
 CLASSES_FILE = "classes.json"
 PARTS = ("train", "val", "test")
@@ -112,24 +112,15 @@ def save_split(split: Split, folder: Path) -> None:
     each file atomically, so a folder holding ``classes.json`` holds the whole split."""
     for part in PARTS:
         rows = [(sample.path.absolute(), sample.label, split.classes[sample.label]) for sample in getattr(split, part)]
-        _write_csv(folder / f"{part}.csv", SAMPLE_COLUMNS, rows)
-    _write_csv(folder / "skipped.csv", SKIPPED_COLUMNS, [(file.path.absolute(), file.reason) for file in split.skipped])
+        write_csv_atomic(folder / f"{part}.csv", SAMPLE_COLUMNS, rows)
+    skipped = [(file.path.absolute(), file.reason) for file in split.skipped]
+    write_csv_atomic(folder / "skipped.csv", SKIPPED_COLUMNS, skipped)
     write_text_atomic(folder / CLASSES_FILE, json.dumps(split.classes, ensure_ascii=False, indent=2) + "\n")
 
 
 def has_split(folder: Path) -> bool:
     """Whether ``save_split`` finished writing a split into ``folder``."""
     return (folder / CLASSES_FILE).is_file()
-
-
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    def write(temporary: Path) -> None:
-        with temporary.open("w", newline="", encoding="utf-8") as file:
-            writer = csv.writer(file)
-            writer.writerow(columns)
-            writer.writerows(rows)
-
-    write_atomic(path, write)
 
 
 def load_split(folder: Path) -> Split:
