@@ -38,6 +38,9 @@ class EpochMetrics(Callback):
 
     def load_state_dict(self, state_dict: dict[str, list[dict[str, float | None]]]) -> None:
         self.rows = list(state_dict["rows"])
+        # A resumed run that had finished its epochs was validated at its last step: no second validation.
+        last_step = self.rows[-1]["step"] if self.rows else None
+        self.validated_step = int(last_step) if last_step is not None else None
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:

@@ -24,7 +24,8 @@ def devices_setting(devices: str) -> int | str | list[int]:
         setting: int | list[int] = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
     except ValueError:
         raise ConfigError(f"trainer.devices must be auto, a count or a list like 0,1; got '{devices}'") from None
-    if setting == 0 or (isinstance(setting, int) and setting < -1) or (isinstance(setting, list) and min(setting) < 0):
+    if setting in (0, []) or (isinstance(setting, int) and setting < -1) or (isinstance(setting, list)
+                                                                        and min(setting) < 0):
         raise ConfigError(f"trainer.devices must be auto, -1 (all), a count of at least 1 or a list like 0,1; "
                           f"got '{devices}'")
     return setting
@@ -49,9 +50,11 @@ def check_devices(config: RunConfig) -> None:
         raise ConfigError(f"unknown strategy '{trainer.strategy}': use auto, ddp, ddp_spawn, fsdp or deepspeed "
                           "(Lightning's strategy names)")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if accelerator in ("gpu", "cuda") and gpus == 0:
-        raise ConfigError(f"--accelerator {accelerator}, but PyTorch sees no GPU on this machine "
-                          "(torch.cuda.is_available() is False): use --accelerator cpu or auto")
+    if accelerator == "mps" or (accelerator == "auto" and gpus == 0 and torch.backends.mps.is_available()):
+        gpus = 1 if torch.backends.mps.is_available() else 0  # Apple's GPU: one device
+    if accelerator in ("gpu", "cuda", "mps") and gpus == 0:
+        raise ConfigError(f"--accelerator {accelerator}, but PyTorch sees no GPU it can use for that on this machine: use "
+                          "--accelerator cpu or auto")
     setting = devices_setting(trainer.devices)
     if setting in ("auto", -1):
         return

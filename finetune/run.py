@@ -114,7 +114,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"cannot resume {run_dir}: it is not a run folder of zoo finetune (no {CONFIG_FILE}); "
                           "start a new run with zoo finetune --out")
     saved = load_config(run_dir / CONFIG_FILE)
-    config = merge(saved, {key: value for key, value in overrides.items() if key != "out"})
+    config = merge(saved, {**{key: value for key, value in overrides.items() if key != "out"}, "out": str(run_dir)})
     if overrides.get("out") is not None and Path(overrides["out"]).resolve() != run_dir.resolve():
         raise ConfigError(f"--resume continues {run_dir} in place: leave out --out, or start a new run with --out")
     changed = [f"{section}.{name}" for section, name in _fields(config)
@@ -282,9 +282,11 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
         if RUN_DIR_ENV in os.environ and launched_by_this_run():  # started by that process's own DDP launcher
             die_with_parent()
             resume = Path(os.environ[RUN_DIR_ENV])
-        else:  # started like the first, with the same command: on another node, or by SLURM or torchrun
+            config = load_config(resume / CONFIG_FILE)
+        elif resume is None:  # started like the first, with the same command: on another node, SLURM, torchrun
             resume = _wait_for_run_folder(config)
-        config = load_config(resume / CONFIG_FILE)
+            config = load_config(resume / CONFIG_FILE)
+        # else: resumed with the same command as the first process; resume_config merged the same settings here
     restart = resume is not None and not (resume / LAST_CHECKPOINT).is_file()
     if restart and not worker:
         say(f"{resume} has no checkpoint yet (it stopped before its first epoch ended): starting it again from "
@@ -436,11 +438,13 @@ def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started:
 def not_learned_message(summary: RunSummary) -> str:
     """One line saying a run stayed at chance, with its figures and what to try."""
     split = summary.reported_on
-    low, high = summary.interval(split) or (None, None)
+    interval, error = summary.interval(split), summary.error(split)
+    assert interval is not None and error is not None  # a run is judged on a split it measured
+    low, high = interval
     hints = ["a lower --lr", "more --epochs"]
     if summary.weights == "none":
         hints.append("pretrained --weights default where the architecture has them")
-    return (f"{summary.arch} did not learn: its {split} top-1 error {summary.error(split):.1f}% "
+    return (f"{summary.arch} did not learn: its {split} top-1 error {error:.1f}% "
             f"(95% CI {low:.1f}-{high:.1f}) does not lie below chance, {summary.chance_top1_error:.1f}% "
             f"(always the most frequent class); try {', '.join(hints)}")
 

@@ -405,3 +405,13 @@ def test_zoo_json_reads_back_as_a_typed_record_and_unknown_keys_are_named(bundle
     with pytest.raises(zoo.ZooError) as error:
         zoo.load(bundle)
     assert "unknown keys accuracy" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("values", "message"), [({"validation": "x"}, "validation must be a mapping"),
+                                                 ({"exports": []}, "exports must be a mapping"),
+                                                 ({"zoo_version": 3}, "zoo_version must be text")])
+def test_zoo_json_information_of_the_wrong_type_is_named(bundle: Path, values: dict, message: str) -> None:
+    _edit_metadata(bundle, **values)
+    with pytest.raises(zoo.ZooError) as error:
+        zoo.load(bundle)
+    assert message in str(error.value)

@@ -40,10 +40,14 @@ def temporary_beside(path: Path) -> Path:
 
 
 def _sync_folder(folder: Path) -> None:
-    descriptor = os.open(folder, os.O_RDONLY)
+    # Windows cannot open a folder, and some filesystems cannot sync one; the rename itself is still atomic.
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
     try:
         os.fsync(descriptor)
-    except OSError:  # some filesystems cannot sync a folder; the rename itself is still atomic
+    except OSError:
         pass
     finally:
         os.close(descriptor)
@@ -137,6 +141,8 @@ def remove_temporaries(folder: Path) -> list[Path]:
     """Delete the temporary files and staging folders a killed zoo process left in ``folder``; the paths removed."""
     removed = []
     for path in Path(folder).glob(f".*{TEMPORARY_MARK}*"):
+        if path.name.endswith(f"{TEMPORARY_MARK}previous"):  # a folder replacing_folder set aside: maybe the only copy
+            continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:

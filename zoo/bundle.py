@@ -171,6 +171,14 @@ def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
         ("dropout", lambda: _finite(dropout) and 0 <= dropout < 1, "a number from 0 up to (not including) 1"),
         ("temperature", lambda: _finite(temperature) and temperature > 0,
          "a positive number (the softmax temperature)"),
+        ("weights", lambda: isinstance(metadata.get("weights", "none"), str), "text naming the starting weights"),
+        # zoo.json's information beside the model: read by evaluate, serve and export.
+        *((key, lambda key=key: metadata.get(key) is None or isinstance(metadata[key], dict),
+           "a mapping of figures or null") for key in ("validation", "test")),
+        ("exports", lambda: isinstance(metadata.get("exports", {}), dict), "a mapping of format to file"),
+        ("crop", lambda: metadata.get("crop") is None or _whole(metadata["crop"], 1), "a whole number of pixels"),
+        *((key, lambda key=key: metadata.get(key) is None or isinstance(metadata[key], str), "text or null")
+          for key in ("zoo_version", "torch_version")),
     ]
     return next(((key, expected) for key, passes, expected in checks if not passes()), None)
 

@@ -194,6 +194,7 @@ def test_a_moved_run_resumes_with_its_settings_and_its_best_checkpoint(finished_
 @pytest.mark.parametrize(("flags", "message"), [
     (["--devices", "99", "--accelerator", "cpu"], "cores"),
     (["--devices", "0"], "at least 1"),
+    (["--devices", ","], "a list like 0,1"),
     (["--strategy", "bogus"], "unknown strategy 'bogus'"),
     (["--accelerator", "tpu-9000"], "unknown accelerator"),
     (["--seed", "-1"], "trainer.seed"),
@@ -308,3 +309,10 @@ def test_a_run_cut_short_mid_epoch_numbers_its_partial_epoch(image_folder: Path,
     assert [(row["epoch"], row["step"]) for row in run_table(out, "metrics.csv")] == [("1", "2"), ("2", "3")]
     summary = run_summary(out)
     assert (summary["epochs"], summary["steps"]) == (2, 3)
+
+
+def test_resuming_a_run_that_finished_its_epochs_adds_no_row(finished_run: Path, tmp_path: Path) -> None:
+    run = _copy_run(finished_run, tmp_path)  # as if killed while it wrote its summary
+    (run / "summary.json").unlink()
+    assert main(["finetune", "--resume", str(run)]) == 0
+    assert _epochs(run) == [1] and (run / "summary.json").is_file()
