@@ -53,8 +53,8 @@ def check_devices(config: RunConfig) -> None:
     if accelerator == "mps" or (accelerator == "auto" and gpus == 0 and torch.backends.mps.is_available()):
         gpus = 1 if torch.backends.mps.is_available() else 0  # Apple's GPU: one device
     if accelerator in ("gpu", "cuda", "mps") and gpus == 0:
-        raise ConfigError(f"--accelerator {accelerator}, but PyTorch sees no GPU it can use for that on this machine: use "
-                          "--accelerator cpu or auto")
+        raise ConfigError(f"--accelerator {accelerator}, but PyTorch sees no GPU it can use for that on this "
+                          "machine: use --accelerator cpu or auto")
     setting = devices_setting(trainer.devices)
     if setting in ("auto", -1):
         return
