@@ -13,7 +13,15 @@ from typing import Any
 import torch
 
 from finetune.records import SUMMARY_FILE, RunSummary, Split
-from zoo.bundle import METADATA_FILE, BundleMetadata, LoadedModel, build_network, check_metadata, load
+from zoo.bundle import (
+    METADATA_FILE,
+    BundleMetadata,
+    LoadedModel,
+    ModelMetadata,
+    build_network,
+    check_metadata,
+    load,
+)
 from zoo.errors import ZooError
 from zoo.weights import load_plain
 
@@ -50,7 +58,7 @@ def load_checkpoint(path: Path) -> LoadedModel:
         for key, tensor in content["state_dict"].items()
         if key.startswith(NETWORK_PREFIX)
     }
-    metadata = check_metadata(content["zoo"], f"the zoo metadata of {path}")
+    metadata = ModelMetadata(**content["zoo"])  # read_checkpoint checked it
     return LoadedModel(build_network(metadata, state_dict, str(path)), metadata)
 
 
