@@ -24,12 +24,15 @@ from torch import Tensor, nn
 
 import zoo
 from finetune.folders import check_out_folder
+from finetune.model_card import model_card
 from finetune.names import EXPORT_FORMATS
 from finetune.sources import Source, load_source
 from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error, write_text_atomic
 from zoo.bundle import (
     METADATA_FILE,
+    MODEL_CARD_FILE,
     ONNX_FILE,
+    TIMM_CONFIG_FILE,
     TORCHSCRIPT_FILE,
     WEIGHTS_FILE,
     BundleMetadata,
@@ -37,8 +40,10 @@ from zoo.bundle import (
     build_network,
 )
 from zoo.errors import ZooError, describe_error
+from zoo.interop import bundle_model, header, plain_state_dict, write_timm_config
+from zoo.registry import get_spec
 
-BUNDLE_FILES = (METADATA_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE)
+BUNDLE_FILES = (METADATA_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE, TIMM_CONFIG_FILE, MODEL_CARD_FILE)
 TOLERANCE = 1e-4  # largest accepted logit difference, float32
 ONNX_OPSET = 18
 
@@ -61,13 +66,18 @@ class _Format:
     file: str
     write: Callable[[Path], None]
     run: Callable[[Path, Tensor], Tensor]
+    # Written straight into the staging folder, not renamed into place: the file is read there by its own name
+    # (timm's local-dir reads config.json); a failed check discards the whole staging folder.
+    in_place: bool = False
 
 
-def _write_safetensors(network: nn.Module, path: Path) -> None:
+def _write_safetensors(network: nn.Module, metadata: BundleMetadata, path: Path) -> None:
     from safetensors.torch import save_file
 
-    # Clones: safetensors refuses tensors that share memory, which tied weights would.
-    save_file({key: value.detach().clone().contiguous() for key, value in network.state_dict().items()}, str(path))
+    # The published architecture's key names (fc.weight, not zoo's fc.linear.weight), so plain timm and torchvision
+    # load the file; clones, since safetensors refuses tensors that share memory, which tied weights would.
+    tensors = {key: value.detach().clone().contiguous() for key, value in plain_state_dict(network).items()}
+    save_file(tensors, str(path), metadata={"format": "pt", **header(metadata)})
     # safetensors creates its file owner-only; a bundle is meant to be shared like the other files in it.
     umask = os.umask(0)
     os.umask(umask)
@@ -100,7 +110,7 @@ def _run_torchscript(path: Path, batch: Tensor) -> Tensor:
         return torch.jit.load(str(path), map_location="cpu")(batch)
 
 
-def _write_onnx(network: nn.Module, example: Tensor, path: Path) -> None:
+def _write_onnx(network: nn.Module, example: Tensor, metadata: BundleMetadata, path: Path) -> None:
     import onnx
 
     # The dynamo exporter: the legacy one cannot export small_cnn's adaptive pooling at 28 px.
@@ -110,6 +120,9 @@ def _write_onnx(network: nn.Module, example: Tensor, path: Path) -> None:
             network, (example,), str(path), dynamo=True, external_data=False, opset_version=ONNX_OPSET,
             input_names=["images"], output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
         )
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, header(metadata))  # the classes and preprocessing travel with the graph
+    onnx.save(model, str(path))
     onnx.checker.check_model(str(path))
 
 
@@ -120,17 +133,48 @@ def _run_onnx(path: Path, batch: Tensor) -> Tensor:
     return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0])
 
 
-def _formats(network: nn.Module, metadata: ModelMetadata, example: Tensor) -> tuple[_Format, ...]:
+def _run_torchvision(metadata: BundleMetadata, path: Path, batch: Tensor) -> Tensor:
+    from safetensors.torch import load_file
+
+    model = bundle_model(metadata)
+    model.load_state_dict(load_file(str(path)))  # strict: every key of torchvision's own network, nothing else
+    return model.eval()(batch)
+
+
+def _run_timm(path: Path, batch: Tensor) -> Tensor:
+    import timm
+
+    # The bundle folder as timm's local-dir: config.json and model.safetensors, read by timm alone.
+    return timm.create_model(f"local-dir:{path.parent}", pretrained=True).eval()(batch)
+
+
+def _formats(network: nn.Module, metadata: BundleMetadata, example: Tensor) -> tuple[_Format, ...]:
     """Every format in the order of ``EXPORT_FORMATS``: how to write it, and how to run the written file."""
     return (
-        _Format("safetensors", WEIGHTS_FILE, partial(_write_safetensors, network), partial(_run_safetensors, metadata)),
+        _Format("safetensors", WEIGHTS_FILE, partial(_write_safetensors, network, metadata),
+                partial(_run_safetensors, metadata)),
         _Format("torchscript", TORCHSCRIPT_FILE, partial(_write_torchscript, network, example), _run_torchscript),
-        _Format("onnx", ONNX_FILE, partial(_write_onnx, network, example), _run_onnx),
+        _Format("onnx", ONNX_FILE, partial(_write_onnx, network, example, metadata), _run_onnx),
     )
 
 
+def _library_formats(network: nn.Module, metadata: BundleMetadata) -> tuple[_Format, ...]:
+    """How the bundle's own library loads it, checked like a format: torchvision reads model.safetensors into
+    ``get_model(name, num_classes=N)``; timm needs its config.json beside it."""
+    if metadata.library == "torchvision":
+        # Nothing to write: torchvision reads the weights file as it is.
+        return (_Format("torchvision", WEIGHTS_FILE, lambda path: None, partial(_run_torchvision, metadata),
+                        in_place=True),)
+    if metadata.library == "timm":
+        write = partial(write_timm_config, metadata, plain_state_dict(network))
+        return (_Format("timm", TIMM_CONFIG_FILE, write, _run_timm, in_place=True),)
+    return ()
+
+
 def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor) -> float:
-    """Write ``entry`` into ``out`` atomically, kept only when it reproduces ``reference``; the largest difference."""
+    """Write ``entry`` into ``out`` atomically, kept only when it reproduces ``reference``; the largest difference.
+
+    """
     differences = []
 
     def write(path: Path) -> None:
@@ -148,7 +192,10 @@ def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor)
                 f"(limit {TOLERANCE:g})"
             )
 
-    write_atomic(out / entry.file, write)
+    if entry.in_place:
+        write(out / entry.file)
+    else:
+        write_atomic(out / entry.file, write)
     return differences[0]
 
 
@@ -159,10 +206,13 @@ def bundle_metadata(source: Source) -> BundleMetadata:
     probabilities.
     """
     model = source.model.metadata
+    spec = get_spec(model.arch)
     # The model's own fields only: a bundle re-exported from a bundle gets its figures and versions anew.
     fields = {field.name: getattr(model, field.name) for field in dataclasses.fields(ModelMetadata)}
-    return BundleMetadata(**fields, crop=model.image_size, validation=source.measured["validation"],
-                          test=source.measured["test"], zoo_version=zoo.__version__, torch_version=torch.__version__)
+    return BundleMetadata(**fields, crop=model.image_size, library=spec.library, model_name=spec.library_name,
+                          model_args=dict(spec.library_args) or None, data=source.measured.get("data"),
+                          validation=source.measured["validation"], test=source.measured["test"],
+                          zoo_version=zoo.__version__, torch_version=torch.__version__)
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -200,14 +250,16 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
     # The weights belong to every bundle: zoo.load rebuilds the model from them.
     chosen = [entry for entry in _formats(network, metadata, example)
               if entry.name == "safetensors" or entry.name in formats]
+    chosen += _library_formats(network, metadata)
     try:
         # The bundle is written and verified in a folder beside out, which takes out's place only when complete:
         # a full disk or a failed check (with --force too) leaves the previous bundle as it was.
         with replacing_folder(out) as staging:
             differences = {entry.name: _write_verified(entry, staging, batch, reference) for entry in chosen}
             exports = {entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen}
-            text = json.dumps(dataclasses.asdict(dataclasses.replace(metadata, exports=exports)), indent=2) + "\n"
-            write_text_atomic(staging / METADATA_FILE, text)
+            final = dataclasses.replace(metadata, exports=exports)
+            write_text_atomic(staging / MODEL_CARD_FILE, model_card(final))
+            write_text_atomic(staging / METADATA_FILE, json.dumps(dataclasses.asdict(final), indent=2) + "\n")
     except DiskError as error:
         if not isinstance(error.__cause__, OSError):
             raise

@@ -36,7 +36,8 @@ class Source:
     path: Path
     model: LoadedModel
     run_dir: Path | None  # set when the source is a run folder: its saved split is the default data
-    measured: dict[str, Any]  # the model's "validation" and "test" figures, each None when unknown
+    # The model's "validation" and "test" figures, each None when unknown, and what is known of its "data".
+    measured: dict[str, Any]
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -81,14 +82,18 @@ def _measured(checkpoint: Path) -> dict[str, Any]:
                 "top1_error_ci95": summary.interval(split), "k": summary.k,
                 "topk_error": summary.topk(split), "loss": summary.loss(split)}
 
-    return {"validation": figures("val"), "test": figures("test")}
+    data = {"folder": Path(summary.config.data.path).name, "num_train": summary.num_train,
+            "num_val": summary.num_val, "num_test": summary.num_test, "reported_on": summary.reported_on,
+            "chance_top1_error": summary.chance_top1_error, "learned": summary.learned}
+    return {"validation": figures("val"), "test": figures("test"), "data": data}
 
 
 def _load(path: Path) -> Source:
     if path.is_dir() and (path / METADATA_FILE).is_file():
         model = load(path)
         bundle = model.metadata
-        measured = {"validation": bundle.validation, "test": bundle.test} if isinstance(bundle, BundleMetadata) else {}
+        measured = ({"validation": bundle.validation, "test": bundle.test, "data": bundle.data}
+                    if isinstance(bundle, BundleMetadata) else {})
         return Source(path, model, None, {"validation": None, "test": None, **measured})
     if path.is_dir() and (path / RUN_CHECKPOINT).is_file():
         checkpoint = path / RUN_CHECKPOINT

@@ -29,12 +29,13 @@ def run_table(run_dir: Path, name: str) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def train_small_run(root: Path) -> Path:
-    """A 3-step small_cnn run on 3 classes × 8 photos; returns its run folder."""
+def train_small_run(root: Path, arch: str = "small_cnn", image_size: int | None = None) -> Path:
+    """A 3-step run of ``arch`` (small_cnn) on 3 classes × 8 photos; returns its run folder."""
     images = make_image_folder(root / "images")
     config = merge(RunConfig(), {
-        "data": {"path": str(images), "batch_size": 8, "augment": "none", "num_workers": 0, "cache": "none"},
-        "model": {"arch": "small_cnn", "weights": "none"},
+        "data": {"path": str(images), "batch_size": 8, "augment": "none", "num_workers": 0, "cache": "none",
+                 "image_size": image_size},
+        "model": {"arch": arch, "weights": "none"},
         "trainer": {"epochs": 1, "max_steps": 3, "seed": 0, "accelerator": "cpu"},
         "out": str(root / "run"),
     })

@@ -1,8 +1,10 @@
 """Exported bundles, read side: a folder that rebuilds a fine-tuned model with zoo alone (no Lightning).
 
-A bundle holds ``model.safetensors`` (the weights) and ``zoo.json`` (architecture, classes, input settings,
-the softmax temperature, validation and test metrics, versions); ``zoo export`` adds ``model.torchscript.pt``
-and ``model.onnx`` on request. Those output raw logits: ``zoo.json``'s ``temperature`` calibrates them.
+A bundle holds ``model.safetensors`` (the weights, under the published architecture's key names, with the classes
+and preprocessing in its header), ``zoo.json`` (architecture and the library that defines it, classes, input
+settings, the softmax temperature, validation and test metrics, versions) and ``README.md`` (the model card); timm
+architectures also get timm's ``config.json``. ``zoo export`` adds ``model.torchscript.pt`` and ``model.onnx`` on
+request. Those output raw logits: ``zoo.json``'s ``temperature`` calibrates them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 from zoo.errors import WeightsError, ZooError, describe_error, short_repr
 from zoo.factory import create_model
 from zoo.images import center_crop_transform
+from zoo.interop import zoo_state_dict
 from zoo.weights import read_state_dict
 
 if TYPE_CHECKING:
@@ -30,6 +33,8 @@ WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "zoo.json"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
 ONNX_FILE = "model.onnx"
+TIMM_CONFIG_FILE = "config.json"  # timm's, for timm.create_model("local-dir:BUNDLE")
+MODEL_CARD_FILE = "README.md"  # the model card, in the Hugging Face layout
 # What rebuilding the network and its preprocessing needs; the rest of zoo.json is information.
 REQUIRED_KEYS = ("arch", "classes", "num_classes", "image_size", "resize", "mean", "std", "interpolation")
 # Beyond these a value comes from a damaged or hostile file, not a model: its images or head would fill memory.
@@ -65,6 +70,12 @@ class BundleMetadata(ModelMetadata):
     """``zoo.json``: the model's metadata, the figures measured on it, the versions that wrote it, its files."""
 
     crop: int | None = None  # the same as image_size, under the name other tools look for
+    # The published architecture: its library (torchvision, timm, zoo), its name there and the arguments it is
+    # built with besides num_classes (zoo.interop); model.safetensors holds its key names.
+    library: str | None = None
+    model_name: str | None = None
+    model_args: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None  # the image folder's name and the images of each split
     validation: dict[str, Any] | None = None  # figures on the images that chose the checkpoint
     test: dict[str, Any] | None = None  # figures on the held-out test images
     zoo_version: str | None = None
@@ -76,7 +87,7 @@ def build_network(metadata: ModelMetadata, state_dict: dict[str, Tensor], origin
     """The registry network of ``metadata`` with exactly ``state_dict`` loaded, in eval mode."""
     network = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
     try:
-        network.load_state_dict(state_dict)
+        network.load_state_dict(zoo_state_dict(network, state_dict))
     except RuntimeError as error:
         reason = " ".join(str(error).split())[:300]
         raise WeightsError(f"the weights in {origin} do not fit {metadata.arch}: {reason}") from error
@@ -174,11 +185,13 @@ def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
         ("weights", lambda: isinstance(metadata.get("weights", "none"), str), "text naming the starting weights"),
         # zoo.json's information beside the model: read by evaluate, serve and export.
         *((key, lambda key=key: metadata.get(key) is None or isinstance(metadata[key], dict),
-           "a mapping of figures or null") for key in ("validation", "test")),
+           "a mapping of figures or null") for key in ("validation", "test", "data")),
+        ("model_args", lambda: metadata.get("model_args") is None or isinstance(metadata["model_args"], dict),
+         "a mapping of the library's build arguments or null"),
         ("exports", lambda: isinstance(metadata.get("exports", {}), dict), "a mapping of format to file"),
         ("crop", lambda: metadata.get("crop") is None or _whole(metadata["crop"], 1), "a whole number of pixels"),
         *((key, lambda key=key: metadata.get(key) is None or isinstance(metadata[key], str), "text or null")
-          for key in ("zoo_version", "torch_version")),
+          for key in ("zoo_version", "torch_version", "library", "model_name")),
     ]
     return next(((key, expected) for key, passes, expected in checks if not passes()), None)
 

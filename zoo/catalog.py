@@ -58,12 +58,14 @@ def build_efficientnet_lite0() -> nn.Module:
 
 
 def _torchvision_entry(name: str, family: str, depth: int, year: int, head: str, min_input_size: int,
-                       results: tuple[IlsvrcResult, ...], **kwargs: object) -> ArchSpec:
+                       results: tuple[IlsvrcResult, ...], **kwargs: bool) -> ArchSpec:
     return ArchSpec(
         name=name, family=family, depth=depth, year=year, build=torchvision_builder(name, **kwargs),
         head=head, min_input_size=min_input_size, ilsvrc=results, weights=TorchvisionWeights(name),
         ignored_weight_prefixes=("aux1.", "aux2.") if family == "GoogLeNet" else (),
         library="torchvision", library_name=name,
+        # Weights are loaded over the built network: skip torchvision's slow initialisation (and its warning).
+        library_args=tuple({**kwargs, "init_weights": False}.items() if "init_weights" in kwargs else kwargs.items()),
     )
 
 

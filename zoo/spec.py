@@ -85,6 +85,7 @@ class ArchSpec:
     # torchvision can rebuild it (zoo's efficientnet_lite0 is timm's tf_efficientnet_lite0, not its efficientnet_lite0).
     library: str = "zoo"
     library_name: str = ""
+    library_args: tuple[tuple[str, bool | int | float | str], ...] = ()  # its build arguments besides num_classes
 
     @property
     def headline_ilsvrc(self) -> IlsvrcResult | None:

@@ -21,7 +21,7 @@ from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
 from zoo.images import load_rgb
 from zoo_cli.main import main
 
-BUNDLE_FILES = {"model.safetensors", "zoo.json", "model.torchscript.pt", "model.onnx"}
+BUNDLE_FILES = {"model.safetensors", "zoo.json", "README.md", "model.torchscript.pt", "model.onnx"}
 # What a bundle's consumer must not need: the toolkit, the training framework, the model libraries.
 NOT_NEEDED = ("zoo", "finetune", "zoo_cli", "pytorch_lightning", "lightning", "torchvision", "timm")
 
@@ -127,7 +127,7 @@ def test_one_format_with_the_weights_and_the_printed_check(run_dir: Path, tmp_pa
     out = tmp_path / "bundle"
     assert main(["export", str(run_dir), "--format", fmt, "--out", str(out)]) == 0
 
-    expected = {"model.safetensors", "zoo.json"} | ({TORCHSCRIPT_FILE} if fmt == "torchscript" else set())
+    expected = {"model.safetensors", "zoo.json", "README.md"} | ({TORCHSCRIPT_FILE} if fmt == "torchscript" else set())
     assert {path.name for path in out.iterdir()} == expected
     exports = json.loads((out / "zoo.json").read_text(encoding="utf-8"))["exports"]
     printed = capsys.readouterr().out
@@ -154,7 +154,7 @@ def test_a_non_empty_folder_is_refused_without_force(run_dir: Path, bundle: Path
     (out / "notes.txt").unlink()
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 0
     # No file of the old bundle passes as the new one's.
-    assert {path.name for path in out.iterdir()} == {"model.safetensors", "zoo.json"}
+    assert {path.name for path in out.iterdir()} == {"model.safetensors", "zoo.json", "README.md"}
 
 
 def test_an_export_that_does_not_reproduce_the_model_is_not_kept(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
