@@ -127,7 +127,8 @@ def run_export(args: argparse.Namespace) -> int:
     formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
     result = export(args.source, formats, args.out, force=args.force)
     rows = [{"kind": name, "value": f"{difference:.2e}"} for name, difference in result.differences.items()]
-    print_table(rows, {"kind": "format", "value": "max |logit difference|"},
+    print_table(rows, {"kind": "format or library", "value": "max |logit difference|"},
                 title=f"verified exports (limit {TOLERANCE:g})")
-    print(f"bundle: {result.out_dir} (load it with zoo.load, or pass it to zoo predict / zoo evaluate)")
+    print(f"bundle: {result.out_dir} (load it with zoo.load, or pass it to zoo predict / zoo evaluate; "
+          "README.md is its model card)")
     return 0
