@@ -48,7 +48,8 @@ def fetch(info: WeightsInfo, arch: str, download: Callable[[WeightsInfo], Path] 
         return info.path
     missing = (
         f"weights {arch}:{info.tag} are not in the cache and cannot be downloaded here: "
-        f"download {info.url} and save it as {info.path.name} in {info.path.parent}, "
+        f"download {info.url} and install it with zoo weights add FILE --arch {arch} --tag {info.tag} "
+        f"(or save it as {info.path.name} in {info.path.parent}), "
         f"or pass a local file with --weights PATH, or train from scratch with --weights none"
     )
     if info.url is None or not _reachable(info.url):
@@ -59,11 +60,33 @@ def fetch(info: WeightsInfo, arch: str, download: Callable[[WeightsInfo], Path] 
         raise WeightsError(f"{missing} ({error})") from error
 
 
+def hash_prefix(file_name: str) -> str | None:
+    """The SHA-256 prefix a torchvision / torch.hub file name carries (``resnet18-f37072fd.pth``: ``f37072fd``),
+    read with torch.hub's own pattern; ``None`` when it has none."""
+    match = torch.hub.HASH_REGEX.search(file_name)
+    return match.group(1) if match and match.group(1) else None
+
+
 def _download_url(info: WeightsInfo) -> Path:
     url = info.url
     assert url is not None
-    # An interrupted download must not look like a complete file.
-    write_atomic(info.path, lambda partial: torch.hub.download_url_to_file(url, str(partial), progress=True))
+    prefix = hash_prefix(info.path.name)
+
+    def download(partial: Path) -> None:
+        try:
+            torch.hub.download_url_to_file(url, str(partial), hash_prefix=prefix, progress=True)
+        except RuntimeError as error:  # torch.hub's only RuntimeError here: the hash check
+            if not str(error).startswith("invalid hash value"):
+                raise
+            raise WeightsError(
+                f"the file downloaded from {url} is damaged or not {info.path.name}: its SHA-256 does not start "
+                f"with {prefix}, so nothing was saved; try again, or download it on another machine and install "
+                f"it with zoo weights add {info.path.name}"
+            ) from error
+
+    # An interrupted or failed download must not look like a complete file: torch.hub writes a .partial file
+    # and removes it on failure, write_atomic renames only a finished, verified file into place.
+    write_atomic(info.path, download)
     return info.path
 
 
