@@ -14,6 +14,7 @@ from zoo_cli import (
     model_commands,
     registry_commands,
     serve_command,
+    weights_command,
 )
 
 # 128 + SIGPIPE: the status a shell reports for cat or grep, which SIGPIPE kills when their reader leaves, so
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     registry_commands.add_parsers(commands)
+    weights_command.add_parsers(commands)
     finetune_command.add_parsers(commands)
     model_commands.add_parsers(commands)
     compare_command.add_parsers(commands)
