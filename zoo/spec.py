@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -25,6 +26,29 @@ class IlsvrcResult:
     source: str
 
 
+def rgb(values: Sequence[float]) -> tuple[float, float, float]:
+    """Three per-channel values (a mean or std given as a list) as the tuple an entry holds."""
+    red, green, blue = values
+    return float(red), float(green), float(blue)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images are prepared for a network: shorter side resized to ``resize``, centre crop of ``crop``, scaled
+    to 0–1 and normalised with ``mean`` and ``std``. It belongs to the weights (torchvision's ``transforms()``,
+    timm's data config); ``ArchSpec.preprocessing`` is the entry's own, for training from scratch."""
+
+    crop: int
+    resize: int
+    interpolation: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def at(self, crop: int) -> Preprocessing:
+        """The same preprocessing for another crop size: the resize keeps its ratio to the crop (232 / 224)."""
+        return self if crop == self.crop else replace(self, crop=crop, resize=crop * self.resize // self.crop)
+
+
 @dataclass(frozen=True)
 class WeightsInfo:
     """One set of pretrained weights: where it lives and how well it does on ImageNet-1K (percent)."""
@@ -36,6 +60,7 @@ class WeightsInfo:
     top5_error: float | None = None
     num_params: int | None = None
     gmacs: float | None = None
+    preprocessing: Preprocessing | None = None  # what the weights were evaluated with; None: the entry's own
 
     @property
     def cached(self) -> bool:
@@ -61,6 +86,9 @@ class WeightSource(Protocol):
 class ArchSpec:
     """An architecture entry: how to build it, where its head is, and what is known of it.
 
+    ``head`` is the dotted path of the classifier; ``other_heads`` those of any further classifiers whose outputs
+    the network combines (distilled DeiT's ``head_dist``): each is replaced for a new task.
+
     ``build`` returns the untrained network in its published form (1000 ImageNet classes; small_cnn
     with 10). Parameter counts and FLOPs are derived from it (see ``zoo.profile``), not stored.
     """
@@ -71,6 +99,7 @@ class ArchSpec:
     year: int | None
     build: Callable[[], nn.Module]
     head: str
+    other_heads: tuple[str, ...] = ()
     input_size: int = 224
     min_input_size: int = 32
     mean: tuple[float, float, float] = IMAGENET_MEAN
@@ -86,6 +115,17 @@ class ArchSpec:
     library: str = "zoo"
     library_name: str = ""
     library_args: tuple[tuple[str, bool | int | float | str], ...] = ()  # its build arguments besides num_classes
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """The dotted paths of every classifier, ``head`` first."""
+        return (self.head, *self.other_heads)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The entry's own preprocessing (from scratch or a weights file); pretrained weights bring theirs."""
+        return Preprocessing(self.input_size, math.floor(self.input_size / self.crop_fraction), self.interpolation,
+                             self.mean, self.std)
 
     @property
     def headline_ilsvrc(self) -> IlsvrcResult | None:

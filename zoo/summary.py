@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from zoo.profile import profile
-from zoo.spec import ArchSpec
+from zoo.spec import ArchSpec, Preprocessing, WeightsInfo
 
 SUMMARY_KEYS = (
     "name", "family", "depth", "year", "params", "gflops", "ilsvrc_year", "ilsvrc_place",
@@ -41,12 +41,21 @@ def summarize(spec: ArchSpec) -> dict[str, Any]:
 
 
 def describe(spec: ArchSpec) -> dict[str, Any]:
-    """Everything known of an entry: the summary row plus input settings, results, weights and stages."""
+    """Everything known of an entry: the summary row plus input settings, results, weights and stages.
+
+    ``preprocessing`` is the default weights' own (torchvision's ``transforms()``, timm's data config), or the
+    entry's when it has no weights; ``input_size``, ``mean``, ``std`` and ``interpolation`` are the entry's.
+    """
     measured = profile(spec)
+    default = _default_weights(spec)
     return {
         **summarize(spec),
         "description": spec.description,
         "head": spec.head,
+        "heads": list(spec.heads),
+        "preprocessing": {"weights": default.tag if default else None,
+                          **_preprocessing(default.preprocessing if default and default.preprocessing
+                                           else spec.preprocessing)},
         "input_size": spec.input_size,
         "min_input_size": spec.min_input_size,
         "mean": list(spec.mean),
@@ -61,6 +70,7 @@ def describe(spec: ArchSpec) -> dict[str, Any]:
                 "cached": info.cached,
                 "path": str(info.path),
                 "url": info.url,
+                **_preprocessing(info.preprocessing or spec.preprocessing),
             }
             for info in (spec.weights.available() if spec.weights else ())
         ],
@@ -71,8 +81,15 @@ def describe(spec: ArchSpec) -> dict[str, Any]:
     }
 
 
-def _default_weights(spec: ArchSpec):
+def _preprocessing(preprocessing: Preprocessing) -> dict[str, Any]:
+    return {"resize": preprocessing.resize, "crop": preprocessing.crop, "interpolation": preprocessing.interpolation,
+            "mean": list(preprocessing.mean), "std": list(preprocessing.std)}
+
+
+def _default_weights(spec: ArchSpec) -> WeightsInfo | None:
     if spec.weights is None:
         return None
     infos = {info.tag: info for info in spec.weights.available()}
+    if not infos:  # a timm model without weights on the hub
+        return None
     return infos.get(spec.weights.default_tag)

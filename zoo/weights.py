@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from zoo._io import write_atomic
 from zoo.errors import WeightsError, ZooError, describe_error
-from zoo.spec import ArchSpec, WeightsInfo
+from zoo.spec import ArchSpec, Preprocessing, WeightsInfo, rgb
 
 NETWORK_PROBE_SECONDS = 5.0
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
@@ -128,9 +128,9 @@ def load_state_dict_into(model: nn.Module, state_dict: dict[str, Tensor], spec: 
     state_dict = {k.removeprefix("module."): v for k, v in state_dict.items()}
     state_dict = {k: v for k, v in state_dict.items() if not k.startswith(spec.ignored_weight_prefixes)}
     expected = model.state_dict()
-    head_prefix = spec.head + "."
+    head_prefixes = tuple(f"{head}." for head in spec.heads)
     mismatched = [k for k, v in state_dict.items() if k in expected and expected[k].shape != v.shape]
-    if mismatched and all(k.startswith(head_prefix) for k in mismatched):
+    if mismatched and all(k.startswith(head_prefixes) for k in mismatched):
         state_dict = {k: v for k, v in state_dict.items() if k not in mismatched}
         expected = {k: v for k, v in expected.items() if k not in mismatched}
         mismatched = []
@@ -171,6 +171,7 @@ class TorchvisionWeights:
                     top5_error=_error(metrics.get("acc@5")),
                     num_params=weights.meta.get("num_params"),
                     gmacs=weights.meta.get("_ops"),
+                    preprocessing=_torchvision_preprocessing(weights),
                 )
             )
         return tuple(infos)
@@ -248,6 +249,14 @@ def _pick(infos: tuple[WeightsInfo, ...], tag: str, arch: str) -> WeightsInfo:
     raise WeightsError(f"{arch} has no weights tagged '{tag}' (available: {tags}; or a file path, or none)")
 
 
+def _torchvision_preprocessing(weights: Any) -> Preprocessing:
+    """The evaluation preprocessing torchvision publishes with ``weights`` (its ``transforms()``: resize 232 for
+    the V2 ResNets)."""
+    transform = weights.transforms()
+    return Preprocessing(transform.crop_size[0], transform.resize_size[0], transform.interpolation.value,
+                         rgb(transform.mean), rgb(transform.std))
+
+
 def _error(accuracy: float | None) -> float | None:
     return None if accuracy is None else round(100.0 - accuracy, 3)
 
@@ -256,9 +265,23 @@ def resolve_state_dict(spec: ArchSpec, weights: str, model: nn.Module) -> tuple[
     """The state dict that ``weights`` names for ``spec`` (``default``, a tag, or a file path), fitted by its
     source to ``model`` (the entry's published network)."""
     path = Path(weights).expanduser()
-    if path.suffix in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"} or path.exists():
+    if _names_file(weights):
         return read_state_dict(path), str(path)
     if spec.weights is None:
         raise WeightsError(f"{spec.name} has no pretrained weights: pass a file with --weights PATH, or --weights none")
     tag = spec.weights.default_tag if weights == "default" else weights
     return spec.weights.adapt(spec.weights.state_dict(tag), model), f"{spec.name}:{tag}"
+
+
+def _names_file(weights: str) -> bool:
+    path = Path(weights).expanduser()
+    return path.suffix in {".pth", ".pt", ".bin", ".safetensors", ".ckpt"} or path.exists()
+
+
+def weights_preprocessing(spec: ArchSpec, weights: str | None) -> Preprocessing:
+    """The preprocessing ``weights`` were made with (``default`` or a tag); the entry's own for ``None`` (from
+    scratch), a file (zoo cannot know what it was trained with) or weights that publish none."""
+    if weights is None or spec.weights is None or _names_file(weights):
+        return spec.preprocessing
+    tag = spec.weights.default_tag if weights == "default" else weights
+    return _pick(spec.weights.available(), tag, spec.name).preprocessing or spec.preprocessing

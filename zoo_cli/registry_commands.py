@@ -90,15 +90,20 @@ def run_info(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(details, indent=2, ensure_ascii=False))
         return 0
-    scalars = {k: v for k, v in details.items() if not isinstance(v, list)}
+    scalars = {k: v for k, v in details.items() if not isinstance(v, (list, dict))}
     print_table([{"key": k, "value": v} for k, v in scalars.items()], {"key": "field", "value": "value"},
                 details["name"])
+    prep = details["preprocessing"]
+    source = f"the {prep['weights']} weights'" if prep["weights"] else "the entry's own"
+    print(f"preprocessing ({source}): resize the shorter side to {prep['resize']} px ({prep['interpolation']}), "
+          f"centre crop {prep['crop']}, mean {prep['mean']}, std {prep['std']}")
     for result in details["ilsvrc_results"]:
         print(f"ILSVRC {result['year']}, place {result['place']}: top-5 error {result['top5_error']}% — "
               f"{result['description']} [{result['source']}]")
     if details["weights"]:
         print_table(details["weights"], {"tag": "weights", "imagenet_top1_error": "top-1 err %",
-                                         "imagenet_top5_error": "top-5 err %", "cached": "cached", "path": "path"})
+                                         "imagenet_top5_error": "top-5 err %", "resize": "resize", "crop": "crop",
+                                         "cached": "cached", "path": "path"})
     stages = [{**s, "output_shape": "×".join(map(str, s["output_shape"]))} for s in details["stages"]]
     print_table(stages, {"name": "stage", "kind": "kind", "output_shape": "output shape", "params": "params"},
                 f"stages at {details['input_size']} px")
