@@ -172,7 +172,7 @@ def measure(models: list[str], settings: Settings, seconds: float) -> tuple[list
         spec = zoo.get_spec(arch)
         size = spec.input_size
         settings = sized[arch]
-        plain = DataLoader(ImageDataset(split.train, train_transform(spec, size, "standard")),
+        plain = DataLoader(ImageDataset(split.train, train_transform(spec.preprocessing.at(size), "standard")),
                            batch_size=settings.batch_size, shuffle=True)
         data = ImageDataModule(split, spec, size, DataConfig(batch_size=settings.batch_size))
         zoo_loader = data.train_dataloader()

@@ -38,7 +38,7 @@ from zoo._io import DiskError, save_atomic, write_csv_atomic
 from zoo.errors import ZooError
 from zoo.factory import create_model
 from zoo.registry import get_spec
-from zoo.weights import load_plain
+from zoo.weights import load_plain, weights_preprocessing
 
 FORMAT_VERSION = 1  # of the cached features
 SIMILARITY = 0.97  # cosine similarity from which two images count as near-duplicates
@@ -87,9 +87,15 @@ def backbone_features(samples: Sequence[Sample], arch: str, image_size: int | No
     if spec.weights is None:
         raise ZooError(f"zoo clean needs a pretrained backbone and {arch} has no pretrained weights: choose another "
                        "--arch, such as efficientnet_lite0")
-    size = image_size or spec.input_size
+    if len(spec.heads) > 1:
+        raise ZooError(f"zoo clean reads the features that enter one classifier, and {arch} combines "
+                       f"{len(spec.heads)} ({', '.join(spec.heads)}) that read different ones: choose another --arch, "
+                       "such as efficientnet_lite0")
+    preprocessing = weights_preprocessing(spec, "default")
+    preprocessing = preprocessing.at(image_size or preprocessing.crop)
+    size = preprocessing.crop
     network = create_model(arch, num_classes=1, weights="default")
-    transform = eval_transform(spec, size)
+    transform = eval_transform(preprocessing)
     key = cache_key(samples, version=FORMAT_VERSION, arch=arch, backbone=backbone_digest(network, spec.head),
                     image_size=size, transform=repr(transform))
     path = cache_path("features", key, ".pt")
@@ -101,8 +107,9 @@ def backbone_features(samples: Sequence[Sample], arch: str, image_size: int | No
                         pin_memory=settings.pin_memory)
     network = network.to(memory_format=torch.channels_last)
     batches = tracked(loader, len(loader), "features", "extracting backbone features (batches)", None)
+    # A 1×1-convolution head (BiT) takes N×D×1×1: the linear heads here take N×D.
     features = extract_features(network, spec.head, batches, torch.device("cuda" if gpu else "cpu"),
-                                torch.channels_last, nullcontext)
+                                torch.channels_last, nullcontext).flatten(1)
     try:
         save_atomic(features, path)
     except DiskError:  # a cache that cannot be written only costs the next run this pass

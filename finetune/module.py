@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -25,7 +26,8 @@ def _decays(name: str, param: nn.Parameter) -> bool:
 
 
 class Classifier(pl.LightningModule):
-    """Cross-entropy fine-tuning of ``network`` whose classifier sits at dotted path ``head``.
+    """Cross-entropy fine-tuning of ``network`` whose classifier sits at the dotted path ``heads`` (or classifiers
+    at each of them: distilled DeiT's ``head`` and ``head_dist``).
 
     ``metadata`` (architecture, classes, input settings) is stored in every checkpoint under ``"zoo"``
     so a checkpoint alone can rebuild the model.
@@ -34,7 +36,7 @@ class Classifier(pl.LightningModule):
     def __init__(
         self,
         network: nn.Module,
-        head: str,
+        heads: str | Sequence[str],
         num_classes: int,
         optim: OptimConfig,
         class_weights: list[float] | None = None,
@@ -42,9 +44,10 @@ class Classifier(pl.LightningModule):
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters({"head": head, "num_classes": num_classes, "optim": dataclasses.asdict(optim)})
+        self.heads = (heads,) if isinstance(heads, str) else tuple(heads)
+        self.save_hyperparameters({"heads": list(self.heads), "num_classes": num_classes,
+                                   "optim": dataclasses.asdict(optim)})
         self.network = network
-        self.head = head
         self.optim = optim
         self.metadata = metadata
         self.memory_format = memory_format
@@ -64,7 +67,7 @@ class Classifier(pl.LightningModule):
         return self.network(images.contiguous(memory_format=self.memory_format))
 
     def head_parameters(self) -> list[nn.Parameter]:
-        return list(self.network.get_submodule(self.head).parameters())
+        return [p for head in self.heads for p in self.network.get_submodule(head).parameters()]
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         head = {id(p) for p in self.head_parameters()}
@@ -158,5 +161,12 @@ class Classifier(pl.LightningModule):
 class FeatureProbe(Classifier):
     """A ``Classifier`` fed with backbone features: only its head runs, the network stays whole."""
 
+    @property
+    def head(self) -> str:
+        """The one head a probe runs: a network with several has no single input to cache (``uses_feature_cache``)."""
+        (head,) = self.heads
+        return head
+
     def forward(self, features: Tensor) -> Tensor:
-        return self.network.get_submodule(self.head)(features)
+        # A 1×1-convolution head (BiT) gives N×classes×1×1, which the network flattens after it.
+        return self.network.get_submodule(self.head)(features).flatten(1)

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from finetune.data.transforms import resize_size
 from finetune.sources import Source, load_source
 from zoo.bundle import LoadedModel, ModelMetadata
 from zoo.errors import UnknownModelError, ZooError
+from zoo.factory import output_count
 from zoo.registry import get_spec
-from zoo.weights import load_state_dict_into, resolve_state_dict
+from zoo.weights import load_state_dict_into, resolve_state_dict, weights_preprocessing
 
 
 def imagenet_classes(name: str, num_classes: int) -> list[str]:
@@ -42,11 +42,11 @@ def load_pretrained(name: str) -> LoadedModel:
     network = spec.build()
     state_dict, origin = resolve_state_dict(spec, "default", network)
     load_state_dict_into(network, state_dict, spec, origin)
-    head = network.get_submodule(spec.head)
-    classes = imagenet_classes(name, getattr(head, "out_features", 0))
-    metadata = ModelMetadata(arch=name, classes=classes, num_classes=len(classes), image_size=spec.input_size,
-                             resize=resize_size(spec, spec.input_size), mean=list(spec.mean), std=list(spec.std),
-                             interpolation=spec.interpolation, weights=origin)
+    classes = imagenet_classes(name, output_count(network.get_submodule(spec.head)))
+    preprocessing = weights_preprocessing(spec, "default")
+    metadata = ModelMetadata(arch=name, classes=classes, num_classes=len(classes), image_size=preprocessing.crop,
+                             resize=preprocessing.resize, mean=list(preprocessing.mean), std=list(preprocessing.std),
+                             interpolation=preprocessing.interpolation, weights=origin)
     return LoadedModel(network.eval(), metadata)
 
 

@@ -18,7 +18,6 @@ from finetune.console import say
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.features import FeatureDataModule, uses_feature_cache
 from finetune.data.split import Split, class_counts
-from finetune.data.transforms import resize_size
 from finetune.hardware import Choice, choose_memory_format, choose_precision
 from finetune.loggers import check_logger
 from finetune.lr_finder import STEPS as LR_STEPS
@@ -26,7 +25,8 @@ from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier, FeatureProbe
 from finetune.progress import PhaseTimes
 from zoo.bundle import ModelMetadata
-from zoo.spec import ArchSpec
+from zoo.spec import ArchSpec, Preprocessing
+from zoo.weights import weights_preprocessing
 
 
 def _class_weights(split: Split) -> list[float]:
@@ -36,12 +36,16 @@ def _class_weights(split: Split) -> list[float]:
     return [total / (num_classes * max(1, count)) for count in counts.values()]
 
 
-def image_size_of(config: RunConfig, spec: ArchSpec) -> int:
-    size = config.data.image_size or spec.input_size
+def preprocessing_of(config: RunConfig, spec: ArchSpec) -> Preprocessing:
+    """The run's preprocessing: that of the weights it starts from (a tag or ``default``), else the entry's own
+    (``--weights none`` or a file); ``--image-size`` sets the crop, the resize keeping the weights' ratio."""
+    weights = None if config.model.weights == "none" else config.model.weights
+    preprocessing = weights_preprocessing(spec, weights)
+    size = config.data.image_size or preprocessing.crop
     if size < spec.min_input_size:
         raise ConfigError(f"{spec.name} needs images of at least {spec.min_input_size} px: "
                           f"raise --image-size (got {size})")
-    return size
+    return preprocessing.at(size)
 
 
 def _weights(config: RunConfig, spec: ArchSpec) -> str | None:
@@ -53,7 +57,8 @@ def _weights(config: RunConfig, spec: ArchSpec) -> str | None:
     return config.model.weights
 
 
-def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size: int) -> tuple[Classifier, str]:
+def build_classifier(config: RunConfig, spec: ArchSpec, split: Split,
+                     preprocessing: Preprocessing) -> tuple[Classifier, str]:
     """The network from the registry wrapped in the LightningModule; returns it and the weights origin."""
     weights = _weights(config, spec)
     network = zoo.create_model(spec.name, len(split.classes), weights=weights, dropout=config.model.dropout)
@@ -66,18 +71,22 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split, image_size
         arch=spec.name,
         classes=split.classes,
         num_classes=len(split.classes),
-        image_size=image_size,
-        resize=resize_size(spec, image_size),
-        mean=list(spec.mean),
-        std=list(spec.std),
-        interpolation=spec.interpolation,
+        image_size=preprocessing.crop,
+        resize=preprocessing.resize,
+        mean=list(preprocessing.mean),
+        std=list(preprocessing.std),
+        interpolation=preprocessing.interpolation,
         dropout=config.model.dropout,
         weights=origin or "none",
     )
     # A frozen backbone trains on cached features: the module then runs only the head.
-    module = (FeatureProbe if uses_feature_cache(config) else Classifier)(
+    probe = uses_feature_cache(config, spec)
+    if config.optim.freeze == "backbone" and config.data.cache != "none" and not probe:
+        say(f"{spec.name} combines {len(spec.heads)} classifiers ({', '.join(spec.heads)}), which read different "
+            "features: the frozen backbone runs on every batch instead of on cached features")
+    module = (FeatureProbe if probe else Classifier)(
         network,
-        head=spec.head,
+        heads=spec.heads,
         num_classes=len(split.classes),
         optim=config.optim,
         class_weights=_class_weights(split) if config.data.class_weights else None,
@@ -93,7 +102,7 @@ def choose_settings(config: RunConfig, split: Split) -> RunConfig:
     weights = config.model.weights
     pretrained = weights != "none" and not (weights == "default" and spec.weights is None)
     on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
-    config, decisions = recipe.choose(config, spec, split, image_size_of(config, spec), pretrained, on_gpu)
+    config, decisions = recipe.choose(config, spec, split, preprocessing_of(config, spec).crop, pretrained, on_gpu)
     for decision in decisions:
         value = f"{decision.value:g}" if isinstance(decision.value, float) else decision.value
         say(f"{decision.key}: {value} ({decision.reason})")
@@ -115,17 +124,19 @@ class Setup:
 def prepare(config: RunConfig, split: Split, times: PhaseTimes | None = None) -> Setup:
     """Build the network, the data module and the precision of a run (and say what was chosen and why)."""
     spec = zoo.get_spec(config.model.arch)
-    image_size = image_size_of(config, spec)
+    preprocessing = preprocessing_of(config, spec)
+    image_size = preprocessing.crop
     pl.seed_everything(config.trainer.seed, workers=True, verbose=False)
-    module, weights_origin = build_classifier(config, spec, split, image_size)
+    module, weights_origin = build_classifier(config, spec, split, preprocessing)
     if (config.data.mixup or config.data.cutmix) and isinstance(module, FeatureProbe):
         raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
                           "add --cache none to mix images, or drop --mixup / --cutmix")
     check_logger(config.trainer.logger)
     precision = choose_precision(config.trainer.precision, config.trainer.accelerator, module.network, image_size)
     say(f"precision: {precision.value} ({precision.reason})")
-    data = (FeatureDataModule(split, spec, image_size, config.data, module, times) if isinstance(module, FeatureProbe)
-            else ImageDataModule(split, spec, image_size, config.data, times))
+    data = (FeatureDataModule(split, spec, image_size, config.data, module, times, preprocessing)
+            if isinstance(module, FeatureProbe) else ImageDataModule(split, spec, image_size, config.data, times,
+                                                                     preprocessing))
     say(f"cache: {data.cache.value} ({data.cache.reason})")
     if config.data.feature_views and not isinstance(module, FeatureProbe):
         say("data.feature_views only applies to a frozen backbone trained on cached features "

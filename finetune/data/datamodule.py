@@ -16,10 +16,10 @@ from finetune.config import DataConfig
 from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
-from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, resize_size, train_transform
+from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
 from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader
 from finetune.progress import PhaseTimes
-from zoo.spec import ArchSpec
+from zoo.spec import ArchSpec, Preprocessing
 
 PARTS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
 
@@ -38,30 +38,34 @@ class MixBatch:
 class ImageDataModule(pl.LightningDataModule):
     """Train / val / test loaders of ``split`` at ``image_size`` for the entry ``spec``.
 
+    ``preprocessing`` is that of the weights the run starts from (``zoo.weights.weights_preprocessing``); without
+    it the entry's own. Its crop is set to ``image_size``, the resize keeping its ratio.
+
     ``config.cache`` decides where images are decoded: every epoch (``none``), once into memory, or
     once into a memory-mapped file under ``$ZOO_CACHE/decoded`` that later runs reuse (``disk``);
     ``auto`` takes memory when the decoded images fit the budget (see ``choose_cache``).
     """
 
     def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig,
-                 times: PhaseTimes | None = None) -> None:
+                 times: PhaseTimes | None = None, preprocessing: Preprocessing | None = None) -> None:
         super().__init__()
         self.times = times or PhaseTimes()  # decoding (and feature extraction) seconds, for the summary
         self.split = split
         self.spec = spec
         self.image_size = image_size
+        self.preprocessing = (preprocessing or spec.preprocessing).at(image_size)
         self.config = config
         self.transforms = {
-            "train": train_transform(spec, image_size, config.augment),
-            "val": eval_transform(spec, image_size),
-            "test": eval_transform(spec, image_size),
+            "train": train_transform(self.preprocessing, config.augment),
+            "val": eval_transform(self.preprocessing),
+            "test": eval_transform(self.preprocessing),
         }
         self.datasets: dict[str, Dataset[tuple[Any, int]]] = {}
         self.cache = self._choose_cache()
 
     def _choose_cache(self) -> Choice:
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
-        needed = decoded_bytes(images, resize_size(self.spec, self.image_size))
+        needed = decoded_bytes(images, self.preprocessing.resize)
         return choose_cache(self.config.cache, needed, available_memory())
 
     def prepare_data(self) -> None:
@@ -77,9 +81,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _pixels(self, part: str) -> np.ndarray:
         samples = getattr(self.split, part)
-        side = resize_size(self.spec, self.image_size)
-        return decoded_pixels(samples, side, self.image_size, InterpolationMode(self.spec.interpolation),
-                              self.cache.value, self.times)
+        return decoded_pixels(samples, self.preprocessing.resize, self.image_size,
+                              InterpolationMode(self.preprocessing.interpolation), self.cache.value, self.times)
 
     def _dataset(self, part: str) -> Dataset[tuple[Any, int]]:
         samples = getattr(self.split, part)
@@ -95,7 +98,8 @@ class ImageDataModule(pl.LightningDataModule):
         crop = None
         if isinstance(dataset, DecodedImages) and dataset.transform is None:
             augment = part == "train" and self.config.augment != "none"
-            crop = CropBatch(self.image_size, self.spec.mean, self.spec.std, augment, crop_scale(self.config.augment))
+            crop = CropBatch(self.image_size, self.preprocessing.mean, self.preprocessing.std, augment,
+                             crop_scale(self.config.augment))
         mixing = (batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train"
                   else None)
         return crop if mixing is None else MixBatch(crop or default_collate, mixing)

@@ -28,7 +28,7 @@ from finetune.hardware import Choice, LoaderSettings
 from finetune.module import Classifier
 from finetune.progress import PhaseTimes, tracked
 from zoo._io import save_atomic
-from zoo.spec import ArchSpec
+from zoo.spec import ArchSpec, Preprocessing
 
 FORMAT_VERSION = 1  # bump when the stored features change meaning
 
@@ -84,9 +84,10 @@ class FeatureSet(Dataset[tuple[Tensor, int]]):
         return self.features[index, view], self.labels[index]
 
 
-def uses_feature_cache(config: RunConfig) -> bool:
-    """A frozen backbone trains on cached features unless caching is turned off (``--cache none``)."""
-    return config.optim.freeze == "backbone" and config.data.cache != "none"
+def uses_feature_cache(config: RunConfig, spec: ArchSpec) -> bool:
+    """A frozen backbone trains on cached features unless caching is turned off (``--cache none``) or the network
+    has several classifiers: distilled DeiT's two read different tokens, so no one input of a head is cached."""
+    return config.optim.freeze == "backbone" and config.data.cache != "none" and len(spec.heads) == 1
 
 
 class FeatureDataModule(ImageDataModule):
@@ -97,9 +98,9 @@ class FeatureDataModule(ImageDataModule):
     """
 
     def __init__(self, split: Split, spec: ArchSpec, image_size: int, config: DataConfig, module: Classifier,
-                 times: PhaseTimes | None = None) -> None:
+                 times: PhaseTimes | None = None, preprocessing: Preprocessing | None = None) -> None:
         self.module = module
-        super().__init__(split, spec, image_size, config, times)
+        super().__init__(split, spec, image_size, config, times, preprocessing)
 
     def _choose_cache(self) -> Choice:
         if self.config.cache == "memory":
@@ -122,7 +123,13 @@ class FeatureDataModule(ImageDataModule):
 
     @functools.cached_property
     def _backbone(self) -> str:
-        return backbone_digest(self.module.network, self.module.head)
+        return backbone_digest(self.module.network, self._head)
+
+    @property
+    def _head(self) -> str:
+        """The one head whose input is cached (``uses_feature_cache`` never picks a network with several)."""
+        (head,) = self.module.heads
+        return head
 
     def _features(self, part: str) -> Tensor:
         samples = getattr(self.split, part)
@@ -157,7 +164,7 @@ class FeatureDataModule(ImageDataModule):
                                 pin_memory=settings.pin_memory, generator=torch.Generator().manual_seed(seed))
             was_training = self.module.training
             try:
-                views_of = [extract_features(self.module.network, self.module.head,
+                views_of = [extract_features(self.module.network, self._head,
                                              tracked(loader, len(loader), "features",
                                                      f"extracting backbone features, view {view + 1} of {views} "
                                                      "(batches)" if views > 1

@@ -1,29 +1,19 @@
-"""Image transforms derived from a registry entry's data settings (never stored)."""
+"""Image transforms derived from a run's preprocessing (the weights' own, or the entry's: never stored)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from zoo.images import center_crop_transform
-from zoo.spec import ArchSpec
+from zoo.spec import Preprocessing
 
 
-def _interpolation(spec: ArchSpec) -> InterpolationMode:
-    return InterpolationMode(spec.interpolation)
-
-
-def resize_size(spec: ArchSpec, image_size: int) -> int:
-    """The shorter-side resize before the centre crop (224 → 256 at the usual 0.875 crop fraction)."""
-    return math.floor(image_size / spec.crop_fraction)
-
-
-def eval_transform(spec: ArchSpec, image_size: int) -> T.Compose:
-    """Resize, centre crop, normalise with the entry's mean and std (the same as an exported bundle's)."""
-    return center_crop_transform(resize_size(spec, image_size), image_size, spec.interpolation, spec.mean, spec.std)
+def eval_transform(preprocessing: Preprocessing) -> T.Compose:
+    """Resize, centre crop, normalise with ``preprocessing``'s mean and std (the same as an exported bundle's)."""
+    return center_crop_transform(preprocessing.resize, preprocessing.crop, preprocessing.interpolation,
+                                 preprocessing.mean, preprocessing.std)
 
 
 # Per-image augmentation policies of torchvision, applied after the random crop and flip.
@@ -49,19 +39,20 @@ def per_image(augment: str) -> bool:
     return augment in POLICIES
 
 
-def train_transform(spec: ArchSpec, image_size: int, augment: str) -> T.Compose:
+def train_transform(preprocessing: Preprocessing, augment: str) -> T.Compose:
     """The training transform of a preset: ``none`` (the evaluation transform), ``light`` / ``standard``
     (random resized crop + horizontal flip), or ``standard`` plus a torchvision policy (``POLICIES``)."""
     if augment == "none":
-        return eval_transform(spec, image_size)
+        return eval_transform(preprocessing)
+    interpolation = InterpolationMode(preprocessing.interpolation)
     steps: list[T.Transform] = [
         T.ToImage(),
-        T.RandomResizedCrop(image_size, scale=crop_scale(augment), interpolation=_interpolation(spec), antialias=True),
+        T.RandomResizedCrop(preprocessing.crop, scale=crop_scale(augment), interpolation=interpolation, antialias=True),
         T.RandomHorizontalFlip(),
     ]
     if augment in POLICIES:
-        steps.append(POLICIES[augment](interpolation=_interpolation(spec)))
-    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(spec.mean, spec.std)]
+        steps.append(POLICIES[augment](interpolation=interpolation))
+    steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(preprocessing.mean, preprocessing.std)]
     return T.Compose(steps)
 
 

@@ -30,7 +30,7 @@ def test_efficientnet_lite0_recognises_real_photos(
     efficientnet_lite0: torch.nn.Module, photo: str, expected: set[str]
 ) -> None:
     spec = zoo.get_spec("efficientnet_lite0")
-    image = eval_transform(spec, spec.input_size)(Image.fromarray(getattr(data, photo)()))
+    image = eval_transform(spec.preprocessing)(Image.fromarray(getattr(data, photo)()))
     with torch.no_grad():
         probabilities = efficientnet_lite0(image.unsqueeze(0)).softmax(dim=1)[0]
     assert IMAGENET_CLASSES[int(probabilities.argmax())] in expected

@@ -263,7 +263,7 @@ def test_biases_and_normalisation_get_no_weight_decay() -> None:
 
     network = zoo.create_model("resnet18", 3, dropout=0.2)
     optim = OptimConfig(lr=1e-3, weight_decay=0.05, backbone_lr_mult=0.1)
-    groups = Classifier(network, head="fc", num_classes=3, optim=optim).parameter_groups()
+    groups = Classifier(network, heads=("fc",), num_classes=3, optim=optim).parameter_groups()
     names = {id(p): name for name, p in network.named_parameters()}
     by_setting = {(group["lr"], group["weight_decay"]): {names[id(p)] for p in group["params"]} for group in groups}
     assert by_setting[(1e-3, 0.05)] == {"fc.linear.weight"} and by_setting[(1e-3, 0.0)] == {"fc.linear.bias"}
