@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny real image folders and a hermetic cache and torch home."""
+"""Shared fixtures: tiny real image folders and hermetic caches (zoo, torch home, Hugging Face hub)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def hermetic_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     cache = tmp_path_factory.getbasetemp() / "zoo-cache"
     monkeypatch.setenv("ZOO_CACHE", str(cache))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-hub"))  # timm's weights
     monkeypatch.setenv("ZOO_OFFLINE", "1")
 
 

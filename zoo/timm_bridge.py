@@ -34,16 +34,25 @@ def hub_cache() -> Path:
     return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
 
 
-def hub_cache_file(repo: str) -> Path:
-    """``model.safetensors`` of ``repo`` as huggingface_hub finds it in its cache (no network), else where a file
-    saved by hand is found: a snapshot folder named after the revision ``main``."""
-    from huggingface_hub import try_to_load_from_cache
+def hub_repo_folder(repo: str) -> Path:
+    """The cache folder of model repository ``repo`` (``models--ORG--NAME``)."""
     from huggingface_hub.file_download import repo_folder_name
 
+    return hub_cache() / repo_folder_name(repo_id=repo, repo_type="model")
+
+
+def hub_cached_file(repo: str) -> Path | None:
+    """``model.safetensors`` of ``repo`` as huggingface_hub finds it in its cache (no network), or None."""
+    from huggingface_hub import try_to_load_from_cache
+
     found = try_to_load_from_cache(repo, WEIGHTS_FILE, cache_dir=hub_cache())
-    if isinstance(found, str):
-        return Path(found)
-    return hub_cache() / repo_folder_name(repo_id=repo, repo_type="model") / "snapshots" / "main" / WEIGHTS_FILE
+    return Path(found) if isinstance(found, str) else None
+
+
+def hub_cache_file(repo: str) -> Path:
+    """``hub_cached_file``, else where a file saved by hand is found: a snapshot folder named after the revision
+    ``main``."""
+    return hub_cached_file(repo) or hub_repo_folder(repo) / "snapshots" / "main" / WEIGHTS_FILE
 
 
 def data_config(config: PretrainedCfg | None, model: nn.Module | None = None) -> dict[str, Any]:

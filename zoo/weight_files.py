@@ -16,7 +16,6 @@ Every file is verified before any is installed, so a refused file leaves the cac
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,10 +25,9 @@ from zoo._io import write_atomic, write_text_atomic
 from zoo.errors import WeightsError, ZooError, describe_error
 from zoo.registry import get_spec, list_models
 from zoo.spec import ArchSpec, WeightsInfo
-from zoo.timm_bridge import TimmWeights
+from zoo.timm_bridge import WEIGHTS_FILE, TimmWeights, hub_cached_file, hub_repo_folder
 from zoo.weights import PackageWeights, TorchvisionWeights, hash_prefix
 
-HUB_FILE = "model.safetensors"  # the file of a timm model's hub repository that zoo reads
 # The revision an installed hub file is filed under when the cache holds no refs/main of its own. huggingface_hub
 # resolves the revision "main" through refs/main, or takes it as the snapshot's name when there is none, so a file
 # here is found either way; it is no commit hash, and a later download on a connected machine files the real one
@@ -76,33 +74,14 @@ class Installed:
         return {**asdict(self), "file": str(self.file), "path": str(self.path)}
 
 
-def hub_cache() -> Path:
-    """The Hugging Face hub cache: ``$HF_HUB_CACHE`` read now, else huggingface_hub's (read when it was imported,
-    from ``HF_HUB_CACHE`` / ``HF_HOME``)."""
-    from huggingface_hub import constants
-
-    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
-
-
-def _hub_repo_folder(repo: str) -> Path:
-    return hub_cache() / f"models--{repo.replace('/', '--')}"
-
-
 def _hub_revision(repo: str) -> str:
     """The revision the cache files ``repo`` under: its own refs/main, else zoo's offline one."""
-    ref = _hub_repo_folder(repo) / "refs" / "main"
+    ref = hub_repo_folder(repo) / "refs" / "main"
     try:
         revision = ref.read_text(encoding="utf-8").strip()
     except OSError:
         return OFFLINE_REVISION
     return revision if revision and "/" not in revision and revision not in {".", ".."} else OFFLINE_REVISION
-
-
-def _hub_cached_file(repo: str) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo, HUB_FILE, cache_dir=str(hub_cache()))
-    return Path(found) if isinstance(found, str) else None
 
 
 def _timm_repo(weights: TimmWeights, tag: str) -> str:
@@ -166,13 +145,13 @@ def _weight_file(spec: ArchSpec, info: WeightsInfo, default: bool) -> WeightFile
                           info.path.parent, info.cached, how, package=pip_name)
     if isinstance(source, TimmWeights):
         repo = _timm_repo(source, info.tag)
-        cached = _hub_cached_file(repo)
+        cached = hub_cached_file(repo)
         name = f"timm/{source.model_name}.{info.tag}"
-        url = f"https://huggingface.co/{repo}/resolve/main/{HUB_FILE}"
+        url = f"https://huggingface.co/{repo}/resolve/main/{WEIGHTS_FILE}"
         how = "installed" if cached else ("download its URL on a connected machine, then: "
-                                          f"zoo weights add {HUB_FILE} --arch {name}")
-        folder = cached.parent if cached else _hub_repo_folder(repo) / "snapshots" / _hub_revision(repo)
-        return WeightFile(spec.name, info.tag, default, "hugging face", HUB_FILE, url, None,
+                                          f"zoo weights add {WEIGHTS_FILE} --arch {name}")
+        folder = cached.parent if cached else hub_repo_folder(repo) / "snapshots" / _hub_revision(repo)
+        return WeightFile(spec.name, info.tag, default, "hugging face", WEIGHTS_FILE, url, None,
                           _size_mib(cached) if cached else None, folder, cached is not None, how, repo=repo)
     raise ZooError(f"zoo weights does not know how {spec.name}'s weights ({type(source).__name__}) are stored")
 
@@ -325,8 +304,8 @@ def _verify_hub_file(file: Path, spec: ArchSpec, source: TimmWeights, tag: str |
             f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
         )
-        raise WeightsError(f"{file} does not fit {name} ({details}): use {HUB_FILE} from {repo}")
-    target = _hub_repo_folder(repo) / "snapshots" / _hub_revision(repo) / HUB_FILE
+        raise WeightsError(f"{file} does not fit {name} ({details}): use {WEIGHTS_FILE} from {repo}")
+    target = hub_repo_folder(repo) / "snapshots" / _hub_revision(repo) / WEIGHTS_FILE
     return _Plan(file, name, info.tag, target, _sha256(file), repo)
 
 
@@ -338,7 +317,7 @@ def _safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
             return {key: tuple(reader.get_slice(key).get_shape()) for key in reader.keys()}
     except Exception as error:  # any unreadable file gets the same one-line message
         raise WeightsError(f"{file} is not a readable safetensors file ({describe_error(error)}): "
-                           f"a timm model's weights are the {HUB_FILE} of its Hugging Face repository") from error
+                           f"a timm model's weights are the {WEIGHTS_FILE} of its Hugging Face repository") from error
 
 
 def _model_shapes(spec: ArchSpec) -> dict[str, tuple[int, ...]]:
@@ -395,9 +374,9 @@ def _copy_verified(plan: _Plan, temporary: Path) -> None:
 def _file_hub_revision(plan: _Plan) -> None:
     """Point the repository's refs/main at the snapshot holding the file, and drop a cached "not there"."""
     assert plan.repo is not None
-    folder = _hub_repo_folder(plan.repo)
+    folder = hub_repo_folder(plan.repo)
     revision = plan.target.parent.name
     ref = folder / "refs" / "main"
     if not ref.is_file() or ref.read_text(encoding="utf-8").strip() != revision:
         write_text_atomic(ref, revision)  # huggingface_hub reads the whole file as the revision: no newline
-    (folder / ".no_exist" / revision / HUB_FILE).unlink(missing_ok=True)
+    (folder / ".no_exist" / revision / WEIGHTS_FILE).unlink(missing_ok=True)
