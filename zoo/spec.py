@@ -102,6 +102,7 @@ class ArchSpec:
     other_heads: tuple[str, ...] = ()
     input_size: int = 224
     min_input_size: int = 32
+    fixed_input_size: bool = False  # takes input_size only (a ViT's position embedding has one size)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"

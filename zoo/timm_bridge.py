@@ -167,6 +167,7 @@ def timm_spec(model_name: str) -> ArchSpec:
         head=heads[0],
         other_heads=heads[1:],
         input_size=int(data["input_size"][-1]),
+        fixed_input_size=bool(config is not None and config.fixed_input_size),
         mean=rgb(data["mean"]),
         std=rgb(data["std"]),
         interpolation=data["interpolation"],

@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from finetune.clean import backbone_features
-from finetune.config import RunConfig, merge
+from finetune.config import ConfigError, RunConfig, merge
 from finetune.data.split import split_folder
 from finetune.module import Classifier, FeatureProbe
 from finetune.run import train
@@ -71,6 +71,15 @@ def test_image_size_scales_the_weights_resize_into_the_checkpoint(placed_resnet5
 def test_resnet18s_default_weights_resize_to_256(image_folder: Path, tmp_path: Path) -> None:
     preprocessing = preprocessing_of(_config(image_folder, tmp_path, "resnet18", "default"), zoo.get_spec("resnet18"))
     assert (preprocessing.crop, preprocessing.resize) == (224, 256)
+
+
+def test_a_fixed_input_size_is_one_line_before_any_work(image_folder: Path, tmp_path: Path) -> None:
+    spec = zoo.get_spec("timm/deit_tiny_distilled_patch16_224")  # a position embedding for 14 x 14 patches only
+    assert spec.fixed_input_size and spec.input_size == 224
+    with pytest.raises(ConfigError, match=r"takes images of 224 px only .*: leave out --image-size or pass 224 "
+                                          r"\(got 128\)"):
+        preprocessing_of(_config(image_folder, tmp_path, spec.name, "none", image_size=128), spec)
+    assert preprocessing_of(_config(image_folder, tmp_path, spec.name, "none"), spec).crop == 224
 
 
 def test_distilled_deit_trains_both_heads_by_full_forward_passes(image_folder: Path, tmp_path: Path,
