@@ -141,7 +141,8 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
     checkpoint = read_checkpoint(checkpoint_path)
     module.load_state_dict(checkpoint["state_dict"])
     device, context = trainer.strategy.root_device, trainer.precision_plugin.forward_context
-    val_logits, val_labels = collect_logits(module, data.val_dataloader(), device, context)
+    # Every validation image, on this process alone: val_dataloader would give it only its share under DDP.
+    val_logits, val_labels = collect_logits(module, data.loader("val"), device, context)
     calibration = calibrate(val_logits, val_labels)
     checkpoint["zoo"]["temperature"] = calibration.temperature
     save_atomic(checkpoint, checkpoint_path)

@@ -8,11 +8,12 @@ from typing import Any, cast
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
-from finetune.config import DataConfig
+from finetune.config import ConfigError, DataConfig
 from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
@@ -75,6 +76,12 @@ class ImageDataModule(pl.LightningDataModule):
                 self._pixels(part)
 
     def setup(self, stage: str) -> None:
+        processes, count = (self.trainer.world_size if self.trainer is not None else 1), len(self.split.val)
+        if "val" in PARTS_OF_STAGE[stage] and count < processes:
+            # A process without a validation image would skip validation and leave the others waiting for it.
+            raise ConfigError(f"{count} validation image{'s' if count != 1 else ''} cannot be shared by {processes} "
+                              "processes (each validates images of its own): use fewer --devices or --num-nodes, or a "
+                              "larger --val-fraction")
         for part in PARTS_OF_STAGE[stage]:
             if part not in self.datasets:
                 self.datasets[part] = self._dataset(part)
@@ -113,7 +120,11 @@ class ImageDataModule(pl.LightningDataModule):
             return torch.cuda.is_available()
         return self.trainer.strategy.root_device.type == "cuda"
 
-    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+    def loader(self, part: str) -> DataLoader:
+        """Every image of ``part`` in order, in this process alone (the held-out measurement, on rank 0)."""
+        return self._loader(part, shuffle=False)
+
+    def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None) -> DataLoader:
         if part not in self.datasets:
             self.setup("test" if part == "test" else "fit")
         dataset = self.datasets[part]
@@ -123,6 +134,7 @@ class ImageDataModule(pl.LightningDataModule):
             dataset,
             batch_size=self.config.batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=settings.num_workers,
             pin_memory=settings.pin_memory,
             persistent_workers=settings.persistent_workers,
@@ -134,7 +146,16 @@ class ImageDataModule(pl.LightningDataModule):
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        # Lightning's own distributed sampler pads the split to a multiple of the processes, counting some images
+        # twice in the validation figures; this one gives each process its share, every image once (the
+        # torchmetrics states are summed over the processes when computed, so uneven shares add up right).
+        trainer = self.trainer
+        distributed = trainer.distributed_sampler_kwargs if trainer is not None and trainer.world_size > 1 else None
+        if distributed is None:
+            return self._loader("val", shuffle=False)
+        self.setup("validate")
+        sampler = UnrepeatedDistributedSampler(self.datasets["val"], shuffle=False, **distributed)
+        return self._loader("val", shuffle=False, sampler=sampler)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

@@ -257,6 +257,52 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
     assert [row["epoch"] for row in run_table(out, "metrics.csv")] == ["1", "2"] and run_summary(out)["epochs"] == 2
 
 
+@pytest.mark.slow
+def test_ddp_validation_counts_each_image_once(image_folder: Path, tmp_path: Path) -> None:
+    from finetune.data.split import load_split
+    from finetune.evaluate import model_logits
+    from finetune.heldout import error_rates
+    from finetune.sources import load_checkpoint
+
+    out = tmp_path / "ddp"
+    # 3 validation images on 2 processes: a padded sampler would count one of them twice. fp32 and undecoded
+    # images, as the measurement by hand below.
+    command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--arch", "small_cnn", "--data", str(image_folder),
+               "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--epochs", "1", "--precision", "32",
+               "--cache", "none", "--out", str(out), *QUICK]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    val = load_split(out).val
+    assert len(val) == 3
+    # One epoch: best.ckpt holds the weights the epoch's row measured; by hand, over the saved validation split.
+    logits, labels = model_logits(load_checkpoint(out / "best.ckpt"), val, batch_size=8)
+    by_hand = error_rates(logits, labels)
+    [row] = run_table(out, "metrics.csv")
+    assert float(row["val/top1_error"]) == pytest.approx(by_hand["top1_error"], abs=1e-3)
+    assert float(row["val/loss"]) == pytest.approx(by_hand["loss"], abs=1e-4)
+    summary = run_summary(out)
+    assert summary["num_val"] == 3 and summary["val_top1_error_ci95"] == by_hand["top1_error_ci95"]
+    # The temperature is fitted on rank 0 over the whole validation split.
+    assert summary["val_nll_before"] == pytest.approx(by_hand["loss"], abs=1e-4)
+
+
+def test_ddp_refuses_fewer_validation_images_than_processes(image_folder: Path) -> None:
+    import dataclasses
+
+    import pytorch_lightning as pl
+
+    from finetune.config import ConfigError, DataConfig
+    from finetune.data.datamodule import ImageDataModule
+    from finetune.data.split import split_folder
+
+    split = split_folder(image_folder, val_fraction=0.15, test_fraction=0.15, seed=0)
+    data = ImageDataModule(dataclasses.replace(split, val=split.val[:1]), zoo.get_spec("small_cnn"), 32, DataConfig())
+    # Not launched: the trainer only tells the data module how many processes share the validation images.
+    data.trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_checkpointing=False)
+    with pytest.raises(ConfigError, match="1 validation image cannot be shared by 2 processes"):
+        data.setup("fit")
+
+
 def test_biases_and_normalisation_get_no_weight_decay() -> None:
     from finetune.config import OptimConfig
     from finetune.module import Classifier
