@@ -300,6 +300,10 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
     config = choose_settings(config, split)
     check_devices(config)
     setup = prepare(config, split, times)
+    if config.trainer.precision == "auto":
+        # Written down as chosen: the CPU's bf16 timing can come out differently in each process of a launch,
+        # which would then train one model in two precisions.
+        config = merge(config, {"trainer": {"precision": setup.precision.value}})
     run_dir = resume if resume is not None else new_run_dir(config)
     if not worker:
         os.environ[RUN_DIR_ENV] = str(run_dir)  # what the processes of a DDP launch need to find this run

@@ -44,7 +44,9 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert summary["val_top1_error"] == float(best["val/top1_error"])
     assert summary["val_topk_error"] == float(best["val/topk_error"])
     assert (out / "learning_curves.png").stat().st_size > 10_000
-    assert load_config(out / "config.yaml").model.arch == "small_cnn"
+    saved = load_config(out / "config.yaml")
+    # The precision as chosen, which every process of a DDP launch then reads (each would time bf16 anew).
+    assert saved.model.arch == "small_cnn" and saved.trainer.precision == summary["precision"]
     printed = capsys.readouterr()
     assert "test top-1 error (once, best checkpoint)" in printed.out and f"run folder: {out}" in printed.out
     # Not a terminal: one line per epoch, counted from 1, and no progress-bar redraws in the log.
