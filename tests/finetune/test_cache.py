@@ -201,7 +201,8 @@ def test_cached_features_train_the_same_head_as_naive_training(
         data=DataConfig(path=str(image_folder), image_size=32, batch_size=4, augment="none"),
         model=ModelConfig(arch="resnet18", weights="none"),
         optim=OptimConfig(freeze="backbone", lr=0.01),
-        trainer=TrainerConfig(epochs=2, seed=0),
+        # One precision for both: "auto" times bf16 on CPUs without AMX, and the two runs could choose differently.
+        trainer=TrainerConfig(epochs=2, seed=0, precision="32"),
     )
 
     def run(name: str, cache: str) -> tuple[dict[str, torch.Tensor], RunSummary | None]:
