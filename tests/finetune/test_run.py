@@ -425,7 +425,9 @@ def test_two_nodes_on_this_machine_end_like_one_node_with_two_processes(image_fo
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--arch", "small_cnn", "--data", str(image_folder),
-               "--accelerator", "cpu", "--strategy", "ddp", "--epochs", "2", *QUICK]
+               "--accelerator", "cpu", "--strategy", "ddp", "--epochs", "2", *QUICK,
+               # Two runs compared: with auto each would time bf16 on its own, and may choose another precision.
+               "--precision", "32"]
     # As on a cluster: the same command on every node, told its rank and where node 0 listens.
     nodes = [subprocess.Popen([*command, "--num-nodes", "2", "--devices", "1", "--out", str(tmp_path / "nodes")],
                               env={**os.environ, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
