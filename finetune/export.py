@@ -172,9 +172,8 @@ def _library_formats(network: nn.Module, metadata: BundleMetadata) -> tuple[_For
 
 
 def _write_verified(entry: _Format, out: Path, batch: Tensor, reference: Tensor) -> float:
-    """Write ``entry`` into ``out`` atomically, kept only when it reproduces ``reference``; the largest difference.
-
-    """
+    """Write ``entry`` into ``out`` (atomically, unless it is written in place), kept only when it reproduces
+    ``reference``; the largest difference."""
     differences = []
 
     def write(path: Path) -> None:
@@ -222,8 +221,9 @@ def _check_out(out: Path, force: bool) -> None:
     if not force:
         raise ExportError(f"{out} is not empty: choose another --out, or pass --force to replace the bundle in it")
     # --force replaces the whole folder (the new bundle is swapped in only once complete): other files would go.
-    others = sorted(path.name for path in out.iterdir()
-                    if path.name not in BUNDLE_FILES and TEMPORARY_MARK not in path.name)
+    # README.md and config.json are a bundle's only beside its zoo.json: elsewhere they are likely the user's own.
+    ours = BUNDLE_FILES if (out / METADATA_FILE).is_file() else set(BUNDLE_FILES) - {MODEL_CARD_FILE, TIMM_CONFIG_FILE}
+    others = sorted(path.name for path in out.iterdir() if path.name not in ours and TEMPORARY_MARK not in path.name)
     if others:
         raise ExportError(f"{out} holds files that are not a bundle's ({', '.join(others[:3])}"
                           f"{', …' if len(others) > 3 else ''}): --force would delete them; move them out of it "

@@ -152,9 +152,16 @@ def test_a_non_empty_folder_is_refused_without_force(run_dir: Path, bundle: Path
     assert {path.name for path in out.iterdir()} == {ONNX_FILE, "notes.txt"}
 
     (out / "notes.txt").unlink()
+    # A README.md or config.json beside no zoo.json is the user's (a project's), not an old bundle's model card.
+    (out / "README.md").write_text("the user's project")
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 2
+    assert "README.md" in capsys.readouterr().err and (out / "README.md").read_text() == "the user's project"
+    (out / "README.md").unlink()
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 0
     # No file of the old bundle passes as the new one's.
     assert {path.name for path in out.iterdir()} == {"model.safetensors", "zoo.json", "README.md"}
+    # Beside its zoo.json, a bundle's model card is replaced with it.
+    assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 0
 
 
 def test_an_export_that_does_not_reproduce_the_model_is_not_kept(run_dir: Path, tmp_path: Path, monkeypatch) -> None:
