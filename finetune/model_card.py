@@ -23,15 +23,25 @@ def _interval(figures: dict[str, Any]) -> str:
     return f"{low_high[0]:.2f}–{low_high[1]:.2f}%" if low_high else "unknown"
 
 
+def _hub_base_model(metadata: BundleMetadata) -> str | None:
+    """The hub repository of the weights a timm entry started from (``timm/<model>.<tag>``), else None.
+
+    A run records its starting weights as a tag (``in12k_ft_in1k``), ``none``, or a file's path.
+    """
+    tag = metadata.weights
+    if not metadata.arch.startswith("timm/") or tag == "none" or "/" in tag or "\\" in tag or "." in tag:
+        return None
+    return f"{metadata.arch.partition('.')[0]}.{tag}"
+
+
 def _front_matter(metadata: BundleMetadata) -> str:
     tags = ["image-classification", "zoo", *([metadata.library] if metadata.library else [])]
     fields: dict[str, Any] = {"pipeline_tag": "image-classification", "tags": tags}
     if metadata.library == "timm":
         fields["library_name"] = "timm"
-    start = metadata.weights
-    if metadata.library == "timm" and start.startswith("timm/") and ":" in start:
-        name, _, tag = start.partition(":")  # timm/<model>:<tag>, the hub's timm/<model>.<tag>
-        fields["base_model"] = f"{name.partition('.')[0]}.{tag}"
+    base = _hub_base_model(metadata)
+    if base:
+        fields["base_model"] = base
     return "---\n" + yaml.safe_dump(fields, sort_keys=False, allow_unicode=True) + "---\n"
 
 
@@ -93,7 +103,9 @@ def model_card(metadata: BundleMetadata) -> str:
     sections = [
         f"# {title}", "",
         f"An image classifier of {metadata.num_classes} classes: {library} (zoo's `{metadata.arch}`) with a new "
-        f"dropout ({metadata.dropout:g}) + linear head, fine-tuned with zoo from weights `{metadata.weights}`.", "",
+        f"classifier (dropout {metadata.dropout:g}, then a layer to the classes), "
+        + ("trained from scratch with zoo." if metadata.weights == "none"
+           else f"fine-tuned with zoo from the weights `{metadata.weights}`."), "",
         "## Data", "", *_data(metadata), "",
         "## Results", "", *_results(metadata), "",
         "## Preprocessing", "",

@@ -189,6 +189,7 @@ def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) ->
     learned = dataclasses.replace(metadata, data={**metadata.data, "learned": True})
     assert ("did not learn" in body) is (not metadata.data["learned"])
     assert "did not learn" not in model_card(learned)
+    assert "trained from scratch with zoo" in body  # weights none
     no_test = model_card(dataclasses.replace(metadata, test=None))
     assert "| test |" not in no_test and "No error was measured on held-out test images" in no_test
 
@@ -196,7 +197,10 @@ def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) ->
 def test_a_timm_card_names_its_base_model() -> None:
     metadata = BundleMetadata(arch="timm/convnext_tiny", classes=["a", "b"], num_classes=2, image_size=224,
                               resize=256, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic",
-                              weights="timm/convnext_tiny:in12k_ft_in1k", library="timm", model_name="convnext_tiny")
+                              weights="in12k_ft_in1k", library="timm", model_name="convnext_tiny")  # as a run records it
     front = yaml.safe_load(model_card(metadata).removeprefix("---\n").split("---\n", 1)[0])
     assert front == {"pipeline_tag": "image-classification", "tags": ["image-classification", "zoo", "timm"],
                      "library_name": "timm", "base_model": "timm/convnext_tiny.in12k_ft_in1k"}
+    for weights in ("none", "/data/weights/convnext.safetensors", "convnext.pth"):  # no hub repository to name
+        card = model_card(dataclasses.replace(metadata, weights=weights))
+        assert "base_model" not in yaml.safe_load(card.removeprefix("---\n").split("---\n", 1)[0])
