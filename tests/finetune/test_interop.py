@@ -195,9 +195,10 @@ def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) ->
 
 
 def test_a_timm_card_names_its_base_model() -> None:
+    # weights: the tag, as a run records it
     metadata = BundleMetadata(arch="timm/convnext_tiny", classes=["a", "b"], num_classes=2, image_size=224,
                               resize=256, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic",
-                              weights="in12k_ft_in1k", library="timm", model_name="convnext_tiny")  # as a run records it
+                              weights="in12k_ft_in1k", library="timm", model_name="convnext_tiny")
     front = yaml.safe_load(model_card(metadata).removeprefix("---\n").split("---\n", 1)[0])
     assert front == {"pipeline_tag": "image-classification", "tags": ["image-classification", "zoo", "timm"],
                      "library_name": "timm", "base_model": "timm/convnext_tiny.in12k_ft_in1k"}
