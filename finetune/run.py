@@ -64,11 +64,12 @@ from finetune.setup import (
     trainer_settings,
 )
 from finetune.sources import read_checkpoint
-from zoo._io import DiskError, remove_temporaries
+from zoo._io import DiskError, remove_temporaries, write_text_atomic
 from zoo.errors import ZooError, describe_error
 
 IMBALANCE_WARNING_RATIO = 3.0
 RUN_DIR_ENV = "ZOO_RUN_DIR"  # hands the run folder to the processes a DDP launch starts
+PRECISION_FILE = "precision.txt"  # the precision the first process chose, for the other processes
 NODE_WAIT_SECONDS = 600  # how long another node waits for node 0 to scan, split and write the run's settings
 
 
@@ -299,15 +300,15 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
         times.add("scan", time.perf_counter() - scan_started)
     config = choose_settings(config, split)
     check_devices(config)
+    if worker and resume is not None:
+        config = _first_process_precision(config, resume)
     setup = prepare(config, split, times)
-    if config.trainer.precision == "auto":
-        # Written down as chosen: the CPU's bf16 timing can come out differently in each process of a launch,
-        # which would then train one model in two precisions.
-        config = merge(config, {"trainer": {"precision": setup.precision.value}})
     run_dir = resume if resume is not None else new_run_dir(config)
     if not worker:
         os.environ[RUN_DIR_ENV] = str(run_dir)  # what the processes of a DDP launch need to find this run
         mark_launcher()
+        # Before the config that other nodes wait for: every process trains in this process's precision.
+        write_text_atomic(run_dir / PRECISION_FILE, setup.precision.value + "\n")
         # First, so a run killed from here on can be resumed; on resume, the new epochs or devices, for the
         # processes of a DDP launch and the next resume.
         save_config(config, run_dir / CONFIG_FILE)
@@ -324,6 +325,19 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
             save_config(config, run_dir / CONFIG_FILE)  # the resolved learning rate, not "auto"
     checkpoint = None if resume is None or restart else resume / LAST_CHECKPOINT
     return _Prepared(config, split, setup, run_dir, checkpoint, times)
+
+
+def _first_process_precision(config: RunConfig, run_dir: Path) -> RunConfig:
+    """``config`` with the precision the first process chose for ``auto``.
+
+    ``auto`` times bf16 on CPUs without AMX, and each process would time it anew: one could choose bf16 and another
+    fp32, training one model in two precisions. config.yaml keeps ``auto``, so a resume on other hardware chooses
+    again.
+    """
+    path = run_dir / PRECISION_FILE
+    if config.trainer.precision != "auto" or not path.is_file():
+        return config
+    return merge(config, {"trainer": {"precision": path.read_text(encoding="utf-8").strip()}})
 
 
 def _wait_for_run_folder(config: RunConfig) -> Path:

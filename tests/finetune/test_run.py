@@ -45,8 +45,10 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert summary["val_topk_error"] == float(best["val/topk_error"])
     assert (out / "learning_curves.png").stat().st_size > 10_000
     saved = load_config(out / "config.yaml")
-    # The precision as chosen, which every process of a DDP launch then reads (each would time bf16 anew).
-    assert saved.model.arch == "small_cnn" and saved.trainer.precision == summary["precision"]
+    # The precision as chosen, which every process of a DDP launch then reads (each would time bf16 anew); the
+    # config keeps auto, so a resume on other hardware chooses again.
+    assert saved.model.arch == "small_cnn" and saved.trainer.precision == "auto"
+    assert (out / "precision.txt").read_text() == f"{summary['precision']}\n"
     printed = capsys.readouterr()
     assert "test top-1 error (once, best checkpoint)" in printed.out and f"run folder: {out}" in printed.out
     # Not a terminal: one line per epoch, counted from 1, and no progress-bar redraws in the log.
