@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from zoo.errors import WeightsError
 from zoo.profile import profile
 from zoo.spec import ArchSpec, Preprocessing, WeightsInfo
 
@@ -90,6 +91,7 @@ def _default_weights(spec: ArchSpec) -> WeightsInfo | None:
     if spec.weights is None:
         return None
     infos = {info.tag: info for info in spec.weights.available()}
-    if not infos:  # a timm model without weights on the hub
+    try:
+        return infos.get(spec.weights.default_tag)
+    except WeightsError:  # a timm model without weights on the hub, or whose default is not there
         return None
-    return infos.get(spec.weights.default_tag)

@@ -122,7 +122,10 @@ def weight_files(arch: str, tag: str | None = None) -> list[WeightFile]:
     spec = get_spec(arch)
     if spec.weights is None:
         raise _no_weights(spec)
-    default = spec.weights.default_tag
+    try:
+        default: str | None = spec.weights.default_tag
+    except WeightsError:  # timm's default is not on the hub: --tag all or a tag still lists; _tags refuses the rest
+        default = None
     return [_weight_file(spec, info, info.tag == default) for info in _tags(spec, tag)]
 
 

@@ -171,3 +171,19 @@ def test_weights_whose_two_heads_have_another_width_load_into_the_backbone(tmp_p
     save_file(other_task, str(path))
     model = zoo.create_model(DEIT, num_classes=3, weights=str(path))
     assert torch.equal(model.state_dict()["cls_token"], other_task["cls_token"])
+
+
+def test_a_default_that_is_not_on_the_hub_still_lists_the_tags_that_are(monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo.timm_bridge import TimmWeights
+    from zoo.weight_files import weight_files
+
+    def missing(self: TimmWeights) -> str:
+        raise zoo.WeightsError(f"timm's default weights of timm/{self.model_name} are not on the Hugging Face hub")
+
+    monkeypatch.setattr(TimmWeights, "default_tag", property(missing))
+    spec = zoo.get_spec("timm/resnet10t")
+    assert zoo.describe(spec)["default_weights"] is None  # zoo info shows the entry, without a default
+    assert {row.tag for row in weight_files("timm/resnet10t", "all")} == {info.tag for info in spec.weights.available()}
+    assert main(["weights", "timm/resnet10t"]) == 2  # the default itself is the one-line refusal
+    assert "not on the Hugging Face hub" in capsys.readouterr().err
