@@ -94,6 +94,9 @@ def backbone_features(samples: Sequence[Sample], arch: str, image_size: int | No
     preprocessing = weights_preprocessing(spec, "default")
     preprocessing = preprocessing.at(image_size or preprocessing.crop)
     size = preprocessing.crop
+    problem = spec.input_size_problem(size)
+    if problem:
+        raise ZooError(problem)
     network = create_model(arch, num_classes=1, weights="default")
     transform = eval_transform(preprocessing)
     key = cache_key(samples, version=FORMAT_VERSION, arch=arch, backbone=backbone_digest(network, spec.head),

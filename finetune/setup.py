@@ -42,12 +42,9 @@ def preprocessing_of(config: RunConfig, spec: ArchSpec) -> Preprocessing:
     weights = None if config.model.weights == "none" else config.model.weights
     preprocessing = weights_preprocessing(spec, weights)
     size = config.data.image_size or preprocessing.crop
-    if spec.fixed_input_size and size != spec.input_size:
-        raise ConfigError(f"{spec.name} takes images of {spec.input_size} px only (its input size is fixed): "
-                          f"leave out --image-size or pass {spec.input_size} (got {size})")
-    if size < spec.min_input_size:
-        raise ConfigError(f"{spec.name} needs images of at least {spec.min_input_size} px: "
-                          f"raise --image-size (got {size})")
+    problem = spec.input_size_problem(size)
+    if problem:
+        raise ConfigError(problem)
     return preprocessing.at(size)
 
 

@@ -117,6 +117,15 @@ class ArchSpec:
     library_name: str = ""
     library_args: tuple[tuple[str, bool | int | float | str], ...] = ()  # its build arguments besides num_classes
 
+    def input_size_problem(self, size: int, flag: str = "--image-size") -> str | None:
+        """Why images of ``size`` px cannot go through this network (and what to pass instead), or None."""
+        if self.fixed_input_size and size != self.input_size:
+            return (f"{self.name} takes images of {self.input_size} px only (its input size is fixed): "
+                    f"leave out {flag} or pass {self.input_size} (got {size})")
+        if size < self.min_input_size:
+            return f"{self.name} needs images of at least {self.min_input_size} px: raise {flag} (got {size})"
+        return None
+
     @property
     def heads(self) -> tuple[str, ...]:
         """The dotted paths of every classifier, ``head`` first."""

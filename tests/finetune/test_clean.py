@@ -99,6 +99,9 @@ def test_the_data_folder_is_never_written(planted: tuple[Path, Path, dict[str, s
     (["--similarity", "1.5"], "--similarity must be a cosine similarity above 0 and at most 1"),
     (["--arch", "small_cnn"], "small_cnn has no pretrained weights: choose another --arch"),
     (["--arch", "resnet"], "unknown architecture 'resnet'"),
+    (["--arch", "timm/vit_tiny_patch16_224", "--image-size", "128"],
+     "takes images of 224 px only (its input size is fixed): leave out --image-size or pass 224 (got 128)"),
+    (["--image-size", "16"], "efficientnet_lite0 needs images of at least 32 px: raise --image-size (got 16)"),
 ])
 def test_bad_settings_are_one_line_errors(planted: tuple[Path, Path, dict[str, str]], tmp_path: Path,
                                           extra: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
