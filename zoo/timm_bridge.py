@@ -28,10 +28,15 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def hub_cache() -> Path:
-    """The Hugging Face hub cache: ``$HF_HUB_CACHE`` read now (huggingface_hub reads it once, when imported)."""
+    """The Hugging Face hub cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, read now (huggingface_hub reads them
+    once, when it is imported), else huggingface_hub's default."""
     from huggingface_hub import constants
 
-    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE).expanduser()
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE).expanduser()
 
 
 def hub_repo_folder(repo: str) -> Path:

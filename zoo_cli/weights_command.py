@@ -54,7 +54,7 @@ def _list(arch: str, tag: str | None, fmt: str) -> int:
 
     files = [file.to_dict() for file in weight_files(arch, tag)]
     if fmt != "table":
-        render(files, {key: key for key in ("arch", "tag", "default", *FIELDS)}, fmt)
+        render(files, {key: key for key in ("arch", "tag", "default", "source", *FIELDS)}, fmt)
         return 0
     for file in files:
         rows = [{"key": header, "value": file[key]} for key, header in FIELDS.items() if file[key] is not None]

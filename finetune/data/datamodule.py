@@ -1,4 +1,4 @@
-"""The LightningDataModule over a saved split: seeded shuffling, transforms from the registry entry, image cache."""
+"""The LightningDataModule over a saved split: seeded shuffling, transforms of the run's preprocessing, image cache."""
 
 from __future__ import annotations
 

@@ -187,3 +187,13 @@ def test_a_default_that_is_not_on_the_hub_still_lists_the_tags_that_are(monkeypa
     assert {row.tag for row in weight_files("timm/resnet10t", "all")} == {info.tag for info in spec.weights.available()}
     assert main(["weights", "timm/resnet10t"]) == 2  # the default itself is the one-line refusal
     assert "not on the Hugging Face hub" in capsys.readouterr().err
+
+
+def test_the_hub_cache_follows_hf_home_set_after_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from zoo.timm_bridge import hub_cache
+
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert hub_cache() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    assert hub_cache() == tmp_path / "hub-cache"
