@@ -118,13 +118,17 @@ class TimmWeights:
                                f"choose a tag with --weights TAG ({', '.join(tags)}), a file, or none")
         return default.tag
 
-    def state_dict(self, tag: str) -> dict[str, Tensor]:
+    def repo(self, tag: str) -> str:
+        """The Hugging Face repository of the weights tagged ``tag``."""
         configs = self._configs()
         if tag not in configs:
             raise WeightsError(f"timm/{self.model_name} has no weights tagged '{tag}' "
                                f"(available: {', '.join(configs) or 'none'})")
+        return configs[tag][0]
+
+    def state_dict(self, tag: str) -> dict[str, Tensor]:
+        repo = self.repo(tag)
         info = next(info for info in self.available() if info.tag == tag)
-        repo = configs[tag][0]
 
         def download(_: WeightsInfo) -> Path:
             from huggingface_hub import hf_hub_download

@@ -84,17 +84,6 @@ def _hub_revision(repo: str) -> str:
     return revision if revision and "/" not in revision and revision not in {".", ".."} else OFFLINE_REVISION
 
 
-def _timm_repo(weights: TimmWeights, tag: str) -> str:
-    import timm
-
-    config = timm.models.get_pretrained_cfg(f"{weights.model_name}.{tag}")
-    repo = getattr(config, "hf_hub_id", None)
-    if not repo:
-        raise WeightsError(f"timm/{weights.model_name}.{tag} has no Hugging Face repository: "
-                           "its weights cannot be installed from a file")
-    return repo
-
-
 def _pip_name(package: str) -> str:
     return package.replace("_", "-")
 
@@ -147,14 +136,13 @@ def _weight_file(spec: ArchSpec, info: WeightsInfo, default: bool) -> WeightFile
                           hash_prefix(info.path.name), _size_mib(info.path) if info.cached else None,
                           info.path.parent, info.cached, how, package=pip_name)
     if isinstance(source, TimmWeights):
-        repo = _timm_repo(source, info.tag)
+        repo = source.repo(info.tag)
         cached = hub_cached_file(repo)
         name = f"timm/{source.model_name}.{info.tag}"
-        url = f"https://huggingface.co/{repo}/resolve/main/{WEIGHTS_FILE}"
         how = "installed" if cached else ("download its URL on a connected machine, then: "
                                           f"zoo weights add {WEIGHTS_FILE} --arch {name}")
         folder = cached.parent if cached else hub_repo_folder(repo) / "snapshots" / _hub_revision(repo)
-        return WeightFile(spec.name, info.tag, default, "hugging face", WEIGHTS_FILE, url, None,
+        return WeightFile(spec.name, info.tag, default, "hugging face", WEIGHTS_FILE, info.url, None,
                           _size_mib(cached) if cached else None, folder, cached is not None, how, repo=repo)
     raise ZooError(f"zoo weights does not know how {spec.name}'s weights ({type(source).__name__}) are stored")
 
@@ -296,7 +284,7 @@ def _verify_digest(file: Path, arch: str, info: WeightsInfo) -> _Plan:
 def _verify_hub_file(file: Path, spec: ArchSpec, source: TimmWeights, tag: str | None) -> _Plan:
     info = _tags(spec, tag)[0]
     name = f"timm/{source.model_name}.{info.tag}"
-    repo = _timm_repo(source, info.tag)
+    repo = source.repo(info.tag)
     shapes = _safetensors_shapes(file)
     expected = _model_shapes(get_spec(name))
     missing = sorted(set(expected) - set(shapes))
