@@ -43,10 +43,16 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Where the resize comes from a crop fraction (timm's crop_pct: resize = ⌊crop / fraction⌋), that fraction; the
+    # rounded resize alone would drift a pixel at other crops (convnext at 288: ⌊288 / 0.95⌋ = 303, not 302).
+    crop_fraction: float | None = None
 
     def at(self, crop: int) -> Preprocessing:
         """The same preprocessing for another crop size: the resize keeps its ratio to the crop (232 / 224)."""
-        return self if crop == self.crop else replace(self, crop=crop, resize=crop * self.resize // self.crop)
+        if crop == self.crop:
+            return self
+        resize = math.floor(crop / self.crop_fraction) if self.crop_fraction else crop * self.resize // self.crop
+        return replace(self, crop=crop, resize=resize)
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,7 @@ class ArchSpec:
     def preprocessing(self) -> Preprocessing:
         """The entry's own preprocessing (from scratch or a weights file); pretrained weights bring theirs."""
         return Preprocessing(self.input_size, math.floor(self.input_size / self.crop_fraction), self.interpolation,
-                             self.mean, self.std)
+                             self.mean, self.std, self.crop_fraction)
 
     @property
     def headline_ilsvrc(self) -> IlsvrcResult | None:

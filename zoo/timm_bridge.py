@@ -73,7 +73,7 @@ def data_preprocessing(config: PretrainedCfg) -> Preprocessing:
     data = data_config(config)
     crop = int(data["input_size"][-1])
     return Preprocessing(crop, math.floor(crop / data["crop_pct"]), data["interpolation"], rgb(data["mean"]),
-                         rgb(data["std"]))
+                         rgb(data["std"]), data["crop_pct"])
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from zoo.weights import weights_preprocessing
     ("resnet50", None, 256),  # from scratch: the entry's own 224 / 0.875
 ])
 def test_torchvision_weights_bring_their_resize(name: str, weights: str | None, resize: int) -> None:
+    fraction = 0.875 if weights is None else None  # the entry's own resize is ⌊crop / 0.875⌋ at any crop
     assert weights_preprocessing(zoo.get_spec(name), weights) == Preprocessing(224, resize, "bilinear", IMAGENET_MEAN,
-                                                                                IMAGENET_STD)
+                                                                                IMAGENET_STD, fraction)
 
 
 def test_a_weights_file_gets_the_entrys_own_preprocessing(tmp_path: Path) -> None:

@@ -59,7 +59,10 @@ def test_preprocessing_of_each_tag_is_timms_data_config() -> None:
     assert spec.weights is not None
     by_tag = {info.tag: info.preprocessing for info in spec.weights.available()}
     # in12k_ft_in1k: crop_pct 0.95 → resize ⌊224 / 0.95⌋ = ⌊235.79⌋ = 235; fb_in1k: ⌊224 / 0.875⌋ = 256.
-    assert by_tag["in12k_ft_in1k"] == Preprocessing(224, 235, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert by_tag["in12k_ft_in1k"] == Preprocessing(224, 235, "bicubic", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+                                                    0.95)
+    # Another crop as timm computes it from crop_pct: ⌊288 / 0.95⌋ = 303 (scaling the rounded 235 would give 302).
+    assert by_tag["in12k_ft_in1k"].at(288).resize == 303
     assert (by_tag["fb_in1k"].crop, by_tag["fb_in1k"].resize) == (224, 256)
     assert (by_tag["in12k_ft_in1k_384"].crop, by_tag["in12k_ft_in1k_384"].resize) == (384, 384)  # crop_pct 1.0
     # The entry's own settings (from scratch) are its default tag's; BiT's mean and std are 0.5.
