@@ -81,7 +81,7 @@ def _data(metadata: BundleMetadata) -> list[str]:
 
 def _usage(metadata: BundleMetadata) -> list[str]:
     code = ["```python", "import zoo", "", 'model = zoo.load("BUNDLE")',
-            'probabilities = model.predict(["image.jpg"])  # calibrated softmax over the classes above']
+            'top = model.predict("image.jpg")  # [[(class, calibrated probability), …]], best first']
     if metadata.library == "timm":
         code += ["", "import timm  # timm alone, without zoo: same logits", "",
                  'model = timm.create_model("local-dir:BUNDLE", pretrained=True).eval()']

@@ -81,7 +81,7 @@ def predict(model: LoadedModel, paths: Sequence[Path], top_k: int = 5, batch_siz
             readable = [i for i, image in enumerate(images) if not isinstance(image, str)]
             tops = {}
             if readable:
-                values, indices = model.predict([images[i] for i in readable]).topk(k, dim=1)
+                values, indices = model.predict_proba([images[i] for i in readable]).topk(k, dim=1)
                 for i, row_values, row_indices in zip(readable, values.tolist(), indices.tolist(), strict=True):
                     tops[i] = [(model.classes[c], round(p, 6)) for c, p in zip(row_indices, row_values, strict=True)]
             results += [

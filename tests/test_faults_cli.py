@@ -351,7 +351,7 @@ def test_a_full_disk_during_export_force_keeps_the_old_bundle(
     run_dir: Path, bundle: Path, photo: Path, monkeypatch, failing: str, capsys
 ) -> None:
     before = _bundle_files(bundle)
-    probabilities = zoo.load(bundle).predict([photo])
+    probabilities = zoo.load(bundle).predict_proba([photo])
 
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -369,7 +369,7 @@ def test_a_full_disk_during_export_force_keeps_the_old_bundle(
     assert "No space left on device" in _one_line_error(capsys, "export")
 
     assert _bundle_files(bundle) == before
-    assert torch.equal(zoo.load(bundle).predict([photo]), probabilities)
+    assert torch.equal(zoo.load(bundle).predict_proba([photo]), probabilities)
     assert [path.name for path in bundle.parent.iterdir() if path.name.startswith(".")] == []
 
 

@@ -29,6 +29,8 @@ from zoo.weights import read_state_dict
 if TYPE_CHECKING:
     from PIL import Image
 
+    ImageInput = Image.Image | str | Path
+
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "zoo.json"
 TORCHSCRIPT_FILE = "model.torchscript.pt"
@@ -127,13 +129,26 @@ class LoadedModel:
         """Raw scores of a preprocessed batch ``(N, 3, H, W)``, on the CPU."""
         return self.network(batch.to(self.device)).float().cpu()
 
-    def predict(self, images: Tensor | Sequence[Image.Image | str | Path]) -> Tensor:
-        """Class probabilities ``(N, classes)`` of PIL images, image paths, or a preprocessed batch."""
-        if not isinstance(images, Tensor):
-            images = torch.stack([self.transform(_open_rgb(image)) for image in images])
-        elif images.dim() == 3:
-            images = images.unsqueeze(0)
-        return (self.logits(images) / self.temperature).softmax(dim=1)
+    def predict_proba(self, images: Tensor | ImageInput | Sequence[ImageInput]) -> Tensor:
+        """Class probabilities ``(N, classes)`` of one image or several: PIL images, paths (``str`` or ``Path``),
+        or a preprocessed batch ``(N, 3, H, W)`` / single image ``(3, H, W)``; columns in the order of ``classes``."""
+        if isinstance(images, Tensor):
+            batch = images.unsqueeze(0) if images.dim() == 3 else images
+        else:
+            # One path or image is one image: a str is a sequence too, of characters that are no files.
+            many = images if isinstance(images, Sequence) and not isinstance(images, str) else [images]
+            batch = torch.stack([self.transform(_open_rgb(image)) for image in many])
+        return (self.logits(batch) / self.temperature).softmax(dim=1)
+
+    def predict(self, images: Tensor | ImageInput | Sequence[ImageInput],
+                top_k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per image, its ``top_k`` most probable class names with their calibrated probabilities, best first
+        (the inputs of ``predict_proba``; ``top_k`` is capped at the class count)."""
+        if top_k < 1:
+            raise ZooError(f"top_k must be at least 1, got {top_k}")
+        values, indices = self.predict_proba(images).topk(min(top_k, len(self.classes)), dim=1)
+        return [[(self.classes[c], p) for c, p in zip(row_indices, row_values, strict=True)]
+                for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True)]
 
 
 def _open_rgb(image: Image.Image | str | Path) -> Image.Image:

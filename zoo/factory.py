@@ -56,19 +56,22 @@ def replace_heads(model: nn.Module, heads: Sequence[str], num_classes: int, drop
     return new
 
 
-def create_model(name: str, num_classes: int, *, weights: str | None = None, dropout: float = 0.2) -> nn.Module:
-    """The network ``name`` with each classifier replaced by Dropout(``dropout``) + a new layer to ``num_classes``.
+def create_model(name: str, num_classes: int | None = None, *, weights: str | None = None,
+                 dropout: float = 0.2) -> nn.Module:
+    """The network ``name`` with each classifier replaced by Dropout(``dropout``) + a new layer to ``num_classes``;
+    ``num_classes=None`` keeps the published classifier (ImageNet's 1,000 classes; small_cnn's 10), as timm does.
 
-    ``weights``: ``None`` for random initialisation, ``"default"`` for the entry's default pretrained
-    weights, a weight tag (``"IMAGENET1K_V1"``), or the path of a ``.pth`` / ``.safetensors`` file.
-    Pretrained weights are loaded into the published network first, so the backbone keeps them.
+    ``weights``: ``None`` or ``"none"`` (as ``--weights none``) for random initialisation, ``"default"`` for the
+    entry's default pretrained weights, a weight tag (``"IMAGENET1K_V1"``), or the path of a ``.pth`` /
+    ``.safetensors`` file. Pretrained weights are loaded into the published network first, so the backbone keeps them.
     """
-    if num_classes < 1:
+    if num_classes is not None and num_classes < 1:
         raise ZooError(f"num_classes must be at least 1, got {num_classes}")
     spec = get_spec(name)
     model = spec.build()
-    if weights is not None:
+    if weights is not None and weights != "none":
         state_dict, origin = resolve_state_dict(spec, weights, model)
         load_state_dict_into(model, state_dict, spec, origin)
-    replace_heads(model, spec.heads, num_classes, dropout)
+    if num_classes is not None:
+        replace_heads(model, spec.heads, num_classes, dropout)
     return model

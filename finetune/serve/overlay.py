@@ -43,7 +43,7 @@ def default_layer(model: LoadedModel) -> str | None:
 def overlay(model: LoadedModel, layer: str, image: Image.Image, target: int | None) -> Overlay:
     """Grad-CAM of class ``target`` (None: the top-1 class) at ``layer``, over ``image``, as a PNG."""
     batch = model.transform(image).unsqueeze(0)
-    probabilities = model.predict(batch)[0]
+    probabilities = model.predict_proba(batch)[0]
     target = int(probabilities.argmax()) if target is None else target
     heat = class_activation_map(model.network, model.network.get_submodule(layer), batch.to(model.device), target)
     width, height = image.size

@@ -73,19 +73,40 @@ def test_zoo_load_predicts_like_the_checkpoint(
     run_dir: Path, bundle: Path, photos: list[Path], batch: torch.Tensor
 ) -> None:
     model = zoo.load(bundle)
-    expected = load_source(run_dir).model.predict(photos)
+    expected = load_source(run_dir).model.predict_proba(photos)
 
     assert model.classes == ["astronaut", "chelsea", "coffee"]
-    assert torch.allclose(model.predict(photos), expected, atol=1e-6)
-    assert torch.allclose(model.predict([Image.open(path) for path in photos]), expected, atol=1e-6)
-    assert torch.allclose(model.predict(batch), expected, atol=1e-6)
+    assert torch.allclose(model.predict_proba(photos), expected, atol=1e-6)
+    assert torch.allclose(model.predict_proba([Image.open(path) for path in photos]), expected, atol=1e-6)
+    assert torch.allclose(model.predict_proba(batch), expected, atol=1e-6)
     assert torch.allclose(expected.sum(dim=1), torch.ones(len(photos)))
+
+
+def test_zoo_load_predict_names_the_classes_of_a_path_a_str_a_list_or_a_tensor(
+    bundle: Path, photos: list[Path], batch: torch.Tensor
+) -> None:
+    model = zoo.load(bundle)
+    probabilities = model.predict_proba(photos)
+    expected = [(model.classes[int(row.argmax())], float(row.max())) for row in probabilities]
+
+    def top1(result: list[list[tuple[str, float]]]) -> list[tuple[str, float]]:
+        assert all(len(row) == 1 for row in result)
+        return [(row[0][0], round(row[0][1], 5)) for row in result]
+
+    rounded = [(name, round(p, 5)) for name, p in expected]
+    assert top1(model.predict(str(photos[0]), top_k=1)) == rounded[:1]  # a str is one file, not "/", "t", …
+    assert top1(model.predict(photos[0], top_k=1)) == rounded[:1]
+    assert top1(model.predict([str(path) for path in photos], top_k=1)) == rounded
+    assert top1(model.predict(batch, top_k=1)) == rounded
+    top = model.predict(photos[0], top_k=99)[0]  # capped at the class count, best first
+    assert sorted(name for name, _ in top) == model.classes and [p for _, p in top] == sorted(
+        (p for _, p in top), reverse=True) and sum(p for _, p in top) == pytest.approx(1.0)
 
 
 def test_zoo_load_needs_no_lightning(bundle: Path, photos: list[Path]) -> None:
     script = (
         "import sys, zoo\n"
-        f"print(zoo.load({str(bundle)!r}).predict([{str(photos[0])!r}]).shape)\n"
+        f"print(zoo.load({str(bundle)!r}).predict_proba([{str(photos[0])!r}]).shape)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning', 'finetune')))\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)

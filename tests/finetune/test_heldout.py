@@ -37,7 +37,7 @@ def test_the_test_split_is_measured_once_and_written(image_folder: Path, tmp_pat
     assert read_checkpoint(out / "best.ckpt")["zoo"]["temperature"] == summary["temperature"] > 0
     model = load_source(out).model
     batch = torch.stack([model.transform(Image.open(sample.path).convert("RGB")) for sample in split.test])
-    assert torch.allclose(model.predict(batch), (model.logits(batch) / summary["temperature"]).softmax(dim=1))
+    assert torch.allclose(model.predict_proba(batch), (model.logits(batch) / summary["temperature"]).softmax(dim=1))
     printed = capsys.readouterr().out
     assert "test top-1 error (once, best checkpoint)" in printed and "n = 3" in printed
 

@@ -112,7 +112,7 @@ def test_a_bundle_with_zoo_key_names_still_loads(small_bundle: Path, tmp_path: P
     save_file(model.network.state_dict(), str(old / "model.safetensors"))  # fc.linear.*, as bundles once held
 
     assert "classifier.linear.weight" in model.network.state_dict()
-    assert torch.equal(zoo.load(old).predict([_photo(small_bundle)]), model.predict([_photo(small_bundle)]))
+    assert torch.equal(zoo.load(old).predict_proba([_photo(small_bundle)]), model.predict_proba([_photo(small_bundle)]))
 
 
 def test_readmes_torchvision_lines_load_the_bundle_without_zoo(torchvision_bundle: Path, tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_readmes_torchvision_lines_load_the_bundle_without_zoo(torchvision_bundl
     lines = _run_isolated("import sys\n" + script, tmp_path)
 
     assert lines[-1] == "[]"
-    expected = zoo.load(torchvision_bundle).predict([photo])[0]
+    expected = zoo.load(torchvision_bundle).predict_proba([photo])[0]
     assert torch.allclose(torch.tensor(json.loads(lines[-2])), expected, atol=1e-5)
 
 

@@ -65,7 +65,7 @@ def test_probabilities_are_the_softmax_of_the_model_on_training_preprocessing(
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     # The validation transform of training, rebuilt from the registry entry, not from the checkpoint.
     transform = eval_transform(zoo.get_spec("small_cnn").preprocessing.at(summary["image_size"]))
-    expected = model.predict(torch.stack([transform(load_rgb(path)) for path in images]))
+    expected = model.predict_proba(torch.stack([transform(load_rgb(path)) for path in images]))
     for index, path in enumerate(images):
         printed = {row["class"]: float(row["probability"]) for row in rows if row["path"] == str(path)}
         assert printed == pytest.approx(dict(zip(CLASSES, expected[index].tolist(), strict=True)), abs=1e-5)

@@ -124,7 +124,7 @@ def png_header(width: int, height: int) -> bytes:
 def test_predict_gives_the_models_own_probabilities(server: Server, bundle: Path, photo: Path) -> None:
     data = photo.read_bytes()
     model = zoo.load(bundle)
-    expected = model.predict([photo])[0]
+    expected = model.predict_proba([photo])[0]
     for raw in (False, True):  # multipart field "file", and the image as the body
         response = post_image(server, data, raw=raw)
         assert response.status_code == 200, response.text

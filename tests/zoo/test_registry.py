@@ -111,3 +111,10 @@ def test_timm_models_are_reachable_by_name() -> None:
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
     with pytest.raises(zoo.UnknownModelError, match="timm/resnet10x"):
         zoo.get_spec("timm/resnet10x")
+
+
+def test_create_model_takes_weights_none_as_the_command_line_does() -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model("resnet18", weights="none")  # no num_classes: the published 1,000-class head
+    assert model.fc.out_features == 1000
+    assert zoo.create_model("small_cnn", num_classes=4, weights="none")(torch.zeros(1, 3, 28, 28)).shape == (1, 4)
