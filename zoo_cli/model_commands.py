@@ -37,7 +37,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes of images, with softmax probabilities")
-    predict.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
+    predict.add_argument("source", type=Path, metavar="SOURCE",
+                         help=f"a registry name (its pretrained weights and ImageNet's classes), or {SOURCE_HELP}")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                          help="image files or folders (searched recursively)")
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (at most the model's)")
@@ -97,9 +98,9 @@ def _csv_rows(results: list[Prediction]) -> Iterator[dict[str, object]]:
 
 def run_predict(args: argparse.Namespace) -> int:
     from finetune.predict import predict
-    from finetune.sources import load_source
+    from finetune.pretrained import load_model
 
-    results = predict(load_source(args.source).model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    results = predict(load_model(args.source).model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
     if args.format == "json":
         render([result.to_dict() for result in results], {}, "json")
     elif args.format == "csv":

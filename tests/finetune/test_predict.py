@@ -100,3 +100,17 @@ def test_class_names_never_reach_the_terminal_as_control_codes(run_dir: Path, tm
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "\x9b" not in printed, "no escape sequence reaches the terminal"
     assert ("\\x1b[2J" in printed or "\\u001b[2J" in printed) and "[bold]markup[/bold]" in printed
+
+
+def test_a_registry_name_predicts_imagenet_classes_with_its_installed_weights(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+    from skimage import data
+
+    cat = tmp_path / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(cat)
+    # efficientnet_lite0's ImageNet weights ship in a pip package; the names are torchvision's ImageNet categories.
+    assert main(["predict", "efficientnet_lite0", str(cat), "--format", "json", "--top-k", "3"]) == 0
+    top = json.loads(capsys.readouterr().out)[0]["predictions"]
+    assert top[0]["class"] in {"tabby", "tiger cat", "Egyptian cat"} and top[0]["probability"] > 0.3
+    assert main(["predict", "small_cnn", str(cat)]) == 2  # no pretrained weights: one line saying what to pass
+    assert "small_cnn has no pretrained weights" in capsys.readouterr().err
