@@ -35,7 +35,8 @@ def _hub_base_model(metadata: BundleMetadata) -> str | None:
 
 
 def _front_matter(metadata: BundleMetadata) -> str:
-    tags = ["image-classification", "zoo", *([metadata.library] if metadata.library else [])]
+    # zoo's own architectures (small_cnn) have library "zoo": the tag is not repeated.
+    tags = list(dict.fromkeys(["image-classification", "zoo", *([metadata.library] if metadata.library else [])]))
     fields: dict[str, Any] = {"pipeline_tag": "image-classification", "tags": tags}
     if metadata.library == "timm":
         fields["library_name"] = "timm"
@@ -99,10 +100,13 @@ def model_card(metadata: BundleMetadata) -> str:
     test = metadata.test or {}
     folder = (metadata.data or {}).get("folder")
     title = f"{metadata.arch} fine-tuned{f' on {folder}' if folder else ''}"
-    library = f"{metadata.library}'s `{metadata.model_name}`" if metadata.library else metadata.arch
+    library = f"{metadata.library}'s `{metadata.model_name}`" if metadata.library else f"`{metadata.arch}`"
+    # "(zoo's `resnet18`)" tells which registry entry a library's model is; for zoo's own model it would repeat it.
+    if metadata.library not in (None, "zoo") or metadata.model_name != metadata.arch:
+        library += f" (zoo's `{metadata.arch}`)"
     sections = [
         f"# {title}", "",
-        f"An image classifier of {metadata.num_classes} classes: {library} (zoo's `{metadata.arch}`) with a new "
+        f"An image classifier of {metadata.num_classes} classes: {library} with a new "
         f"classifier (dropout {metadata.dropout:g}, then a layer to the classes), "
         + ("trained from scratch with zoo." if metadata.weights == "none"
            else f"fine-tuned with zoo from the weights `{metadata.weights}`."), "",

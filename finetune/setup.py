@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -99,8 +100,11 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split,
 def choose_settings(config: RunConfig, split: Split) -> RunConfig:
     """Decide what ``config`` leaves to zoo (``finetune.recipe``), saying each choice and its reason."""
     spec = zoo.get_spec(config.model.arch)
-    weights = config.model.weights
-    pretrained = weights != "none" and not (weights == "default" and spec.weights is None)
+    if config.model.weights == "default" and spec.weights is None:
+        # config.yaml says what the run did: an entry without pretrained weights (small_cnn) starts from none.
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, weights="none"))
+        say(f"model.weights: none ({spec.name} has no pretrained weights: training from scratch)")
+    pretrained = config.model.weights != "none"
     on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
     config, decisions = recipe.choose(config, spec, split, preprocessing_of(config, spec).crop, pretrained, on_gpu)
     for decision in decisions:

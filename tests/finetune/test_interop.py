@@ -205,3 +205,17 @@ def test_a_timm_card_names_its_base_model() -> None:
     for weights in ("none", "/data/weights/convnext.safetensors", "convnext.pth"):  # no hub repository to name
         card = model_card(dataclasses.replace(metadata, weights=weights))
         assert "base_model" not in yaml.safe_load(card.removeprefix("---\n").split("---\n", 1)[0])
+
+
+def test_a_card_of_zoos_own_model_names_it_once() -> None:
+    metadata = BundleMetadata(arch="small_cnn", classes=["a", "b"], num_classes=2, image_size=28, resize=32,
+                              mean=[0.5] * 3, std=[0.5] * 3, interpolation="bilinear", weights="none",
+                              library="zoo", model_name="small_cnn")
+    card = model_card(metadata)
+    front = yaml.safe_load(card.removeprefix("---\n").split("---\n", 1)[0])
+    assert front["tags"] == ["image-classification", "zoo"]
+    assert "An image classifier of 2 classes: zoo's `small_cnn` with a new classifier" in card
+    assert card.count("small_cnn`") == card.count("zoo's `small_cnn`")  # never "zoo's small_cnn (zoo's small_cnn)"
+    torchvision = model_card(dataclasses.replace(metadata, arch="resnet18", library="torchvision",
+                                                 model_name="resnet18"))
+    assert "torchvision's `resnet18` (zoo's `resnet18`)" in torchvision

@@ -101,3 +101,13 @@ def test_finetune_prints_each_choice_with_its_reason(
     printed = capsys.readouterr().out
     assert ("zoo: data.augment:" in printed) == (not flag) and "zoo: optim.lr: 0.003 (random weights" in printed
     assert "trainer.epochs" not in printed, "a given value is not chosen again"
+
+
+def test_an_entry_without_pretrained_weights_records_none_not_default(image_folder: Path, capsys) -> None:
+    from finetune.setup import choose_settings
+
+    config = merge(RunConfig(), {"model": {"arch": "small_cnn"}, "data": {"path": str(image_folder)}})
+    assert config.model.weights == "default"
+    chosen = choose_settings(config, split_folder(image_folder))
+    assert chosen.model.weights == "none" and chosen.optim.freeze == "none"  # what config.yaml then says
+    assert "model.weights: none (small_cnn has no pretrained weights" in capsys.readouterr().out
