@@ -7,14 +7,24 @@ minimise the validation negative log-likelihood, fixes most of that without chan
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
+from finetune.stats import wilson_interval
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 ECE_BINS = 15
+FEW_IMAGES = 10  # a bin with fewer images is drawn faded: its accuracy is hardly known
+TITLE_CHARACTERS = 70  # of the title at 10 pt that fit the 6-inch figure
 # A fit that runs into this range's ends only says the validation set cannot pin the temperature down
 # (e.g. every image right, where the likelihood keeps rising as T falls to 0): the logits are then left
 # as they are (T = 1) rather than made ever more confident.
@@ -63,10 +73,16 @@ def calibration_error(probabilities: Tensor, labels: Tensor) -> float:
 
 
 def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: str) -> None:
-    """Reliability diagram: accuracy against confidence per bin, the diagonal as perfect calibration."""
-    from matplotlib.figure import Figure
-
+    """Write the reliability diagram of ``reliability_figure`` to ``path``."""
     from finetune.plots import save_figure
+
+    save_figure(reliability_figure(probabilities, labels, title), path)
+
+
+def reliability_figure(probabilities: Tensor, labels: Tensor, title: str) -> Figure:
+    """Reliability diagram: accuracy against confidence per bin with its 95% interval, the diagonal as perfect
+    calibration; bins of fewer than ``FEW_IMAGES`` images faded."""
+    from matplotlib.figure import Figure
 
     confidence, predicted = probabilities.float().max(dim=1)
     correct = (predicted == labels).float()
@@ -76,21 +92,34 @@ def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: s
     accuracy = torch.bincount(bins, weights=correct, minlength=ECE_BINS) / counts.clamp(min=1)
     mean_confidence = torch.bincount(bins, weights=confidence, minlength=ECE_BINS) / counts.clamp(min=1)
     # matplotlib takes numpy arrays; tensors go through a deprecated conversion.
-    filled = (counts > 0).numpy()
+    shown, accurate = counts.numpy(), accuracy.numpy()
     centres = ((edges[:-1] + edges[1:]) / 2).numpy()
     gap = (mean_confidence - accuracy).numpy()
-    shown, accurate = counts.numpy(), accuracy.numpy()
+    # A bin of a few images says little about its accuracy: drawn faded, and every bin carries its 95% interval.
+    sure = shown >= FEW_IMAGES
+    few = (shown > 0) & ~sure
+    intervals = [wilson_interval(int(n - round(a * n)), int(n)) if n else (0.0, 0.0)
+                 for n, a in zip(shown.tolist(), accurate.tolist(), strict=True)]
+    low = np.array([1 - high / 100 for _, high in intervals])
+    high = np.array([1 - low_error / 100 for low_error, _ in intervals])
     width = 1.0 / ECE_BINS
     figure = Figure(figsize=(6, 7))
     top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 1))
-    top.bar(centres[filled], accurate[filled], width=width, edgecolor="black", color="tab:blue", label="accuracy")
-    top.bar(centres[filled], gap[filled], bottom=accurate[filled], width=width,
+    top.bar(centres[sure], accurate[sure], width=width, edgecolor="black", color="tab:blue", label="accuracy")
+    top.bar(centres[few], accurate[few], width=width, edgecolor="black", color="tab:blue", alpha=0.25, hatch="//",
+            label=f"accuracy, bin of under {FEW_IMAGES} images")
+    top.bar(centres[sure], gap[sure], bottom=accurate[sure], width=width,
             color="tab:red", alpha=0.3, edgecolor="tab:red", label="gap to mean confidence")
+    filled = shown > 0
+    top.errorbar(centres[filled], accurate[filled],
+                 yerr=[(accurate - low)[filled].clip(min=0), (high - accurate)[filled].clip(min=0)],
+                 fmt="none", ecolor="black", capsize=2, linewidth=1, label="95% interval (Wilson)")
     top.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1),
             title=f"ECE {calibration_error(probabilities, labels):.2f}% over {len(labels)} images ({ECE_BINS} bins)")
     top.legend(loc="upper left", fontsize=8)
     bottom.bar(centres, shown, width=width, color="tab:gray", edgecolor="black")
     bottom.set(xlabel="confidence (top-1 probability)", ylabel="images")
-    figure.suptitle(title, fontsize=10)
-    save_figure(figure, path)
+    # Wrapped to the figure's width: a run's name and data folder make titles longer than one line holds.
+    figure.suptitle("\n".join(textwrap.wrap(title, TITLE_CHARACTERS)), fontsize=10)
+    return figure

@@ -21,8 +21,16 @@ def save_figure(figure: Figure, path: Path) -> None:
     write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
 
-def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, title: str) -> None:
-    """Loss (train and val) and validation top-1 error per epoch, side by side."""
+def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, title: str,
+                         chosen_epoch: int | None = None) -> None:
+    """Write ``learning_curves_figure`` to ``path``."""
+    save_figure(learning_curves_figure(rows, title, chosen_epoch), path)
+
+
+def learning_curves_figure(rows: Sequence[dict[str, float | None]], title: str,
+                           chosen_epoch: int | None = None) -> Figure:
+    """Loss (train and val) and validation top-1 error per epoch, side by side; ``chosen_epoch`` (from 1), the
+    epoch whose checkpoint the run kept, marked on both."""
     epochs = [int(cast(float, row["epoch"])) for row in rows]  # every row has its epoch; metrics may be missing
     figure = Figure(figsize=(10, 4))
     loss_axis, error_axis = figure.subplots(1, 2)
@@ -31,7 +39,6 @@ def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, ti
         if points:
             loss_axis.plot(*zip(*points, strict=True), marker="o", label=label)
     loss_axis.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
-    loss_axis.legend()
     errors = [(e, row["val/top1_error"]) for e, row in zip(epochs, rows, strict=True)
               if row.get("val/top1_error") is not None]
     if errors:
@@ -39,5 +46,13 @@ def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, ti
     error_axis.set(xlabel="epoch", ylabel="top-1 error (%)", title="validation top-1 error")
     for axis in (loss_axis, error_axis):
         axis.grid(alpha=0.3)
+        if chosen_epoch is not None:
+            axis.axvline(chosen_epoch, color="tab:green", linestyle=":", label=f"chosen: epoch {chosen_epoch}")
+    chosen = [error for epoch, error in errors if epoch == chosen_epoch]
+    if chosen:
+        error_axis.plot([chosen_epoch], chosen, marker="*", markersize=14, color="tab:green", linestyle="none")
+    loss_axis.legend()
+    if chosen_epoch is not None:
+        error_axis.legend()
     figure.suptitle(title)
-    save_figure(figure, path)
+    return figure

@@ -255,7 +255,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         say(not_learned_message(summary), warning=True)
     if watched.metrics.rows:
         plot_learning_curves(watched.metrics.rows, run.run_dir / "learning_curves.png",
-                             f"{run.setup.spec.name} on {Path(run.config.data.path).name}")
+                             f"{run.setup.spec.name} on {Path(run.config.data.path).name}", summary.best_epoch)
     return RunResult(run.run_dir, summary)
 
 

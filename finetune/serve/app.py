@@ -78,7 +78,7 @@ def _target(request: Request, classes: list[str]) -> int | None:
 def create_app(source: Source, settings: ServeSettings) -> FastAPI:
     """The server of one loaded model."""
     model, resize = source.model, source.model.metadata.resize
-    batcher = Batcher(model.predict, settings.max_batch_size)
+    batcher = Batcher(model.predict_proba, settings.max_batch_size)
     summary = {"arch": model.metadata.arch, "num_classes": len(model.classes)}
     layer = default_layer(model)
     page = files("finetune.serve").joinpath("page.html").read_text(encoding="utf-8")

@@ -142,3 +142,23 @@ def test_a_split_data_folder_is_evaluated_by_part(run_dir: Path, tmp_path: Path,
 def test_a_checkpoint_alone_needs_data(run_dir: Path, capsys) -> None:
     assert main(["evaluate", str(run_dir / "best.ckpt")]) == 2
     assert "pass --data DIR" in capsys.readouterr().err
+
+
+def test_the_reliability_diagram_keeps_a_long_title_inside_and_fades_bins_of_few_images() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from finetune.calibration import FEW_IMAGES, reliability_figure
+
+    # 40 images at confidence 0.95 (36 right), 2 at 0.55 (one right): a full bin and a near-empty one.
+    probabilities = torch.tensor([[0.95, 0.05]] * 40 + [[0.55, 0.45]] * 2)
+    labels = torch.tensor([0] * 36 + [1] * 4 + [0, 1])
+    title = "resnet18 on a-rather-long-folder-name-of-holiday-photos (test split, 42 images), softmax temperature 1.23"
+    figure = reliability_figure(probabilities, labels, title)
+    canvas = FigureCanvasAgg(figure)
+    figure.tight_layout()
+    canvas.draw()
+    extent = figure._suptitle.get_window_extent(canvas.get_renderer())  # type: ignore[union-attr]
+    assert 0 <= extent.x0 and extent.x1 <= figure.bbox.x1 and extent.y1 <= figure.bbox.y1
+    bars = [patch for patch in figure.axes[0].patches if patch.get_height() > 0]
+    faded = [bar for bar in bars if bar.get_alpha() == 0.25]
+    assert FEW_IMAGES > 2 and len(faded) == 1 and faded[0].get_x() < 0.55 < faded[0].get_x() + faded[0].get_width()

@@ -38,3 +38,19 @@ def test_a_field_of_the_wrong_type_is_named(run_dir: Path, tmp_path: Path, chang
     with pytest.raises(ZooError) as error:
         RunSummary.read(tmp_path)
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_learning_curves_mark_the_epoch_whose_checkpoint_was_kept() -> None:
+    from finetune.plots import learning_curves_figure
+
+    rows = [{"epoch": e, "train/loss": 1 / e, "val/loss": 1 / e, "val/top1_error": abs(e - 3) + 1.0}
+            for e in range(1, 6)]
+    figure = learning_curves_figure(rows, "small_cnn on digits", chosen_epoch=3)
+    for axis in figure.axes:
+        marks = [line for line in axis.get_lines() if line.get_label() == "chosen: epoch 3"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [3, 3]
+        assert "chosen: epoch 3" in [text.get_text() for text in axis.get_legend().get_texts()]
+    star = [line for line in figure.axes[1].get_lines() if line.get_marker() == "*"]
+    assert [(list(line.get_xdata()), list(line.get_ydata())) for line in star] == [([3], [1.0])]
+    assert not any("chosen" in line.get_label() for axis in learning_curves_figure(rows, "t").axes
+                   for line in axis.get_lines())
