@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import subprocess
 import sys
@@ -83,3 +85,30 @@ def test_zoo_errors_and_the_cli_parser_do_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_the_layer_table_fits_the_terminal_with_whole_names_and_figures(columns: int, monkeypatch, capsys) -> None:
+    assert main(["info", "resnet18", "--layers", "--format", "csv"]) == 0
+    expected = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))  # csv: one column per field, unchanged
+    assert list(expected[0])[:7] == ["name", "type", "kernel", "stride", "padding", "dilation", "groups"]
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["info", "resnet18", "--layers"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= columns
+    header = next(index for index, line in enumerate(lines) if line.lstrip().startswith("layer "))
+    kind_at = lines[header].index("kind")
+    rows: list[tuple[str, list[str]]] = []
+    for line in lines[header + 2:]:
+        if not line.strip() or not line.startswith(" "):  # the notes under the table
+            break
+        name, figures = line[:kind_at].strip(), line[kind_at:].split()[1:]
+        if figures:  # a row; a line of names alone continues the row above (a folded name)
+            rows.append((name, figures))
+        else:
+            rows[-1] = (rows[-1][0] + name, rows[-1][1])
+    assert [name for name, _ in rows] == [row["name"] for row in expected]  # every name whole
+    for (_, figures), row in zip(rows, expected, strict=True):  # params and MFLOPs never cut
+        assert figures[-2:] == [row["params"], f"{int(row['flops']) / 1e6:.2f}"]
+    if columns == 120:  # wide enough for one line per layer
+        assert lines[header + 2 + len(rows)].strip() == "" or not lines[header + 2 + len(rows)].startswith(" ")

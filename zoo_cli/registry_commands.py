@@ -110,10 +110,11 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# The table's columns: kernel, stride, padding, dilation and groups share one (the JSON and CSV keep each apart), so
+# whole layer names and every figure fit 120 columns; at 80 the names fold onto a second line.
 LAYER_COLUMNS = {
-    "name": "layer", "kind": "kind", "kernel": "kernel", "stride": "stride", "padding": "padding",
-    "dilation": "dilation", "groups": "groups", "output_shape": "output (C×H×W)",
-    "receptive_field": "receptive field px", "params": "params", "mflops": "MFLOPs",
+    "name": "layer", "kind": "kind", "operation": "kernel", "output_shape": "C×H×W",
+    "receptive_field": "RF px", "params": "params", "mflops": "MFLOPs",
 }
 
 
@@ -123,6 +124,19 @@ def _two(values: list | None) -> str | None:
         return None
     texts = ["+".join(map(str, value)) if isinstance(value, list) else str(value) for value in values]
     return texts[0] if len(set(texts)) == 1 else "×".join(texts)
+
+
+def _operation(row: dict) -> str | None:
+    """Kernel, then stride (s), padding (p), dilation (d) and groups (g) where they differ from 1, 0, 1, 1."""
+    if not row["kernel"]:
+        return None
+    parts = ["×".join(map(str, row["kernel"]))]
+    defaults = (("s", "stride", "1"), ("p", "padding", "0"), ("d", "dilation", "1"), ("g", "groups", "1"))
+    for letter, key, plain in defaults:
+        value = _two(row[key]) if key != "groups" else (str(row[key]) if row[key] is not None else None)
+        if value is not None and value != plain:
+            parts.append(f"{letter}{value}")
+    return " ".join(parts)
 
 
 def _layers(spec: ArchSpec, image_size: int | None, fmt: str) -> int:
@@ -142,7 +156,7 @@ def _layers(spec: ArchSpec, image_size: int | None, fmt: str) -> int:
         kernel = row["kernel"]
         rows.append({
             **row, "kernel": "×".join(map(str, kernel)) if kernel else None, "stride": _two(row["stride"]),
-            "padding": _two(row["padding"]), "dilation": _two(row["dilation"]),
+            "padding": _two(row["padding"]), "dilation": _two(row["dilation"]), "operation": _operation(row),
             "output_shape": "×".join(map(str, row["output_shape"])),
             "receptive_field": _two(row["receptive_field"]) or marker, "kind": layer.type, "mflops": layer.flops / 1e6,
         })
@@ -150,8 +164,10 @@ def _layers(spec: ArchSpec, image_size: int | None, fmt: str) -> int:
         keys = list(table.rows[0].to_dict()) if table.rows else []
         render([{key: row[key] for key in keys} for row in rows], {}, "csv")
         return 0
-    print_table(rows, LAYER_COLUMNS, title=f"{spec.name} at {table.image_size} px: receptive fields as in Araujo et "
-                "al. 2019, on the padded plane (they can exceed the image)")
+    print_table(rows, LAYER_COLUMNS, fold=("name", "kind"), compact=True,
+                title=f"{spec.name} at {table.image_size} px: receptive fields (RF) as in Araujo et al. 2019, on the "
+                "padded plane (they can exceed the image); kernel, with stride s, padding p, dilation d, groups g "
+                "where not 1, 0, 1, 1")
     for number, (reason, names) in enumerate(notes.items(), start=1):
         print(f"*{number} receptive field not computed for {len(names)} layers from {names[0]} on: {reason}")
     if table.flops_outside_layers:
