@@ -15,7 +15,8 @@ from zoo_cli.main import main
 
 SCHEMA = {
     "name": str, "family": str, "depth": int, "params": int, "gflops": float,
-    "ilsvrc_year": (int, type(None)), "ilsvrc_top5_error": (float, type(None)),
+    "ilsvrc_year": (int, type(None)), "ilsvrc_top5_error": (float, type(None)), "ilsvrc_models": (int, type(None)),
+    "ilsvrc_single_model_top5_error": (float, type(None)),
     "imagenet_top1_error": (float, type(None)), "imagenet_top5_error": (float, type(None)),
     "weights_cached": (bool, type(None)),
 }
@@ -33,6 +34,25 @@ def test_list_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert resnet152["ilsvrc_top5_error"] == 3.57 and resnet152["imagenet_top1_error"] == pytest.approx(17.716)
     small = next(r for r in rows if r["name"] == "small_cnn")
     assert small["ilsvrc_top5_error"] is None and small["imagenet_top1_error"] is None
+
+
+def test_list_says_winner_or_runner_up_marks_ensembles_and_gives_one_networks_figure(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--format", "json"]) == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert (rows["vgg16"]["ilsvrc_place"], rows["vgg16"]["ilsvrc_models"]) == (2, 7)
+    assert (rows["resnet18"]["ilsvrc_top5_error"], rows["resnet18"]["ilsvrc_models"]) == (3.57, 6)
+    # ResNet-152's single-model 4.49% is its own, not resnet18's; AlexNet's one CNN: 18.2%
+    assert rows["resnet18"]["ilsvrc_single_model_top5_error"] is None
+    assert rows["resnet152"]["ilsvrc_single_model_top5_error"] == 4.49
+    assert rows["alexnet"]["ilsvrc_single_model_top5_error"] == 18.2
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    row = {name: next(line for line in lines if line.startswith(f"│ {name} ")) for name in ("vgg16", "resnet152")}
+    assert "2014 runner-up" in row["vgg16"] and "7.3 ×7" in row["vgg16"]
+    assert "2015 winner" in row["resnet152"] and "3.57 ×6" in row["resnet152"] and "4.49 (val)" in row["resnet152"]
+    assert any("×N: an ensemble of N networks" in line for line in lines)
 
 
 def test_list_pattern_csv_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,21 +15,23 @@ from zoo.weights import PackageWeights, TorchvisionWeights
 
 ALEXNET_RESULTS = (
     IlsvrcResult(2012, 1, 16.4, "test set, 5 CNNs trained only on ILSVRC-2012 data",
-                 "ILSVRC-2012 results; Krizhevsky et al. 2012, §6"),
+                 "ILSVRC-2012 results; Krizhevsky et al. 2012, §6", models=5, single_model_top5_error=18.2,
+                 single_model_split="val", single_model="alexnet"),
     IlsvrcResult(2012, 1, 15.3, "winning entry: 7 CNNs, 2 pre-trained on ImageNet Fall 2011 (22K classes)",
-                 "ILSVRC-2012 results; Krizhevsky et al. 2012, §6"),
+                 "ILSVRC-2012 results; Krizhevsky et al. 2012, §6", models=7),
 )
 VGG_RESULTS = (
     IlsvrcResult(2014, 2, 7.3, "submission: ensemble of 7 nets, test set",
-                 "Simonyan & Zisserman, arXiv 1409.1556 §4.4"),
+                 "Simonyan & Zisserman, arXiv 1409.1556 §4.4", models=7),
 )
 GOOGLENET_RESULTS = (
     IlsvrcResult(2014, 1, 6.67, "final submission: 7 models × 144 crops, test set",
-                 "Szegedy et al., arXiv 1409.4842"),
+                 "Szegedy et al., arXiv 1409.4842", models=7),
 )
 RESNET_RESULTS = (
     IlsvrcResult(2015, 1, 3.57, "test set, ensemble of 6 models (single ResNet-152: 4.49% val)",
-                 "He et al., arXiv 1512.03385 §4.1"),
+                 "He et al., arXiv 1512.03385 §4.1", models=6, single_model_top5_error=4.49,
+                 single_model_split="val", single_model="resnet152"),
 )
 
 

@@ -24,6 +24,15 @@ class IlsvrcResult:
     top5_error: float
     description: str
     source: str
+    models: int = 1  # networks averaged into top5_error: above 1, an ensemble's figure
+    single_model_top5_error: float | None = None  # one network's figure, where the paper gives one
+    single_model_split: str | None = None  # the images that figure was measured on ("val")
+    single_model: str | None = None  # the registry name of that network (ResNet's is resnet152's)
+
+    @property
+    def standing(self) -> str:
+        """The place in words: ``winner``, ``runner-up`` or ``3rd``."""
+        return {1: "winner", 2: "runner-up"}.get(self.place, f"{self.place}th" if self.place > 3 else "3rd")
 
 
 def rgb(values: Sequence[float]) -> tuple[float, float, float]:

@@ -15,7 +15,7 @@ from zoo.spec import ArchSpec, Preprocessing, WeightsInfo
 
 SUMMARY_KEYS = (
     "name", "family", "depth", "year", "params", "gflops", "ilsvrc_year", "ilsvrc_place",
-    "ilsvrc_top5_error", "imagenet_top1_error", "imagenet_top5_error", "default_weights", "weights_cached",
+    "ilsvrc_top5_error", "ilsvrc_models", "ilsvrc_single_model_top5_error", "imagenet_top1_error", "imagenet_top5_error", "default_weights", "weights_cached",
 )
 
 
@@ -34,6 +34,10 @@ def summarize(spec: ArchSpec) -> dict[str, Any]:
         "ilsvrc_year": ilsvrc.year if ilsvrc else None,
         "ilsvrc_place": ilsvrc.place if ilsvrc else None,
         "ilsvrc_top5_error": ilsvrc.top5_error if ilsvrc else None,
+        "ilsvrc_models": ilsvrc.models if ilsvrc else None,  # above 1: the figure is an ensemble's
+        # One network's figure, on the row of that network only (ResNet's 4.49 is resnet152's, not resnet18's).
+        "ilsvrc_single_model_top5_error":
+            ilsvrc.single_model_top5_error if ilsvrc and ilsvrc.single_model == spec.name else None,
         "imagenet_top1_error": default.top1_error if default else None,
         "imagenet_top5_error": default.top5_error if default else None,
         "default_weights": default.tag if default else None,

@@ -15,8 +15,8 @@ from zoo.tables import cell, markdown_table
 
 FORMATS = ("table", "json", "csv", "markdown")
 PIPED_WIDTH = 200
-TEXT_COLUMNS = {"name", "family", "path", "class", "key", "value", "tag", "stage", "kind", "pretrained_tags", "setting",
-                "weights"}
+TEXT_COLUMNS = {"ilsvrc", "name", "family", "path", "class", "key", "value", "tag", "stage", "kind", "pretrained_tags",
+                "setting", "weights"}
 
 
 # C0 and C1 control characters (ESC among them) would let a class name in a model's files drive the terminal.
@@ -53,28 +53,11 @@ def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: 
                 wrap: Sequence[str] = (), fold: Sequence[str] = (), compact: bool = False) -> None:
     """``rows`` as a rich table that fits the terminal. The text cells of ``wrap``'s columns (lists of names) wrap
     at spaces and ``fold``'s (names that must be read whole) break anywhere instead of being cut; numbers are never
-    cut. ``compact``: no vertical rules, for tables of many columns."""
+    cut. ``compact``: no vertical rules and every number whole, for tables of many short columns (the layer table)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
-
-    table = Table(title=Text(printable(title)) if title else None,
-                  box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
-    cells = {key: [cell(row.get(key)) for row in rows] for key in columns}
-    for key, header in columns.items():
-        if key in TEXT_COLUMNS:
-            table.add_column(header, justify="left")
-        else:  # as wide as its longest figure: rich narrows the text columns instead
-            table.add_column(header, justify="right", no_wrap=True,
-                             min_width=max((len(text) for text in cells[key]), default=1))
-    for index in range(len(rows)):
-        # Text, not markup: a class name like "[bold]" is shown as written. Other text cells stay on one line and
-        # end in "…" when the table is too wide; their columns still count as wrappable, so rich narrows them
-        # first instead of squeezing the numbers beside a 300-character class name to nothing.
-        table.add_row(*(Text(cells[key][index], overflow="fold") if key in fold
-                        else Text(cells[key][index], no_wrap=True, overflow="ellipsis")
-                        if key in TEXT_COLUMNS and key not in wrap else Text(cells[key][index]) for key in columns))
 
     class _Console(Console):
         def on_broken_pipe(self) -> None:
@@ -82,5 +65,26 @@ def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: 
 
     # Piped output keeps whole rows instead of folding them to an assumed 80-column terminal, unless COLUMNS says
     # how wide the reader is (as a terminal would).
-    width = None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPED_WIDTH
-    _Console(width=width).print(table)
+    console = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPED_WIDTH)
+    cells = {key: [cell(row.get(key)) for row in rows] for key in columns}
+
+    def build(whole_numbers: bool) -> Table:
+        table = Table(title=Text(printable(title)) if title else None,
+                      box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
+        for key, header in columns.items():
+            if key in TEXT_COLUMNS:
+                table.add_column(header, justify="left")
+            else:  # as wide as its longest figure, so rich narrows the text columns instead of cutting numbers
+                longest = max((len(text) for text in cells[key]), default=1)
+                table.add_column(header, justify="right", min_width=longest if whole_numbers else None)
+        for index in range(len(rows)):
+            # Text, not markup: a class name like "[bold]" is shown as written. Other text cells stay on one line
+            # and end in "…" when the table is too wide; their columns still count as wrappable, so rich narrows
+            # them first instead of squeezing the numbers beside a 300-character class name to nothing.
+            table.add_row(*(Text(cells[key][index], overflow="fold") if key in fold
+                            else Text(cells[key][index], no_wrap=True, overflow="ellipsis")
+                            if key in TEXT_COLUMNS and key not in wrap else Text(cells[key][index]) for key in columns))
+        return table
+
+    table = build(whole_numbers=compact)
+    console.print(table)

@@ -13,9 +13,12 @@ if TYPE_CHECKING:
 
 LIST_COLUMNS = {
     "name": "name", "family": "family", "depth": "depth", "params_m": "params (M)", "gflops": "GFLOPs",
-    "ilsvrc": "ILSVRC top-5 err % (year)", "imagenet_top1_error": "ImageNet top-1 err %",
-    "imagenet_top5_error": "top-5 err %", "weights_cached": "cached",
+    "ilsvrc": "ILSVRC", "ilsvrc_errors": "top-5 err %", "ilsvrc_single": "this net %",
+    "imagenet_top1_error": "weights top-1 %", "imagenet_top5_error": "top-5 %", "weights_cached": "cached",
 }
+LIST_NOTE = ("ILSVRC: the family's place and competition figure (test set; ×N: an ensemble of N networks); this "
+             "net: that network alone, where the paper gives it; weights: the single-crop ImageNet error of the "
+             "default weights, the network you load")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -58,9 +61,14 @@ def run_list(args: argparse.Namespace) -> int:
         row["params_m"] = row["params"] / 1e6
         results = zoo.get_spec(row["name"]).ilsvrc  # AlexNet has two: ILSVRC data only, and the winning entry
         if results:
-            row["ilsvrc"] = " / ".join(f"{result.top5_error:g}" for result in results) + f" ({results[0].year})"
-    print_table(rows, LIST_COLUMNS,
+            row["ilsvrc"] = f"{results[0].year} {results[0].standing}"
+            row["ilsvrc_errors"] = " / ".join(
+                f"{result.top5_error:g}" + (f" ×{result.models}" if result.models > 1 else "") for result in results)
+            single = row["ilsvrc_single_model_top5_error"]
+            row["ilsvrc_single"] = f"{single:g} ({results[0].single_model_split})" if single is not None else None
+    print_table(rows, LIST_COLUMNS, fold=("name",), wrap=("ilsvrc",),
                 title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)")
+    print(LIST_NOTE)
     return 0
 
 
