@@ -37,6 +37,11 @@ class LrFinding:
     learning_rates: list[float]
     losses: list[float]
 
+    @property
+    def steps(self) -> int:
+        """Steps the test ran: fewer than ``STEPS`` when the loss diverged and Lightning stopped it early."""
+        return len(self.learning_rates)
+
 
 def find_lr(module: Classifier, data: ImageDataModule, trainer: pl.Trainer, folder: Path | None) -> LrFinding:
     """Run the range test for ``module`` on ``data``'s training split; write the plot and the curve to ``folder``.
@@ -70,7 +75,8 @@ def find_lr(module: Classifier, data: ImageDataModule, trainer: pl.Trainer, fold
         figure.savefig(folder / PLOT_FILE, dpi=100)
         plt.close(figure)
         (folder / RESULT_FILE).write_text(json.dumps({
-            "suggestion": finding.suggestion, "min_lr": LR_RANGE[0], "max_lr": LR_RANGE[1], "steps": STEPS,
+            "suggestion": finding.suggestion, "min_lr": LR_RANGE[0], "max_lr": LR_RANGE[1], "steps": finding.steps,
+            "max_steps": STEPS,
             "split": "train", "lr": finding.learning_rates, "loss": finding.losses,
         }, indent=2) + "\n", encoding="utf-8")
     return finding

@@ -44,6 +44,7 @@ from finetune.data.split import (
 from finetune.freezing import BackboneFreeze
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
+from finetune.lr_finder import LrFinding
 from finetune.plots import plot_learning_curves
 from finetune.processes import (
     LAUNCHER_PID_ENV,
@@ -187,18 +188,32 @@ def make_split(config: RunConfig) -> Split:
     return split
 
 
-def find_learning_rate(config: RunConfig, folder: Path | None = None) -> float:
-    """``zoo lr-find``: the suggested learning rate for ``config`` (plot and curve written to ``folder``)."""
+@dataclass(frozen=True)
+class LrFindResult:
+    """``zoo lr-find``'s answer: the range test, and the rate zoo's recipe would train this run with."""
+
+    finding: LrFinding
+    recipe_lr: float | None  # None when the config gave a rate of its own, or "auto"
+
+
+# Settings lr-find does not use: it trains no epochs, and the rate is what it measures.
+LR_FIND_UNUSED = ("trainer.epochs", "optim.lr")
+
+
+def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindResult:
+    """``zoo lr-find``: the range test for ``config`` (plot and curve written to ``folder``)."""
     with lightning_quieted():
         return _find_learning_rate(config, folder)
 
 
-def _find_learning_rate(config: RunConfig, folder: Path | None) -> float:
+def _find_learning_rate(config: RunConfig, folder: Path | None) -> LrFindResult:
     split = make_split(config)
-    setup = prepare(choose_settings(config, split), split)
+    chosen = choose_settings(config, split, unused=LR_FIND_UNUSED)
+    setup = prepare(chosen, split)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    return learning_rate_finding(config, setup, folder).suggestion
+    recipe_lr = chosen.optim.lr if config.optim.lr is None and isinstance(chosen.optim.lr, float) else None
+    return LrFindResult(learning_rate_finding(config, setup, folder), recipe_lr)
 
 
 def _resolve_lr(config: RunConfig, setup: Setup, run_dir: Path) -> RunConfig:

@@ -97,8 +97,9 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split,
     return module, origin or "none"
 
 
-def choose_settings(config: RunConfig, split: Split) -> RunConfig:
-    """Decide what ``config`` leaves to zoo (``finetune.recipe``), saying each choice and its reason."""
+def choose_settings(config: RunConfig, split: Split, unused: tuple[str, ...] = ()) -> RunConfig:
+    """Decide what ``config`` leaves to zoo (``finetune.recipe``), saying each choice and its reason (but those of
+    the ``unused`` keys: settings the command at hand does not use, such as lr-find's epochs)."""
     spec = zoo.get_spec(config.model.arch)
     if config.model.weights == "default" and spec.weights is None:
         # config.yaml says what the run did: an entry without pretrained weights (small_cnn) starts from none.
@@ -107,7 +108,7 @@ def choose_settings(config: RunConfig, split: Split) -> RunConfig:
     pretrained = config.model.weights != "none"
     on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
     config, decisions = recipe.choose(config, spec, split, preprocessing_of(config, spec).crop, pretrained, on_gpu)
-    for decision in decisions:
+    for decision in (decision for decision in decisions if decision.key not in unused):
         value = f"{decision.value:g}" if isinstance(decision.value, float) else decision.value
         say(f"{decision.key}: {value} ({decision.reason})")
     return config

@@ -15,7 +15,8 @@ from zoo.spec import ArchSpec, Preprocessing, WeightsInfo
 
 SUMMARY_KEYS = (
     "name", "family", "depth", "year", "params", "gflops", "ilsvrc_year", "ilsvrc_place",
-    "ilsvrc_top5_error", "ilsvrc_models", "ilsvrc_single_model_top5_error", "imagenet_top1_error", "imagenet_top5_error", "default_weights", "weights_cached",
+    "ilsvrc_top5_error", "ilsvrc_models", "ilsvrc_single_model_top5_error", "imagenet_top1_error",
+    "imagenet_top5_error", "default_weights", "weights_cached",
 )
 
 

@@ -14,6 +14,7 @@ from finetune.config import ConfigError, FreezeMode, RunConfig, alternatives, co
 
 if TYPE_CHECKING:
     from finetune.records import RunSummary, Split
+    from finetune.run import LrFindResult
 
 FIELDS = {key: (item, annotation) for key, item, annotation in config_fields()}
 # Each command adds these itself, worded for what it does (zoo compare has --archs, and its --out is a comparison).
@@ -166,13 +167,34 @@ def run_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def lr_find_lines(arch: str, result: LrFindResult, folder: Path | None) -> list[str]:
+    """What ``zoo lr-find`` prints: the suggestion, the steps it came from, and how it compares with the recipe."""
+    from finetune.lr_finder import STEPS
+
+    finding = result.finding
+    suggestion = finding.suggestion
+    stopped = (f" (of {STEPS}: Lightning stopped the test when the loss diverged)" if finding.steps < STEPS else "")
+    written = f"; plot and curve in {folder}" if folder else ""
+    lines = [f"suggested learning rate for {arch}: {suggestion:.2e}, from a {finding.steps}-step range test on the "
+             f"training split{stopped}{written}"]
+    if result.recipe_lr is not None:
+        ratio = result.recipe_lr / suggestion
+        lines.append(
+            f"zoo's recipe trains this run at {result.recipe_lr:.0e} ({ratio:.1f}× the suggestion). The suggestion is "
+            "where the loss fell fastest during a short test whose rate rose every step: a cautious point, often "
+            "several times below the highest rate that trains well, while the recipe's rate was checked on real "
+            "data sets (python -m benchmarks.defaults). Keep the recipe (no --lr) unless a run with "
+            f"--lr {suggestion:.2e} does better on validation")
+    else:
+        lines.append(f"use it with --lr {suggestion:.2e}, or let zoo finetune find it with --lr auto")
+    return lines
+
+
 def run_lr_find(args: argparse.Namespace) -> int:
     from finetune.run import find_learning_rate
 
     config = merge(load_config(args.config) if args.config else RunConfig(), overrides_from_flags(args))
     folder = Path(config.out) if config.out else None
-    suggestion = find_learning_rate(config, folder)
-    written = f" (plot and curve in {folder})" if folder else ""
-    print(f"suggested learning rate for {config.model.arch}: {suggestion:.2e}{written}; "
-          f"use it with --lr {suggestion:.2e}, or let zoo finetune find it with --lr auto")
+    for line in lr_find_lines(config.model.arch, find_learning_rate(config, folder), folder):
+        print(line)
     return 0

@@ -345,6 +345,7 @@ def test_lr_auto_finds_a_rate_on_the_training_split_and_records_it(image_folder:
                  "--out", str(out), *QUICK]) == 0
     finding = json.loads((out / "lr_find.json").read_text(encoding="utf-8"))
     assert finding["split"] == "train" and len(finding["lr"]) == len(finding["loss"]) > 10
+    assert finding["steps"] == len(finding["lr"]) <= finding["max_steps"] == 100  # the steps the log shows
     assert 1e-6 <= finding["suggestion"] <= 1.0 and finding["suggestion"] in finding["lr"]
     assert (out / "lr_find.png").stat().st_size > 10_000
     assert load_config(out / "config.yaml").optim.lr == finding["suggestion"], "config.yaml holds the number"
@@ -363,7 +364,12 @@ def test_lr_find_alone_prints_a_suggestion_and_touches_no_held_out_image(image_f
     monkeypatch.setattr(ImageDataModule, "test_dataloader", refuse)
     assert main(["lr-find", "--arch", "small_cnn", "--data", str(image_folder), *QUICK]) == 0
     printed = capsys.readouterr().out
-    assert "suggested learning rate for small_cnn: " in printed and "--lr auto" in printed
+    assert "suggested learning rate for small_cnn: " in printed and "-step range test on the training split" in printed
+    # set against the rate zoo's recipe would train with, and only the settings that apply to the test
+    assert "zoo's recipe trains this run at 3e-03" in printed and "the suggestion" in printed
+    assert "trainer.epochs" not in printed and "optim.lr:" not in printed and "optim.freeze: none" in printed
+    assert main(["lr-find", "--arch", "small_cnn", "--data", str(image_folder), *QUICK, "--lr", "0.01"]) == 0
+    assert "use it with --lr" in capsys.readouterr().out  # a rate of one's own: no recipe to compare with
     assert not Path("lr_find.png").exists(), "without --out nothing is written"
 
 
