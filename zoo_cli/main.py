@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from zoo_cli import (
     compare_command,
+    data_command,
     explain_commands,
     finetune_command,
     model_commands,
@@ -36,13 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     finetune_command.add_parsers(commands)
     model_commands.add_parsers(commands)
     compare_command.add_parsers(commands)
+    data_command.add_parsers(commands)
     explain_commands.add_parsers(commands)
     serve_command.add_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(data_command.with_default_action(parser, sys.argv[1:] if argv is None else argv))
     from zoo.errors import ZooError
     from zoo_cli.output import printable
 
