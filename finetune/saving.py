@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +56,23 @@ class BestCheckpoint(ModelCheckpoint):
         super().load_state_dict(moved)
 
 
+# The command that continues the runs in progress, when a command other than zoo finetune runs them (zoo compare
+# continues all of its runs, the interrupted one first): set with continue_with.
+_CONTINUE_WITH: ContextVar[str | None] = ContextVar("continue_with", default=None)
+
+
+@contextmanager
+def continue_with(command: str) -> Iterator[None]:
+    """Within the block, an interrupted run says ``command`` continues it (instead of ``zoo finetune --resume``)."""
+    token = _CONTINUE_WITH.set(command)
+    try:
+        yield
+    finally:
+        _CONTINUE_WITH.reset(token)
+
+
 def resume_command(run_dir: Path) -> str:
-    return f"zoo finetune --resume {shlex.quote(str(run_dir))}"
+    return _CONTINUE_WITH.get() or f"zoo finetune --resume {shlex.quote(str(run_dir))}"
 
 
 class LastCheckpoint(Checkpoint):

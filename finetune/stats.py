@@ -7,6 +7,7 @@ binomial test on the discordant pairs, Dietterich 1998); scipy computes them.
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,6 +82,12 @@ class Trend:
 
 
 EXACT_UP_TO = 8  # points: below this the p-value counts every ordering (8! = 40,320) instead of approximating
+
+
+def smallest_spearman_p(count: int) -> float:
+    """The smallest two-sided exact p-value a rank trend over ``count`` distinct points can reach: 2 / count!
+    (the two perfect orderings), 1/3 for three models; a trend needs 5 points before it can fall below 0.05."""
+    return min(1.0, 2 / math.factorial(count)) if count >= 2 else 1.0
 
 
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> Trend | None:

@@ -22,7 +22,7 @@ from finetune.compare.results import (
 )
 from finetune.compare.speed import Speed
 from finetune.records import RunSummary
-from finetune.stats import SIGNIFICANCE, spearman
+from finetune.stats import SIGNIFICANCE, smallest_spearman_p, spearman
 
 
 def format_p(p_value: float) -> str:
@@ -107,6 +107,11 @@ def _trend_sentence(trend: Any, count: int, what: str) -> str:
         return f"Too few {what} with different depths ({count}) to judge a depth trend."
     stated = f"Spearman ρ = {trend.rho:+.2f}, {format_p(trend.p_value)}, over {trend.count} {what}"
     if not trend.significant:
+        floor = smallest_spearman_p(trend.count)
+        if floor >= SIGNIFICANCE:  # no ordering of this few models could have been significant
+            return (f"No significant depth trend here ({stated}): with {trend.count} {what} the smallest p any "
+                    f"ordering can give is {floor:.2g}, so no trend could reach p < {SIGNIFICANCE:g}; compare 5 or "
+                    "more architectures of different depths to test one.")
         return f"No significant depth trend here ({stated})."
     direction = "better here: error falls" if trend.rho < 0 else "worse here: error rises"
     return f"Deeper was {direction} with depth ({stated})."

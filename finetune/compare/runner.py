@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import itertools
+import shlex
 import shutil
 import sys
 import traceback
@@ -29,6 +30,7 @@ from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.folders import check_out_folder
 from finetune.run import make_split, resume_config, train
+from finetune.saving import continue_with
 from zoo.errors import first_line
 
 SETTINGS_FILE = "comparison.yaml"
@@ -225,7 +227,8 @@ def compare(plan: Plan, config: RunConfig, out: Path) -> list[Row]:
                                           f"seed {seed}" if seed is not None else "") if part)
         step = f"[{index}/{len(jobs)}]"
         try:
-            _train_once(label, run_config, name, run_dir, split, step)
+            with continue_with(f"zoo compare --out {shlex.quote(str(out))}"):  # it continues every run, this one first
+                _train_once(label, run_config, name, run_dir, split, step)
             # Speed depends on the network and its settings, not on the seed: timed once per row.
             rows.append(run_row(run_dir, setting=setting_label(setting), save_speed=True,
                                 measure_speed=seed in (None, *plan.seeds[:1])))

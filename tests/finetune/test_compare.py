@@ -331,3 +331,24 @@ def test_a_seed_where_the_other_row_wins_is_no_evidence_for_the_best(tmp_path: P
     assert paired_p_value(other, best) == 1.0, "the other run won every disputed image: no evidence for it as best"
     elsewhere = run("elsewhere", set(range(20, 40)))
     assert paired_p_value(best, elsewhere) < 1.0 and paired_p_value(best, {"run_dir": None}) is None
+
+
+def test_too_few_models_for_a_significant_trend_is_said(comparison: Comparison) -> None:
+    config = json.loads((comparison.out / "runs" / "small_cnn" / "summary.json").read_text())["config"]
+    three = [_row(comparison, f"net{depth}", depth, 40.0 - depth, [30.0 - depth, 50.0 - depth], p_value=0.01)
+             for depth in (5, 11, 18)]
+    said = " ".join(findings(three, three, [config]))
+    assert "No significant depth trend here (Spearman ρ = -1.00, p = 0.33, over 3 models that learned)" in said
+    assert "the smallest p any ordering can give is 0.33, so no trend could reach p < 0.05" in said
+    five = [_row(comparison, f"net{depth}", depth, 40.0 - depth, [30.0 - depth, 50.0 - depth], p_value=0.01)
+            for depth in (5, 8, 11, 16, 18)]
+    assert "smallest p any ordering" not in " ".join(findings(five, five, [config]))
+
+
+def test_an_interrupted_run_of_a_comparison_names_the_compare_command(tmp_path: Path) -> None:
+    from finetune.saving import continue_with, resume_command
+
+    assert resume_command(tmp_path / "run") == f"zoo finetune --resume {tmp_path / 'run'}"
+    with continue_with(f"zoo compare --out {tmp_path}"):
+        assert resume_command(tmp_path / "run") == f"zoo compare --out {tmp_path}"
+    assert resume_command(tmp_path / "run").startswith("zoo finetune --resume")
