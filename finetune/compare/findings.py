@@ -82,7 +82,25 @@ def _speed(row: Row) -> Speed | None:
         return None
     low, high = row.get("predict_ms_per_image_iqr") or (None, None)
     return Speed(row["predict_ms_per_image"], row["predict_images_per_second"], row["predict_batch_size"],
-                 row["predict_device"], low, high)
+                 row["predict_device"], low, high, row.get("predict_other_load"))
+
+
+def _latency_warnings(rows: Sequence[Row]) -> list[str]:
+    """Latencies not to rely on: timed while other processes used the cores, or inside each other's spread."""
+    timed = [(row, speed) for row in rows if (speed := _speed(row)) is not None]
+    sentences = []
+    loaded = [f"{label(row)} ({speed.other_load:.1f} cores busy)" for row, speed in timed if speed.loaded]
+    if loaded:
+        sentences.append("Unreliable latencies: other processes competed for the cores while "
+                         f"{', '.join(loaded)} {'was' if len(loaded) == 1 else 'were'} timed; time again on a quiet "
+                         "machine before ranking by speed.")
+    overlapping = [f"{label(a)} and {label(b)}" for i, (a, first) in enumerate(timed) for b, second in timed[i + 1:]
+                   if first.ms_per_image_low is not None and second.ms_per_image_low is not None
+                   and not first.clearly_faster_than(second) and not second.clearly_faster_than(first)]
+    if overlapping:
+        sentences.append(f"Latency intervals overlap for {'; '.join(overlapping)}: their speeds are not "
+                         "distinguishable here.")
+    return sentences
 
 
 def _cheapest_finding(best: Row, rows: Sequence[Row]) -> str | None:
@@ -176,5 +194,6 @@ def findings(rows: Sequence[Row], per_seed: Sequence[Row], configs: Sequence[dic
         if timed:
             sentences.append(f"Inference timed on {timed['predict_device']}: ms per image at batch 1 (median and "
                              f"interquartile range of timing blocks), images/s at batch {timed['predict_batch_size']}.")
+            sentences += _latency_warnings(finished)
     sentences += [f"{label(row)} failed: {row['reason']}" for row in rows if row["status"] == "failed"]
     return sentences

@@ -23,7 +23,8 @@ RESULT_COLUMNS = (
     "test_top1_error_std", "num_val", "val_top1_error", "val_top1_error_ci95", "val_top1_error_std", "k", "topk_error",
     "reported_on",
     "chance_top1_error", "learned", "p_vs_best", "train_seconds", "train_images_per_second", "predict_ms_per_image",
-    "predict_ms_per_image_iqr", "predict_images_per_second", "predict_batch_size", "predict_device", "status",
+    "predict_ms_per_image_iqr", "predict_other_load",
+    "predict_images_per_second", "predict_batch_size", "predict_device", "status",
     "reason", "run_dir",
 )
 REGISTRY_KEYS = ("name", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error")
@@ -95,6 +96,7 @@ def run_row(run_dir: Path, *, setting: str = "", save_speed: bool = False, measu
         speed = run_speed(run_dir, summary, save=save_speed)
         iqr = None if speed.ms_per_image_low is None else [speed.ms_per_image_low, speed.ms_per_image_high]
         row.update({"predict_ms_per_image": speed.ms_per_image, "predict_ms_per_image_iqr": iqr,
+                    "predict_other_load": speed.other_load,
                     "predict_images_per_second": speed.images_per_second, "predict_batch_size": speed.batch_size,
                     "predict_device": speed.device})
     return row

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import statistics
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +25,38 @@ SPEED_FILE = "inference.json"  # kept in the run folder, so a resumed comparison
 MIN_RUN_SECONDS = 1.0  # per measurement, split into timing blocks whose spread is kept
 MIN_BLOCKS = 7  # a spread needs several blocks, however slow one forward pass is
 BLOCK_SECONDS = 0.02  # long enough that the timer's own cost does not count
+# Timing counts as loaded when other processes kept more than this many cores (or this share of them) busy.
+OTHER_LOAD_LIMIT = 0.5
+OTHER_LOAD_SHARE = 0.25
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds every process on the machine has been busy since boot (Linux's /proc/stat); None elsewhere."""
+    try:
+        ticks = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """The cores other processes kept busy during a ``with`` block: the machine's busy time less this process's."""
+
+    cores: float | None = None
+
+    def __enter__(self) -> OtherLoad:
+        self.busy, self.own, self.wall = _busy_seconds(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        busy, wall = _busy_seconds(), time.perf_counter() - self.wall
+        if busy is not None and self.busy is not None and wall > 0:
+            self.cores = max(0.0, (busy - self.busy - (time.process_time() - self.own)) / wall)
 
 
 @dataclass(frozen=True)
@@ -36,6 +70,12 @@ class Speed:
     device: str
     ms_per_image_low: float | None = None  # 25th percentile of the blocks; None in files of older runs
     ms_per_image_high: float | None = None  # 75th percentile
+    other_load: float | None = None  # cores other processes kept busy while it was timed; None: not known
+
+    @property
+    def loaded(self) -> bool:
+        """True when other processes competed for the cores while this was timed: the figures are unreliable."""
+        return self.other_load is not None and self.other_load > max(OTHER_LOAD_LIMIT, OTHER_LOAD_SHARE * _cores())
 
     def clearly_faster_than(self, other: Speed) -> bool:
         """True only when this latency's whole spread lies below the other's: no ranking inside the noise."""
@@ -79,12 +119,14 @@ def measure_speed(arch: str, num_classes: int, image_size: int, *, batch_size: i
     def images(count: int) -> torch.Tensor:
         return torch.randn(count, 3, image_size, image_size, device=device).contiguous(memory_format=layout)
 
-    latency = _block_seconds(model, images(1), precision)
+    with OtherLoad() as load:
+        latency = _block_seconds(model, images(1), precision)
     low, median, high = statistics.quantiles(latency, n=4) if len(latency) > 1 else latency * 3
     batch = statistics.median(_block_seconds(model, images(batch_size), precision))
     name = torch.cuda.get_device_name(device) if use_cuda else f"CPU, {torch.get_num_threads()} threads"
     return Speed(round(median * 1000, 3), round(batch_size / batch, 1), batch_size, name,
-                 round(low * 1000, 3), round(high * 1000, 3))
+                 round(low * 1000, 3), round(high * 1000, 3),
+                 None if load.cores is None else round(load.cores, 2))
 
 
 def _saved_speed(path: Path) -> Speed | None:

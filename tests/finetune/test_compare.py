@@ -6,6 +6,9 @@ import contextlib
 import csv
 import io
 import json
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,3 +355,26 @@ def test_an_interrupted_run_of_a_comparison_names_the_compare_command(tmp_path: 
     with continue_with(f"zoo compare --out {tmp_path}"):
         assert resume_command(tmp_path / "run") == f"zoo compare --out {tmp_path}"
     assert resume_command(tmp_path / "run").startswith("zoo finetune --resume")
+
+
+def test_latencies_timed_under_load_or_inside_each_others_spread_are_flagged(comparison: Comparison) -> None:
+    from finetune.compare.findings import _latency_warnings
+    from finetune.compare.speed import OtherLoad
+
+    small = _row(comparison, "small_cnn", 5, 12.0, [8.7, 16.4], latency=[0.9, 1.1])
+    resnet = _row(comparison, "resnet18", 18, 4.0, [2.3, 7.1], latency=[3.8, 4.2])
+    assert _latency_warnings([{**small, "predict_other_load": 0.1}, {**resnet, "predict_other_load": 0.0}]) == []
+    said = " ".join(_latency_warnings([{**small, "predict_other_load": 1.6}, resnet]))
+    assert "Unreliable latencies: other processes competed for the cores while small_cnn (1.6 cores busy)" in said
+    overlapping = {**small, "predict_ms_per_image_iqr": [0.9, 3.9]}
+    assert "Latency intervals overlap for small_cnn and resnet18" in " ".join(_latency_warnings([overlapping, resnet]))
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with OtherLoad() as load:
+            time.sleep(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert load.cores is not None and load.cores >= 0.5  # the spinning process kept a core busy
