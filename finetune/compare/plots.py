@@ -29,7 +29,7 @@ SETTING_COLORS = ("tab:blue", "tab:green", "tab:purple", "tab:brown", "tab:pink"
 NOT_LEARNED_STYLE: dict[str, Any] = {"marker": "X", "color": "tab:red", "markersize": 10, "linestyle": "none"}
 COSTS = (
     ("predict_ms_per_image", "inference ms per image (batch 1, measured here)"),
-    ("gflops", "GFLOPs per image (at the architecture's default input size)"),
+    ("gflops", "GFLOPs per image (the trained network at the runs' image size)"),
 )
 
 
@@ -106,15 +106,16 @@ def _plot_with_intervals(axis: Axes, rows: Sequence[Row], xs: Sequence[float], s
 
 
 def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
-    """Error (%) with its 95% interval against depth on a log axis; rows that did not learn marked apart."""
+    """Error (%) with its 95% interval against depth on a log axis, rows that did not learn marked apart; the
+    published ImageNet figures of the same networks on a panel of their own, never on your data's axis."""
     finished = _finished(rows)
-    figure = Figure(figsize=(10, 6))
-    axis = figure.subplots()
+    figure = Figure(figsize=(13, 5.5))
+    axis, reference = figure.subplots(1, 2, sharex=True)
     split = _split_name(finished)
     settings = list(dict.fromkeys(row["setting"] for row in finished))
     for index, setting in enumerate(settings):
         members = sorted((row for row in finished if row["setting"] == setting), key=lambda row: row["depth"])
-        name = f"this dataset: {split} top-1 error" + (f" [{setting}]" if setting else "")
+        name = f"{split} top-1 error" + (f" [{setting}]" if setting else "")
         style: dict[str, Any] = {"marker": "o", "color": SETTING_COLORS[index % len(SETTING_COLORS)]}
         _plot_with_intervals(axis, members, [row["depth"] for row in members], style, name)
     for key, name, style in REFERENCE_SERIES:
@@ -122,22 +123,26 @@ def plot_depth_vs_error(rows: Sequence[Row], path: Path, title: str) -> None:
                                       if row[key] is not None))
         if points:
             xs, ys, names = zip(*points, strict=True)
-            axis.plot(xs, ys, linestyle=":", label=name, **style)
-            _label_points(axis, xs, ys, names, style["color"])
+            reference.plot(xs, ys, linestyle=":", label=name, **style)
+            _label_points(reference, xs, ys, names, style["color"])
     depths = [row["depth"] for row in finished]
     if depths:
         _log_axis_at(axis, depths)
         axis.legend(fontsize=8)
     else:
         _empty(axis, "no finished runs")
-    if depths and all(row["imagenet_top1_error"] is None for row in finished):
-        note = ("no ImageNet figures: the runs started from random weights"
-                if all(row["weights"] == "none" for row in finished)
-                else "no ImageNet figures: none are published for the weights these runs started from")
-        axis.text(0.99, 0.01, note, fontsize=8, ha="right", va="bottom", transform=axis.transAxes, color="tab:gray")
-    axis.set(xlabel="depth (layers with weights, as the papers count them; log scale)",
+    if reference.lines:
+        reference.legend(fontsize=8)
+    else:
+        _empty(reference, "no ImageNet figures: the runs started from random weights"
+               if finished and all(row["weights"] == "none" for row in finished)
+               else "no ImageNet figures published for these networks")
+    axis.set(title="your data", xlabel="depth (layers with weights, as the papers count them; log scale)",
              ylabel="error (%), bars: 95% interval")
-    axis.grid(alpha=0.3)
+    reference.set(title="published ImageNet figures of the same networks (not your data)",
+                  xlabel="depth (log scale)", ylabel="ImageNet error (%)")
+    for panel in (axis, reference):
+        panel.grid(alpha=0.3)
     _title(figure, f"Depth vs error — {title}")
     save_figure(figure, path)
 

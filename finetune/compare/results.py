@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 import zoo
 from finetune.compare.speed import run_speed
 from finetune.config import to_dict
@@ -50,6 +52,20 @@ def _registry_row(name: str, weights: str) -> Row:
     return row
 
 
+def cost_at(arch: str, num_classes: int, image_size: int) -> tuple[int, float]:
+    """Parameters and GFLOPs per image (2 per multiply-accumulate) of ``arch`` with a ``num_classes`` head at
+    ``image_size``: the network a run trained, at the size it trained (on the meta device: nothing allocated)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = zoo.create_model(arch, num_classes).eval()
+        image = torch.empty(1, 3, image_size, image_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(image)
+    return sum(parameter.numel() for parameter in model.parameters()), round(counter.get_total_flops() / 1e9, 4)
+
+
 def label(row: Row) -> str:
     """How findings name a row: the architecture, and its setting when it has one."""
     return f"{row['name']} [{row['setting']}]" if row.get("setting") else row["name"]
@@ -83,6 +99,9 @@ def run_row(run_dir: Path, *, setting: str = "", save_speed: bool = False, measu
         "setting": setting,
         "weights": summary.weights,
         "image_size": summary.image_size,
+        # The fine-tuned network at the size the run used, not the 1000-class network at its default size.
+        **dict(zip(("params", "gflops"), cost_at(summary.arch, summary.num_classes, summary.image_size),
+                   strict=True)),
         "seeds": str(summary.seed),
         **{key: getattr(summary, key) for key in ("num_test", "test_top1_error", "test_top1_error_ci95", "num_val",
                                                   "val_top1_error", "val_top1_error_ci95", "k", "reported_on",

@@ -378,3 +378,30 @@ def test_latencies_timed_under_load_or_inside_each_others_spread_are_flagged(com
         spinner.kill()
         spinner.wait()
     assert load.cores is not None and load.cores >= 0.5  # the spinning process kept a core busy
+
+
+def test_cost_is_the_trained_networks_at_the_runs_image_size(comparison: Comparison) -> None:
+    resnet = results(comparison.out)["resnet18"]
+    import zoo
+
+    registry = zoo.summarize(zoo.get_spec("resnet18"))
+    # 3 classes at 32 px: a 512×3 head instead of 512×1000, and (32/224)² of the FLOPs of the default size
+    assert resnet["params"] == registry["params"] - 512 * 997 - 997
+    assert resnet["gflops"] == pytest.approx(registry["gflops"] * (32 / 224) ** 2, rel=0.15)
+
+
+def test_imagenet_figures_never_share_an_axis_with_the_users_errors(comparison: Comparison, monkeypatch,
+                                                                    tmp_path: Path) -> None:
+    from finetune.compare import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path: drawn.append(figure))
+    small = _row(comparison, "small_cnn", 5, 12.0, [8.7, 16.4])
+    resnet = {**_row(comparison, "resnet18", 18, 4.0, [2.3, 7.1]), "imagenet_top1_error": 30.24,
+              "ilsvrc_top5_error": 3.57}
+    plots.plot_depth_vs_error([small, resnet], tmp_path / "depth.png", "t")
+    ours, published = drawn[0].axes
+    ours_values = {float(y) for line in ours.get_lines() for y in line.get_ydata()}
+    published_values = {float(y) for line in published.get_lines() for y in line.get_ydata()}
+    assert {12.0, 4.0} <= ours_values and not ours_values & {30.24, 3.57}
+    assert published_values == {30.24, 3.57} and "not your data" in published.get_title()
