@@ -101,10 +101,8 @@ def _flags(parser: argparse.ArgumentParser) -> set[str]:
     return {flag for action in parser._actions for flag in action.option_strings} - {"-h", "--help"}
 
 
-def _readme_finetune_section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("### `zoo finetune")
-    return text[start:text.index("\n### ", start)]
+def _options_doc() -> str:
+    return (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
 
 
 def test_default_yaml_lists_every_field_in_order_and_loads_to_the_defaults() -> None:
@@ -117,19 +115,24 @@ def test_default_yaml_lists_every_field_in_order_and_loads_to_the_defaults() -> 
     assert load_config(path) == RunConfig()
 
 
-def test_readme_option_table_lists_exactly_the_flags_of_zoo_finetune() -> None:
-    rows = [line for line in _readme_finetune_section().splitlines() if line.startswith("| `--")]
-    # The first cell only (pipes inside it are escaped); the meaning may mention other flags.
+def test_the_option_tables_in_docs_are_generated_from_the_parsers() -> None:
+    from zoo_cli.reference import option_table, rendered
+
+    text = _options_doc()
+    assert rendered(text) == text, "docs/options.md is out of step: run python -m zoo_cli.reference"
+    table = option_table("finetune")
+    rows = [line for line in table.splitlines() if line.startswith("| `--")]
     documented = {flag for row in rows for flag in re.findall(r"--[a-z][a-z-]*", re.split(r"(?<!\\)\|", row)[1])}
-    assert documented == _flags(_finetune_parser())
+    assert documented == _flags(_finetune_parser()) and table in text
+    assert "| `--image-size IMAGE_SIZE` |  | input size in px" in table  # the field's own help, one source
 
 
-def test_every_config_field_has_a_flag_or_the_readme_says_it_has_none() -> None:
-    flags, readme = _flags(_finetune_parser()), _readme_finetune_section()
+def test_every_config_field_has_a_flag_or_the_docs_say_it_has_none() -> None:
+    flags, doc = _flags(_finetune_parser()), _options_doc()
     for key, item, _ in config_fields():
         assert item.metadata.get("help"), f"{key} has no help text"
         flag = flag_of(item)
-        assert flag in flags if flag else f"`{key}`" in readme, key
+        assert flag in flags if flag else f"`{key}`" in doc, key
 
 
 def _sample(kind: Any) -> tuple[list[str], Any]:
