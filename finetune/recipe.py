@@ -3,7 +3,7 @@
 What is looked at: the training images' size, whether they are grey and glyph-like (ink on a plain
 background, like digits), how many there are per class, whether the weights are pretrained, and the
 device. Every choice is printed with its reason and written into the run's ``config.yaml``; a flag or a
-config value always wins. The rules and the figures they were checked against are in the README and
+config value always wins. The rules and the figures they were checked against are in docs/honest-numbers.md and
 ``benchmarks/RESULTS.md`` (``python -m benchmarks.defaults``).
 """
 

@@ -1,5 +1,5 @@
 """Bundles that plain timm and torchvision load: published key names, timm's config.json, self-describing files,
-the model card, and the README's torchvision lines run in a fresh interpreter without zoo."""
+the model card, and the torchvision lines of docs/commands.md run in a fresh interpreter without zoo."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from zoo.bundle import BundleMetadata, read_metadata
 from zoo.interop import crop_pct, plain_model, plain_state_dict, zoo_state_dict
 from zoo.registry import get_spec
 
-README = Path(__file__).parents[2] / "README.md"
+COMMANDS_DOC = Path(__file__).parents[2] / "docs" / "commands.md"  # holds the torchvision lines
 # What a consumer of a bundle through its own library must not need.
 ZOO_MODULES = ("zoo", "finetune", "zoo_cli", "pytorch_lightning", "lightning")
 
@@ -116,9 +116,9 @@ def test_a_bundle_with_zoo_key_names_still_loads(small_bundle: Path, tmp_path: P
 
 
 def test_readmes_torchvision_lines_load_the_bundle_without_zoo(torchvision_bundle: Path, tmp_path: Path) -> None:
-    snippet = re.search(r"<!-- interop: torchvision -->\n```python\n(.*?)```", README.read_text(encoding="utf-8"),
+    snippet = re.search(r"<!-- interop: torchvision -->\n```python\n(.*?)```", COMMANDS_DOC.read_text(encoding="utf-8"),
                         re.DOTALL)
-    assert snippet is not None, "README.md lost its torchvision snippet"
+    assert snippet is not None, "docs/commands.md lost its torchvision snippet"
     photo = _photo(torchvision_bundle)
     code = snippet.group(1).replace('"bundle/"', repr(str(torchvision_bundle))).replace('"cat.jpg"', repr(str(photo)))
     script = code + (
