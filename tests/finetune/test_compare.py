@@ -348,15 +348,6 @@ def test_too_few_models_for_a_significant_trend_is_said(comparison: Comparison) 
     assert "smallest p any ordering" not in " ".join(findings(five, five, [config]))
 
 
-def test_an_interrupted_run_of_a_comparison_names_the_compare_command(tmp_path: Path) -> None:
-    from finetune.saving import continue_with, resume_command
-
-    assert resume_command(tmp_path / "run") == f"zoo finetune --resume {tmp_path / 'run'}"
-    with continue_with(f"zoo compare --out {tmp_path}"):
-        assert resume_command(tmp_path / "run") == f"zoo compare --out {tmp_path}"
-    assert resume_command(tmp_path / "run").startswith("zoo finetune --resume")
-
-
 def test_latencies_timed_under_load_or_inside_each_others_spread_are_flagged(comparison: Comparison) -> None:
     from finetune.compare.findings import _latency_warnings
     from finetune.compare.speed import OtherLoad
@@ -405,3 +396,21 @@ def test_imagenet_figures_never_share_an_axis_with_the_users_errors(comparison: 
     published_values = {float(y) for line in published.get_lines() for y in line.get_ydata()}
     assert {12.0, 4.0} <= ours_values and not ours_values & {30.24, 3.57}
     assert published_values == {30.24, 3.57} and "not your data" in published.get_title()
+
+
+def test_ctrl_c_inside_a_comparison_prints_the_compare_command(tmp_path: Path, monkeypatch, capsys) -> None:
+    from finetune.saving import LastCheckpoint
+
+    original = LastCheckpoint.on_train_epoch_end
+
+    def then_interrupt(self, trainer, module) -> None:
+        original(self, trainer, module)
+        raise KeyboardInterrupt  # as Ctrl-C during the first epoch's end
+
+    monkeypatch.setattr(LastCheckpoint, "on_train_epoch_end", then_interrupt)
+    images, out = make_image_folder(tmp_path / "images", per_class=4), tmp_path / "comparison"
+    with pytest.raises(SystemExit) as stopped:
+        main(["compare", "--archs", "small_cnn", "--data", str(images), "--out", str(out), *QUICK])
+    assert stopped.value.code == 130
+    err = capsys.readouterr().err
+    assert f"continue with: zoo compare --out {out}" in err and "zoo finetune --resume" not in err
