@@ -53,6 +53,8 @@ def test_list_says_winner_or_runner_up_marks_ensembles_and_gives_one_networks_fi
     assert "2014 runner-up" in row["vgg16"] and "7.3 ×7" in row["vgg16"]
     assert "2015 winner" in row["resnet152"] and "3.57 ×6" in row["resnet152"] and "4.49 (val)" in row["resnet152"]
     assert any("×N: an ensemble of N networks" in line for line in lines)
+    assert main(["info", "vgg16"]) == 0
+    assert "ILSVRC 2014, runner-up: top-5 error 7.3% (ensemble of 7)" in capsys.readouterr().out
 
 
 def test_list_pattern_csv_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:

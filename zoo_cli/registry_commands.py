@@ -105,9 +105,12 @@ def run_info(args: argparse.Namespace) -> int:
     source = f"the {prep['weights']} weights'" if prep["weights"] else "the entry's own"
     print(f"preprocessing ({source}): resize the shorter side to {prep['resize']} px ({prep['interpolation']}), "
           f"centre crop {prep['crop']}, mean {prep['mean']}, std {prep['std']}")
-    for result in details["ilsvrc_results"]:
-        print(f"ILSVRC {result['year']}, place {result['place']}: top-5 error {result['top5_error']}% — "
-              f"{result['description']} [{result['source']}]")
+    for result in zoo.get_spec(args.name).ilsvrc:
+        single = (f"; one network: {result.single_model_top5_error}% ({result.single_model}, "
+                  f"{result.single_model_split})" if result.single_model_top5_error is not None else "")
+        print(f"ILSVRC {result.year}, {result.standing}: top-5 error {result.top5_error}%"
+              f"{f' (ensemble of {result.models})' if result.models > 1 else ''}{single} — {result.description} "
+              f"[{result.source}]")
     if details["weights"]:
         print_table(details["weights"], {"tag": "weights", "imagenet_top1_error": "top-1 err %",
                                          "imagenet_top5_error": "top-5 err %", "resize": "resize", "crop": "crop",
