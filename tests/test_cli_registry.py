@@ -109,6 +109,24 @@ def test_zoo_errors_and_the_cli_parser_do_not_import_torch() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("columns", [80, 120, 200])
+def test_the_registry_table_fits_the_terminal_with_whole_names_and_figures(columns: int, monkeypatch, capsys) -> None:
+    assert main(["list", "--format", "json"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    table = [line for line in lines if not line.startswith(("ILSVRC:", "narrow terminal"))]
+    assert max(map(len, table)) <= columns
+    for row in expected:  # the name whole on one line, with its parameters and weights' top-1 error uncut
+        line = next(line for line in table if line.strip(" │").startswith(row["name"] + " "))
+        assert f"{row['params'] / 1e6:.2f}" in line
+        if row["imagenet_top1_error"] is not None:
+            assert f"{row['imagenet_top1_error']:.2f}" in line
+    assert any(line.startswith("narrow terminal") for line in lines) == (columns < 160)
+    assert all(line.rstrip().endswith(("┓", "┃", "┩", "│", "┘")) for line in table[1:] if line.strip()) or columns < 160
+
+
 @pytest.mark.parametrize("columns", [80, 120])
 def test_the_layer_table_fits_the_terminal_with_whole_names_and_figures(columns: int, monkeypatch, capsys) -> None:
     assert main(["info", "resnet18", "--layers", "--format", "csv"]) == 0

@@ -49,11 +49,23 @@ def render(rows: Sequence[dict[str, Any]], columns: dict[str, str], fmt: str, ti
         print_table(rows, columns, title)
 
 
+def table_width() -> int:
+    """The width tables are laid out for: the terminal's, or ``COLUMNS``; piped output keeps whole rows instead of
+    folding them to an assumed 80-column terminal unless ``COLUMNS`` says how wide the reader is."""
+    from rich.console import Console
+
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        return Console().width
+    return PIPED_WIDTH
+
+
 def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: str | None = None,
-                wrap: Sequence[str] = (), fold: Sequence[str] = (), compact: bool = False) -> None:
+                wrap: Sequence[str] = (), fold: Sequence[str] = (), whole: Sequence[str] = (),
+                compact: bool = False) -> None:
     """``rows`` as a rich table that fits the terminal. The text cells of ``wrap``'s columns (lists of names) wrap
     at spaces and ``fold``'s (names that must be read whole) break anywhere instead of being cut; numbers are never
-    cut. ``compact``: no vertical rules and every number whole, for tables of many short columns (the layer table)."""
+    cut. ``whole``'s text columns are as wide as their longest cell. ``compact``: no vertical rules, every number
+    whole, headers and ``wrap``'s cells wrapped at their longest word, for tables of many short columns."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -63,9 +75,7 @@ def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: 
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError  # rich would exit with status 1; zoo_cli.main ends every closed pipe alike
 
-    # Piped output keeps whole rows instead of folding them to an assumed 80-column terminal, unless COLUMNS says
-    # how wide the reader is (as a terminal would).
-    console = _Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit() else PIPED_WIDTH)
+    console = _Console(width=table_width())
     cells = {key: [cell(row.get(key)) for row in rows] for key in columns}
 
     def build(whole_numbers: bool) -> Table:
@@ -73,10 +83,16 @@ def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: 
                       box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
         for key, header in columns.items():
             if key in TEXT_COLUMNS:
-                table.add_column(header, justify="left")
+                longest = max((len(text) for text in cells[key]), default=1)
+                longest_word = max((len(word) for text in cells[key] for word in text.split()), default=1)
+                table.add_column(header, justify="left", min_width=longest if key in whole else None,
+                                 max_width=longest_word if compact and key in wrap else None)
             else:  # as wide as its longest figure, so rich narrows the text columns instead of cutting numbers
                 longest = max((len(text) for text in cells[key]), default=1)
-                table.add_column(header, justify="right", min_width=longest if whole_numbers else None)
+                # compact: the header wraps at its words rather than widening the column past its figures
+                widest = max(longest, *(len(word) for word in header.split()))
+                table.add_column(header, justify="right", min_width=longest if whole_numbers else None,
+                                 max_width=widest if compact else None)
         for index in range(len(rows)):
             # Text, not markup: a class name like "[bold]" is shown as written. Other text cells stay on one line
             # and end in "…" when the table is too wide; their columns still count as wrappable, so rich narrows

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from zoo_cli.output import FORMATS, print_table, render
+from zoo_cli.output import FORMATS, print_table, render, table_width
 
 if TYPE_CHECKING:
     from zoo.spec import ArchSpec
@@ -16,9 +16,14 @@ LIST_COLUMNS = {
     "ilsvrc": "ILSVRC", "ilsvrc_errors": "top-5 err %", "ilsvrc_single": "this net %",
     "imagenet_top1_error": "weights top-1 %", "imagenet_top5_error": "top-5 %", "weights_cached": "cached",
 }
+# Below WIDE_LIST columns (all eleven need about 160) the table keeps the columns that compare networks, each figure
+# whole (--format csv/json and zoo info keep the rest).
+WIDE_LIST = 160
+NARROW_LIST_COLUMNS = {"name": "name", "depth": "depth", "params_m": "params (M)", "gflops": "GFLOPs",
+                       "ilsvrc": "ILSVRC", "ilsvrc_errors": "top-5 %", "imagenet_top1_error": "weights top-1 %"}
 LIST_NOTE = ("ILSVRC: the family's place and competition figure (test set; ×N: an ensemble of N networks); this "
              "net: that network alone, where the paper gives it; weights: the single-crop ImageNet error of the "
-             "default weights, the network you load")
+             "default weights, the network you load; *: another figure of that year, in zoo info NAME")
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -57,18 +62,25 @@ def run_list(args: argparse.Namespace) -> int:
     if args.format != "table":
         render(rows, LIST_COLUMNS, args.format)
         return 0
+    wide = table_width() >= WIDE_LIST
     for row in rows:
         row["params_m"] = row["params"] / 1e6
         results = zoo.get_spec(row["name"]).ilsvrc  # AlexNet has two: ILSVRC data only, and the winning entry
         if results:
             row["ilsvrc"] = f"{results[0].year} {results[0].standing}"
-            row["ilsvrc_errors"] = " / ".join(
-                f"{result.top5_error:g}" + (f" ×{result.models}" if result.models > 1 else "") for result in results)
+            figures = [f"{result.top5_error:g}" + (f" ×{result.models}" if result.models > 1 else "")
+                       for result in results]
+            row["ilsvrc_errors"] = figures[0] + ("*" if len(figures) > 1 else "")
             single = row["ilsvrc_single_model_top5_error"]
             row["ilsvrc_single"] = f"{single:g} ({results[0].single_model_split})" if single is not None else None
-    print_table(rows, LIST_COLUMNS, fold=("name",), wrap=("ilsvrc",),
-                title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)")
+    print_table(rows, LIST_COLUMNS if wide else NARROW_LIST_COLUMNS, fold=("name",), wrap=("ilsvrc",),
+                whole=("name",), compact=not wide,
+                title="zoo registry (GFLOPs = 2 × multiply-accumulates per image at the default size)" if wide
+                else "zoo registry (GFLOPs = 2 × MACs per image at the default size)")
     print(LIST_NOTE)
+    if not wide:
+        print(f"narrow terminal: below {WIDE_LIST} columns family, this net, top-5 and cached are left out "
+              "(zoo info NAME, --format csv or json show them)")
     return 0
 
 
