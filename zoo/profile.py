@@ -7,17 +7,14 @@ FLOPs count 2 per multiply-accumulate (torchvision's ``_ops`` metadata counts mu
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from zoo._io import DiskError, write_text_atomic
-from zoo.cache import cache_root
+from zoo.cache import read_figures, write_figures
 from zoo.spec import ArchSpec
 
 
@@ -54,23 +51,7 @@ def _versions() -> str:
     return "/".join(installed(p) for p in ("zoo", "torch", "torchvision", "timm"))
 
 
-def _cache_file() -> Path:
-    return cache_root() / "profiles.json"
-
-
-def _read_cache() -> dict[str, dict]:
-    try:
-        return json.loads(_cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(entries: dict[str, dict]) -> None:
-    """Best effort: a read-only cache folder only costs the measurement next time."""
-    try:
-        write_text_atomic(_cache_file(), json.dumps(entries))
-    except DiskError:
-        pass
+PROFILES = "profiles.json"
 
 
 @functools.cache
@@ -81,14 +62,14 @@ def profile(spec: ArchSpec) -> Profile:
     cache in ``$ZOO_CACHE/profiles.json`` keeps ``zoo list`` from doing that for every entry every time.
     """
     key = f"{spec.name}@{spec.input_size}@{_versions()}"
-    entries = _read_cache()
+    entries = read_figures(PROFILES)
     if key in entries:
         stored = entries[key]
         stages = tuple(Stage(s["name"], s["kind"], tuple(s["output_shape"]), s["params"]) for s in stored["stages"])
         return Profile(stored["params"], stored["gflops"], stages)
     measured = measure(spec)
     entries[key] = asdict(measured)
-    _write_cache(entries)
+    write_figures(PROFILES, entries)
     return measured
 
 
