@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
+from zoo import metadata
 from zoo.cache import read_figures, write_figures
 from zoo.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,29 @@ def profile(spec: ArchSpec) -> Profile:
     Measuring means building the network (importing torchvision or timm) and one forward pass; the
     cache in ``$ZOO_CACHE/profiles.json`` keeps ``zoo list`` from doing that for every entry every time.
     """
+    stored = metadata.profile(spec.name)
+    if stored is not None:  # a classic entry: its figures ship with zoo (no torch import)
+        return _from_dict(stored)
     key = f"{spec.name}@{spec.input_size}@{_versions()}"
     entries = read_figures(PROFILES)
     if key in entries:
-        stored = entries[key]
-        stages = tuple(Stage(s["name"], s["kind"], tuple(s["output_shape"]), s["params"]) for s in stored["stages"])
-        return Profile(stored["params"], stored["gflops"], stages)
+        return _from_dict(entries[key])
     measured = measure(spec)
     entries[key] = asdict(measured)
     write_figures(PROFILES, entries)
     return measured
 
 
+def _from_dict(stored: dict) -> Profile:
+    stages = tuple(Stage(s["name"], s["kind"], tuple(s["output_shape"]), s["params"]) for s in stored["stages"])
+    return Profile(stored["params"], stored["gflops"], stages)
+
+
 def measure(spec: ArchSpec) -> Profile:
     """Measure the entry's published form (1000 classes; small_cnn with 10) on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.device("meta"):
         model = spec.build().eval()
         image = torch.empty(1, 3, spec.input_size, spec.input_size)
@@ -96,5 +106,7 @@ def measure(spec: ArchSpec) -> Profile:
 
 
 def _shape(output: object) -> tuple[int, ...]:
+    import torch
+
     tensor = output[0] if isinstance(output, (tuple, list)) else output
     return tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else ()

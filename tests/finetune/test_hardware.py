@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from finetune import hardware
 from finetune.hardware import choose_cache, choose_loader, choose_precision

@@ -38,7 +38,8 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
     # The phases split the wall time from the process's start without overlapping: together they are at most it.
     phases = summary["phase_seconds"]
-    assert {"startup", "scan", "setup", "precision", "decode", "train", "calibration", "held_out", "report"} <= set(phases)
+    assert {"startup", "scan", "setup", "precision", "decode", "train", "calibration", "held_out",
+            "report"} <= set(phases)
     assert all(seconds >= 0 for seconds in phases.values()) and sum(phases.values()) <= summary["wall_seconds"]
     rows = run_table(out, "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
