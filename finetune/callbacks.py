@@ -171,6 +171,10 @@ class StepLines(Callback):
         if self._lines is not None and trainer.is_global_zero:
             self._lines.update(trainer.global_step - self._first_step)
 
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._lines is not None:  # EpochLog's line: short epochs need no lines in between
+            self._lines.deferred()
+
 
 class EpochLog(Callback):
     """One line per validated epoch, for output that is not a terminal: no redraws fill the log.

@@ -78,6 +78,10 @@ class ProgressLines:
         self.started = time.perf_counter()
         self._next = self.started + FIRST_LINE_SECONDS
 
+    def deferred(self) -> None:
+        """Another line just showed the phase alive (an epoch's): the next progress line waits its interval."""
+        self._next = max(self._next, time.perf_counter() + LINE_SECONDS)
+
     def update(self, done: int) -> None:
         now = time.perf_counter()
         if now < self._next or done <= 0:
