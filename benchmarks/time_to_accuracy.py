@@ -148,6 +148,14 @@ def time_to(runs: list[dict[str, Any]], error: float) -> float | None:
     return min((run["seconds"] for run in runs if run["error"] <= error + 1e-9), default=None)
 
 
+def _write(rows: list[dict[str, Any]], detail: list[dict[str, Any]], rounds: int, load: list[str]) -> None:
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    body = (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} for both; {rounds} round(s); load average before "
+            f"{' '.join(load)}, after {' '.join(load_after)} (2 shared cores: other work ran beside this). Target: "
+            f"zoo at most 0.5× fastai's wall seconds.\n\n{table(rows)}\n\n### Every run\n\n{table(detail)}")
+    write_results("time_to_accuracy", "time_to_accuracy: zoo's no-flag run against fastai's recipe", body)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS))
@@ -199,13 +207,8 @@ def main(argv: list[str] | None = None) -> None:
             detail += [{"data": name, "system": run["system"], "run": run["flags"] or "no flags",
                         "epochs": run["epochs"], "image px": run["image_size"], "test error %": f"{run['error']:.2f}",
                         "wall s": f"{run['seconds']:.1f}"} for run in runs]
-    load_after = Path("/proc/loadavg").read_text().split()[:3]
+            _write(rows, detail, args.rounds, load)  # after each data set: a run cut short keeps what it measured
     print("\n" + table(rows) + "\n\n" + table(detail))
-    body = (f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} for both; {args.rounds} round(s); load average before "
-            f"{' '.join(load)}, after {' '.join(load_after)} (2 shared cores: other work ran beside this). Target: "
-            f"zoo at most 0.5× fastai's wall seconds.\n\n{table(rows)}\n\n### Every run\n\n{table(detail)}")
-    write_results("time_to_accuracy", "time_to_accuracy: zoo's no-flag run against fastai's recipe", body)
-
 
 if __name__ == "__main__":
     main()
