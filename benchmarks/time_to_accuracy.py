@@ -130,7 +130,9 @@ def fastai_train(settings: dict[str, Any]) -> None:
         return [[p for p in model.parameters() if id(p) not in head_parameters],
                 [p for head in heads for p in head.parameters()]]
 
-    learner = Learner(loaders, network, loss_func=CrossEntropyLossFlat(), metrics=error_rate, splitter=groups)
+    # path: lr_find saves its restore point under path/models, here in the benchmark's temporary folder.
+    learner = Learner(loaders, network, loss_func=CrossEntropyLossFlat(), metrics=error_rate, splitter=groups,
+                      path=folder)
     with learner.no_bar(), learner.no_logging():
         lr = learner.lr_find(show_plot=False).valley
         if settings["weights"] != "none":

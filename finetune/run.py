@@ -442,7 +442,8 @@ def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started:
     with run.times.phase("report"):
         if watched.metrics.rows:
             plot_learning_curves(watched.metrics.rows, run_dir / "learning_curves.png",
-                                 f"{setup.spec.name} on {Path(config.data.path).name}", final["best_epoch"])
+                                 f"{setup.spec.name} on {Path(config.data.path).name}",
+                                 None if final["best_epoch"] is None else int(final["best_epoch"]))
     early_stop = watched.early_stop
     summary = RunSummary(**{
         "arch": setup.spec.name,
