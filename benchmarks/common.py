@@ -22,21 +22,11 @@ import torch
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from finetune.data.builtin import resolve_data
-from finetune.hardware import available_memory, cpu_flags, usable_cores
+from finetune.hardware import available_memory, cpu_flags, cpu_model, usable_cores
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PACKAGES = ("torch", "torchvision", "timm", "pytorch-lightning", "numpy", "pillow")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:
@@ -49,7 +39,7 @@ def machine() -> str:
     return (
         f"- date: {datetime.now():%Y-%m-%d %H:%M}\n"
         f"- command: `{command}` (from the repository root)\n"
-        f"- CPU: {cpu_name()}, {usable_cores()} usable cores, torch threads {torch.get_num_threads()}; {has}\n"
+        f"- CPU: {cpu_model()}, {usable_cores()} usable cores, torch threads {torch.get_num_threads()}; {has}\n"
         f"- GPU: {gpu}; memory available: {available_memory() / 2**30:.1f} GiB\n"
         f"- Python {platform.python_version()}, {versions}\n"
     )

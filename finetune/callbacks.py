@@ -11,6 +11,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
+from finetune.progress import ProgressLines, clock
 from zoo._io import write_atomic
 from zoo.errors import ZooError
 
@@ -151,10 +152,28 @@ class ProgressBar(TQDMProgressBar):
         bar.set_postfix({**self.get_metrics(trainer, pl_module), "loss": f"{float(outputs['loss']):.3f}"})
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{seconds:02d}"
+class StepLines(Callback):
+    """Progress lines of the training steps (``ProgressLines``), for output that is not a terminal: an epoch, or the
+    learning-rate finder, can run for minutes between the lines that end them."""
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._lines: ProgressLines | None = None
+        self._first_step = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        total = trainer.estimated_stepping_batches
+        self._first_step = trainer.global_step  # a resumed run counts its own steps
+        self._lines = ProgressLines(self.description, int(total) - self._first_step if math.isfinite(total) else 0,
+                                    "steps")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._lines is not None and trainer.is_global_zero:
+            self._lines.update(trainer.global_step - self._first_step)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._lines is not None:  # EpochLog's line: short epochs need no lines in between
+            self._lines.deferred()
 
 
 class EpochLog(Callback):
@@ -189,8 +208,8 @@ class EpochLog(Callback):
         parts += [f"val loss {row['val/loss']:.4f}", f"val top-1 error {row['val/top1_error']:.2f}%"]
         if row["lr"] is not None:
             parts.append(f"lr {row['lr']:.2e}")
-        parts += [f"{self.throughput.images_per_second:.0f} img/s", f"elapsed {_clock(elapsed)}",
-                  f"left ~{_clock(left)}"]
+        parts += [f"{self.throughput.images_per_second:.0f} img/s", f"elapsed {clock(elapsed)}",
+                  f"left ~{clock(left)}"]
         print("  ".join(parts), flush=True)
 
 
@@ -216,12 +235,24 @@ class EarlyStop(EarlyStopping):
 
 
 class FiniteLoss(Callback):
-    """Stop a run whose training loss stops being a finite number: every later step would only spread NaN."""
+    """Stop a run whose training loss stops being a finite number: every later step would only spread NaN.
+
+    Reading the loss waits for the device to finish the step: on a GPU that stall is paid only every
+    ``every`` steps and at the end of an epoch (a NaN spreads, so it is still there then); on the CPU, where
+    reading it costs nothing, every step.
+    """
+
+    def __init__(self, every: int = 50) -> None:
+        self.every = every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = float(outputs["loss"])
-        if not math.isfinite(loss):
+        loss = outputs["loss"]
+        last = batch_idx + 1 == trainer.num_training_batches
+        if loss.device.type != "cpu" and (trainer.global_step % self.every and not last):
+            return
+        value = float(loss)
+        if not math.isfinite(value):
             raise DivergedError(
-                f"the training loss became {loss} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: "
+                f"the training loss became {value} at epoch {trainer.current_epoch + 1}, step {trainer.global_step}: "
                 "the run diverged; start again with a lower --lr (or --lr auto)"
             )

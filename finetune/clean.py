@@ -109,7 +109,7 @@ def backbone_features(samples: Sequence[Sample], arch: str, image_size: int | No
     loader = DataLoader(ImageDataset(samples, transform), batch_size=batch_size, num_workers=settings.num_workers,
                         pin_memory=settings.pin_memory)
     network = network.to(memory_format=torch.channels_last)
-    batches = tracked(loader, len(loader), "features", "extracting backbone features (batches)", None)
+    batches = tracked(loader, len(loader), "features", "extracting backbone features", None, "batches")
     # A 1×1-convolution head (BiT) takes N×D×1×1: the linear heads here take N×D.
     features = extract_features(network, spec.head, batches, torch.device("cuda" if gpu else "cpu"),
                                 torch.channels_last, nullcontext).flatten(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -14,6 +15,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from finetune.console import say
+from zoo.cache import cache_root, read_figures, write_figures
+
+PROBES = "precision_probes.json"  # bf16 timings in $ZOO_CACHE, once per CPU model, network, size and torch version
 BF16_PROBE_MIN_SPEEDUP = 1.2  # below this, bf16's rounding is not worth its gain
 MEMORY_CACHE_SHARE = 0.25  # the decoded images may take this share of the memory available now
 SMALL_DATASET = 512  # fewer images than this: worker start-up costs more than it saves
@@ -45,6 +50,31 @@ def cpu_flags() -> set[str]:
     return set(line.partition(":")[2].split())
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def remembered_speedup(what: str, measure: Callable[[], float]) -> tuple[float, str]:
+    """The bf16 speed-up ``measure()`` times for ``what``, timed once per CPU model, machine architecture and torch
+    version and then read from ``$ZOO_CACHE``; with a few words saying which (the timing costs seconds, and is
+    never silent)."""
+    key = f"{cpu_model()} ({platform.machine()}) | {what} | torch {torch.__version__}"
+    entries = read_figures(PROBES)
+    if isinstance(entries.get(key), (int, float)):
+        return float(entries[key]), f"timed on this CPU before, kept in {cache_root() / PROBES}"
+    say(f"timing {what} in bf16 against fp32 on this CPU (once: the result is kept in {cache_root() / PROBES})")
+    speedup = measure()
+    write_figures(PROBES, {**entries, key: speedup})
+    return speedup, "timed now"
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -70,23 +100,26 @@ def has_depthwise_convolutions(network: nn.Module) -> bool:
 
 
 def choose_precision(requested: str, accelerator: str, network: nn.Module | None = None,
-                     image_size: int = 224) -> Choice:
+                     image_size: int = 224, name: str | None = None) -> Choice:
     """Resolve ``auto``: bf16-mixed where the hardware runs bf16 natively and fast, else 32.
 
-    On a CPU, a ``network`` with depthwise convolutions is timed in both precisions: oneDNN's bf16
-    depthwise kernels can be no faster than fp32, whatever the CPU's flags promise.
+    On a CPU, a ``network`` (the registry's ``name``) with depthwise convolutions is timed in both precisions:
+    oneDNN's bf16 depthwise kernels can be no faster than fp32, whatever the CPU's flags promise. Every timing
+    is made once per machine (``remembered_speedup``).
     """
     if requested != "auto":
         return Choice(requested, "as requested")
     choice = _precision_for_hardware(accelerator)
     if choice.value == "bf16-mixed" and network is not None and not _uses_cuda(accelerator) \
             and has_depthwise_convolutions(network):
-        speedup = network_bf16_speedup(network, min(image_size, 224))
+        size = min(image_size, 224)
+        speedup, source = remembered_speedup(f"{name or type(network).__name__} at {size} px",
+                                             lambda: network_bf16_speedup(network, size))
         if speedup < BF16_PROBE_MIN_SPEEDUP:
-            return Choice("32",
-                          f"depthwise convolutions: bf16 trained this network only {speedup:.2f}× as fast as fp32")
+            return Choice("32", f"depthwise convolutions: bf16 trained this network only {speedup:.2f}× as fast as "
+                                f"fp32 ({source})")
         return Choice("bf16-mixed", f"{choice.reason}; with its depthwise convolutions this network still ran "
-                                    f"{speedup:.2f}× faster in bf16")
+                                    f"{speedup:.2f}× faster in bf16 ({source})")
     return choice
 
 
@@ -126,10 +159,12 @@ def _precision_for_hardware(accelerator: str) -> Choice:
     if "avx512_bf16" in flags:
         # Without AMX, bf16 convolutions may or may not beat fp32 (it depends on oneDNN's kernels for
         # the core): a short timing decides.
-        speedup = bf16_conv_speedup()
+        speedup, source = remembered_speedup("a 3×3 convolution", bf16_conv_speedup)
         if speedup >= BF16_PROBE_MIN_SPEEDUP:
-            return Choice("bf16-mixed", f"CPU has avx512_bf16 (no AMX); a bf16 convolution ran {speedup:.1f}× faster")
-        return Choice("32", f"CPU has avx512_bf16 but no AMX; a bf16 convolution ran only {speedup:.1f}× as fast: fp32")
+            return Choice("bf16-mixed", f"CPU has avx512_bf16 (no AMX); a bf16 convolution ran {speedup:.1f}× faster "
+                                        f"({source})")
+        return Choice("32", f"CPU has avx512_bf16 but no AMX; a bf16 convolution ran only {speedup:.1f}× as fast "
+                            f"({source}): fp32")
     return Choice("32", "CPU has no native bf16 (no AMX / avx512_bf16): fp32")
 
 

@@ -66,7 +66,7 @@ class RunSummary:
     val_nll_before: float | None
     val_nll_after: float | None
     train_seconds: float
-    phase_seconds: dict[str, float]  # outside the epochs: scan, decode, features, lr_find, held_out
+    phase_seconds: dict[str, float]  # startup, scan, setup, precision, decode, features, lr_find, train, ... : the wall
     wall_seconds: float
     train_images_per_second: float
     best_checkpoint: str

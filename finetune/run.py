@@ -25,6 +25,7 @@ from finetune.callbacks import (
     EpochMetrics,
     FiniteLoss,
     ProgressBar,
+    StepLines,
     Throughput,
 )
 from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, save_config
@@ -249,28 +250,34 @@ class _Watchers:
 
 
 def train(config: RunConfig, *, resume: Path | None = None, split: Split | None = None,
-          watchers: Sequence[pl.Callback] = ()) -> RunResult:
+          watchers: Sequence[pl.Callback] = (), started: float | None = None) -> RunResult:
     """Fine-tune ``config.model.arch`` on ``config.data.path``; everything lands in the run folder.
 
     ``split`` reuses a split made elsewhere (``zoo compare`` shares one); by default one is made from
     the data folder, or read back from the run folder when resuming. The data and the weights are
     checked before the run folder is created, so a failed start leaves nothing behind. ``watchers`` are
     extra callbacks that observe the run (the benchmarks time its steps with one).
+
+    ``started`` is the ``time.perf_counter()`` reading at which the user's wait began (``zoo finetune`` passes its
+    process's start, so the imports count as the ``startup`` phase); by default, the call. ``wall_seconds`` counts
+    from there, and ``phase_seconds`` splits it into phases that do not overlap.
     """
+    entered = time.perf_counter()
+    times = PhaseTimes()
+    if started is not None and started < entered:
+        times.add("startup", entered - started)
     with lightning_quieted(), _launch_marks():
-        run = _prepare(config, resume, split)
-        trainer, watched = _build_trainer(run, watchers)
-        started = time.perf_counter()
-        _fit(trainer, run)
-        _validate_final_step(trainer, run.setup, watched)
+        with times.phase("setup"):  # less its scan, precision probe, decoding and lr finding, timed on their own
+            run = _prepare(config, resume, split, times)
+            trainer, watched = _build_trainer(run, watchers)
+        with times.phase("train"):  # the epochs with their validation, less any decoding or feature extraction
+            _fit(trainer, run)
+            _validate_final_step(trainer, run.setup, watched)
         if not trainer.is_global_zero:
             return RunResult(run.run_dir, None)
-        summary = _summarize(trainer, run, watched, started)
+        summary = _summarize(trainer, run, watched, entered if started is None else started)
     if not summary.learned:
         say(not_learned_message(summary), warning=True)
-    if watched.metrics.rows:
-        plot_learning_curves(watched.metrics.rows, run.run_dir / "learning_curves.png",
-                             f"{run.setup.spec.name} on {Path(run.config.data.path).name}", summary.best_epoch)
     return RunResult(run.run_dir, summary)
 
 
@@ -289,10 +296,9 @@ def _launch_marks() -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Prepared:
+def _prepare(config: RunConfig, resume: Path | None, split: Split | None, times: PhaseTimes) -> _Prepared:
     """Split, resolve the settings, build the network and data, then make or reopen the run folder and write
     its config and split (the processes of a DDP launch read them instead)."""
-    times = PhaseTimes()  # scanning, decoding, feature extraction, learning-rate finding, testing
     worker = is_launched_worker()
     if worker:  # the first process (node 0's) resolved every choice and wrote it down
         if RUN_DIR_ENV in os.environ and launched_by_this_run():  # started by that process's own DDP launcher
@@ -310,9 +316,8 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
     if resume is not None and has_split(resume):
         split = load_split(resume)
     elif split is None:
-        scan_started = time.perf_counter()
-        split = make_split(config)
-        times.add("scan", time.perf_counter() - scan_started)
+        with times.phase("scan"):
+            split = make_split(config)
     config = choose_settings(config, split)
     check_devices(config)
     if worker and resume is not None:
@@ -333,9 +338,8 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
                 say(f"skipped {len(split.skipped)} unreadable files (listed with reasons in "
                     f"{run_dir / 'skipped.csv'})", warning=True)
     if config.optim.lr == "auto":
-        finder_started = time.perf_counter()
-        config = _resolve_lr(config, setup, run_dir)
-        times.add("lr_find", time.perf_counter() - finder_started)
+        with times.phase("lr_find"):
+            config = _resolve_lr(config, setup, run_dir)
         if not worker:
             save_config(config, run_dir / CONFIG_FILE)  # the resolved learning rate, not "auto"
     checkpoint = None if resume is None or restart else resume / LAST_CHECKPOINT
@@ -377,10 +381,12 @@ def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Tra
     metrics = EpochMetrics(run_dir / "metrics.csv")
     throughput = Throughput()
     best = BestCheckpoint(run_dir)
-    # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
-    progress = ProgressBar() if sys.stdout.isatty() else EpochLog(metrics, throughput)
+    # A terminal gets the live bar; a log file one line per epoch instead of every redraw, and a progress line
+    # at most every few seconds within a long epoch.
+    progress = [ProgressBar()] if sys.stdout.isatty() else [EpochLog(metrics, throughput), StepLines("training")]
     # BestCheckpoint before LastCheckpoint: last.ckpt must hold the best score of its own epoch.
-    callbacks: list[pl.Callback] = [best, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), progress, *extra]
+    callbacks: list[pl.Callback] = [best, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), *progress,
+                                    *extra]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))
@@ -432,9 +438,12 @@ def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started:
     final = final_metrics(watched.metrics.rows)
     if split.test:
         say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
-    test_started = time.perf_counter()
-    measured = measure_best(trainer, setup.module, setup.data, split, run_dir, final)
-    run.times.add("held_out", time.perf_counter() - test_started)
+    measured = measure_best(trainer, setup.module, setup.data, split, run_dir, final, run.times)
+    with run.times.phase("report"):
+        if watched.metrics.rows:
+            plot_learning_curves(watched.metrics.rows, run_dir / "learning_curves.png",
+                                 f"{setup.spec.name} on {Path(config.data.path).name}",
+                                 None if final["best_epoch"] is None else int(final["best_epoch"]))
     early_stop = watched.early_stop
     summary = RunSummary(**{
         "arch": setup.spec.name,
@@ -455,7 +464,8 @@ def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started:
         **final,
         **measured,
         "train_seconds": round(watched.throughput.seconds, 3),
-        # Outside the training epochs: scanning, decoding, backbone features, lr finding, the held-out measurement.
+        # Start-up, scan, setup, precision probe, decoding, features, lr finding, training, calibration, held-out
+        # measurement, report: apart from the summary's own writing, they add up to the wall time.
         "phase_seconds": run.times.rounded(),
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_images_per_second": round(watched.throughput.images_per_second, 2),

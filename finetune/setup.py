@@ -14,6 +14,7 @@ import torch
 
 import zoo
 from finetune import recipe
+from finetune.callbacks import StepLines
 from finetune.config import ConfigError, RunConfig
 from finetune.console import say
 from finetune.data.datamodule import ImageDataModule
@@ -137,7 +138,10 @@ def prepare(config: RunConfig, split: Split, times: PhaseTimes | None = None) ->
         raise ConfigError("--mixup and --cutmix mix images, but a frozen backbone trains on cached features: "
                           "add --cache none to mix images, or drop --mixup / --cutmix")
     check_logger(config.trainer.logger)
-    precision = choose_precision(config.trainer.precision, config.trainer.accelerator, module.network, image_size)
+    times = times or PhaseTimes()
+    with times.phase("precision"):  # a timing probe on some CPUs (finetune.hardware)
+        precision = choose_precision(config.trainer.precision, config.trainer.accelerator, module.network, image_size,
+                                     spec.name)
     say(f"precision: {precision.value} ({precision.reason})")
     data = (FeatureDataModule(split, spec, image_size, config.data, module, times, preprocessing)
             if isinstance(module, FeatureProbe) else ImageDataModule(split, spec, image_size, config.data, times,
@@ -167,5 +171,6 @@ def learning_rate_finding(config: RunConfig, setup: Setup, folder: Path | None) 
     with tempfile.TemporaryDirectory(prefix="zoo-lr-find-") as scratch:  # the finder's restore checkpoint
         trainer = pl.Trainer(**trainer_settings(config, setup.precision.value, Path(scratch)), devices=1,
                              max_epochs=LR_STEPS, max_steps=LR_STEPS, enable_checkpointing=False,
-                             num_sanity_val_steps=0)
+                             num_sanity_val_steps=0,
+                             callbacks=[] if sys.stdout.isatty() else [StepLines("finding the learning rate")])
         return find_lr(setup.module, setup.data, trainer, folder)

@@ -6,17 +6,30 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, train_small_run
 
 
-@pytest.fixture(autouse=True)
-def hermetic_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the user's caches; weights are never downloaded."""
+def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path_factory.getbasetemp() / "zoo-cache"
     monkeypatch.setenv("ZOO_CACHE", str(cache))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-hub"))  # timm's weights
     monkeypatch.setenv("ZOO_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def hermetic_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the user's caches; weights are never downloaded."""
+    _hermetic(tmp_path_factory, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One short small_cnn run (``train_small_run``) for every test that only reads it: training it once per
+    session instead of once per module. A test writes what it makes outside it, or in a new sub-folder."""
+    with pytest.MonkeyPatch.context() as monkeypatch:  # made before any test's own environment
+        _hermetic(tmp_path_factory, monkeypatch)
+        return train_small_run(tmp_path_factory.mktemp("small-run"))
 
 
 @pytest.fixture

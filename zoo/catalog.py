@@ -7,11 +7,13 @@ parameters, FLOPs, ImageNet accuracy of each weight — is derived from the mode
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from zoo.spec import ArchSpec, IlsvrcResult
 from zoo.weights import PackageWeights, TorchvisionWeights
+
+if TYPE_CHECKING:  # the catalog is data: zoo list reads it without importing torch
+    from torch import nn
 
 ALEXNET_RESULTS = (
     IlsvrcResult(2012, 1, 16.4, "test set, 5 CNNs trained only on ILSVRC-2012 data",

@@ -7,18 +7,16 @@ FLOPs count 2 per multiply-accumulate (torchvision's ``_ops`` metadata counts mu
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
-
-from zoo._io import DiskError, write_text_atomic
-from zoo.cache import cache_root
+from zoo import metadata
+from zoo.cache import read_figures, write_figures
 from zoo.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -54,23 +52,7 @@ def _versions() -> str:
     return "/".join(installed(p) for p in ("zoo", "torch", "torchvision", "timm"))
 
 
-def _cache_file() -> Path:
-    return cache_root() / "profiles.json"
-
-
-def _read_cache() -> dict[str, dict]:
-    try:
-        return json.loads(_cache_file().read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(entries: dict[str, dict]) -> None:
-    """Best effort: a read-only cache folder only costs the measurement next time."""
-    try:
-        write_text_atomic(_cache_file(), json.dumps(entries))
-    except DiskError:
-        pass
+PROFILES = "profiles.json"
 
 
 @functools.cache
@@ -80,20 +62,29 @@ def profile(spec: ArchSpec) -> Profile:
     Measuring means building the network (importing torchvision or timm) and one forward pass; the
     cache in ``$ZOO_CACHE/profiles.json`` keeps ``zoo list`` from doing that for every entry every time.
     """
+    stored = metadata.profile(spec.name)
+    if stored is not None:  # a classic entry: its figures ship with zoo (no torch import)
+        return _from_dict(stored)
     key = f"{spec.name}@{spec.input_size}@{_versions()}"
-    entries = _read_cache()
+    entries = read_figures(PROFILES)
     if key in entries:
-        stored = entries[key]
-        stages = tuple(Stage(s["name"], s["kind"], tuple(s["output_shape"]), s["params"]) for s in stored["stages"])
-        return Profile(stored["params"], stored["gflops"], stages)
+        return _from_dict(entries[key])
     measured = measure(spec)
     entries[key] = asdict(measured)
-    _write_cache(entries)
+    write_figures(PROFILES, entries)
     return measured
+
+
+def _from_dict(stored: dict) -> Profile:
+    stages = tuple(Stage(s["name"], s["kind"], tuple(s["output_shape"]), s["params"]) for s in stored["stages"])
+    return Profile(stored["params"], stored["gflops"], stages)
 
 
 def measure(spec: ArchSpec) -> Profile:
     """Measure the entry's published form (1000 classes; small_cnn with 10) on the meta device."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     with torch.device("meta"):
         model = spec.build().eval()
         image = torch.empty(1, 3, spec.input_size, spec.input_size)
@@ -115,5 +106,7 @@ def measure(spec: ArchSpec) -> Profile:
 
 
 def _shape(output: object) -> tuple[int, ...]:
+    import torch
+
     tensor = output[0] if isinstance(output, (tuple, list)) else output
     return tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else ()

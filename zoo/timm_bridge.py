@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
-
 from zoo.errors import UnknownModelError, WeightsError
 from zoo.spec import ArchSpec, Preprocessing, WeightsInfo, rgb
 from zoo.weights import fetch, read_state_dict
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
+    from torch import Tensor, nn
 
 HF_ENDPOINT = "https://huggingface.co"
 WEIGHTS_FILE = "model.safetensors"
@@ -143,6 +142,8 @@ class TimmWeights:
 
 def count_weighted_layers(model: nn.Module) -> int:
     """Layers with weights (convolutions and fully connected layers) — a timm model's derived depth."""
+    from torch import nn
+
     return sum(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) for m in model.modules())
 
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from zoo import metadata
 from zoo._io import write_atomic, write_text_atomic
 from zoo.errors import WeightsError, ZooError, describe_error
 from zoo.registry import get_spec, list_models
@@ -148,9 +149,13 @@ def _weight_file(spec: ArchSpec, info: WeightsInfo, default: bool) -> WeightFile
 
 
 def _torchvision_size(source: TorchvisionWeights, tag: str) -> float | None:
-    from torchvision.models import get_model_weights
+    stored = metadata.torchvision_weights(source.model_name)
+    if stored is not None:
+        size = next((entry["file_size_mib"] for entry in stored["tags"] if entry["tag"] == tag), None)
+    else:
+        from torchvision.models import get_model_weights
 
-    size = get_model_weights(source.model_name)[tag].meta.get("_file_size")  # MiB, in torchvision's metadata
+        size = get_model_weights(source.model_name)[tag].meta.get("_file_size")  # MiB, in torchvision's metadata
     return float(size) if size is not None else None
 
 

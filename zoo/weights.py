@@ -7,28 +7,33 @@ nor downloadable, the error names the file, the folder to put it in, the URL and
 from __future__ import annotations
 
 import os
+import re
 import socket
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import torch
-from torch import Tensor, nn
-
+from zoo import metadata
 from zoo._io import write_atomic
 from zoo.errors import WeightsError, ZooError, describe_error
 from zoo.spec import ArchSpec, Preprocessing, WeightsInfo, rgb
 
+if TYPE_CHECKING:  # torch is imported where tensors are read: zoo list, info and weights run without it
+    from torch import Tensor, nn
+
 NETWORK_PROBE_SECONDS = 5.0
 STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict")
+HASH_PATTERN = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX, without importing torch
 
 
 def torch_hub_checkpoints() -> Path:
-    """The folder torchvision reads weights from first: ``$TORCH_HOME/hub/checkpoints``."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """The folder torchvision reads weights from first: ``$TORCH_HOME/hub/checkpoints``, found as
+    ``torch.hub.get_dir()`` finds it (``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``)."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
 def _reachable(url: str) -> bool:
@@ -63,11 +68,13 @@ def fetch(info: WeightsInfo, arch: str, download: Callable[[WeightsInfo], Path] 
 def hash_prefix(file_name: str) -> str | None:
     """The SHA-256 prefix a torchvision / torch.hub file name carries (``resnet18-f37072fd.pth``: ``f37072fd``),
     read with torch.hub's own pattern; ``None`` when it has none."""
-    match = torch.hub.HASH_REGEX.search(file_name)
+    match = HASH_PATTERN.search(file_name)
     return match.group(1) if match and match.group(1) else None
 
 
 def _download_url(info: WeightsInfo) -> Path:
+    import torch
+
     url = info.url
     assert url is not None
     prefix = hash_prefix(info.path.name)
@@ -93,6 +100,8 @@ def _download_url(info: WeightsInfo) -> Path:
 def load_plain(path: Path, problem: str, fix: str, error_type: type[ZooError] = ZooError) -> Any:
     """``torch.load`` with ``weights_only=True``: plain tensors and containers, never code; whatever cannot be
     read so is one line, ``problem: why; fix``."""
+    import torch
+
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
@@ -114,11 +123,13 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
         except Exception as error:  # any unreadable file gets the same one-line message
             raise WeightsError(f"cannot read weights file {path}: {describe_error(error)}; {fix}") from error
     content = load_plain(path, f"cannot read weights file {path}", fix, WeightsError)
+    import torch
+
     for key in STATE_DICT_KEYS:
         if isinstance(content, dict) and isinstance(content.get(key), dict):
             content = content[key]
             break
-    if not isinstance(content, dict) or not all(isinstance(v, Tensor) for v in content.values()):
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
         raise WeightsError(f"weights file {path} holds no state_dict of tensors: save model.state_dict()")
     return dict(content)
 
@@ -159,6 +170,19 @@ class TorchvisionWeights:
         return get_model_weights(self.model_name)
 
     def available(self) -> tuple[WeightsInfo, ...]:
+        """Every tag's figures, from zoo's copy of torchvision's metadata (``zoo.metadata``) without importing it."""
+        stored = metadata.torchvision_weights(self.model_name)
+        if stored is not None:
+            return tuple(WeightsInfo(tag=entry["tag"], url=entry["url"],
+                                     path=torch_hub_checkpoints() / Path(urlparse(entry["url"]).path).name,
+                                     top1_error=entry["top1_error"], top5_error=entry["top5_error"],
+                                     num_params=entry["num_params"], gmacs=entry["gmacs"],
+                                     preprocessing=_stored_preprocessing(entry["preprocessing"]))
+                         for entry in stored["tags"])
+        return self.measured()
+
+    def measured(self) -> tuple[WeightsInfo, ...]:
+        """Every tag's figures read from torchvision's weights enum."""
         infos = []
         for weights in self._enum():
             metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
@@ -178,6 +202,10 @@ class TorchvisionWeights:
 
     @property
     def default_tag(self) -> str:
+        stored = metadata.torchvision_weights(self.model_name)
+        return stored["default"] if stored is not None else self.measured_default_tag()
+
+    def measured_default_tag(self) -> str:
         return self._enum().DEFAULT.name
 
     def state_dict(self, tag: str) -> dict[str, Tensor]:
@@ -247,6 +275,11 @@ def _pick(infos: tuple[WeightsInfo, ...], tag: str, arch: str) -> WeightsInfo:
             return info
     tags = ", ".join(info.tag for info in infos) or "none"
     raise WeightsError(f"{arch} has no weights tagged '{tag}' (available: {tags}; or a file path, or none)")
+
+
+def _stored_preprocessing(fields: dict[str, Any] | None) -> Preprocessing | None:
+    return None if fields is None else Preprocessing(**{**fields, "mean": rgb(fields["mean"]),
+                                                         "std": rgb(fields["std"])})
 
 
 def _torchvision_preprocessing(weights: Any) -> Preprocessing:

@@ -150,6 +150,7 @@ def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    from finetune.progress import process_started
     from finetune.run import resume_config, train
     from zoo_cli.output import print_table
 
@@ -158,7 +159,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, overrides)
     else:
         config = merge(load_config(args.config) if args.config else RunConfig(), overrides)
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, started=process_started())
     if result.summary is None:  # a DDP worker process: rank 0 reports
         return 0
     print_table(result_rows(result.summary), {"key": "metric", "value": "value"},

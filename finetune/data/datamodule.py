@@ -120,19 +120,21 @@ class ImageDataModule(pl.LightningDataModule):
             return torch.cuda.is_available()
         return self.trainer.strategy.root_device.type == "cuda"
 
-    def loader(self, part: str) -> DataLoader:
-        """Every image of ``part`` in order, in this process alone (the held-out measurement, on rank 0)."""
-        return self._loader(part, shuffle=False)
+    def loader(self, part: str, in_process: bool = False, batch_size: int | None = None) -> DataLoader:
+        """Every image of ``part`` in order, in this process alone (the held-out measurement, on rank 0); with
+        ``in_process``, no worker processes load them."""
+        return self._loader(part, shuffle=False, in_process=in_process, batch_size=batch_size)
 
-    def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None) -> DataLoader:
+    def _loader(self, part: str, shuffle: bool, sampler: Sampler[int] | None = None,
+                in_process: bool = False, batch_size: int | None = None) -> DataLoader:
         if part not in self.datasets:
             self.setup("test" if part == "test" else "fit")
         dataset = self.datasets[part]
         size = len(cast(Sized, dataset))  # torch's Dataset type promises no __len__; every dataset here has one
-        settings = self.loader_settings(size)
+        settings = LoaderSettings(0, False, False) if in_process else self.loader_settings(size)
         return DataLoader(
             dataset,
-            batch_size=self.config.batch_size,
+            batch_size=batch_size or self.config.batch_size,
             shuffle=shuffle,
             sampler=sampler,
             num_workers=settings.num_workers,

@@ -166,10 +166,9 @@ class FeatureDataModule(ImageDataModule):
             try:
                 views_of = [extract_features(self.module.network, self._head,
                                              tracked(loader, len(loader), "features",
-                                                     f"extracting backbone features, view {view + 1} of {views} "
-                                                     "(batches)" if views > 1
-                                                     else "extracting backbone features (batches)",
-                                                     self.times),
+                                                     f"extracting backbone features, view {view + 1} of {views}"
+                                                     if views > 1 else "extracting backbone features",
+                                                     self.times, "batches"),
                                              device, self.module.memory_format, context) for view in range(views)]
             finally:
                 self.module.train(was_training)

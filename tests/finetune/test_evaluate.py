@@ -12,15 +12,15 @@ from PIL import Image
 
 from finetune.data.split import class_counts, load_split
 from finetune.evaluate import compute_metrics
-from tests.helpers import make_image_folder, train_small_run
+from tests.helpers import make_image_folder
 from zoo_cli.main import main
 
 CLASSES = ["astronaut", "chelsea", "coffee"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_run(tmp_path_factory.mktemp("evaluate"))
+def run_dir(small_run: Path) -> Path:
+    return small_run
 
 
 def _metrics(folder: Path) -> dict:

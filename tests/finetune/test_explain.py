@@ -18,7 +18,7 @@ from finetune.export import export
 from finetune.pretrained import load_pretrained
 from finetune.saliency import class_activation_map, crop_box, on_image
 from finetune.stages import run
-from tests.helpers import make_image_folder, train_small_run
+from tests.helpers import make_image_folder
 from zoo_cli.main import main
 
 SIDE = 224  # efficientnet_lite0's input: resized to 256, its centre 224 cropped, so the object is placed inside 14..210
@@ -99,13 +99,12 @@ def test_the_heat_map_is_placed_on_the_crop_the_model_saw() -> None:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def trained(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("explain-trained")
-    run_dir = train_small_run(root)
     bundle = root / "bundle"
-    export(run_dir, ("safetensors",), bundle)
+    export(small_run, ("safetensors",), bundle)
     images = make_image_folder(root / "photos", per_class=1)
-    return run_dir, bundle, images
+    return small_run, bundle, images
 
 
 @pytest.mark.parametrize(("kind", "method"), [("run", "scorecam"), ("bundle", "gradcam++"), ("ckpt", "eigencam")])

@@ -16,7 +16,6 @@ from finetune import export as export_module
 from finetune.export import TOLERANCE, ExportError, export
 from finetune.names import EXPORT_FORMATS
 from finetune.sources import load_source
-from tests.helpers import train_small_run
 from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
 from zoo.images import load_rgb
 from zoo_cli.main import main
@@ -27,13 +26,13 @@ NOT_NEEDED = ("zoo", "finetune", "zoo_cli", "pytorch_lightning", "lightning", "t
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_run(tmp_path_factory.mktemp("export"))
+def run_dir(small_run: Path) -> Path:
+    return small_run
 
 
 @pytest.fixture(scope="module")
-def bundle(run_dir: Path) -> Path:
-    return export(run_dir, EXPORT_FORMATS, run_dir.parent / "bundle").out_dir
+def bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(run_dir, EXPORT_FORMATS, tmp_path_factory.mktemp("export") / "bundle").out_dir
 
 
 @pytest.fixture(scope="module")

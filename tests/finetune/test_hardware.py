@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from finetune import hardware
@@ -20,8 +22,9 @@ GIB = 2**30
     ],
 )
 def test_cpu_precision_follows_the_flags_and_the_probe(
-    monkeypatch: pytest.MonkeyPatch, flags: set[str], speedup: float | None, expected: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: set[str], speedup: float | None, expected: str
 ) -> None:
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))  # a machine that has timed nothing yet
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
     monkeypatch.setattr(hardware, "bf16_conv_speedup",
                         lambda: speedup if speedup is not None else pytest.fail("no probe"))
@@ -53,9 +56,11 @@ def test_loader_settings_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize(("speedup", "expected"), [(0.76, "32"), (1.6, "bf16-mixed")])
 def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
-    monkeypatch: pytest.MonkeyPatch, speedup: float, expected: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, speedup: float, expected: str
 ) -> None:
     import zoo
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
     from finetune.hardware import has_depthwise_convolutions
 
     lite, resnet = zoo.create_model("efficientnet_lite0", 3), zoo.create_model("resnet18", 3)
@@ -65,7 +70,7 @@ def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
     monkeypatch.setattr(hardware, "network_bf16_speedup", lambda network, size: timed.append(size) or speedup)
     assert choose_precision("auto", "cpu", resnet, 64).value == "bf16-mixed" and not timed, \
         "no depthwise layer: no timing"
-    chosen = choose_precision("auto", "cpu", lite, 320)
+    chosen = choose_precision("auto", "cpu", lite, 320, "efficientnet_lite0")
     assert chosen.value == expected and "depthwise convolutions" in chosen.reason and f"{speedup:.2f}×" in chosen.reason
     assert timed == [224], "timed at the run's size, at most 224 px"
     assert choose_precision("32", "cpu", lite, 64).reason == "as requested"
@@ -75,3 +80,22 @@ def test_the_bf16_timing_of_a_real_network_is_a_ratio() -> None:
     import zoo
 
     assert 0.1 < hardware.network_bf16_speedup(zoo.create_model("efficientnet_lite0", 3), 32, batch=2, repeats=1) < 10
+
+
+def test_a_precision_probe_runs_once_per_machine_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import zoo
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: {"amx_bf16"})
+    timed: list[int] = []
+    monkeypatch.setattr(hardware, "network_bf16_speedup", lambda network, size: timed.append(size) or 0.8)
+    lite = zoo.create_model("efficientnet_lite0", 3)
+    first = choose_precision("auto", "cpu", lite, 64, "efficientnet_lite0")
+    assert "timing efficientnet_lite0 at 64 px in bf16" in capsys.readouterr().out, "the probe is never silent"
+    again = choose_precision("auto", "cpu", lite, 64, "efficientnet_lite0")
+    assert timed == [64] and first.value == again.value == "32", "timed once, then read back"
+    assert "timed on this CPU before" in again.reason and str(tmp_path) in again.reason
+    choose_precision("auto", "cpu", lite, 96, "efficientnet_lite0")
+    assert timed == [64, 96], "another input size is another timing"

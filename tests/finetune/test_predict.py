@@ -13,7 +13,7 @@ import torch
 import zoo
 from finetune.data.transforms import eval_transform
 from finetune.sources import load_source
-from tests.helpers import make_image_folder, train_small_run
+from tests.helpers import make_image_folder
 from zoo.images import load_rgb
 from zoo_cli.main import main
 
@@ -21,8 +21,8 @@ CLASSES = ["astronaut", "chelsea", "coffee"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_run(tmp_path_factory.mktemp("predict"))
+def run_dir(small_run: Path) -> Path:
+    return small_run
 
 
 @pytest.fixture

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 from finetune.records import RunSummary
-from tests.helpers import train_small_run
 from zoo.errors import ZooError
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_run(tmp_path_factory.mktemp("records"))
+def run_dir(small_run: Path) -> Path:
+    return small_run
 
 
 def test_a_summary_reads_back_as_it_was_written(run_dir: Path, tmp_path: Path) -> None:

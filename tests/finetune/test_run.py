@@ -36,6 +36,11 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     # 3 classes: the top-3 always hits, so top-k is top-2, the largest k that can still miss.
     assert summary["k"] == 2 and summary["val_topk_error"] <= summary["val_top1_error"]
     assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
+    # The phases split the wall time from the process's start without overlapping: together they are at most it.
+    phases = summary["phase_seconds"]
+    assert {"startup", "scan", "setup", "precision", "decode", "train", "calibration", "held_out",
+            "report"} <= set(phases)
+    assert all(seconds >= 0 for seconds in phases.values()) and sum(phases.values()) <= summary["wall_seconds"]
     rows = run_table(out, "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
     # Every validation figure of the summary is the best epoch's row, counted from 1 as in the file.

@@ -35,7 +35,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 import zoo
 from finetune.export import export
 from finetune.serve.batching import Batcher
-from tests.helpers import run_summary, train_small_run
+from tests.helpers import run_summary
 from zoo_cli.main import main
 
 MAX_BYTES = 200_000  # --max-bytes of the server under test: small, so that an over-limit body is quick to send
@@ -52,13 +52,13 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_small_run(tmp_path_factory.mktemp("serve"))
+def run_dir(small_run: Path) -> Path:
+    return small_run
 
 
 @pytest.fixture(scope="module")
-def bundle(run_dir: Path) -> Path:
-    return export(run_dir, ["safetensors"], run_dir.parent / "bundle").out_dir
+def bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(run_dir, ["safetensors"], tmp_path_factory.mktemp("serve") / "bundle").out_dir
 
 
 @pytest.fixture(scope="module")

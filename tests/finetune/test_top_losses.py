@@ -10,15 +10,13 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers import train_small_run
 from zoo_cli.main import main
 
 
 @pytest.fixture(scope="module")
-def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = train_small_run(tmp_path_factory.mktemp("top-losses"))
-    out = run_dir.parent / "eval-all"
-    assert main(["evaluate", str(run_dir), "--split", "all", "--top-losses", "6", "--out", str(out)]) == 0
+def evaluated(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("top-losses") / "eval-all"
+    assert main(["evaluate", str(small_run), "--split", "all", "--top-losses", "6", "--out", str(out)]) == 0
     return out
 
 
@@ -47,8 +45,7 @@ def test_the_worst_images_are_shown_and_reported(evaluated: Path) -> None:
     assert "![top losses](top_losses.png)" in (evaluated / "report.md").read_text(encoding="utf-8")
 
 
-def test_no_top_losses_is_a_one_line_error(evaluated: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_dir = evaluated.parent / "run"
-    assert main(["evaluate", str(run_dir), "--top-losses", "0"]) == 2
+def test_no_top_losses_is_a_one_line_error(small_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", str(small_run), "--top-losses", "0"]) == 2
     error = capsys.readouterr().err.strip()
     assert "--top-losses must be at least 1" in error and "\n" not in error

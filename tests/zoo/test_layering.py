@@ -29,3 +29,20 @@ def test_every_zoo_module_imports_without_lightning_timm_or_the_layers_above() -
 def test_every_finetune_module_imports_without_the_cli() -> None:
     result = _imports_without("finetune", ("zoo_cli",))
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+REGISTRY_COMMAND = """
+import sys
+sys.modules["torch"] = None  # importing it now raises ImportError
+from zoo_cli.main import main
+sys.exit(main({argv!r}))
+"""
+
+
+def test_the_registry_commands_run_without_torch() -> None:
+    # zoo list, zoo info and zoo weights print data (zoo/metadata.json): importing torch would cost them seconds.
+    for argv in (["list"], ["list", "--format", "json"], ["info", "resnet50"], ["info", "efficientnet_lite0"],
+                 ["weights", "vgg16_bn", "--tag", "all"], ["weights", "efficientnet_lite0"]):
+        result = subprocess.run([sys.executable, "-c", REGISTRY_COMMAND.format(argv=argv)], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0 and result.stdout, (argv, result.stderr[-2000:])
