@@ -165,6 +165,8 @@ class TrainerConfig:
                                         "unfreezing; default: never)", metavar="N")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = option(
         "auto", "auto: bf16-mixed where the hardware runs it natively, else 32")
+    threads: int | None = option(None, "intra-op threads of each training process (default: the cores other processes "
+                                       "and the loader workers leave free; recorded in config.yaml)", metavar="N")
     accelerator: str = option("auto", "auto | cpu | gpu (Lightning's)")
     devices: str = option("auto", "auto, a count, or a list like 0,1")  # a string: Lightning reads "2" and "0,1"
     num_nodes: int = option(1, "machines of a distributed run (Lightning's)")
@@ -178,6 +180,7 @@ class TrainerConfig:
         _at_least("trainer", "epochs", self.epochs, 1)
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)
+        _at_least("trainer", "threads", self.threads, 1)
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), "
                               f"got {self.seed}")

@@ -42,6 +42,7 @@ from finetune.data.split import (
     split_folder,
 )
 from finetune.freezing import BackboneFreeze
+from finetune.hardware import threads_restored
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
 from finetune.lr_finder import LrFinding
@@ -101,9 +102,9 @@ def new_run_dir(config: RunConfig) -> Path:
 
 
 # What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
-RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "accelerator", "devices",
-                                            "num_nodes", "strategy", "logger")} | {("data", "num_workers"),
-                                                                                  ("data", "cache")}
+RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "threads", "accelerator",
+                                            "devices", "num_nodes", "strategy", "logger")} | {("data", "num_workers"),
+                                                                                             ("data", "cache")}
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -202,7 +203,7 @@ LR_FIND_UNUSED = ("trainer.epochs", "optim.lr")
 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindResult:
     """``zoo lr-find``: the range test for ``config`` (plot and curve written to ``folder``)."""
-    with lightning_quieted():
+    with lightning_quieted(), threads_restored():
         return _find_learning_rate(config, folder)
 
 
@@ -257,7 +258,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     checked before the run folder is created, so a failed start leaves nothing behind. ``watchers`` are
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
-    with lightning_quieted(), _launch_marks():
+    with lightning_quieted(), _launch_marks(), threads_restored():
         run = _prepare(config, resume, split)
         trainer, watched = _build_trainer(run, watchers)
         started = time.perf_counter()
