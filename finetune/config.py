@@ -172,6 +172,9 @@ class TrainerConfig:
     num_nodes: int = option(1, "machines of a distributed run (Lightning's)")
     strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
     seed: int = option(0, "seed of the split, the initial head and the batches (same seed, same metrics on CPU)")
+    checkpoint_interval: float = option(60.0, "seconds of training last.ckpt may leave unsaved: it is written at the "
+                                              "end of an epoch when the next would end later (60; 0: every epoch); "
+                                              "Ctrl-C and SIGTERM always write it", metavar="SECONDS")
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = option(
         "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder")
 
@@ -181,6 +184,7 @@ class TrainerConfig:
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)
         _at_least("trainer", "threads", self.threads, 1)
+        _at_least("trainer", "checkpoint_interval", self.checkpoint_interval, 0.0)
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), "
                               f"got {self.seed}")

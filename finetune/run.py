@@ -103,8 +103,8 @@ def new_run_dir(config: RunConfig) -> Path:
 
 # What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
 RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "threads", "accelerator",
-                                            "devices", "num_nodes", "strategy", "logger")} | {("data", "num_workers"),
-                                                                                             ("data", "cache")}
+                                            "devices", "num_nodes", "strategy", "checkpoint_interval", "logger")
+             } | {("data", "num_workers"), ("data", "cache")}
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -381,7 +381,8 @@ def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Tra
     # A terminal gets the live bar; a log file one line per epoch instead of every redraw.
     progress = ProgressBar() if sys.stdout.isatty() else EpochLog(metrics, throughput)
     # BestCheckpoint before LastCheckpoint: last.ckpt must hold the best score of its own epoch.
-    callbacks: list[pl.Callback] = [best, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), progress, *extra]
+    last = LastCheckpoint(run_dir, config.trainer.checkpoint_interval)
+    callbacks: list[pl.Callback] = [best, metrics, throughput, last, FiniteLoss(), progress, *extra]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))
