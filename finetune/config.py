@@ -128,7 +128,7 @@ class OptimConfig:
     """Optimiser, schedule and what is trained when."""
 
     optimizer: Literal["adamw", "sgd"] = option(
-        "adamw", "the optimiser; the learning rate follows a cosine schedule after a linear warm-up")
+        "adamw", "the optimiser; the learning rate follows --schedule after a linear warm-up")
     lr: float | Literal["auto"] | None = option(
         None, "a number, or auto: a range test on the training split picks it (default: from the recipe)")
     weight_decay: float = option(0.01, "weight decay, not on biases and normalisation parameters (0.01)")
@@ -136,6 +136,10 @@ class OptimConfig:
     warmup_fraction: float = option(0.05, "share of steps with linear warm-up before the cosine decay (a config "
                                           "file setting)", flag=None)
     label_smoothing: float = option(0.0, "label smoothing of the loss (0: off)")
+    schedule: Literal["auto", "cosine", "plateau"] = option(
+        "auto", "the rate after the warm-up: cosine over --epochs; plateau: held until the validation loss falls less "
+                "than 1% in 3 epochs (after 5), then annealed over a third as many epochs, and the run stops there "
+                "(--epochs: the ceiling); auto: plateau when zoo chooses a from-scratch run's epochs, else cosine")
     freeze: FreezeMode = option("auto", "auto (from the weights and device) | none | backbone (linear probe) | "
                                         "until-epoch N (freeze, then unfreeze at epoch N)", metavar="MODE")
     unfreeze_epoch: int = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "

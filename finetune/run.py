@@ -46,6 +46,7 @@ from finetune.hardware import threads_restored
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
 from finetune.lr_finder import LrFinding
+from finetune.plateau import PlateauStop
 from finetune.plots import plot_learning_curves
 from finetune.processes import (
     LAUNCHER_PID_ENV,
@@ -198,7 +199,7 @@ class LrFindResult:
 
 
 # Settings lr-find does not use: it trains no epochs, and the rate is what it measures.
-LR_FIND_UNUSED = ("trainer.epochs", "optim.lr")
+LR_FIND_UNUSED = ("trainer.epochs", "optim.schedule", "optim.lr")
 
 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindResult:
@@ -386,6 +387,8 @@ def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Tra
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))
+    if config.optim.schedule == "plateau":
+        callbacks.append(PlateauStop())
     early_stop = EarlyStop(config.trainer.patience, unfreeze_epoch) if config.trainer.patience else None
     if early_stop is not None:
         callbacks.append(early_stop)
