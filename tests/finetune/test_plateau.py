@@ -50,3 +50,30 @@ def test_a_flat_validation_loss_anneals_after_the_floor_and_stops(image_folder: 
     rates = [float(row["lr"]) / 1e-9 for row in rows]
     assert len(rows) == 7 and rates[3:5] == pytest.approx([1.0, 1.0])
     assert rates[5] == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)), abs=0.05) and rates[6] == 0.0
+
+
+def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from finetune.saving import AtomicCheckpointIO
+
+    class Killed(BaseException):
+        """Stands for kill -9: nothing after it runs."""
+
+    original, saves = AtomicCheckpointIO.save_checkpoint, []
+
+    def save(self, checkpoint, path, storage_options=None):
+        saves.append(Path(path).name)
+        if saves.count("last.ckpt") == 7:  # epoch 7's: the last epoch of the anneal is lost
+            raise Killed
+        original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
+    out = tmp_path / "run"
+    with pytest.raises(Killed):
+        main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--image-size", "28",
+              "--batch-size", "8", "--augment", "none", "--lr", "1e-9", "--schedule", "plateau", "--epochs", "20",
+              "--checkpoint-interval", "0", "--out", str(out)])
+    monkeypatch.undo()
+    assert main(["finetune", "--resume", str(out)]) == 0
+    rates = [float(row["lr"]) / 1e-9 for row in run_table(out, "metrics.csv")]
+    assert len(rates) == 7 and rates[5] == pytest.approx(0.5, abs=0.05) and rates[6] == 0.0, rates
