@@ -103,7 +103,8 @@ def _run(config: RunConfig) -> dict[str, Any]:
 
 
 def _describe(run: dict[str, Any]) -> str:
-    return f"{run['augment']}, lr {run['lr']:.0e}, {run['epochs']} epochs, freeze {run['freeze']}"
+    epochs = f"{run['epochs']} epochs" if run["ran"] == run["epochs"] else f"{run['ran']} of {run['epochs']} epochs"
+    return f"{run['augment']}, lr {run['lr']:.0e}, {epochs}, freeze {run['freeze']}"
 
 
 def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
