@@ -175,7 +175,8 @@ class TrainerConfig:
     devices: str = option("auto", "auto, a count, or a list like 0,1")  # a string: Lightning reads "2" and "0,1"
     num_nodes: int = option(1, "machines of a distributed run (Lightning's)")
     strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
-    seed: int = option(0, "seed of the split, the initial head and the batches (same seed, same metrics on CPU)")
+    seed: int = option(0, "seed of the split, the initial head and the batches (same seed and --threads, same metrics "
+                          "on CPU)")
     checkpoint_interval: float = option(60.0, "seconds of training last.ckpt may leave unsaved: it is written at the "
                                               "end of an epoch when the next would end later (60; 0: every epoch); "
                                               "Ctrl-C and SIGTERM always write it", metavar="SECONDS")
