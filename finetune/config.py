@@ -128,7 +128,7 @@ class OptimConfig:
     """Optimiser, schedule and what is trained when."""
 
     optimizer: Literal["adamw", "sgd"] = option(
-        "adamw", "the optimiser; the learning rate follows a cosine schedule after a linear warm-up")
+        "adamw", "the optimiser; the learning rate follows --schedule after a linear warm-up")
     lr: float | Literal["auto"] | None = option(
         None, "a number, or auto: a range test on the training split picks it (default: from the recipe)")
     weight_decay: float = option(0.01, "weight decay, not on biases and normalisation parameters (0.01)")
@@ -136,6 +136,10 @@ class OptimConfig:
     warmup_fraction: float = option(0.05, "share of steps with linear warm-up before the cosine decay (a config "
                                           "file setting)", flag=None)
     label_smoothing: float = option(0.0, "label smoothing of the loss (0: off)")
+    schedule: Literal["auto", "cosine", "plateau"] = option(
+        "auto", "the rate after the warm-up: cosine over --epochs; plateau: held until the validation loss falls less "
+                "than 1% in 3 epochs (after 5), then annealed over a third as many epochs, and the run stops there "
+                "(--epochs: the ceiling); auto: plateau when zoo chooses a from-scratch run's epochs, else cosine")
     freeze: FreezeMode = option("auto", "auto (from the weights and device) | none | backbone (linear probe) | "
                                         "until-epoch N (freeze, then unfreeze at epoch N)", metavar="MODE")
     unfreeze_epoch: int = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
@@ -165,11 +169,17 @@ class TrainerConfig:
                                         "unfreezing; default: never)", metavar="N")
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = option(
         "auto", "auto: bf16-mixed where the hardware runs it natively, else 32")
+    threads: int | None = option(None, "intra-op threads of each training process (default: the cores other processes "
+                                       "and the loader workers leave free; recorded in config.yaml)", metavar="N")
     accelerator: str = option("auto", "auto | cpu | gpu (Lightning's)")
     devices: str = option("auto", "auto, a count, or a list like 0,1")  # a string: Lightning reads "2" and "0,1"
     num_nodes: int = option(1, "machines of a distributed run (Lightning's)")
     strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
-    seed: int = option(0, "seed of the split, the initial head and the batches (same seed, same metrics on CPU)")
+    seed: int = option(0, "seed of the split, the initial head and the batches (same seed and --threads, same metrics "
+                          "on CPU)")
+    checkpoint_interval: float = option(60.0, "seconds of training last.ckpt may leave unsaved: it is written at the "
+                                              "end of an epoch when the next would end later (60; 0: every epoch); "
+                                              "Ctrl-C and SIGTERM always write it", metavar="SECONDS")
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = option(
         "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder")
 
@@ -178,6 +188,8 @@ class TrainerConfig:
         _at_least("trainer", "epochs", self.epochs, 1)
         _at_least("trainer", "num_nodes", self.num_nodes, 1)
         _at_least("trainer", "patience", self.patience, 1)
+        _at_least("trainer", "threads", self.threads, 1)
+        _at_least("trainer", "checkpoint_interval", self.checkpoint_interval, 0.0)
         if not 0 <= self.seed <= MAX_SEED:
             raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), "
                               f"got {self.seed}")

@@ -1,14 +1,16 @@
-"""Choices made from the machine: precision, memory format, image cache and data-loader settings."""
+"""Choices made from the machine: precision, memory format, image cache, data-loader settings and threads."""
 
 from __future__ import annotations
 
 import copy
 import functools
+import math
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,9 @@ PROBES = "precision_probes.json"  # bf16 timings in $ZOO_CACHE, once per CPU mod
 BF16_PROBE_MIN_SPEEDUP = 1.2  # below this, bf16's rounding is not worth its gain
 MEMORY_CACHE_SHARE = 0.25  # the decoded images may take this share of the memory available now
 SMALL_DATASET = 512  # fewer images than this: worker start-up costs more than it saves
+# torch's own thread count (OMP_NUM_THREADS, else the physical cores), read before zoo changes it: a ceiling.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+LOAD_WINDOW_SECONDS = 0.2  # how long the other processes' use of the cores is watched before choosing threads
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,87 @@ def remembered_speedup(what: str, measure: Callable[[], float]) -> tuple[float, 
 def usable_cores() -> int:
     """Cores this process may run on (its affinity mask, which containers and taskset narrow)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def others_busy_cores(window: float = LOAD_WINDOW_SECONDS) -> float:
+    """Cores of this process's affinity that other processes keep busy now: their CPU time over ``window``
+    seconds (``/proc/stat``, this process's own time taken out).
+
+    Not the 1-minute load average: it still counts a run that ended a minute ago, so a second run started
+    after the first would take the machine for busy. Without ``/proc``, the load average is all there is.
+    """
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    before = _cpu_ticks(cpus)
+    if before is None:
+        return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    own_before = _own_ticks()
+    time.sleep(window)
+    after = _cpu_ticks(cpus)
+    if after is None or after[1] <= before[1]:
+        return 0.0
+    busy = after[0] - before[0] - (_own_ticks() - own_before)
+    return max(0.0, len(cpus) * busy / (after[1] - before[1]))
+
+
+def _cpu_ticks(cpus: set[int]) -> tuple[int, int] | None:
+    """Busy and total clock ticks of ``cpus`` since boot (``/proc/stat``), None where that is not readable."""
+    busy = total = 0
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return (busy, total) if total else None
+
+
+def _own_ticks() -> float:
+    """This process's CPU time, every thread, in the clock ticks of ``/proc/stat``."""
+    times = os.times()
+    return (times.user + times.system) * os.sysconf("SC_CLK_TCK")
+
+
+def choose_threads(requested: int | None, workers: int, processes: int = 1) -> Choice:
+    """Intra-op threads of each training process: the cores the other processes leave free, shared by the
+    ``processes`` of a run, less each one's ``workers`` (loader processes), at least 1.
+
+    Beside busy processes, torch's default (one thread per core) made every step 10-20x slower here: its
+    threads wait for each other at every operation, and each waits for a core. Never above torch's own
+    default, which ``OMP_NUM_THREADS`` sets and which leaves hyper-threads out. Where that ceiling is one
+    thread, nothing is measured.
+    """
+    if requested is not None:
+        return Choice(str(requested), "as requested")
+    cores = usable_cores()
+    shares = [f"{cores} usable cores"] + ([f"shared by {processes} training processes"] if processes > 1 else [])
+    if TORCH_DEFAULT_THREADS == 1:
+        return Choice("1", "torch's default is 1 thread (OMP_NUM_THREADS=1)")
+    if cores // processes <= 1:
+        return Choice("1", ", ".join(shares))
+    busy = others_busy_cores()
+    free = max(0.0, cores - busy) / processes
+    fitting = math.ceil(free - 0.5) - workers  # a core half taken by another process is not free
+    threads = max(1, min(fitting, cores // processes, TORCH_DEFAULT_THREADS))
+    reasons = [*shares, f"{busy:.1f} kept busy by other processes"]
+    if workers:
+        reasons.append(f"{workers} loader workers each")
+    if threads == TORCH_DEFAULT_THREADS and fitting > threads:
+        reasons.append(f"torch's default of {threads} (OMP_NUM_THREADS or the physical cores) as the ceiling")
+    return Choice(str(threads), ", ".join(reasons))
+
+
+@contextmanager
+def threads_restored() -> Iterator[None]:
+    """Give back torch's thread count as it was: a run sets its own, the process calling it keeps its own."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def available_memory() -> int:

@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from finetune.config import OptimConfig
+from finetune.plateau import lr_factor
 from finetune.stats import top_k
 from zoo.bundle import ModelMetadata
 
@@ -51,6 +52,7 @@ class Classifier(pl.LightningModule):
         self.optim = optim
         self.metadata = metadata
         self.memory_format = memory_format
+        self.decay: tuple[int, int] | None = None  # the plateau schedule's anneal: first step, steps (PlateauStop)
         self.top_k = top_k(num_classes)
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=optim.label_smoothing)
@@ -148,6 +150,8 @@ class Classifier(pl.LightningModule):
         def warmup_cosine(step: int) -> float:
             if step < warmup:
                 return (step + 1) / (warmup + 1)
+            if optim.schedule == "plateau":
+                return lr_factor(step, warmup, total, self.decay)
             progress = (step - warmup) / max(1, total - warmup)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 

@@ -31,6 +31,19 @@ def devices_setting(devices: str) -> int | str | list[int]:
     return setting
 
 
+def processes_per_node(config: RunConfig) -> int:
+    """How many training processes a run starts on each machine: they share its cores."""
+    setting = devices_setting(config.trainer.devices)
+    if isinstance(setting, list):
+        return len(setting)
+    if setting not in ("auto", -1):
+        return int(setting)
+    on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
+    if setting == -1:
+        return torch.cuda.device_count() if on_gpu else usable_cores()
+    return 1  # auto: one CPU process (Lightning's), or one GPU, unless the strategy asks for more
+
+
 def check_devices(config: RunConfig) -> None:
     """Refuse, in one line and before the run folder exists, what Lightning would reject with a traceback or
     accept and then hang on: an unknown accelerator or strategy, a GPU that is not there, more GPUs than

@@ -149,8 +149,11 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
             reason = "pretrained weights converge in a few hundred steps"
         else:
             epochs = min(30, max(15, math.ceil(600 / steps_per_epoch)))
-            reason = "from scratch: about 600 steps, 15 to 30 epochs"
+            reason = "from scratch: at most about 600 steps, 15 to 30 epochs"
         decisions.append(Decision("trainer.epochs", epochs, f"{reason} ({steps_per_epoch} steps per epoch)"))
+        if not pretrained and config.optim.schedule == "auto":
+            decisions.append(Decision("optim.schedule", "plateau", "from scratch: the rate holds until the validation "
+                                      "loss stops falling, then anneals, and the run stops there"))
     overrides: dict[str, Any] = {}
     for decision in decisions:
         section, name = decision.key.split(".")

@@ -43,9 +43,11 @@ from finetune.data.split import (
     split_folder,
 )
 from finetune.freezing import BackboneFreeze
+from finetune.hardware import threads_restored
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
 from finetune.lr_finder import LrFinding
+from finetune.plateau import PlateauStop
 from finetune.plots import plot_learning_curves
 from finetune.processes import (
     LAUNCHER_PID_ENV,
@@ -102,9 +104,9 @@ def new_run_dir(config: RunConfig) -> Path:
 
 
 # What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
-RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "accelerator", "devices",
-                                            "num_nodes", "strategy", "logger")} | {("data", "num_workers"),
-                                                                                  ("data", "cache")}
+RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "threads", "accelerator",
+                                            "devices", "num_nodes", "strategy", "checkpoint_interval", "logger")
+             } | {("data", "num_workers"), ("data", "cache")}
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
@@ -198,12 +200,12 @@ class LrFindResult:
 
 
 # Settings lr-find does not use: it trains no epochs, and the rate is what it measures.
-LR_FIND_UNUSED = ("trainer.epochs", "optim.lr")
+LR_FIND_UNUSED = ("trainer.epochs", "optim.schedule", "optim.lr")
 
 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindResult:
     """``zoo lr-find``: the range test for ``config`` (plot and curve written to ``folder``)."""
-    with lightning_quieted():
+    with lightning_quieted(), threads_restored():
         return _find_learning_rate(config, folder)
 
 
@@ -266,7 +268,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     times = PhaseTimes()
     if started is not None and started < entered:
         times.add("startup", entered - started)
-    with lightning_quieted(), _launch_marks():
+    with lightning_quieted(), _launch_marks(), threads_restored():
         with times.phase("setup"):  # less its scan, precision probe, decoding and lr finding, timed on their own
             run = _prepare(config, resume, split, times)
             trainer, watched = _build_trainer(run, watchers)
@@ -385,11 +387,13 @@ def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Tra
     # at most every few seconds within a long epoch.
     progress = [ProgressBar()] if sys.stdout.isatty() else [EpochLog(metrics, throughput), StepLines("training")]
     # BestCheckpoint before LastCheckpoint: last.ckpt must hold the best score of its own epoch.
-    callbacks: list[pl.Callback] = [best, metrics, throughput, LastCheckpoint(run_dir), FiniteLoss(), *progress,
-                                    *extra]
+    last = LastCheckpoint(run_dir, config.trainer.checkpoint_interval)
+    callbacks: list[pl.Callback] = [best, metrics, throughput, last, FiniteLoss(), *progress, *extra]
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))
+    if config.optim.schedule == "plateau":
+        callbacks.append(PlateauStop())
     early_stop = EarlyStop(config.trainer.patience, unfreeze_epoch) if config.trainer.patience else None
     if early_stop is not None:
         callbacks.append(early_stop)

@@ -15,16 +15,17 @@ import torch
 import zoo
 from finetune import recipe
 from finetune.callbacks import StepLines
-from finetune.config import ConfigError, RunConfig
+from finetune.config import ConfigError, RunConfig, merge
 from finetune.console import say
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.features import FeatureDataModule, uses_feature_cache
 from finetune.data.split import Split, class_counts
-from finetune.hardware import Choice, choose_memory_format, choose_precision
+from finetune.hardware import Choice, choose_loader, choose_memory_format, choose_precision, choose_threads
 from finetune.loggers import check_logger
 from finetune.lr_finder import STEPS as LR_STEPS
 from finetune.lr_finder import LrFinding, find_lr
 from finetune.module import Classifier, FeatureProbe
+from finetune.processes import processes_per_node
 from finetune.progress import PhaseTimes
 from zoo.bundle import ModelMetadata
 from zoo.spec import ArchSpec, Preprocessing
@@ -99,8 +100,9 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split,
 
 
 def choose_settings(config: RunConfig, split: Split, unused: tuple[str, ...] = ()) -> RunConfig:
-    """Decide what ``config`` leaves to zoo (``finetune.recipe``), saying each choice and its reason (but those of
-    the ``unused`` keys: settings the command at hand does not use, such as lr-find's epochs)."""
+    """Decide what ``config`` leaves to zoo (``finetune.recipe``, the threads), saying each choice and its reason (but
+    those of the ``unused`` keys: settings the command at hand does not use, such as lr-find's epochs); torch runs
+    on the chosen threads from here on."""
     spec = zoo.get_spec(config.model.arch)
     if config.model.weights == "default" and spec.weights is None:
         # config.yaml says what the run did: an entry without pretrained weights (small_cnn) starts from none.
@@ -112,6 +114,15 @@ def choose_settings(config: RunConfig, split: Split, unused: tuple[str, ...] = (
     for decision in (decision for decision in decisions if decision.key not in unused):
         value = f"{decision.value:g}" if isinstance(decision.value, float) else decision.value
         say(f"{decision.key}: {value} ({decision.reason})")
+    if config.trainer.threads is None:
+        # Chosen once and written into config.yaml: the thread count changes the arithmetic's order, so a resume
+        # or a rerun of that file gets the same numbers whatever the load is then.
+        workers = choose_loader(config.data.num_workers, len(split.train), on_gpu).num_workers
+        threads = choose_threads(None, workers, processes_per_node(config))
+        say(f"trainer.threads: {threads.value} ({threads.reason})")
+        config = merge(config, {"trainer": {"threads": int(threads.value)}})
+    assert config.trainer.threads is not None  # chosen above when it was not given
+    torch.set_num_threads(config.trainer.threads)
     return config
 
 

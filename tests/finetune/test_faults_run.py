@@ -19,8 +19,9 @@ from finetune.sources import read_checkpoint
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
+# --checkpoint-interval 0: last.ckpt after every epoch, so a fault at epoch N finds epoch N - 1 saved.
 QUICK = ["--arch", "small_cnn", "--weights", "none", "--batch-size", "8", "--augment", "none", "--seed", "0",
-         "--image-size", "32", "--num-workers", "0"]
+         "--image-size", "32", "--num-workers", "0", "--checkpoint-interval", "0"]
 
 
 class Killed(BaseException):
@@ -77,6 +78,43 @@ def test_last_checkpoint_is_written_every_epoch_and_resume_does_not_repeat_rows(
     assert main(["finetune", "--resume", str(out)]) == 0
     assert _epochs(out) == [1, 2, 3, 4, 5, 6]
     assert run_summary(out)["epochs"] == 6
+
+
+def test_last_checkpoint_leaves_at_most_the_interval_unsaved(
+        image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from types import SimpleNamespace
+
+    import pytorch_lightning as pl
+
+    from finetune import saving
+    from finetune.config import RunConfig, merge
+    from finetune.run import train
+
+    clock = {"now": 1000.0}
+
+    class EpochsOf25Seconds(pl.Callback):  # Lightning calls checkpoint callbacks last: each epoch they see takes 25 s
+        def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            clock["now"] += 25.0
+
+    monkeypatch.setattr(saving, "time", SimpleNamespace(monotonic=lambda: clock["now"]))
+    saved: list[int] = []
+    original = AtomicCheckpointIO.save_checkpoint
+
+    def save(self, checkpoint, path, storage_options=None):
+        if Path(path).name == "last.ckpt":
+            saved.append(checkpoint["callbacks"]["EpochMetrics"]["rows"][-1]["epoch"])
+        original(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", save)
+    config = merge(RunConfig(), {"data": {"path": str(image_folder), "batch_size": 8, "augment": "none",
+                                          "num_workers": 0, "image_size": 28},
+                                 "model": {"arch": "small_cnn", "weights": "none"},
+                                 "trainer": {"epochs": 5, "checkpoint_interval": 60.0, "accelerator": "cpu"},
+                                 "out": str(tmp_path / "run")})
+    train(config, watchers=[EpochsOf25Seconds()])
+    # Epoch 2 ends 50 s in: waiting for epoch 3 would leave 75 s unsaved. Epoch 4 likewise; epoch 5 is the last.
+    assert saved == [2, 4, 5]
+    assert "last.ckpt: written at the end of an epoch every 60 s" in capsys.readouterr().out
 
 
 @pytest.mark.slow

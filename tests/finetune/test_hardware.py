@@ -99,3 +99,64 @@ def test_a_precision_probe_runs_once_per_machine_and_says_so(
     assert "timed on this CPU before" in again.reason and str(tmp_path) in again.reason
     choose_precision("auto", "cpu", lite, 96, "efficientnet_lite0")
     assert timed == [64, 96], "another input size is another timing"
+
+
+@pytest.mark.parametrize(
+    ("cores", "busy", "workers", "processes", "expected"),
+    [
+        (2, 0.1, 0, 1, 2),  # quiet: every core
+        (2, 2.0, 0, 1, 1),  # as many busy processes as cores: one thread, never none
+        (2, 0.6, 0, 1, 1),  # a core more than half taken is not free
+        (16, 0.0, 7, 1, 9),  # the loader workers keep their cores
+        (16, 4.0, 0, 2, 6),  # DDP: each process gets its share of what is free
+        (64, 0.0, 0, 1, 32),  # never above torch's default
+    ],
+)
+def test_threads_come_from_the_free_cores(monkeypatch: pytest.MonkeyPatch, cores: int, busy: float, workers: int,
+                                          processes: int, expected: int) -> None:
+    monkeypatch.setattr(hardware, "usable_cores", lambda: cores)
+    monkeypatch.setattr(hardware, "others_busy_cores", lambda: busy)
+    monkeypatch.setattr(hardware, "TORCH_DEFAULT_THREADS", 32)
+    choice = hardware.choose_threads(None, workers, processes)
+    assert int(choice.value) == expected
+    assert f"{cores} usable cores" in choice.reason and f"{busy:.1f} kept busy by other processes" in choice.reason
+    assert (f"{processes} training processes" in choice.reason) == (processes > 1)
+    assert hardware.choose_threads(3, workers, processes) == hardware.Choice("3", "as requested")
+    monkeypatch.setattr(hardware, "TORCH_DEFAULT_THREADS", 1)  # OMP_NUM_THREADS=1: nothing to measure
+    monkeypatch.setattr(hardware, "others_busy_cores", lambda: pytest.fail("measured"))
+    assert hardware.choose_threads(None, workers, processes).value == "1"
+
+
+def test_the_busy_cores_of_others_are_a_share_of_this_process_cores() -> None:
+    assert 0.0 <= hardware.others_busy_cores(0.05) <= hardware.usable_cores()
+
+
+def test_a_run_prints_its_threads_records_them_and_gives_torch_back_its_own(
+        image_folder, tmp_path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from finetune.config import load_config
+    from finetune.run import resume_config
+    from zoo_cli.main import main
+
+    monkeypatch.setattr(hardware, "others_busy_cores", lambda: 0.0)
+    monkeypatch.setattr(hardware, "TORCH_DEFAULT_THREADS", 2)
+    monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
+    before = torch.get_num_threads()
+    out = tmp_path / "run"
+    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--epochs", "1",
+                 "--max-steps", "1", "--image-size", "28", "--out", str(out)]) == 0
+    assert "zoo: trainer.threads: 2 (2 usable cores, 0.0 kept busy by other processes" in capsys.readouterr().out
+    assert load_config(out / "config.yaml").trainer.threads == 2 and torch.get_num_threads() == before
+    monkeypatch.setattr(hardware, "others_busy_cores", lambda: 2.0)  # busy now: the run keeps its own numbers
+    assert resume_config(out, {}).trainer.threads == 2
+    assert resume_config(out, {"trainer": {"threads": 1}}).trainer.threads == 1
+
+
+def test_ddp_processes_share_the_cores() -> None:
+    from finetune.config import RunConfig, merge
+    from finetune.processes import processes_per_node
+
+    assert processes_per_node(RunConfig()) == 1
+    assert processes_per_node(merge(RunConfig(), {"trainer": {"devices": "2", "accelerator": "cpu"}})) == 2
+    assert processes_per_node(merge(RunConfig(), {"trainer": {"devices": "0,1"}})) == 2

