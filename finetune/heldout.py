@@ -29,7 +29,7 @@ from finetune.sources import read_checkpoint
 from finetune.stats import chance_error, learned, top_k, wilson_interval
 from zoo._io import save_atomic, write_atomic
 from zoo.errors import ZooError, describe_error
-from zoo.tta import TestTimeAugmented, TtaMode
+from zoo.tta import TtaNetwork, TtaMode
 
 PREDICTIONS_FILE = "test_predictions.csv"
 PREDICTION_COLUMNS = ("path", "label", "predicted", "probability")
@@ -139,7 +139,7 @@ def held_out_logits(module: Classifier, data: ImageDataModule, split: Split, tta
     if tta == "none":
         return collect_logits(module, data.test_dataloader(), device, context)
     images = DataLoader(ImageDataset(split.test, data.transforms["test"]), batch_size=data.config.batch_size)
-    return collect_logits(TestTimeAugmented(module.network, tta), images, device, context)
+    return collect_logits(TtaNetwork(module.network, tta), images, device, context)
 
 
 def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, split: Split, run_dir: Path,

@@ -24,7 +24,7 @@ from zoo.errors import WeightsError, ZooError, describe_error, short_repr
 from zoo.factory import create_model
 from zoo.images import center_crop_transform
 from zoo.interop import zoo_state_dict
-from zoo.tta import TTA_MODES, TestTimeAugmented, TtaMode, check_tta
+from zoo.tta import TTA_MODES, TtaNetwork, TtaMode, check_tta
 from zoo.weights import read_state_dict
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class LoadedModel:
     @property
     def augmented(self) -> nn.Module:
         """The network with this model's test-time augmentation."""
-        return TestTimeAugmented(self.network, self.tta)
+        return TtaNetwork(self.network, self.tta)
 
     @property
     def device(self) -> torch.device:

@@ -44,7 +44,7 @@ def views(batch: Tensor, mode: TtaMode) -> list[Tensor]:
                                for corner in corners)]
 
 
-class TestTimeAugmented(nn.Module):
+class TtaNetwork(nn.Module):
     """``network`` whose logits are the mean over the TTA views of each batch (``none``: the network itself)."""
 
     def __init__(self, network: nn.Module, mode: TtaMode) -> None:

@@ -88,3 +88,35 @@ def test_more_epochs_on_a_finished_run_train_with_a_warm_restart(image_folder: P
     # The first schedule ended at 0; the new epochs start near the full rate again and decay to 0 over themselves.
     assert rates[1] < 1e-6 and rates[2] > 0.4 * 0.003 and rates[3] < 1e-6
     assert run_summary(run)["epochs"] == 4
+
+
+def test_tta_measures_the_test_split_and_travels_with_the_model(image_folder: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    summary = _finetune(image_folder, run, "--epochs", "1", "--max-steps", "2", "--tta", "flip")
+    assert summary["tta"] == "flip" and summary["config"]["trainer"]["tta"] == "flip"
+    assert torch.load(run / "best.ckpt", weights_only=True)["zoo"]["tta"] == "flip"
+    # zoo evaluate uses the model's own TTA by default: the very test error the run measured.
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
+    import json
+
+    measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert measured["tta"] == "flip" and measured["top1_error"] == summary["test_top1_error"]
+    assert measured["loss"] == pytest.approx(summary["test_loss"], abs=1e-5)
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "bundle")]) == 0
+    assert json.loads((tmp_path / "bundle" / "zoo.json").read_text())["tta"] == "flip"
+    image = next((image_folder / "coffee").iterdir())
+    assert main(["predict", str(tmp_path / "bundle"), str(image), "--tta", "flip-crop", "--format", "json"]) == 0
+    capsys.readouterr()
+
+
+def test_flip_tta_on_a_model_whose_classes_change_under_a_mirror_is_refused(image_folder: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    run = tmp_path / "run"
+    _finetune(image_folder, run, "--epochs", "1", "--max-steps", "1", "--flips-change-class")
+    capsys.readouterr()
+    for command in (["evaluate", str(run), "--out", str(tmp_path / "eval")],
+                    ["predict", str(run), str(image_folder)]):
+        assert main([*command, "--tta", "flip"]) == 2
+        error = capsys.readouterr().err.strip()
+        assert len(error.splitlines()) == 1 and "classes change under a mirror" in error
+    assert not (tmp_path / "eval").exists()
