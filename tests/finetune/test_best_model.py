@@ -120,3 +120,15 @@ def test_flip_tta_on_a_model_whose_classes_change_under_a_mirror_is_refused(imag
         error = capsys.readouterr().err.strip()
         assert len(error.splitlines()) == 1 and "classes change under a mirror" in error
     assert not (tmp_path / "eval").exists()
+
+
+def test_more_epochs_on_an_early_stopped_run_restart_and_are_judged_afresh(image_folder: Path, tmp_path: Path,
+                                                                          capsys) -> None:
+    run = tmp_path / "run"
+    # A rate too small to move anything: the validation error never falls, so patience 1 stops after epoch 2.
+    summary = _finetune(image_folder, run, "--epochs", "6", "--lr", "1e-9", "--patience", "1")
+    assert summary["stopped_early_after_epoch"] == 2
+    assert main(["finetune", "--resume", str(run), "--epochs", "4"]) == 0
+    assert "warm restart: the run stopped early after epoch 2" in capsys.readouterr().out
+    # Not stopped again at once by the old patience count: epochs 3 and 4 both train.
+    assert [row["epoch"] for row in run_table(run, "metrics.csv")] == ["1", "2", "3", "4"]
