@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -97,8 +98,6 @@ def test_tta_measures_the_test_split_and_travels_with_the_model(image_folder: Pa
     assert torch.load(run / "best.ckpt", weights_only=True)["zoo"]["tta"] == "flip"
     # zoo evaluate uses the model's own TTA by default: the very test error the run measured.
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
-    import json
-
     measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert measured["tta"] == "flip" and measured["top1_error"] == summary["test_top1_error"]
     assert measured["loss"] == pytest.approx(summary["test_loss"], abs=1e-5)
@@ -132,3 +131,16 @@ def test_more_epochs_on_an_early_stopped_run_restart_and_are_judged_afresh(image
     assert "warm restart: the run stopped early after epoch 2" in capsys.readouterr().out
     # Not stopped again at once by the old patience count: epochs 3 and 4 both train.
     assert [row["epoch"] for row in run_table(run, "metrics.csv")] == ["1", "2", "3", "4"]
+
+
+def test_tta_on_a_linear_probe_runs_the_whole_network_on_the_test_images(image_folder: Path, tmp_path: Path) -> None:
+    # A probe trains on cached backbone features, which cannot be mirrored: the TTA test measure runs images.
+    run = tmp_path / "run"
+    assert main(["finetune", "--data", str(image_folder), "--out", str(run), "--arch", "efficientnet_lite0",
+                 "--freeze", "backbone", "--image-size", "32", "--epochs", "1", "--max-steps", "2", "--tta", "flip",
+                 "--batch-size", "8", "--seed", "0"]) == 0
+    summary = run_summary(run)
+    assert summary["tta"] == "flip" and summary["config"]["optim"]["ema"] == "off"
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
+    measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert measured["tta"] == "flip" and measured["loss"] == pytest.approx(summary["test_loss"], abs=1e-4)
