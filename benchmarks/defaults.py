@@ -93,7 +93,7 @@ def digits28_folder(root: Path) -> Path:
 # name -> (architecture, weights, folder builder, grid axes)
 SMALL_CNN_GRID = {"augment": ["none", "standard"], "lr": [1e-3, 3e-3], "epochs": [10, 20]}
 PROBE_GRID = {"augment": ["none"], "lr": [1e-3, 3e-3, 1e-2], "epochs": [10, 30]}
-FINETUNE_GRID: dict[str, list[Any]] = {"augment": ["none"], "lr": [1e-3, 3e-3], "epochs": [5, 10]}
+FINETUNE_GRID: dict[str, list[Any]] = {"augment": ["none"], "lr": [1e-3, 3e-3], "epochs": [5, 8]}
 DATASETS: dict[str, tuple[str, str, Callable[[Path], Path], dict[str, list[Any]]]] = {
     "digits": ("small_cnn", "none", lambda root: resolve_data("digits"), SMALL_CNN_GRID),
     "mnist": ("small_cnn", "none", mnist_folder, SMALL_CNN_GRID),
