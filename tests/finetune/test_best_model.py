@@ -133,6 +133,7 @@ def test_more_epochs_on_an_early_stopped_run_restart_and_are_judged_afresh(image
     assert [row["epoch"] for row in run_table(run, "metrics.csv")] == ["1", "2", "3", "4"]
 
 
+@pytest.mark.slow
 def test_tta_on_a_linear_probe_runs_the_whole_network_on_the_test_images(image_folder: Path, tmp_path: Path) -> None:
     # A probe trains on cached backbone features, which cannot be mirrored: the TTA test measure runs images.
     run = tmp_path / "run"
