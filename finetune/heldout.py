@@ -29,7 +29,8 @@ from finetune.sources import read_checkpoint
 from finetune.stats import chance_error, learned, top_k, wilson_interval
 from zoo._io import save_atomic, write_atomic
 from zoo.errors import ZooError, describe_error
-from zoo.tta import TtaMode, TtaNetwork
+from zoo.tta import TtaMode
+from zoo.tta_network import TtaNetwork
 
 PREDICTIONS_FILE = "test_predictions.csv"
 PREDICTION_COLUMNS = ("path", "label", "predicted", "probability")

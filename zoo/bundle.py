@@ -24,7 +24,8 @@ from zoo.errors import WeightsError, ZooError, describe_error, short_repr
 from zoo.factory import create_model
 from zoo.images import center_crop_transform
 from zoo.interop import zoo_state_dict
-from zoo.tta import TTA_MODES, TtaMode, TtaNetwork, check_tta
+from zoo.tta import TTA_MODES, TtaMode, check_tta
+from zoo.tta_network import TtaNetwork
 from zoo.weights import read_state_dict
 
 if TYPE_CHECKING:

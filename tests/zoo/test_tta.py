@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
-from zoo.tta import TtaNetwork, check_tta, views
+from zoo.tta import check_tta
+from zoo.tta_network import TtaNetwork, views
 
 
 def test_flip_averages_the_logits_of_the_image_and_its_mirror() -> None:
