@@ -143,7 +143,7 @@ class OptimConfig:
     unfreeze_epoch: int = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
                                     "--freeze until-epoch N)", flag=None)
     backbone_lr_mult: float | None = option(
-        None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune, else 1)")
+        None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune of photos, else 1)")
     ema: float | Literal["auto", "off"] = option(
         "auto", "exponential moving average of the weights: its decay (e.g. 0.999), off, or auto (from the "
                 "recipe); the averaged weights are validated, chosen and exported", metavar="DECAY")

@@ -136,7 +136,7 @@ def _freeze(profile: DataProfile, spec: ArchSpec, image_size: int, native: int, 
     forward = profile_network(spec).gflops * (image_size / spec.input_size) ** 2
     images = profile.num_train * epochs
     minutes = forward * 1e9 * 3 * images / (GPU_THROUGHPUT if on_gpu else CPU_THROUGHPUT) / 60
-    unlike = profile.glyph_like or profile.side * FAR_BELOW <= native
+    unlike = _unlike_photos(profile, native)
     if not on_gpu and unlike and minutes <= LONG_FINETUNE_MINUTES:
         # FLOP counts flatter small and depthwise convolutions on a CPU many times over: time a real step instead.
         minutes = images / timed_images_per_second(spec, image_size, num_classes) / 60
@@ -154,6 +154,11 @@ def _freeze(profile: DataProfile, spec: ArchSpec, image_size: int, native: int, 
     return Decision("optim.freeze", "backbone", f"pretrained weights on {where}: {estimate}, {why}: the head is "
                                                 "trained on cached backbone features (ask for a full fine-tune with "
                                                 "--freeze until-epoch 1)")
+
+
+def _unlike_photos(profile: DataProfile, native: int) -> bool:
+    """Images unlike the photos ImageNet weights learned from: glyph-like, or far below the network's size."""
+    return profile.glyph_like or profile.side * FAR_BELOW <= native
 
 
 def _ema(total_steps: int, freeze: str) -> Decision:
@@ -203,12 +208,18 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
         elif freeze == "backbone":
             lr, reason = 3e-3, "a linear head on fixed features"
         else:
-            lr, reason = 1e-3, "pretrained weights: the head at 1e-3, the backbone 10× lower"
+            lr, reason = 1e-3, "pretrained weights"
         decisions.append(Decision("optim.lr", lr, reason))
     if config.optim.backbone_lr_mult is None:
-        mult = 0.1 if pretrained and freeze != "backbone" else 1.0
-        decisions.append(Decision("optim.backbone_lr_mult", mult, "discriminative rates: pretrained layers move less"
-                                  if mult < 1 else "one rate for every layer"))
+        if pretrained and freeze != "backbone" and _unlike_photos(profile, native):
+            # Measured on 28 px digits (efficientnet_lite0 at 32 px, 8 epochs): 0.37% test error at one rate,
+            # 13% with the backbone 10× lower.
+            mult, reason = 1.0, "images unlike the weights' photos: every layer has to adapt, at one rate"
+        elif pretrained and freeze != "backbone":
+            mult, reason = 0.1, "discriminative rates: pretrained layers move 10× less than the new head"
+        else:
+            mult, reason = 1.0, "one rate for every layer"
+        decisions.append(Decision("optim.backbone_lr_mult", mult, reason))
     epochs = config.trainer.epochs
     if epochs is None:
         if freeze == "backbone":

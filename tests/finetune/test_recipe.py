@@ -108,7 +108,8 @@ def test_small_glyphs_on_a_pretrained_network_train_near_their_size_with_a_full_
     # 28 px against the network's 224: at the 32 px it needs at least, not upsampled 8×.
     assert resolved.data.image_size == 32
     assert "far below efficientnet_lite0's 224 px" in decisions["data.image_size"].reason
-    assert (resolved.optim.freeze, resolved.optim.unfreeze_epoch) == ("until-epoch", 1)
+    assert (resolved.optim.freeze, resolved.optim.unfreeze_epoch, resolved.optim.backbone_lr_mult) == \
+        ("until-epoch", 1, 1.0)
     assert "glyph-like images, unlike the photos" in decisions["optim.freeze"].reason
     assert "is estimated at" in decisions["optim.freeze"].reason
     assert isinstance(resolved.optim.ema, float) and 0.9 <= resolved.optim.ema < 1
