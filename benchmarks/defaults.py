@@ -1,6 +1,7 @@
 """Good results by default: the no-flag run against the best of a small hand-tuned grid, on the same split.
 
-    python -m benchmarks.defaults [--data digits mnist faces textures photos] [--full-finetune]
+    python -m benchmarks.defaults [--data digits mnist faces textures photos digits28 textures-large]
+                                  [--full-finetune] [--ema-check] [--extend]
     python -m benchmarks.defaults --budgets [--data digits mnist faces] [--rounds 1]
 
 Five kinds of real data that ship with pip packages: small_cnn from scratch on scikit-learn's digits,
@@ -11,6 +12,13 @@ gravel photos) and on a small folder of colour photos. Each data set gets one sp
 default run sets only the architecture and the data, every grid run sets augmentation, learning rate
 and epochs (and freezing as the default chose it, unless ``--full-finetune`` adds a full fine-tune).
 Figures are test errors with their 95% Wilson intervals; time is the whole ``train`` call.
+
+Two cases check the model a run hands over: ``digits28``, efficientnet_lite0 with its ImageNet weights on
+scikit-learn's digits drawn at 28 px (grey glyphs far below the network's 224 px), against small_cnn from scratch
+on the same split; ``textures-large``, 720 texture patches whose validation error saturates at once, where the
+checkpoint must still be chosen on the validation loss and the softmax calibrated on 100+ validation images.
+``--ema-check`` adds the no-flag run with the weight average switched the other way; ``--extend`` resumes the
+no-flag run for twice its epochs (a warm restart) and measures it again.
 
 ``--budgets`` races the from-scratch default (its epochs a ceiling, stopped at the validation loss's plateau)
 against the same run on today's fixed budget (``--schedule cosine`` over the same epochs), the two in turns
@@ -36,7 +44,8 @@ from benchmarks.common import photos_folder, silenced, spread, table, write_resu
 from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
 from finetune.hardware import choose_threads
-from finetune.run import train
+from finetune.records import RunSummary
+from finetune.run import resume_config, train
 
 
 def mnist_folder(root: Path) -> Path:
@@ -76,16 +85,34 @@ def textures_folder(root: Path, per_class: int = 60, side: int = 96) -> Path:
     return root
 
 
+def digits28_folder(root: Path) -> Path:
+    """scikit-learn's 1,797 digits drawn at 28 px (MNIST's size), grey ink on black."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * 255 / 16).astype(np.uint8)).resize((28, 28), Image.BILINEAR).save(
+            folder / f"{index}.png")
+    return root
+
+
 # name -> (architecture, weights, folder builder, grid axes)
 SMALL_CNN_GRID = {"augment": ["none", "standard"], "lr": [1e-3, 3e-3], "epochs": [10, 20]}
 PROBE_GRID = {"augment": ["none"], "lr": [1e-3, 3e-3, 1e-2], "epochs": [10, 30]}
+FINETUNE_GRID: dict[str, list[Any]] = {"augment": ["none"], "lr": [1e-3, 3e-3], "epochs": [5, 8]}
 DATASETS: dict[str, tuple[str, str, Callable[[Path], Path], dict[str, list[Any]]]] = {
     "digits": ("small_cnn", "none", lambda root: resolve_data("digits"), SMALL_CNN_GRID),
     "mnist": ("small_cnn", "none", mnist_folder, SMALL_CNN_GRID),
     "faces": ("small_cnn", "none", faces_folder, {**SMALL_CNN_GRID, "epochs": [20, 50]}),
     "textures": ("efficientnet_lite0", "default", textures_folder, PROBE_GRID),
     "photos": ("efficientnet_lite0", "default", lambda root: photos_folder(root, classes=3, per_class=40), PROBE_GRID),
+    "digits28": ("efficientnet_lite0", "default", digits28_folder, FINETUNE_GRID),
+    "textures-large": ("efficientnet_lite0", "default", lambda root: textures_folder(root, per_class=240),
+                       PROBE_GRID),
 }
+BASELINES = {"digits28": "small_cnn"}  # from scratch on the same split, beside the pretrained network
 
 
 def _run(config: RunConfig) -> dict[str, Any]:
@@ -93,21 +120,63 @@ def _run(config: RunConfig) -> dict[str, Any]:
     with silenced():
         summary = train(config).summary
         assert summary is not None  # one process: it reports
-    chosen = summary.config
+    return _figures(summary, time.perf_counter() - started)
+
+
+def _figures(summary: RunSummary, seconds: float) -> dict[str, Any]:
+    chosen, selection = summary.config, summary.selection
+    lowest, kept = selection["lowest_val_loss_of_tied"], selection["val_loss"]
     return {
         "augment": chosen.data.augment, "lr": chosen.optim.lr, "epochs": chosen.trainer.epochs,
-        "freeze": chosen.optim.freeze, "error": summary.test_top1_error,
-        "interval": summary.test_top1_error_ci95, "seconds": time.perf_counter() - started,
-        "num_test": summary.num_test, "ran": summary.epochs,
+        "freeze": chosen.optim.freeze, "ema": chosen.optim.ema, "image_size": summary.image_size,
+        "error": summary.test_top1_error, "interval": summary.test_top1_error_ci95, "seconds": seconds,
+        "num_test": summary.num_test, "num_val": summary.num_val, "ece_before": summary.val_ece_before,
+        "ece_after": summary.val_ece_after, "best_epoch": summary.best_epoch, "ran": summary.epochs,
+        # best.ckpt's validation loss against the lowest of the epochs tied with it on validation error.
+        "loss_ratio": kept / lowest if isinstance(kept, float) and isinstance(lowest, float) and lowest > 0 else 1.0,
     }
 
 
 def _describe(run: dict[str, Any]) -> str:
+    ema = f"ema {run['ema']}" if run["ema"] != "off" else "no ema"
     epochs = f"{run['epochs']} epochs" if run["ran"] == run["epochs"] else f"{run['ran']} of {run['epochs']} epochs"
-    return f"{run['augment']}, lr {run['lr']:.0e}, {epochs}, freeze {run['freeze']}"
+    return f"{run['augment']}, lr {run['lr']:.0e}, {epochs}, freeze {run['freeze']}, {ema}, {run['image_size']} px"
 
 
-def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _error(run: dict[str, Any]) -> str:
+    return f"{run['error']:.2f} ({run['interval'][0]:.1f}–{run['interval'][1]:.1f})"
+
+
+def extras(name: str, workdir: Path, base: RunConfig, default: dict[str, Any], ema_check: bool,
+           extend: bool) -> list[dict[str, Any]]:
+    """The baseline from scratch, the default with EMA the other way, and the default extended by a resume."""
+    rows: list[dict[str, Any]] = []
+    if name in BASELINES:
+        run = _run(merge(base, {"model": {"arch": BASELINES[name], "weights": "none"},
+                                "out": str(workdir / f"{name}-baseline")}))
+        rows.append({"data": name, "run": f"{BASELINES[name]} from scratch, no flags ({_describe(run)})",
+                     "test error % (95% CI)": _error(run), "seconds": f"{run['seconds']:.0f}"})
+    if ema_check:
+        flipped: float | str = "off" if default["ema"] != "off" else 0.99
+        run = _run(merge(base, {"optim": {"ema": flipped}, "out": str(workdir / f"{name}-ema-{flipped}")}))
+        rows.append({"data": name, "run": f"no flags but --ema {flipped} ({_describe(run)})",
+                     "test error % (95% CI)": _error(run), "seconds": f"{run['seconds']:.0f}"})
+    if extend:
+        run_dir = workdir / f"{name}-default"
+        started = time.perf_counter()
+        with silenced():
+            summary = train(resume_config(run_dir, {"trainer": {"epochs": 2 * default["epochs"]}}),
+                            resume=run_dir).summary
+        assert summary is not None
+        run = _figures(summary, time.perf_counter() - started)
+        rows.append({"data": name, "run": f"the no-flag run resumed to {run['epochs']} epochs (warm restart)",
+                     "test error % (95% CI)": f"{_error(run)}; before: {_error(default)}",
+                     "seconds": f"{run['seconds']:.0f}"})
+    return rows
+
+
+def benchmark(name: str, workdir: Path, full_finetune: bool
+              ) -> tuple[RunConfig, dict[str, Any], list[dict[str, Any]]]:
     arch, weights, build, grid = DATASETS[name]
     folder = build(workdir / name)
     base = merge(RunConfig(), {"data": {"path": str(folder)}, "model": {"arch": arch, "weights": weights},
@@ -127,7 +196,7 @@ def benchmark(name: str, workdir: Path, full_finetune: bool) -> tuple[dict[str, 
         runs.append(_run(merge(base, overrides)))
         print(f"{name}: grid {_describe(runs[-1])}: {runs[-1]['error']:.2f} % in {runs[-1]['seconds']:.0f} s",
               flush=True)
-    return default, runs
+    return base, default, runs
 
 
 def budgets(names: list[str], workdir: Path, rounds: int) -> str:
@@ -179,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--full-finetune", action="store_true",
                         help="add full fine-tunes of the pretrained network to its grid (slow on a CPU)")
+    parser.add_argument("--ema-check", action="store_true", help="add the no-flag run with EMA switched the other way")
+    parser.add_argument("--extend", action="store_true", help="resume the no-flag run for twice its epochs")
     parser.add_argument("--budgets", action="store_true",
                         help="race the plateau rule against the fixed epoch budgets on the from-scratch data sets")
     parser.add_argument("--rounds", type=int, default=1, help="with --budgets: pairs of runs per data set")
@@ -190,20 +261,28 @@ def main(argv: list[str] | None = None) -> None:
         print("\n" + body)
         write_results("defaults_budgets", "defaults --budgets: the plateau rule against the fixed epoch budgets", body)
         return
-    pairs, grids = [], []
+    pairs: list[dict[str, Any]] = []
+    grids: list[dict[str, Any]] = []
+    others: list[dict[str, Any]] = []
+    handed: list[dict[str, Any]] = []
+    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else []
     with tempfile.TemporaryDirectory(prefix="zoo-defaults-") as workdir:
         for name in args.data:
-            default, runs = benchmark(name, Path(workdir), args.full_finetune)
+            base, default, runs = benchmark(name, Path(workdir), args.full_finetune)
+            others += extras(name, Path(workdir), base, default, args.ema_check, args.extend)
+            handed += [{"data": name, "run": "no flags" if run is default else _describe(run),
+                        "best epoch": run["best_epoch"], "kept val loss / lowest tied": f"{run['loss_ratio']:.2f}",
+                        "val ECE % before → after (n val)":
+                            f"{run['ece_before']:.1f} → {run['ece_after']:.1f} ({run['num_val']})"}
+                       for run in (default, *runs)]
             best = min(runs, key=lambda run: (run["error"], run["seconds"]))
             pairs.append({
                 "data": f"{name} ({DATASETS[name][0]}, {default['num_test']} test images)",
                 "default: settings": _describe(default),
-                "default: test error % (95% CI)":
-                    f"{default['error']:.2f} ({default['interval'][0]:.1f}–{default['interval'][1]:.1f})",
+                "default: test error % (95% CI)": _error(default),
                 "default s": f"{default['seconds']:.0f}",
                 "grid best: settings": _describe(best),
-                "grid best: test error % (95% CI)":
-                    f"{best['error']:.2f} ({best['interval'][0]:.1f}–{best['interval'][1]:.1f})",
+                "grid best: test error % (95% CI)": _error(best),
                 "grid best s": f"{best['seconds']:.0f}",
                 "default − best (points)": f"{default['error'] - best['error']:+.2f}",
                 "time ratio": f"{default['seconds'] / best['seconds']:.2f}",
@@ -213,9 +292,21 @@ def main(argv: list[str] | None = None) -> None:
     body = (f"Each data set split once (seed 0, 70/15/15); the default run sets only --arch and --data (and "
             f"--accelerator cpu); targets: within 1 point of the grid's best test error, at most 1.5× its time. "
             f"With a few dozen test images one image is several points: read the intervals.\n\n{table(pairs)}\n\n"
-            f"The grid:\n\n{table(grids)}")
+            f"The grid:\n\n{table(grids)}\n\nThe model handed over: the checkpoint kept against the epochs tied with "
+            f"it on validation error (target: val loss at most 2× the lowest), and validation calibration (target: "
+            f"ECE after ≤ 5% with 100+ validation images):\n\n{table(handed)}")
+    if others:
+        body += f"\n\nBeside the no-flag runs:\n\n{table(others)}"
+    body += f"\n\nLoad average at the end (1, 5, 15 min): {' '.join(load)} → {_load_now()} (a shared machine)."
     print("\n" + body)
-    write_results("defaults", "defaults: the no-flag run against a hand-tuned grid", body)
+    every = set(args.data) == set(DATASETS) - {"digits28", "textures-large"}
+    write_results("defaults" if every else "defaults-" + "-".join(args.data),
+                  f"defaults: the no-flag run against a hand-tuned grid ({', '.join(args.data)})", body)
+
+
+def _load_now() -> str:
+    path = Path("/proc/loadavg")
+    return " ".join(path.read_text().split()[:3]) if path.is_file() else "unknown"
 
 
 if __name__ == "__main__":

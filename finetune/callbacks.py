@@ -7,6 +7,7 @@ import csv
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
@@ -220,9 +221,14 @@ class EarlyStop(EarlyStopping):
     the epochs after unfreezing must get their own chance.
     """
 
-    def __init__(self, patience: int, first_epoch: int = 0) -> None:
+    def __init__(self, patience: int, first_epoch: int = 0, fresh: bool = False) -> None:
         super().__init__(monitor="val/top1_error", mode="min", patience=patience, check_on_train_epoch_end=False)
         self.first_epoch = first_epoch
+        self.fresh = fresh  # a warm restart of a run that stopped early: judged anew, not stopped again at once
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not self.fresh:
+            super().load_state_dict(state_dict)
 
     def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
         if trainer.current_epoch >= self.first_epoch:

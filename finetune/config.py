@@ -88,6 +88,8 @@ class DataConfig:
         "auto", "decode-once image cache (and, with --freeze backbone, cached backbone features); none: neither")
     feature_views: int = option(0, "with --freeze backbone: cache K augmented views per image (default 0: one plain "
                                    "view)", metavar="K")
+    flips_change_class: bool = option(False, "a mirror image is another class (text, digits, arrows): flip "
+                                             "test-time augmentation is refused for this model")
 
     def __post_init__(self) -> None:
         _check_choices("data", self)
@@ -145,12 +147,19 @@ class OptimConfig:
     unfreeze_epoch: int = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
                                     "--freeze until-epoch N)", flag=None)
     backbone_lr_mult: float | None = option(
-        None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune, else 1)")
+        None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune of photos, else 1)")
+    ema: float | Literal["auto", "off"] = option(
+        "auto", "exponential moving average of the weights: its decay (e.g. 0.999), off, or auto (from the "
+                "recipe); the averaged weights are validated, chosen and exported", metavar="DECAY")
 
     def __post_init__(self) -> None:
         _check_choices("optim", self)
         if isinstance(self.lr, str) and self.lr != "auto":
             raise ConfigError(f"optim.lr must be a number or auto, got '{self.lr}'")
+        if isinstance(self.ema, str) and self.ema not in ("auto", "off"):
+            raise ConfigError(f"optim.ema must be a decay between 0 and 1, off or auto, got '{self.ema}'")
+        if isinstance(self.ema, float) and not 0.0 < self.ema < 1.0:
+            raise ConfigError(f"optim.ema must be a decay between 0 and 1 (e.g. 0.999), off or auto, got {self.ema}")
         for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "label_smoothing", "backbone_lr_mult"):
             if not isinstance(getattr(self, name), str):  # None (left to the recipe) passes, like a number
                 _at_least("optim", name, getattr(self, name), 0.0)
@@ -182,6 +191,13 @@ class TrainerConfig:
                                               "Ctrl-C and SIGTERM always write it", metavar="SECONDS")
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = option(
         "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder")
+    monitor: Literal["val_error", "val_loss"] = option(
+        "val_error", "what chooses best.ckpt: val_error (validation top-1 error, ties broken by the lower validation "
+                     "loss; the default) or val_loss")
+    tta: Literal["none", "flip", "flip-crop"] = option(
+        "none", "test-time augmentation of the end-of-run test measure (and the model's default in evaluate, "
+                "predict, serve): none, flip (image + mirror), flip-crop (+ four corner crops); never chooses the "
+                "checkpoint")
 
     def __post_init__(self) -> None:
         _check_choices("trainer", self)
@@ -206,6 +222,11 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     out: str | None = option(None, "run folder (default: runs/<arch>-<timestamp>)")
+
+    def __post_init__(self) -> None:
+        if self.trainer.tta != "none" and self.data.flips_change_class:
+            raise ConfigError(f"trainer.tta {self.trainer.tta} mirrors the test images, but data.flips_change_class "
+                              "says a mirror image is another class: use --tta none")
 
 
 @functools.cache

@@ -137,7 +137,7 @@ def model_logits(model: LoadedModel, samples: Sequence[Sample], batch_size: int)
         ImageDataset(samples, model.transform), batch_size=batch_size, num_workers=settings.num_workers,
         pin_memory=settings.pin_memory,
     )
-    return collect_logits(model.network, loader, model.device, nullcontext)
+    return collect_logits(model.augmented, loader, model.device, nullcontext)
 
 
 def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str],
@@ -255,25 +255,26 @@ def _default_out(source: Source, data: Path | None, split: str) -> Path:
 
 def evaluate(
     source: str | Path, data: Path | None = None, split: str | None = None, out: Path | None = None,
-    batch_size: int = 64, top_losses: int = TOP_LOSSES,
+    batch_size: int = 64, top_losses: int = TOP_LOSSES, tta: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png,
     calibration.png, top_losses.csv/.png (the ``top_losses`` images of highest loss) and report.md. A run
-    folder's own images default to its test split."""
+    folder's own images default to its test split; ``tta`` (None: the model's own) averages over views."""
     if batch_size < 1:
         raise ZooError(f"--batch-size must be at least 1, got {batch_size}")
     if top_losses < 1:
         raise ZooError(f"--top-losses must be at least 1, got {top_losses}")
     if out is not None:
         check_out_folder(Path(out))  # before the images are scanned and the model run
-    loaded = load_source(source)
+    loaded = load_source(source, tta=tta)
     images = select_images(loaded, data, split)
     out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
     check_out_folder(out_dir)
     model = loaded.model
     logits, labels = model_logits(model, images.samples, batch_size)
     metrics, confusion = compute_metrics(logits, labels, model.classes, model.temperature)
-    metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, **metrics}
+    metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, "tta": model.tta,
+               **metrics}
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False) + "\n")
     write_confusion_csv(confusion, model.classes, out_dir / "confusion_matrix.csv")

@@ -17,9 +17,11 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
 from finetune.data.datamodule import ImageDataModule
+from finetune.data.images import ImageDataset
 from finetune.data.scan import Sample
 from finetune.data.split import Split
 from finetune.module import Classifier
@@ -28,6 +30,8 @@ from finetune.sources import read_checkpoint
 from finetune.stats import chance_error, learned, top_k, wilson_interval
 from zoo._io import save_atomic, write_atomic
 from zoo.errors import ZooError, describe_error
+from zoo.tta import TtaMode
+from zoo.tta_network import TtaNetwork
 
 PREDICTIONS_FILE = "test_predictions.csv"
 # Measuring keeps no activations for a backward pass, so batches this many times the training batch fit in the
@@ -133,13 +137,24 @@ def judgement(interval: Sequence[float], labels: Sequence[int], split: str) -> d
     return {"reported_on": split, "chance_top1_error": chance, "learned": learned((low, high), chance)}
 
 
+def held_out_logits(module: Classifier, data: ImageDataModule, split: Split, tta: TtaMode, device: torch.device,
+                context: Callable[[], AbstractContextManager]) -> tuple[Tensor, Tensor]:
+    """The test split's logits, averaged over the ``tta`` views: with TTA, images through the whole network (a
+    linear probe's loader holds backbone features, which cannot be mirrored)."""
+    if tta == "none":
+        return collect_logits(module, _batches(data, "test", "test"), device, context)
+    images = DataLoader(ImageDataset(split.test, data.transforms["test"]), batch_size=data.config.batch_size)
+    return collect_logits(TtaNetwork(module.network, tta), images, device, context)
+
+
 def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule, split: Split, run_dir: Path,
-                 final: dict[str, Any], times: PhaseTimes | None = None) -> dict[str, Any]:
+                 final: dict[str, Any], tta: TtaMode = "none", times: PhaseTimes | None = None) -> dict[str, Any]:
     """Fit the temperature on validation, measure the test split once, and say whether the model learned.
 
     ``final`` holds the best epoch's validation figures (one row of ``metrics.csv``). Both run on the best
-    checkpoint (the model one evaluates and exports), at the run's precision. The temperature is stored in
-    ``best.ckpt``; the test predictions go to ``test_predictions.csv``. ``times`` gets the seconds of the
+    checkpoint (the model one evaluates and exports), at the run's precision; ``tta`` augments the test
+    measure only (the temperature is fitted on plain validation logits). The temperature and ``tta`` are stored
+    in ``best.ckpt``; the test predictions go to ``test_predictions.csv``. ``times`` gets the seconds of the
     ``calibration`` (validation) and ``held_out`` (test) phases.
     """
     times = times or PhaseTimes()
@@ -152,6 +167,7 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
         val_logits, val_labels = collect_logits(module, _batches(data, "val", "validation"), device, context)
         calibration = calibrate(val_logits, val_labels)
         checkpoint["zoo"]["temperature"] = calibration.temperature
+        checkpoint["zoo"]["tta"] = tta
         save_atomic(checkpoint, checkpoint_path)
     # The validation figures are those of the best epoch's row in metrics.csv, which chose the checkpoint.
     val_interval = [round(bound, 4) for bound in wilson_interval(round(final["val_top1_error"] * len(split.val) / 100),
@@ -163,7 +179,7 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
     }
     if split.test:
         with times.phase("held_out"):
-            test_logits, test_labels = collect_logits(module, _batches(data, "test", "test"), device, context)
+            test_logits, test_labels = held_out_logits(module, data, split, tta, device, context)
         test = error_rates(test_logits, test_labels)
         write_predictions(run_dir / PREDICTIONS_FILE, split.test, split.classes,
                           (test_logits / calibration.temperature).softmax(dim=1))
@@ -173,7 +189,7 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
         figures["test_loss"] = round(F.cross_entropy(test_logits, test_labels, weight=weight,
                                                      label_smoothing=module.loss.label_smoothing).item(), 6)
         figures.update(judgement(test["top1_error_ci95"], test_labels.tolist(), "test"))
-    figures.update({"temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
+    figures.update({"tta": tta, "temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
                     "val_ece_after": calibration.ece_after, "val_nll_before": calibration.nll_before,
                     "val_nll_after": calibration.nll_after})
     return figures

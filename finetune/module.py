@@ -54,6 +54,10 @@ class Classifier(pl.LightningModule):
         self.memory_format = memory_format
         self.decay: tuple[int, int] | None = None  # the plateau schedule's anneal: first step, steps (PlateauStop)
         self.top_k = top_k(num_classes)
+        # The learning-rate schedule: warm-up then cosine from restart_step to schedule_total (global steps); a
+        # resume that extends a finished run restarts it at its last step (finetune.run).
+        self.restart_step = 0
+        self.schedule_total: int | None = None
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.loss = nn.CrossEntropyLoss(weight=weight, label_smoothing=optim.label_smoothing)
         # Per-epoch figures accumulate in metrics (synchronised across processes when computed) and are
@@ -145,14 +149,18 @@ class Classifier(pl.LightningModule):
         else:
             optimizer = torch.optim.AdamW(groups, fused=fused)
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(total * optim.warmup_fraction)
+        self.schedule_total, start = total, self.restart_step
 
         def warmup_cosine(step: int) -> float:
+            # Steps before a warm restart follow the schedule they had, which ended at the restart.
+            begin, end = (start, total) if step >= start else (0, start)
+            span, step = max(1, end - begin), step - begin
+            warmup = int(span * optim.warmup_fraction)
             if step < warmup:
                 return (step + 1) / (warmup + 1)
-            if optim.schedule == "plateau":
+            if optim.schedule == "plateau" and start == 0:  # a warm restart anneals by cosine over its epochs
                 return lr_factor(step, warmup, total, self.decay)
-            progress = (step - warmup) / max(1, total - warmup)
+            progress = (step - warmup) / max(1, span - warmup)
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine)
@@ -160,6 +168,7 @@ class Classifier(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["zoo"] = self.metadata.to_dict() if self.metadata is not None else {}
+        checkpoint["schedule"] = {"start": self.restart_step, "total": self.schedule_total}
 
 
 class FeatureProbe(Classifier):

@@ -43,6 +43,9 @@ class RunSummary:
     precision: str
     memory_format: str
     selected_on: Literal["val"]  # the split that chose the checkpoint
+    # What chose it: monitor (val_error or val_loss), tie_break, the epoch and its val_top1_error and val_loss,
+    # epochs_tied (epochs of that validation error) and lowest_val_loss_of_tied.
+    selection: dict[str, float | str | None]
     # The best epoch's row of metrics.csv (the checkpoint's), and the last epoch's.
     best_epoch: int | None
     val_top1_error: float | None
@@ -57,6 +60,7 @@ class RunSummary:
     test_top1_error_ci95: list[float] | None
     test_topk_error: float | None
     test_loss: float | None
+    tta: Literal["none", "flip", "flip-crop"]  # test-time augmentation of the test figures (never of the choice)
     reported_on: Split  # the split of the headline error: test when there is one
     chance_top1_error: float  # always the most frequent class, on that split
     learned: bool  # the headline interval lies below chance

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -19,6 +20,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import zoo
+from finetune.averaging import WeightEma
 from finetune.callbacks import (
     EarlyStop,
     EpochLog,
@@ -105,7 +107,7 @@ def new_run_dir(config: RunConfig) -> Path:
 
 # What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
 RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "threads", "accelerator",
-                                            "devices", "num_nodes", "strategy", "checkpoint_interval", "logger")
+                                            "devices", "num_nodes", "strategy", "checkpoint_interval", "logger", "tta")
              } | {("data", "num_workers"), ("data", "cache")}
 
 
@@ -239,6 +241,7 @@ class _Prepared:
     run_dir: Path
     checkpoint: Path | None  # last.ckpt to continue from; None for a fresh start
     times: PhaseTimes
+    restarted: bool = False  # more epochs on an ended run: a new schedule, and early stopping judged afresh
 
 
 @dataclass
@@ -345,7 +348,31 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None, times:
         if not worker:
             save_config(config, run_dir / CONFIG_FILE)  # the resolved learning rate, not "auto"
     checkpoint = None if resume is None or restart else resume / LAST_CHECKPOINT
-    return _Prepared(config, split, setup, run_dir, checkpoint, times)
+    restarted = checkpoint is not None and _restart_schedule(checkpoint, config, setup, worker)
+    return _Prepared(config, split, setup, run_dir, checkpoint, times, restarted)
+
+
+def _restart_schedule(checkpoint: Path, config: RunConfig, setup: Setup, worker: bool) -> bool:
+    """On a resume, the learning-rate schedule the run continues with; True when it is a warm restart.
+
+    A run that had finished its epochs, or stopped early, ended its schedule near a learning rate of 0: more
+    epochs on it would barely train. They get their own warm-up and cosine decay instead, from the last step.
+    """
+    content = read_checkpoint(checkpoint)
+    schedule = content.get("schedule") or {}
+    setup.module.restart_step = int(schedule.get("start") or 0)
+    done, step = int(content.get("epoch", 0)) + 1, int(content.get("global_step", 0))
+    stopped = any(int(state.get("stopped_epoch", 0) or 0) > 0 for name, state in content.get("callbacks", {}).items()
+                  if name.startswith("EarlyStop") and isinstance(state, dict))
+    ended = stopped or (schedule.get("total") is not None and step >= int(schedule["total"]))
+    if not ended or config.trainer.epochs is None or config.trainer.epochs <= done:
+        return False
+    setup.module.restart_step = step
+    if not worker:
+        how = f"stopped early after epoch {done}" if stopped else f"finished its {done} epochs"
+        say(f"warm restart: the run {how}, its learning rate decayed to the end; epochs {done + 1}-"
+            f"{config.trainer.epochs} get a new warm-up and cosine decay from lr {config.optim.lr}")
+    return True
 
 
 def _first_process_precision(config: RunConfig, run_dir: Path) -> RunConfig:
@@ -382,7 +409,7 @@ def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Tra
     config, run_dir = run.config, run.run_dir
     metrics = EpochMetrics(run_dir / "metrics.csv")
     throughput = Throughput()
-    best = BestCheckpoint(run_dir)
+    best = BestCheckpoint(run_dir, config.trainer.monitor)
     # A terminal gets the live bar; a log file one line per epoch instead of every redraw, and a progress line
     # at most every few seconds within a long epoch.
     progress = [ProgressBar()] if sys.stdout.isatty() else [EpochLog(metrics, throughput), StepLines("training")]
@@ -392,9 +419,12 @@ def _build_trainer(run: _Prepared, extra: Sequence[pl.Callback]) -> tuple[pl.Tra
     unfreeze_epoch = config.optim.unfreeze_epoch if config.optim.freeze == "until-epoch" else 0
     if config.optim.freeze != "none":
         callbacks.append(BackboneFreeze(unfreeze_epoch or None))
-    if config.optim.schedule == "plateau":
+    if config.optim.schedule == "plateau" and not run.restarted:  # a warm restart runs its own epochs out
         callbacks.append(PlateauStop())
-    early_stop = EarlyStop(config.trainer.patience, unfreeze_epoch) if config.trainer.patience else None
+    if isinstance(config.optim.ema, float):
+        callbacks.append(WeightEma(config.optim.ema))
+    early_stop = (EarlyStop(config.trainer.patience, unfreeze_epoch, fresh=run.restarted) if config.trainer.patience
+                  else None)
     if early_stop is not None:
         callbacks.append(early_stop)
     trainer = pl.Trainer(
@@ -439,10 +469,11 @@ def _fit(trainer: pl.Trainer, run: _Prepared) -> None:
 def _summarize(trainer: pl.Trainer, run: _Prepared, watched: _Watchers, started: float) -> RunSummary:
     """Measure the best checkpoint once on the test split and write ``summary.json``; its content."""
     config, split, setup, run_dir = run.config, run.split, run.setup, run.run_dir
-    final = final_metrics(watched.metrics.rows)
+    final = final_metrics(watched.metrics.rows, config.trainer.monitor)
     if split.test:
         say(f"measuring the best checkpoint (epoch {final['best_epoch']}) once on {len(split.test)} test images")
-    measured = measure_best(trainer, setup.module, setup.data, split, run_dir, final, run.times)
+    measured = measure_best(trainer, setup.module, setup.data, split, run_dir, final, config.trainer.tta,
+                            run.times)
     with run.times.phase("report"):
         if watched.metrics.rows:
             plot_learning_curves(watched.metrics.rows, run_dir / "learning_curves.png",
@@ -501,20 +532,34 @@ def _validate_final_step(trainer: pl.Trainer, setup: Setup, watched: _Watchers) 
     if watched.metrics.validated_step == trainer.global_step:  # the same answer on every process of a DDP run
         return
     trainer.validate(setup.module, datamodule=setup.data, verbose=False)
-    error = trainer.callback_metrics.get("val/top1_error")
-    best = watched.best.best_model_score
+    metrics = trainer.callback_metrics
+    monitored, loss = metrics.get(str(watched.best.monitor)), metrics.get("val/loss")
     run_dir = Path(str(watched.best.dirpath))
-    if best is None or (error is not None and float(error) < float(best)):
+    if monitored is not None and watched.best.better(float(monitored), float(loss) if loss is not None else None):
         trainer.save_checkpoint(run_dir / "best.ckpt")
     trainer.save_checkpoint(run_dir / LAST_CHECKPOINT)
 
 
-def final_metrics(rows: Sequence[dict[str, float | None]]) -> dict[str, float | None]:
-    """The validation figures of the best checkpoint's epoch (one row of metrics.csv) and of the last epoch."""
-    validated = [(error, row) for row in rows if (error := row.get("val/top1_error")) is not None]
-    # The first of equal errors, as ModelCheckpoint keeps the first checkpoint that reached it.
-    best = min(validated, key=lambda pair: pair[0], default=(None, {}))[1]
+def best_row(rows: Sequence[dict[str, float | None]], monitor: str = "val_error") -> dict[str, float | None]:
+    """The row of metrics.csv whose checkpoint is best.ckpt: the lowest validation top-1 error, of equal ones the
+    lowest validation loss (``val_error``), or the lowest validation loss (``val_loss``); the first of exact ties,
+    as ``BestCheckpoint`` keeps the first. Empty when no epoch was validated."""
+    def key(row: dict[str, float | None]) -> tuple[float, ...]:
+        error, loss = row.get("val/top1_error"), row.get("val/loss")
+        finite_loss = loss if loss is not None and not math.isnan(loss) else math.inf
+        return (finite_loss,) if monitor == "val_loss" else (error if error is not None else math.inf, finite_loss)
+
+    validated = [row for row in rows if row.get("val/top1_error") is not None]
+    return min(validated, key=key, default={})
+
+
+def final_metrics(rows: Sequence[dict[str, float | None]], monitor: str = "val_error") -> dict[str, Any]:
+    """The validation figures of the best checkpoint's epoch (one row of metrics.csv), what chose it, and the
+    last epoch's."""
+    best = best_row(rows, monitor)
     last = rows[-1] if rows else {}
+    tied = [row for row in rows if best and row.get("val/top1_error") == best.get("val/top1_error")]
+    tied_losses = [loss for row in tied if (loss := row.get("val/loss")) is not None]
     return {
         "best_epoch": int(best["epoch"] or 0) if best else None,
         "val_top1_error": best.get("val/top1_error"),
@@ -522,4 +567,9 @@ def final_metrics(rows: Sequence[dict[str, float | None]]) -> dict[str, float | 
         "val_loss": best.get("val/loss"),
         "final_val_top1_error": last.get("val/top1_error"),
         "final_val_topk_error": last.get("val/topk_error"),
+        # What chose best.ckpt and on what figures; epochs_tied: those of the same validation error.
+        "selection": {"monitor": monitor, "tie_break": "val_loss" if monitor == "val_error" else None,
+                      "epoch": int(best["epoch"] or 0) if best else None, "val_top1_error": best.get("val/top1_error"),
+                      "val_loss": best.get("val/loss"), "epochs_tied": len(tied),
+                      "lowest_val_loss_of_tied": min(tied_losses, default=None)},
     }

@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from torch import Tensor
 
 from finetune.console import say
 from zoo._io import save_atomic
@@ -36,24 +37,57 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         save_atomic(checkpoint, Path(path))
 
 
-class BestCheckpoint(ModelCheckpoint):
-    """``best.ckpt``: the checkpoint of the lowest validation top-1 error so far (the first of equal ones).
+# --monitor: the metric that chooses best.ckpt; val_error's ties go to the lower validation loss.
+MONITORED = {"val_error": "val/top1_error", "val_loss": "val/loss"}
 
-    A run folder that was moved or copied (to another disk, another machine) resumes knowing its best
-    score; Lightning's ``ModelCheckpoint`` forgets it when the folder's path changed, and would then
-    replace ``best.ckpt`` with the next epoch's, however worse.
+
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt``: the checkpoint of the lowest validation top-1 error so far, of equal errors the one of lower
+    validation loss (``monitor="val_error"``); or of the lowest validation loss (``"val_loss"``).
+
+    Selecting on the error alone kept the first of tied epochs, however much the loss fell after it (Keras and
+    fastai monitor the loss). A run folder that was moved or copied (to another disk, another machine) resumes
+    knowing its best score; Lightning's ``ModelCheckpoint`` forgets it when the folder's path changed, and would
+    then replace ``best.ckpt`` with the next epoch's, however worse.
     """
 
-    def __init__(self, run_dir: Path) -> None:
-        super().__init__(dirpath=run_dir, filename="best", monitor="val/top1_error", mode="min",
+    def __init__(self, run_dir: Path, monitor: str = "val_error") -> None:
+        super().__init__(dirpath=run_dir, filename="best", monitor=MONITORED[monitor], mode="min",
                          auto_insert_metric_name=False, enable_version_counter=False)
+        self.breaks_ties = monitor == "val_error"
+        self.best_loss: float | None = None  # the validation loss of best.ckpt's epoch
+
+    def better(self, error: float, loss: float | None) -> bool:
+        """Whether figures of ``error`` (the monitored value) and validation ``loss`` beat best.ckpt's."""
+        best = self.best_model_score
+        if best is None or not self.best_k_models:  # the first validation is always saved, as in ModelCheckpoint
+            return True
+        if error != float(best) or not self.breaks_ties:
+            return error < float(best)
+        return loss is not None and (self.best_loss is None or loss < self.best_loss)
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: Tensor | None = None) -> bool:
+        if current is None:
+            return False
+        loss = trainer.callback_metrics.get("val/loss")
+        loss_value = float(loss) if loss is not None else None
+        # Every process must agree, as in ModelCheckpoint.
+        better = trainer.strategy.reduce_boolean_decision(self.better(float(current), loss_value))
+        if better:
+            self.best_loss = loss_value
+        return better
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_loss": self.best_loss}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         def here(path: str) -> str:
             return str(Path(str(self.dirpath)) / Path(path).name) if path else path
 
+        self.best_loss = state_dict.get("best_loss")
         moved = {**state_dict, "dirpath": self.dirpath,
                  "best_k_models": {here(path): score for path, score in state_dict.get("best_k_models", {}).items()}}
+        moved.pop("best_loss", None)
         for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
             moved[key] = here(state_dict.get(key, ""))
         super().load_state_dict(moved)

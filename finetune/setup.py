@@ -81,6 +81,7 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split,
         interpolation=preprocessing.interpolation,
         dropout=config.model.dropout,
         weights=origin or "none",
+        flips_change_class=config.data.flips_change_class,
     )
     # A frozen backbone trains on cached features: the module then runs only the head.
     probe = uses_feature_cache(config, spec)

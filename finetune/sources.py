@@ -105,11 +105,14 @@ def _load(path: Path) -> Source:
     raise ZooError(f"{path} {what}: pass a run folder of zoo finetune, a .ckpt file, or a bundle of zoo export")
 
 
-def load_source(path: str | Path, device: str | None = None) -> Source:
+def load_source(path: str | Path, device: str | None = None, tta: str | None = None) -> Source:
     """Load a run folder (its best.ckpt), a ``.ckpt`` file, or a bundle folder (``zoo.json``).
 
-    ``device``: where the model runs; ``None`` picks the GPU when there is one.
+    ``device``: where the model runs; ``None`` picks the GPU when there is one. ``tta``: the test-time
+    augmentation to use (``None``: the model's own, the one its run measured the test split with).
     """
     source = _load(Path(path))
+    if tta is not None:
+        source.model.use_tta(tta)
     source.model.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     return source

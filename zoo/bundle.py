@@ -24,6 +24,8 @@ from zoo.errors import WeightsError, ZooError, describe_error, short_repr
 from zoo.factory import create_model
 from zoo.images import center_crop_transform
 from zoo.interop import zoo_state_dict
+from zoo.tta import TTA_MODES, TtaMode, check_tta
+from zoo.tta_network import TtaNetwork
 from zoo.weights import read_state_dict
 
 if TYPE_CHECKING:
@@ -62,6 +64,8 @@ class ModelMetadata:
     dropout: float = 0.0
     weights: str = "none"  # what training started from
     temperature: float = 1.0  # divides the logits before the softmax (fitted on validation)
+    tta: str = "none"  # test-time augmentation the model is used with by default (zoo.tta)
+    flips_change_class: bool = False  # a mirror image is another class: flip TTA is refused
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -115,6 +119,18 @@ class LoadedModel:
         self.classes: list[str] = list(metadata.classes)
         self.temperature = float(metadata.temperature)
         self.transform = preprocessing(metadata)
+        self.tta: TtaMode = check_tta(metadata.tta, metadata.flips_change_class)
+
+    def use_tta(self, mode: str) -> LoadedModel:
+        """Average the logits over ``mode``'s views from now on; refused where the model's classes change under a
+        mirror."""
+        self.tta = check_tta(mode, self.metadata.flips_change_class)
+        return self
+
+    @property
+    def augmented(self) -> nn.Module:
+        """The network with this model's test-time augmentation."""
+        return TtaNetwork(self.network, self.tta)
 
     @property
     def device(self) -> torch.device:
@@ -127,7 +143,7 @@ class LoadedModel:
     @torch.inference_mode()
     def logits(self, batch: Tensor) -> Tensor:
         """Raw scores of a preprocessed batch ``(N, 3, H, W)``, on the CPU."""
-        return self.network(batch.to(self.device)).float().cpu()
+        return self.augmented(batch.to(self.device)).float().cpu()
 
     def predict_proba(self, images: Tensor | ImageInput | Sequence[ImageInput]) -> Tensor:
         """Class probabilities ``(N, classes)`` of one image or several: PIL images, paths (``str`` or ``Path``),
@@ -198,6 +214,8 @@ def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
         ("temperature", lambda: _finite(temperature) and temperature > 0,
          "a positive number (the softmax temperature)"),
         ("weights", lambda: isinstance(metadata.get("weights", "none"), str), "text naming the starting weights"),
+        ("tta", lambda: metadata.get("tta", "none") in TTA_MODES, f"one of {', '.join(TTA_MODES)}"),
+        ("flips_change_class", lambda: isinstance(metadata.get("flips_change_class", False), bool), "true or false"),
         # zoo.json's information beside the model: read by evaluate, serve and export.
         *((key, lambda key=key: metadata.get(key) is None or isinstance(metadata[key], dict),
            "a mapping of figures or null") for key in ("validation", "test", "data")),

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finetune.names import EVALUATION_SPLITS, EXPORT_FORMATS
+from zoo.tta import TTA_MODES
 from zoo_cli.output import print_table, printable, render
 
 if TYPE_CHECKING:
     from finetune.predict import Prediction
 
 SOURCE_HELP = "a run folder of zoo finetune, a .ckpt file, or a bundle folder of zoo export"
+TTA_HELP = ("test-time augmentation: none, flip (average over the image and its mirror), flip-crop (and four corner "
+            "crops); default: the model's own (the one its run's test error was measured with)")
 TABLE_NAME_LENGTH = 40  # characters of a class name in predict's table; JSON and CSV keep names whole
 
 
@@ -34,6 +37,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--top-losses", type=int, default=16, metavar="N",
                           help="images of highest loss in top_losses.png (all of them are in top_losses.csv)")
+    evaluate.add_argument("--tta", choices=TTA_MODES, help=TTA_HELP)
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes of images, with softmax probabilities")
@@ -44,6 +48,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (at most the model's)")
     predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
     predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--tta", choices=TTA_MODES, help=TTA_HELP)
     predict.set_defaults(run=run_predict)
 
     export = commands.add_parser("export",
@@ -65,7 +70,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from finetune.evaluate import evaluate
 
     result = evaluate(args.source, data=args.data, split=args.split, out=args.out, batch_size=args.batch_size,
-                      top_losses=args.top_losses)
+                      top_losses=args.top_losses, tta=args.tta)
     for warning in result.warnings:
         _warn("evaluate", warning)
     metrics = result.metrics
@@ -100,7 +105,10 @@ def run_predict(args: argparse.Namespace) -> int:
     from finetune.predict import predict
     from finetune.pretrained import load_model
 
-    results = predict(load_model(args.source).model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
+    model = load_model(args.source).model
+    if args.tta is not None:
+        model.use_tta(args.tta)
+    results = predict(model, args.paths, top_k=args.top_k, batch_size=args.batch_size)
     if args.format == "json":
         render([result.to_dict() for result in results], {}, "json")
     elif args.format == "csv":

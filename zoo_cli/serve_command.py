@@ -6,7 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from zoo_cli.model_commands import SOURCE_HELP
+from zoo.tta import TTA_MODES
+from zoo_cli.model_commands import SOURCE_HELP, TTA_HELP
 
 UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "ki": 2**10, "mi": 2**20, "gi": 2**30}
 SIZE = re.compile(r"(\d+)\s*(k|m|g|ki|mi|gi)?b?", re.IGNORECASE)
@@ -34,6 +35,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                        help="most images run together when requests arrive faster than the model answers (default: 32)")
     serve.add_argument("--max-bytes", type=byte_count, default="20MB",
                        help="largest upload accepted, e.g. 20MB or 512KiB (default: 20MB)")
+    serve.add_argument("--tta", choices=TTA_MODES, help=TTA_HELP)
     serve.set_defaults(run=run_serve)
 
 
@@ -41,6 +43,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from finetune.serve.app import ServeSettings
     from finetune.serve.server import serve
 
-    settings = ServeSettings(str(args.source), max_batch_size=args.max_batch_size, max_bytes=args.max_bytes)
+    settings = ServeSettings(str(args.source), max_batch_size=args.max_batch_size, max_bytes=args.max_bytes,
+                             tta=args.tta)
     serve(settings, host=args.host, port=args.port, workers=args.workers)
     return 0

@@ -36,6 +36,7 @@ class ServeSettings:
     max_batch_size: int = 32
     max_bytes: int = 20_000_000
     threads: int | None = None  # torch's intra-op threads per process; None: torch's default (every core)
+    tta: str | None = None  # test-time augmentation; None: the model's own
 
 
 def model_metadata(source: Source, layer: str | None) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def app_from_environment() -> FastAPI:
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)
-    return create_app(load_source(settings.source), settings)
+    return create_app(load_source(settings.source, tta=settings.tta), settings)
 
 
 def settings_environment(settings: ServeSettings) -> dict[str, str]:

@@ -40,9 +40,10 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
         if value < 1:
             raise ZooError(f"{name} must be at least 1, got {value}")
     if workers == 1:
-        config = uvicorn.Config(create_app(load_source(settings.source), settings))
+        config = uvicorn.Config(create_app(load_source(settings.source, tta=settings.tta), settings))
     else:
-        load_source(settings.source, device="cpu")  # a bad source is one line here, not a traceback per worker
+        # A bad source (or --tta) is one line here, not a traceback per worker.
+        load_source(settings.source, device="cpu", tta=settings.tta)
         # Each process runs its batches on its share of the cores, instead of all of them fighting for every core.
         settings = replace(settings, threads=max(1, usable_cores() // workers))
         os.environ.update(settings_environment(settings))

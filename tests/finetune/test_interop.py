@@ -95,7 +95,8 @@ def test_the_weights_file_and_the_onnx_graph_carry_the_classes_and_preprocessing
     expected = {"library": "zoo", "model_name": "small_cnn", "model_args": None, "arch": "small_cnn",
                 "classes": metadata.classes, "num_classes": 3, "image_size": 28, "resize": 32,
                 "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear",
-                "dropout": metadata.dropout, "weights": "none", "temperature": metadata.temperature}
+                "dropout": metadata.dropout, "weights": "none", "temperature": metadata.temperature, "tta": "none",
+                "flips_change_class": False}
     with safe_open(str(small_bundle / "model.safetensors"), "pt") as weights:
         assert json.loads(weights.metadata()["zoo"]) == expected
         assert "classifier.weight" in weights.keys() and "classifier.linear.weight" not in weights.keys()

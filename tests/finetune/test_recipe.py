@@ -79,7 +79,7 @@ def test_a_long_fine_tune_on_a_gpu_starts_with_a_probe(tmp_path: Path, monkeypat
 
 def test_a_given_value_always_wins(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
-    given = merge(RunConfig(), {"data": {"augment": "trivial"}, "optim": {"lr": 0.01, "freeze": "none"},
+    given = merge(RunConfig(), {"data": {"augment": "trivial"}, "optim": {"lr": 0.01, "freeze": "none", "ema": "off"},
                                 "trainer": {"epochs": 3}})
     resolved, decisions = _decided(given, folder, pretrained=True)
     assert (resolved.data.augment, resolved.optim.lr, resolved.optim.freeze, resolved.trainer.epochs) == \
@@ -87,6 +87,41 @@ def test_a_given_value_always_wins(tmp_path: Path) -> None:
     assert set(decisions) == {"optim.backbone_lr_mult"} and resolved.optim.backbone_lr_mult == 0.1
     everything = merge(given, {"optim": {"backbone_lr_mult": 1.0}})
     assert _decided(everything, folder, pretrained=True) == (everything, {})
+
+
+def mnist_like_folder(root: Path, per_class: int = 10) -> Path:
+    """scikit-learn's 8 px digits drawn at 28 px, grey ink on black (MNIST's look)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for index, (pixels, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        folder = root / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        if len(list(folder.iterdir())) < per_class:
+            Image.fromarray((pixels * 255 / 16).astype(np.uint8)).resize((28, 28)).save(folder / f"{index}.png")
+    return root
+
+
+def test_small_glyphs_on_a_pretrained_network_train_near_their_size_with_a_full_fine_tune(tmp_path: Path) -> None:
+    config = merge(RunConfig(), {"model": {"arch": "efficientnet_lite0"}})
+    resolved, decisions = _decided(config, mnist_like_folder(tmp_path / "digits"), pretrained=True)
+    # 28 px against the network's 224: at the 32 px it needs at least, not upsampled 8×.
+    assert resolved.data.image_size == 32
+    assert "far below efficientnet_lite0's 224 px" in decisions["data.image_size"].reason
+    assert (resolved.optim.freeze, resolved.optim.unfreeze_epoch, resolved.optim.backbone_lr_mult) == \
+        ("until-epoch", 1, 1.0)
+    assert "glyph-like images, unlike the photos" in decisions["optim.freeze"].reason
+    assert "is estimated at" in decisions["optim.freeze"].reason
+    assert isinstance(resolved.optim.ema, float) and 0.9 <= resolved.optim.ema < 1
+
+
+def test_ema_is_on_where_the_backbone_trains_and_off_for_a_head_on_cached_features(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
+    probe, decisions = _decided(RunConfig(), folder, pretrained=True)
+    assert probe.optim.freeze == "backbone" and probe.optim.ema == "off"
+    scratch, decisions = _decided(merge(RunConfig(), {"model": {"weights": "none"}}), folder, pretrained=False)
+    # 42 training images, 2 steps an epoch, 30 epochs: 60 steps, an average over the last 6 (the lowest decay).
+    assert scratch.optim.ema == 0.9 and "60 steps" in decisions["optim.ema"].reason
 
 
 @pytest.mark.parametrize("flag", [["--augment", "none"], []])

@@ -44,7 +44,7 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     rows = run_table(out, "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
     # Every validation figure of the summary is the best epoch's row, counted from 1 as in the file.
-    best = min(rows, key=lambda row: float(row["val/top1_error"]))
+    best = min(rows, key=lambda row: (float(row["val/top1_error"]), float(row["val/loss"])))
     assert summary["best_epoch"] == int(best["epoch"]) and summary["val_loss"] == float(best["val/loss"])
     assert summary["val_top1_error"] == float(best["val/top1_error"])
     assert summary["val_topk_error"] == float(best["val/topk_error"])

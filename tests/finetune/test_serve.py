@@ -386,3 +386,29 @@ def test_the_page_shows_the_top_class_of_a_chosen_image(server: Server, photo: P
         assert "not an image" in wait.until(lambda page: page.find_element(By.ID, "error").text)
         assert not browser.find_elements(By.CSS_SELECTOR, "#predictions li")
         assert not browser.find_element(By.ID, "explanation").is_displayed()
+
+
+def test_serve_tta_averages_over_the_mirror_and_is_refused_where_mirrors_change_the_class(
+        bundle: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fastapi.testclient import TestClient
+
+    from finetune.serve.app import ServeSettings, create_app
+    from finetune.sources import load_source
+
+    settings = ServeSettings(str(bundle), tta="flip")
+    with TestClient(create_app(load_source(bundle, tta="flip"), settings)) as client:
+        answer = client.post("/predict", files={"file": ("image.jpg", photo.read_bytes())}).json()
+    model = zoo.load(bundle)
+    batch = model.transform(Image.open(photo).convert("RGB")).unsqueeze(0)
+    mirrored = (model.logits(batch) + model.logits(batch.flip(-1))) / 2
+    expected = (mirrored / model.temperature).softmax(dim=1)[0]
+    for prediction in answer["predictions"]:
+        assert prediction["probability"] == pytest.approx(float(expected[model.classes.index(prediction["class"])]),
+                                                          abs=1e-4)
+    metadata = json.loads((bundle / "zoo.json").read_text())
+    sensitive = tmp_path / "sensitive"
+    shutil.copytree(bundle, sensitive)
+    (sensitive / "zoo.json").write_text(json.dumps({**metadata, "flips_change_class": True}))
+    assert main(["serve", str(sensitive), "--tta", "flip", "--port", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "classes change under a mirror" in error

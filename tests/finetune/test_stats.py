@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
+from finetune.calibration import TEMPERATURE_RANGE, calibration_error, fit_temperature, negative_log_likelihood
 from finetune.heldout import error_rates
 from finetune.stats import chance_error, learned, mcnemar, spearman, top_k, wilson_interval
 
@@ -106,8 +106,13 @@ def test_temperature_scaling_recovers_a_known_overconfidence() -> None:
     assert torch.equal((overconfident / temperature).argmax(1), overconfident.argmax(1)), "no prediction changes"
 
 
-def test_no_temperature_when_validation_cannot_pin_it() -> None:
-    logits = torch.tensor([[5.0, 0.0], [0.0, 5.0]])
-    labels = torch.tensor([0, 1])  # every image right: the likelihood keeps rising as T falls to 0
-    assert fit_temperature(logits, labels) == 1.0, "left uncalibrated, not made ever more confident"
+def test_temperature_is_fitted_even_when_every_validation_image_is_right() -> None:
+    # Every image right but the softmax under-confident (0.73 on the right class): the likelihood still falls as T
+    # falls, so T goes below 1, to the lower bound at most, and the validation ECE falls with it.
+    logits = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 1, 0, 1])
+    temperature = fit_temperature(logits, labels)
+    assert TEMPERATURE_RANGE[0] <= temperature < 0.1
+    assert calibration_error((logits / temperature).softmax(dim=1), labels) < 1.0 < calibration_error(
+        logits.softmax(dim=1), labels)
     assert fit_temperature(torch.full((4, 3), float("nan")), torch.tensor([0, 1, 2, 0])) == 1.0
