@@ -137,7 +137,7 @@ class LoadedModel:
         else:
             # One path or image is one image: a str is a sequence too, of characters that are no files.
             many = images if isinstance(images, Sequence) and not isinstance(images, str) else [images]
-            batch = torch.stack([self.transform(_open_rgb(image)) for image in many])
+            batch = torch.stack([self.transform(self.open_rgb(image)) for image in many])
         return (self.logits(batch) / self.temperature).softmax(dim=1)
 
     def predict(self, images: Tensor | ImageInput | Sequence[ImageInput],
@@ -150,11 +150,12 @@ class LoadedModel:
         return [[(self.classes[c], p) for c, p in zip(row_indices, row_values, strict=True)]
                 for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True)]
 
+    def open_rgb(self, image: ImageInput) -> Image.Image:
+        """An image, or the file at a path, as 8-bit RGB read for this model (``zoo.images.load_rgb``: a huge
+        image reduced after decoding, one over the pixel budget refused with ``ImageSizeError``)."""
+        from zoo.images import load_rgb, to_rgb
 
-def _open_rgb(image: Image.Image | str | Path) -> Image.Image:
-    from zoo.images import load_rgb, to_rgb
-
-    return to_rgb(image) if not isinstance(image, (str, Path)) else load_rgb(Path(image))
+        return to_rgb(image) if not isinstance(image, (str, Path)) else load_rgb(Path(image), fit=self.metadata.resize)
 
 
 def _finite(value: Any) -> bool:
