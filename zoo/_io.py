@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,26 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 class DiskError(ZooError):
     """A file zoo could not write: the disk is full, read-only, or the folder is not writable."""
+
+
+NOT_REGULAR = "not a regular file (a pipe, socket or device)"
+
+
+def read_text(path: Path, limit: int = 1 << 28) -> str:
+    """The UTF-8 text of the regular file ``path``, read at most ``limit`` bytes deep.
+
+    A FIFO, socket or device with a file's name is refused before a byte is read: reading a FIFO waits for a
+    writer that may never come, and ``/dev/zero`` never ends. Raises ``OSError`` (FileNotFoundError, …),
+    ``ZooError`` for anything but a regular file or one over ``limit``, ``UnicodeDecodeError`` for binary data.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO would block
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ZooError(f"{path} is {NOT_REGULAR}: pass a file")
+        if status.st_size > limit:
+            raise ZooError(f"{path} is {status.st_size} bytes, more than the {limit} a file of this kind can be")
+        return file.read(limit + 1).decode("utf-8")
 
 
 def write_error(path: Path, error: OSError) -> DiskError:

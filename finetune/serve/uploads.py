@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from zoo.errors import shorten
 from zoo.images import ImageSizeError, ThinImageError, load_rgb
@@ -86,7 +86,10 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
         raise _too_large(max_bytes, int(declared))  # not worth reading: the connection is closed after the answer
-    body = await _read_capped(request.stream(), limit, max_bytes)
+    try:
+        body = await _read_capped(request.stream(), limit, max_bytes)
+    except ClientDisconnect as error:  # the client left mid-upload: nobody reads the answer, nothing to log
+        raise RequestError(400, "the client disconnected before the upload ended") from error
     data = await _file_field(request, body) if multipart and body else body
     if not data:
         raise RequestError(400, f"the upload is empty: {HOW}")
