@@ -31,6 +31,7 @@ MAX_SEED = 2**32 - 1
 _QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
 _QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 2, 4, 4, 60, 60
 CONFIG_FILE = "config.yaml"  # in every run folder: the resolved settings of the run
+MAX_IMAGE_SIZE = 4096  # pixels; zoo.bundle.MAX_SIDE, what a bundle accepts
 CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a bigger file is not one
 
 
@@ -57,6 +58,11 @@ def _check_choices(section: str, config: DataclassInstance) -> None:
     for name, annotation in _hints(type(config)).items():
         if typing.get_origin(annotation) is Literal:
             _choice(section, name, getattr(config, name), typing.get_args(annotation))
+
+
+def _at_most(section: str, name: str, value: float | None, maximum: float, why: str) -> None:
+    if value is not None and value > maximum:
+        raise ConfigError(f"{section}.{name} must be at most {maximum} ({why}), got {value}")
 
 
 def _at_least(section: str, name: str, value: float | None, minimum: float) -> None:
@@ -94,6 +100,7 @@ class DataConfig:
         _check_choices("data", self)
         _at_least("data", "batch_size", self.batch_size, 1)
         _at_least("data", "image_size", self.image_size, 8)
+        _at_most("data", "image_size", self.image_size, MAX_IMAGE_SIZE, "a batch of larger images fills any memory")
         _at_least("data", "num_workers", self.num_workers, 0)
         _at_least("data", "feature_views", self.feature_views, 0)
         _at_least("data", "mixup", self.mixup, 0.0)

@@ -56,6 +56,7 @@ from finetune.processes import (
 )
 from finetune.progress import PhaseTimes
 from finetune.records import RunSummary
+from finetune.run_lock import lock_run_folder, release_run_folders
 from finetune.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
 from finetune.setup import (
     Setup,
@@ -97,6 +98,7 @@ def new_run_dir(config: RunConfig) -> Path:
     except OSError as error:
         raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror or error}; choose another --out"
                           ) from error
+    lock_run_folder(run_dir)  # two runs started at once with the same --out: the second stops here
     return run_dir
 
 
@@ -125,6 +127,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         them = "it" if len(changed) == 1 else "them"
         raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would "
                           f"change what it is: leave {them} out, or start a new run with --out")
+    lock_run_folder(run_dir)  # before anything is removed or rewritten: another process may be training it
     # Node 0's own: on another node these could be the files node 0 is writing now.
     removed = [] if is_launched_worker() else remove_temporaries(run_dir)
     if removed:
@@ -135,6 +138,11 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         except ZooError as error:
             raise ConfigError(f"cannot resume {run_dir}: {error}; or delete {LAST_CHECKPOINT} to start the run again "
                               "from epoch 1 with --resume") from error
+        started = int(content.get("epoch", 0)) + 1  # the epoch the checkpoint was saved in (Lightning counts from 0)
+        if config.trainer.epochs is not None and config.trainer.epochs < started:
+            raise ConfigError(f"{run_dir} has already trained {started} epochs, more than --epochs "
+                              f"{config.trainer.epochs}: leave --epochs out, or give more to train on (e.g. --epochs "
+                              f"{started + 1})")
         arch, classes = content["zoo"]["arch"], content["zoo"]["classes"]
         saved_classes = load_split(run_dir).classes if has_split(run_dir) else classes
         if arch != zoo.get_spec(config.model.arch).name:
@@ -257,7 +265,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     checked before the run folder is created, so a failed start leaves nothing behind. ``watchers`` are
     extra callbacks that observe the run (the benchmarks time its steps with one).
     """
-    with lightning_quieted(), _launch_marks():
+    with lightning_quieted(), _launch_marks(), _releasing_run_folders():
         run = _prepare(config, resume, split)
         trainer, watched = _build_trainer(run, watchers)
         started = time.perf_counter()
@@ -272,6 +280,14 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
         plot_learning_curves(watched.metrics.rows, run.run_dir / "learning_curves.png",
                              f"{run.setup.spec.name} on {Path(run.config.data.path).name}", summary.best_epoch)
     return RunResult(run.run_dir, summary)
+
+
+@contextmanager
+def _releasing_run_folders() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        release_run_folders()
 
 
 @contextmanager
@@ -319,6 +335,7 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None) -> _Pr
         config = _first_process_precision(config, resume)
     setup = prepare(config, split, times)
     run_dir = resume if resume is not None else new_run_dir(config)
+    lock_run_folder(run_dir)  # a resume through the API, without resume_config
     if not worker:
         os.environ[RUN_DIR_ENV] = str(run_dir)  # what the processes of a DDP launch need to find this run
         mark_launcher()

@@ -155,6 +155,9 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_flags(args)
     if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError(f"--resume continues {args.resume} with its own config.yaml, and --config would be "
+                              "ignored: leave it out (flags such as --epochs still apply)")
         config = resume_config(args.resume, overrides)
     else:
         config = merge(load_config(args.config) if args.config else RunConfig(), overrides)
