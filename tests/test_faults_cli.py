@@ -80,6 +80,10 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     ("dropout", 5),
     ("temperature", 0),
     ("temperature", "1.0"),
+    # Round two: finite, but every output would be NaN.
+    ("temperature", 1e-300),
+    ("std", [1e-300, 0.5, 0.5]),
+    ("mean", [1e308, 0.5, 0.5]),
 ])
 def test_a_zoo_json_value_that_cannot_rebuild_the_model_is_named(
     bundle: Path, photo: Path, key: str, value: object, capsys: pytest.CaptureFixture[str]
@@ -98,7 +102,7 @@ def test_non_finite_numbers_and_huge_values_are_refused_and_shown_short(bundle: 
     _edit_metadata(bundle, temperature=float("inf"))
     assert "Infinity" in (bundle / "zoo.json").read_text(encoding="utf-8")
     assert main(["predict", str(bundle), str(photo)]) == 2
-    assert "temperature must be a positive number" in _one_line_error(capsys, "predict")
+    assert "temperature must be a number from 0.001 to 1000.0" in _one_line_error(capsys, "predict")
 
     _edit_metadata(bundle, temperature=1.0, interpolation="b" * 1_000_000)
     assert main(["predict", str(bundle), str(photo)]) == 2

@@ -42,6 +42,8 @@ REQUIRED_KEYS = ("arch", "classes", "num_classes", "image_size", "resize", "mean
 # Beyond these a value comes from a damaged or hostile file, not a model: its images or head would fill memory.
 MAX_SIDE = 4096  # pixels of image_size and resize
 MAX_CLASSES = 10**6
+MAX_NORMALIZE, MIN_STD = 1000.0, 1e-3  # bounds of mean and std
+TEMPERATURES = (1e-3, 1e3)
 # The modes torchvision resizes tensor images with (box and hamming are PIL-only).
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 FIX = "correct it, or make the file again with zoo finetune or zoo export"
@@ -86,14 +88,29 @@ class BundleMetadata(ModelMetadata):
 
 
 def build_network(metadata: ModelMetadata, state_dict: dict[str, Tensor], origin: str) -> nn.Module:
-    """The registry network of ``metadata`` with exactly ``state_dict`` loaded, in eval mode."""
+    """The registry network of ``metadata`` with exactly ``state_dict`` loaded, in eval mode.
+
+    The weights are first matched against a network on the meta device (no memory, no time): a file whose
+    architecture or class count was changed to a huge one is refused before gigabytes are allocated for it.
+    """
+    try:
+        with torch.device("meta"):
+            skeleton = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
+    except Exception:  # noqa: BLE001  (some networks read tensor values while built: checked below, for real)
+        skeleton = None
+    if skeleton is not None:
+        _load(skeleton, state_dict, metadata, origin)
     network = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
+    _load(network, state_dict, metadata, origin)
+    return network.eval()
+
+
+def _load(network: nn.Module, state_dict: dict[str, Tensor], metadata: ModelMetadata, origin: str) -> None:
     try:
         network.load_state_dict(zoo_state_dict(network, state_dict))
     except RuntimeError as error:
         reason = " ".join(str(error).split())[:300]
         raise WeightsError(f"the weights in {origin} do not fit {metadata.arch}: {reason}") from error
-    return network.eval()
 
 
 def preprocessing(metadata: ModelMetadata) -> Callable[[Image.Image], Tensor]:
@@ -191,13 +208,17 @@ def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
         ("image_size", lambda: _whole(size, 1), f"a whole number of pixels from 1 to {MAX_SIDE}"),
         # Images are resized (shorter side), then centre-cropped to image_size: a smaller resize would pad them.
         ("resize", lambda: _whole(metadata["resize"], size), f"a whole number of pixels from image_size to {MAX_SIDE}"),
-        ("mean", lambda: _three(metadata["mean"], _finite), "a list of 3 numbers, one per colour channel"),
-        ("std", lambda: _three(metadata["std"], lambda value: _finite(value) and value > 0),
-         "a list of 3 positive numbers, one per colour channel"),
+        # Pixels lie in 0..1: beyond these bounds (x - mean) / std overflows float32 and every output is NaN.
+        ("mean", lambda: _three(metadata["mean"], lambda value: _finite(value) and abs(value) <= MAX_NORMALIZE),
+         f"a list of 3 numbers from -{MAX_NORMALIZE} to {MAX_NORMALIZE}, one per colour channel"),
+        ("std", lambda: _three(metadata["std"], lambda value: _finite(value) and MIN_STD <= value <= MAX_NORMALIZE),
+         f"a list of 3 numbers from {MIN_STD} to {MAX_NORMALIZE}, one per colour channel"),
         ("interpolation", lambda: metadata["interpolation"] in INTERPOLATIONS, f"one of {', '.join(INTERPOLATIONS)}"),
         ("dropout", lambda: _finite(dropout) and 0 <= dropout < 1, "a number from 0 up to (not including) 1"),
-        ("temperature", lambda: _finite(temperature) and temperature > 0,
-         "a positive number (the softmax temperature)"),
+        # logits / temperature must stay finite: 1e-300 would make every probability NaN.
+        ("temperature", lambda: _finite(temperature) and TEMPERATURES[0] <= temperature <= TEMPERATURES[1],
+         f"a number from {TEMPERATURES[0]} to {TEMPERATURES[1]} (the softmax temperature; fitted ones lie in "
+         "0.05-20)"),
         ("weights", lambda: isinstance(metadata.get("weights", "none"), str), "text naming the starting weights"),
         # zoo.json's information beside the model: read by evaluate, serve and export.
         *((key, lambda key=key: metadata.get(key) is None or isinstance(metadata[key], dict),

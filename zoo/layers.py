@@ -262,12 +262,15 @@ def layer_table(spec: ArchSpec, image_size: int | None = None) -> LayerTable:
     size = spec.input_size if image_size is None else image_size
     if size < 1:
         raise ZooError(f"--image-size must be a positive number of pixels, got {size}")
+    problem = spec.input_size_problem(size)
+    if problem is not None:  # a fixed-size network (a ViT) would fail with an assertion inside its library
+        raise ZooError(problem)
     with torch.device("meta"):
         network = spec.build()
     try:
         return trace_layers(network, size)
     except LayerShapeError:
         raise
-    except (RuntimeError, ValueError) as error:  # a feature map shrunk below its kernel
+    except (RuntimeError, ValueError, AssertionError) as error:  # a feature map shrunk below its kernel
         raise ZooError(f"{spec.name} cannot run on {size} px images ({describe_error(error)}): use --image-size "
                        f"{spec.min_input_size} or more") from error

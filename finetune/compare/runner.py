@@ -92,8 +92,16 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--vary takes KEY=V1,V2 (e.g. --vary model.dropout=0,0.5), got '{item}'")
         if key.strip() in vary:
             raise ConfigError(f"--vary {key.strip()} is given twice: list all its values once, KEY=V1,V2,V3")
-        vary[key.strip()] = [yaml.safe_load(value.strip()) for value in values.split(",")]
+        vary[key.strip()] = [_scalar(key.strip(), value.strip()) for value in values.split(",")]
     return vary
+
+
+def _scalar(key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: an integer of thousands of digits
+        raise ConfigError(f"--vary {key}: '{text[:40]}' is not a YAML value ({first_line(error)}): give plain values "
+                          "separated by commas, KEY=V1,V2 (lists cannot be varied)") from error
 
 
 def parse_seeds(text: str) -> list[int]:
