@@ -41,6 +41,7 @@ from finetune.data.split import (
     save_split,
     split_folder,
 )
+from finetune.folders import check_out_folder
 from finetune.freezing import BackboneFreeze
 from finetune.heldout import measure_best
 from finetune.loggers import make_logger
@@ -215,6 +216,11 @@ def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindR
 
 
 def _find_learning_rate(config: RunConfig, folder: Path | None) -> LrFindResult:
+    if folder is not None:  # before the work: a bad --out costs none
+        check_out_folder(folder)
+        if (folder / CONFIG_FILE).is_file():
+            raise ConfigError(f"--out {folder} holds a run of zoo finetune, whose lr_find.png and lr_find.json this "
+                              "would replace: choose another --out")
     split = make_split(config)
     chosen = choose_settings(config, split, unused=LR_FIND_UNUSED)
     setup = prepare(chosen, split)
