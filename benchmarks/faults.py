@@ -1,6 +1,6 @@
 """Faults, hostile files and bad values against the real ``zoo`` command, each in its own process.
 
-    python -m benchmarks.faults [--write] [--only TEXT]
+    python -m benchmarks.faults [--write] [--only TEXT] [--round 1|2]
 
 Kills are real signals (SIGKILL, SIGTERM, SIGINT), a full disk is a real write limit (RLIMIT_FSIZE with
 SIGXFSZ ignored, so a write fails with EFBIG as on a full disk), and every case runs with a time limit, so a
@@ -365,13 +365,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="record the table in benchmarks/RESULTS.md")
     parser.add_argument("--only", metavar="TEXT", help="run only the cases whose name holds TEXT")
+    parser.add_argument("--round", choices=("1", "2"), help="run only round one's or round two's cases")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="zoo-faults-") as folder:
         bench = Bench(Path(folder))
         rounds = [("1", case) for case in cases(bench)] + [("2", case) for case in round_two(bench)]
         for round_number, (group, name, check) in rounds:
-            if args.only and args.only not in name:
+            if (args.only and args.only not in name) or (args.round and args.round != round_number):
                 continue
             started = time.perf_counter()
             try:

@@ -137,6 +137,7 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
     kill -9 between the two renames leaves it under a fixed name beside, and the next call puts it back.
     """
     folder = Path(folder)
+    _remove_stale_stagings(folder)
     staging = temporary_beside(folder)
     aside = folder.with_name(f".{folder.name}{TEMPORARY_MARK}previous")
     if aside.exists() and not folder.exists():
@@ -156,6 +157,42 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
             os.replace(aside, folder)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_stale_stagings(folder: Path) -> None:
+    """Delete the staging folders of ``folder`` that a process killed mid-way (kill -9) left beside it."""
+    for path in folder.parent.glob(f".{folder.stem}{TEMPORARY_MARK}*"):
+        pid = path.name[len(f".{folder.stem}{TEMPORARY_MARK}"):].partition("-")[0]
+        if pid.isdigit() and path.is_dir() and not path.is_symlink() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def check_space(folder: Path, needed: int, largest: int) -> None:
+    """Refuse, before writing, files of ``needed`` bytes in all (the largest ``largest``) where they cannot fit:
+    some writers (ONNX's, in C++) abort the whole process on a full disk instead of raising an error."""
+    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise DiskError(f"{folder} needs about {needed / 2**20:.0f} MB and its disk has {free / 2**20:.0f} MB free: "
+                        "free space on it, or choose another folder")
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and 0 <= limit < largest:
+        raise DiskError(f"files of about {largest / 2**20:.0f} MB cannot be written here: this shell limits files to "
+                        f"{limit / 2**20:.1f} MB (ulimit -f); raise the limit")
 
 
 def remove_temporaries(folder: Path) -> list[Path]:
