@@ -98,16 +98,17 @@ def build_network(metadata: ModelMetadata, state_dict: dict[str, Tensor], origin
             skeleton = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
     except Exception:  # noqa: BLE001  (some networks read tensor values while built: checked below, for real)
         skeleton = None
-    if skeleton is not None:
-        _load(skeleton, state_dict, metadata, origin)
+    if skeleton is not None:  # assign: the file's tensors are taken, not copied into meta ones (torch warns)
+        _load(skeleton, state_dict, metadata, origin, assign=True)
     network = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
     _load(network, state_dict, metadata, origin)
     return network.eval()
 
 
-def _load(network: nn.Module, state_dict: dict[str, Tensor], metadata: ModelMetadata, origin: str) -> None:
+def _load(network: nn.Module, state_dict: dict[str, Tensor], metadata: ModelMetadata, origin: str,
+          assign: bool = False) -> None:
     try:
-        network.load_state_dict(zoo_state_dict(network, state_dict))
+        network.load_state_dict(zoo_state_dict(network, state_dict), assign=assign)
     except RuntimeError as error:
         reason = " ".join(str(error).split())[:300]
         raise WeightsError(f"the weights in {origin} do not fit {metadata.arch}: {reason}") from error

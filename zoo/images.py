@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import math
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -87,7 +88,9 @@ def opened(source: Path | bytes, fit: int | None = None) -> Iterator[Image.Image
     """``source`` (a path or a file's bytes) opened, its size checked against the pixel budget (``check_size``)
     and its pixels reserved in the process's decode budget while the block runs: load it there."""
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with warnings.catch_warnings():  # PIL's warning between its limit and twice it: checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Image.DecompressionBombError as error:  # PIL's own refusal, beyond twice its threshold
         raise ImageSizeError(f"the image is over the limit of {MAX_PIXELS} pixels ({error}): scale it down") from error
     with image:

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from torch import Tensor
 
-from finetune.processes import die_with_parent
+from finetune.processes import die_with_parent, give_back_freed_memory
 from finetune.serve.batching import Batcher
 from finetune.serve.overlay import default_layer, overlay
 from finetune.serve.uploads import RequestError, decode_image, read_upload
@@ -151,6 +151,7 @@ def app_from_environment() -> FastAPI:
     # A worker serves only while ``zoo serve`` lives: killed, even by SIGKILL, it must not leave them holding the
     # port and a copy of the model each.
     die_with_parent()
+    give_back_freed_memory()
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)

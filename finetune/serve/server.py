@@ -10,7 +10,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from finetune.hardware import usable_cores
-from finetune.processes import LAUNCHER_PID_ENV
+from finetune.processes import LAUNCHER_PID_ENV, give_back_freed_memory
 from finetune.serve.app import ServeSettings, create_app, settings_environment
 from finetune.sources import load_source
 from zoo.errors import ZooError
@@ -43,6 +43,7 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
     if workers > usable_cores():  # each worker holds a copy of the model: more than cores only adds memory
         raise ZooError(f"--workers {workers} is more than the {usable_cores()} cores of this machine (each worker "
                        f"holds a copy of the model): use --workers {usable_cores()} or fewer")
+    give_back_freed_memory()
     if workers == 1:
         config = uvicorn.Config(create_app(load_source(settings.source), settings))
     else:
