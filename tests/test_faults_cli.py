@@ -419,3 +419,36 @@ def test_zoo_json_information_of_the_wrong_type_is_named(bundle: Path, values: d
     with pytest.raises(zoo.ZooError) as error:
         zoo.load(bundle)
     assert message in str(error.value)
+
+
+# Round two (issue 26).
+def test_a_thin_strip_is_reported_by_predict_and_explain_and_the_others_answered(
+        bundle: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("L", (1, 1_000_000)).save(strip)  # 1 KB; resized to the model's 36 px it would be 36 million pixels
+    assert main(["predict", str(bundle), str(strip), str(photo), "--format", "json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert "too thin to resize" in rows[0]["error"] and rows[1]["predictions"] and rows[1]["error"] is None
+    assert main(["explain", str(bundle), str(strip), str(photo), "--out", str(tmp_path / "out")]) == 1
+    assert "skipped" in capsys.readouterr().err and (tmp_path / "out" / f"{photo.stem}.gradcam.npy").is_file()
+
+
+def test_no_escape_sequence_in_a_file_name_reaches_the_terminal(bundle: Path, photo: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    hostile = tmp_path / "a\x1b]0;title\x07\x1b[2Jb.jpg"
+    shutil.copy(photo, hostile)
+    for fmt in ("table", "csv", "json"):
+        assert main(["predict", str(bundle), str(hostile), "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and ("\\x1b" in out or "\\u001b" in out)
+
+
+def test_a_class_count_changed_to_a_huge_one_is_refused_before_the_network_is_built(
+        bundle: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # resnet18 with 100,000 classes is a 200 MB head, vgg16's 1.6 GB: matched on the meta device first.
+    _edit_metadata(bundle, arch="resnet18", num_classes=100_000, classes=[f"c{i}" for i in range(100_000)],
+                   library=None, model_name=None, model_args=None)
+    assert main(["predict", str(bundle), str(photo)]) == 2
+    assert "do not fit resnet18" in _one_line_error(capsys, "predict")
