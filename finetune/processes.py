@@ -10,6 +10,7 @@ import sys
 import torch
 
 from finetune.config import ConfigError, RunConfig
+from finetune.console import is_launched_worker
 from finetune.hardware import usable_cores
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -95,6 +96,11 @@ def launched_by_this_run() -> bool:
     """Whether this process's parent is the run's first process (its DDP launcher), not merely a process whose
     environment still holds the marks of an earlier run (a notebook or test session that called train())."""
     return os.environ.get(LAUNCHER_PID_ENV) == str(os.getppid())
+
+
+def orphaned() -> bool:
+    """Whether this is a process of a DDP launch whose launching process (rank 0) has died."""
+    return is_launched_worker() and LAUNCHER_PID_ENV in os.environ and not launched_by_this_run()
 
 
 def mark_launcher() -> None:

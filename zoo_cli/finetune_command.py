@@ -161,7 +161,16 @@ def run_finetune(args: argparse.Namespace) -> int:
         config = resume_config(args.resume, overrides)
     else:
         config = merge(load_config(args.config) if args.config else RunConfig(), overrides)
-    result = train(config, resume=args.resume)
+    try:
+        result = train(config, resume=args.resume)
+    except Exception as error:
+        from finetune.processes import orphaned
+
+        if not orphaned():
+            raise
+        # Rank 0 was killed: this process's next collective fails (a gloo traceback); one line says why instead.
+        raise ConfigError(f"the first process of this distributed run ended, so this one stops too "
+                          f"({type(error).__name__}); continue the run with zoo finetune --resume RUN") from error
     if result.summary is None:  # a DDP worker process: rank 0 reports
         return 0
     print_table(result_rows(result.summary), {"key": "metric", "value": "value"},
