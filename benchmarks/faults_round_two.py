@@ -369,7 +369,7 @@ def cases(bench, result_type, one_line_error: Callable, zoo: Callable, run: Call
         ("traceback", "POST /predict?top_k=%C2%B2, HEAD /health", lambda: http_edge_cases(bench, R)),
         ("traceback", "20 clients disconnect mid-upload", lambda: client_disconnects(bench, R)),
         ("minor", "YAML merge keys", lambda: one_line_error(run("--config", str(config_file(
-            "base: &b\n  epochs: 0\ntrainer:\n  <<: *b\n"))), "trainer.epochs")),
+            "trainer:\n  <<: {epochs: 0, seed: 1}\n  seed: 2\n"))), "trainer.epochs")),
         ("minor", "--config a FIFO", lambda: one_line_error(run("--config", str(_fifo(bench.fresh("c.yaml")))),
                                                             "regular file")),
         ("minor", "--config /dev/zero", lambda: one_line_error(run("--config", "/dev/zero"), "regular file")),

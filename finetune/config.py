@@ -298,7 +298,9 @@ def read_yaml(path: Path, kind: str = "config") -> dict[str, Any]:
         text = read_text(path, limit=CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"{kind} file {path} does not exist: see configs/ for examples") from None
-    except (OSError, ZooError, ValueError) as error:  # ValueError: binary data, not UTF-8 text
+    except ZooError as error:  # a FIFO, a device, or a file too large to be a config
+        raise ConfigError(f"{kind} file {error}") from error
+    except (OSError, ValueError) as error:  # ValueError: binary data, not UTF-8 text
         reason = getattr(error, "strerror", None) or first_line(error)
         raise ConfigError(f"cannot read {kind} file {path} ({reason}): pass a YAML text file") from error
     try:
