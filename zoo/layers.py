@@ -262,9 +262,8 @@ def layer_table(spec: ArchSpec, image_size: int | None = None) -> LayerTable:
     size = spec.input_size if image_size is None else image_size
     if size < 1:
         raise ZooError(f"--image-size must be a positive number of pixels, got {size}")
-    problem = spec.input_size_problem(size)
-    if problem is not None:  # a fixed-size network (a ViT) would fail with an assertion inside its library
-        raise ZooError(problem)
+    if spec.fixed_input_size and size != spec.input_size:  # a ViT would fail with an assertion inside timm
+        raise ZooError(str(spec.input_size_problem(size)))
     with torch.device("meta"):
         network = spec.build()
     try:
