@@ -225,6 +225,19 @@ def test_report_and_compare_refuse_a_file_as_out(run_dir: Path, tmp_path: Path, 
     assert file.read_text() == "the user's file"
 
 
+def test_report_refuses_a_run_given_twice_and_lr_find_a_run_folder_as_out(run_dir: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    same = tmp_path / "same-run"
+    same.symlink_to(run_dir)  # one run under two names would count as two seeds
+    assert main(["report", str(run_dir), str(same), "--out", str(tmp_path / "report")]) == 2
+    assert "is given twice" in _one_line_error(capsys, "report")
+    before = sorted(path.name for path in run_dir.iterdir())
+    assert main(["lr-find", "--arch", "small_cnn", "--data", str(run_dir.parent / "images"), "--out",
+                 str(run_dir)]) == 2
+    assert "holds a run of zoo finetune" in _one_line_error(capsys, "lr-find")
+    assert sorted(path.name for path in run_dir.iterdir()) == before
+
+
 # 4. A damaged summary.json is named with what to do.
 def _summary(run_dir: Path) -> dict:
     return json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
