@@ -391,9 +391,11 @@ def main() -> None:
               f"{counts['traceback']}, wrong or lost {counts['wrong']}, escapes reaching the terminal "
               f"{counts['escape']}, memory over the bound {counts['memory']}; load average {_load()}")
     print("\n" + table(rows) + "\n\n" + totals)
-    if args.write:
-        write_results("faults", "faults: kills, a full disk, hostile files and bad values against the zoo command",
-                      f"{totals}\n\n{table(rows)}")
+    if args.write:  # --round 2 alone writes its own section, beside round one's
+        name, title = (("faults_round_two", "faults, round two: escapes, memory bombs, orphans, resume races, NaN "
+                        "values") if args.round == "2" else
+                       ("faults", "faults: kills, a full disk, hostile files and bad values against the zoo command"))
+        write_results(name, title, f"{totals}\n\n{table(rows)}")
     if counts["hang"] or counts["traceback"] or counts["wrong"] or counts["escape"] or counts["memory"]:
         sys.exit(1)
 
