@@ -465,3 +465,18 @@ def test_a_class_count_changed_to_a_huge_one_is_refused_before_the_network_is_bu
                    library=None, model_name=None, model_args=None)
     assert main(["predict", str(bundle), str(photo)]) == 2
     assert "do not fit resnet18" in _one_line_error(capsys, "predict")
+
+
+def test_a_terminal_gets_progress_bars_drawing_but_never_a_title_a_clear_screen_or_a_bell() -> None:
+    import io
+
+    from zoo_cli.output import EscapingStream
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = "\x1b[A\x1b[2K 50%\x1b[0m a\x1b]0;title\x07b \x1b[2J\r\n"
+    for raw, drawing in ((Terminal(), "\x1b[A\x1b[2K 50%\x1b[0m"), (io.StringIO(), "\\x1b[A\\x1b[2K 50%\\x1b[0m")):
+        EscapingStream(raw).write(line)
+        assert raw.getvalue() == f"{drawing} a\\x1b]0;title\\x07b \\x1b[2J\r\n"

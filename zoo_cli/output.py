@@ -28,6 +28,11 @@ CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 LINE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
+# What tqdm and rich draw with on a terminal: colours and styles (SGR), cursor moves, erasing the line,
+# hiding and showing the cursor.
+DRAWING = re.compile(r"\x1b\[(?:[0-9;]*[ABCDGKm]|\?25[hl])")
+
+
 def _escaped(match: re.Match[str]) -> str:
     return match.group().encode("unicode_escape").decode("ascii")
 
@@ -40,13 +45,28 @@ def printable(text: str) -> str:
 class EscapingStream:
     """A text stream that writes ``printable`` text (line breaks and tabs kept): a file, folder or class name in
     any line zoo or a library prints (a warning, a progress line) reaches the terminal as ``\\x1b``, never as ESC.
-    ``raw`` is the stream below, for rich, whose own styles are escape sequences (its cells are ``printable``)."""
+
+    On a terminal, the sequences progress bars and rich draw with (colours, cursor moves along a line, erasing
+    it) pass; those that set the title, clear the screen or talk to the terminal (OSC, BEL) never do. ``raw``
+    is the stream below, for rich, whose tables hold only ``printable`` cells.
+    """
 
     def __init__(self, raw: TextIO) -> None:
         self.raw = raw
+        try:
+            self.terminal = raw.isatty()
+        except (AttributeError, ValueError):  # a closed or unusual stream
+            self.terminal = False
 
     def write(self, text: str) -> int:
-        self.raw.write(LINE_CONTROL.sub(_escaped, text))
+        if not self.terminal:
+            self.raw.write(LINE_CONTROL.sub(_escaped, text))
+            return len(text)
+        kept = 0
+        for match in DRAWING.finditer(text):
+            self.raw.write(LINE_CONTROL.sub(_escaped, text[kept : match.start()]) + match.group())
+            kept = match.end()
+        self.raw.write(LINE_CONTROL.sub(_escaped, text[kept:]))
         return len(text)
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, buffer: the stream's own
