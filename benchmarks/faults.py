@@ -1,11 +1,13 @@
 """Faults, hostile files and bad values against the real ``zoo`` command, each in its own process.
 
-    python -m benchmarks.faults [--write] [--only TEXT]
+    python -m benchmarks.faults [--write] [--only TEXT] [--round 1|2]
 
 Kills are real signals (SIGKILL, SIGTERM, SIGINT), a full disk is a real write limit (RLIMIT_FSIZE with
 SIGXFSZ ignored, so a write fails with EFBIG as on a full disk), and every case runs with a time limit, so a
-hang shows as one. Each case expects either a one-line error (exit 2, one ``zoo CMD: error:`` line, no
-traceback) or that nothing is lost (the run or bundle is whole afterwards and a resume finishes it).
+hang shows as one. Round two (benchmarks/faults_round_two.py) adds escapes, memory bombs with their peak
+memory, orphaned server workers, resume races and values that give NaN. Each case expects either a one-line
+error (exit 2, one ``zoo CMD: error:`` line, no traceback) or that nothing is lost (the run or bundle is whole
+afterwards and a resume finishes it).
 Prints one row per case and the totals; ``--write`` records them in RESULTS.md; ``--only TEXT`` runs the
 cases whose name holds TEXT.
 """
@@ -38,7 +40,9 @@ RUN = ["--arch", "small_cnn", "--weights", "none", "--image-size", "32", "--batc
 
 @dataclass
 class Result:
-    outcome: str  # "one-line error", "nothing lost", "handled" (right output), "hang", "traceback", "wrong"
+    # "one-line error", "nothing lost", "handled" (right output), "hang" (or an orphan), "traceback", "wrong";
+    # round two: "escape" (ESC or BEL reached the terminal), "memory" (a peak over the bound)
+    outcome: str
     detail: str
 
 
@@ -326,6 +330,25 @@ def cases(bench: Bench) -> list[tuple[str, str, Callable[[], Result]]]:
     ]
 
 
+def round_two(bench: Bench) -> list[tuple[str, str, Callable[[], Result]]]:
+    """Round two's cases (benchmarks/faults_round_two.py), with round one's helpers."""
+    from benchmarks import faults_round_two
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return zoo("finetune", "--data", str(bench.images), "--out", str(bench.fresh("run")), *RUN, *args)
+
+    def config_file(text: str) -> Path:
+        path = bench.fresh("config.yaml")
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def epochs_of(run_dir: Path) -> list[int]:
+        return _epochs(run_dir) if (run_dir / "metrics.csv").is_file() else []
+
+    return faults_round_two.cases(bench, Result, one_line_error, zoo, run, config_file,
+                                  lambda **values: _damaged_metadata(bench, **values), epochs_of)  # type: ignore[return-value]
+
+
 def _corrupt_summary(bench: Bench) -> Path:
     run = bench.copy(bench.base)
     (run / "summary.json").write_text('{"arch": "small_cnn", "test_top1', encoding="utf-8")
@@ -342,12 +365,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="record the table in benchmarks/RESULTS.md")
     parser.add_argument("--only", metavar="TEXT", help="run only the cases whose name holds TEXT")
+    parser.add_argument("--round", choices=("1", "2"), help="run only round one's or round two's cases")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="zoo-faults-") as folder:
         bench = Bench(Path(folder))
-        for group, name, check in cases(bench):
-            if args.only and args.only not in name:
+        rounds = [("1", case) for case in cases(bench)] + [("2", case) for case in round_two(bench)]
+        for round_number, (group, name, check) in rounds:
+            if (args.only and args.only not in name) or (args.round and args.round != round_number):
                 continue
             started = time.perf_counter()
             try:
@@ -356,20 +381,27 @@ def main() -> None:
                 result = Result("hang", f"no answer in {TIMEOUT} s")
             except TimeoutError as error:
                 result = Result("wrong", str(error))
-            rows.append({"group": group, "case": name, "outcome": result.outcome,
+            rows.append({"round": round_number, "group": group, "case": name, "outcome": result.outcome,
                          "seconds": f"{time.perf_counter() - started:.1f}", "detail": result.detail.replace("|", "/")})
             print(f"{result.outcome:15} {name}: {result.detail}", flush=True)
-    counts = {outcome: sum(row["outcome"] == outcome for row in rows)
-              for outcome in ("one-line error", "nothing lost", "handled", "hang", "traceback", "wrong")}
+    counts = {outcome: sum(row["outcome"] == outcome for row in rows) for outcome in
+              ("one-line error", "nothing lost", "handled", "hang", "traceback", "wrong", "escape", "memory")}
     totals = (f"cases tried {len(rows)}: one-line errors {counts['one-line error']}, nothing lost "
-              f"{counts['nothing lost']}, handled {counts['handled']}, hangs {counts['hang']}, tracebacks "
-              f"{counts['traceback']}, wrong or lost {counts['wrong']}")
+              f"{counts['nothing lost']}, handled {counts['handled']}, hangs or orphans {counts['hang']}, tracebacks "
+              f"{counts['traceback']}, wrong or lost {counts['wrong']}, escapes reaching the terminal "
+              f"{counts['escape']}, memory over the bound {counts['memory']}; load average {_load()}")
     print("\n" + table(rows) + "\n\n" + totals)
-    if args.write:
-        write_results("faults", "faults: kills, a full disk, hostile files and bad values against the zoo command",
-                      f"{totals}\n\n{table(rows)}")
-    if counts["hang"] or counts["traceback"] or counts["wrong"]:
+    if args.write:  # --round 2 alone writes its own section, beside round one's
+        name, title = (("faults_round_two", "faults, round two: escapes, memory bombs, orphans, resume races, NaN "
+                        "values") if args.round == "2" else
+                       ("faults", "faults: kills, a full disk, hostile files and bad values against the zoo command"))
+        write_results(name, title, f"{totals}\n\n{table(rows)}")
+    if counts["hang"] or counts["traceback"] or counts["wrong"] or counts["escape"] or counts["memory"]:
         sys.exit(1)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").is_file() else "n/a"
 
 
 if __name__ == "__main__":

@@ -156,9 +156,9 @@ def clean(data: str | Path, out: Path, arch: str = "efficientnet_lite0", folds: 
         raise ZooError(f"--similarity must be a cosine similarity above 0 and at most 1, got {similarity}")
     if batch_size < 1 or shown < 1:
         raise ZooError(f"--batch-size and --show must be at least 1, got {batch_size} and {shown}")
+    defaults, seed = DataConfig(image_size=image_size), TrainerConfig().seed  # --image-size checked as finetune's
     root, out = resolve_data(str(data)), Path(out)
     _check_out(out, root)
-    defaults, seed = DataConfig(), TrainerConfig().seed
     split = split_folder(root, defaults.val_fraction, defaults.test_fraction, seed)
     parts = [(name, sample) for name in ("train", "val", "test") for sample in getattr(split, name)]
     samples = [sample for _, sample in parts]

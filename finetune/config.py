@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from zoo._io import write_text_atomic
+from zoo._io import read_text, write_text_atomic
 from zoo.errors import ZooError, first_line
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ MAX_SEED = 2**32 - 1
 _QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
 _QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxother = 2, 4, 4, 60, 60
 CONFIG_FILE = "config.yaml"  # in every run folder: the resolved settings of the run
+MAX_IMAGE_SIZE = 4096  # pixels; zoo.bundle.MAX_SIDE, what a bundle accepts
+CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a bigger file is not one
 
 
 class ConfigError(ZooError):
@@ -56,6 +58,11 @@ def _check_choices(section: str, config: DataclassInstance) -> None:
     for name, annotation in _hints(type(config)).items():
         if typing.get_origin(annotation) is Literal:
             _choice(section, name, getattr(config, name), typing.get_args(annotation))
+
+
+def _at_most(section: str, name: str, value: float | None, maximum: float, why: str) -> None:
+    if value is not None and value > maximum:
+        raise ConfigError(f"{section}.{name} must be at most {maximum} ({why}), got {value}")
 
 
 def _at_least(section: str, name: str, value: float | None, minimum: float) -> None:
@@ -95,6 +102,7 @@ class DataConfig:
         _check_choices("data", self)
         _at_least("data", "batch_size", self.batch_size, 1)
         _at_least("data", "image_size", self.image_size, 8)
+        _at_most("data", "image_size", self.image_size, MAX_IMAGE_SIZE, "a batch of larger images fills any memory")
         _at_least("data", "num_workers", self.num_workers, 0)
         _at_least("data", "feature_views", self.feature_views, 0)
         _at_least("data", "mixup", self.mixup, 0.0)
@@ -298,12 +306,17 @@ def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     return _build(RunConfig, overrides, "", config)
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _StrictLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == MERGE_TAG:  # "<<: *defaults": its keys may be given again here, on purpose
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable) and key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -314,12 +327,24 @@ class _StrictLoader(yaml.SafeLoader):
 
 def read_yaml(path: Path, kind: str = "config") -> dict[str, Any]:
     """The mapping in a YAML file; a missing file, bad YAML or a non-mapping is a one-line error."""
-    if not path.is_file():
-        raise ConfigError(f"{kind} file {path} does not exist: see configs/ for examples")
     try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+        text = read_text(path, limit=CONFIG_BYTES)
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} file {path} does not exist: see configs/ for examples") from None
+    except ZooError as error:  # a FIFO, a device, or a file too large to be a config
+        raise ConfigError(f"{kind} file {error}") from error
+    except (OSError, ValueError) as error:  # ValueError: binary data, not UTF-8 text
+        reason = getattr(error, "strerror", None) or first_line(error)
+        raise ConfigError(f"cannot read {kind} file {path} ({reason}): pass a YAML text file") from error
+    try:
+        values = yaml.load(text, Loader=_StrictLoader) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{kind} file {path} is not valid YAML: {first_line(error)}") from error
+    except ValueError as error:  # an integer of thousands of digits, over Python's limit for reading one
+        raise ConfigError(f"{kind} file {path} is not valid YAML: {first_line(error)}") from error
+    except RecursionError as error:  # lists or mappings nested thousands deep
+        raise ConfigError(f"{kind} file {path} is nested too deep to read: a config has a few sections of "
+                          "settings") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{kind} file {path} must hold a mapping of sections (data, model, optim, trainer)")
     return values

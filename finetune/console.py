@@ -9,6 +9,8 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from zoo.errors import one_line
+
 # Where a process learns its place in a distributed run: Lightning's launcher and torchrun (RANK, LOCAL_RANK,
 # GROUP_RANK), a node started by hand (NODE_RANK), SLURM (SLURM_PROCID).
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -20,8 +22,11 @@ def is_launched_worker() -> bool:
 
 
 def say(message: str, *, warning: bool = False) -> None:
+    """Print ``message`` as one line (from the first process only): a class or folder name in it may hold a line
+    break or an escape sequence, and is written as its escape."""
     if not is_launched_worker():
-        print(f"zoo: {'warning: ' if warning else ''}{message}", file=sys.stderr if warning else sys.stdout, flush=True)
+        print(f"zoo: {'warning: ' if warning else ''}{one_line(message)}", file=sys.stderr if warning else sys.stdout,
+              flush=True)
 
 
 # Lightning's start-up and shutdown lines, which open and close every log without telling the user anything

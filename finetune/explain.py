@@ -2,7 +2,9 @@
 
 For each image: a class activation map (``<stem>.gradcam.png`` and, at the image's own size, ``.gradcam.npy``)
 for the top-1 class or a chosen one, and the most active channels of every stage (``.feature_maps.png``). Once:
-the first convolution's kernels (``filters.png``) and ``explain.json``. Images go through the model's own
+the first convolution's kernels (``filters.png``) and ``explain.json``; an unreadable image is skipped and listed
+there, as ``zoo predict`` does. A huge image is reduced as it is read (``zoo.images.load_rgb``), and its heat map
+is at that size. Images go through the model's own
 preprocessing (resize, centre crop), so the predictions are ``zoo predict``'s; the heat map is 0 outside the crop.
 """
 
@@ -18,17 +20,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from finetune.data.scan import check_image
 from finetune.explain_figures import first_convolution, plot_feature_maps, plot_filters, plot_heat_map
 from finetune.folders import check_out_folder
-from finetune.predict import image_paths
+from finetune.predict import image_paths, read_image
 from finetune.pretrained import load_model
 from finetune.saliency import check_method, class_activation_map, crop_box, on_image
 from finetune.stages import run
 from zoo._io import write_atomic, write_text_atomic
 from zoo.bundle import LoadedModel
-from zoo.errors import ZooError, describe_error
-from zoo.images import load_rgb
+from zoo.errors import ZooError
 
 FILTERS_FILE = "filters.png"
 REPORT_FILE = "explain.json"
@@ -62,16 +62,7 @@ class ExplainResult:
     method: str
     explanations: list[Explanation]
     filters: bool  # whether filters.png was written (the network has a first convolution over RGB)
-
-
-def read_image(path: Path) -> Image.Image:
-    """``path`` as 8-bit RGB, or a one-line error saying why it cannot be read."""
-    try:
-        return load_rgb(path)
-    except Exception as error:  # image plugins raise many kinds of error on odd files
-        reason = "no such file" if not path.exists() else check_image(path) or describe_error(error)
-        raise ZooError(f"cannot read image {path}: {reason}; pass image files (.jpg, .png, …) or folders of them") \
-            from error
+    skipped: list[tuple[Path, str]]  # the images that could not be read, and why
 
 
 def unique_stems(paths: Sequence[Path]) -> list[str]:
@@ -104,8 +95,16 @@ def explain(source: str | Path, images: Sequence[Path], out: Path, method: str =
     out = Path(out)
     check_out_folder(out)  # before the model is loaded and the images read
     paths = image_paths(images)
-    pictures = [read_image(path) for path in paths]
     model = load_model(source).model
+    # As zoo predict: an unreadable image is skipped and reported, the others explained.
+    read = [(path, read_image(model, path)) for path in paths]
+    skipped = [(path, picture) for path, picture in read if isinstance(picture, str)]
+    pictures = [(path, picture) for path, picture in read if not isinstance(picture, str)]
+    if not pictures:
+        path, reason = skipped[0]
+        more = f" (and {len(skipped) - 1} more unreadable)" if len(skipped) > 1 else ""
+        raise ZooError(f"cannot read image {path}: {reason}{more}; pass image files (.jpg, .png, …) or folders of "
+                       "them")
     network = model.network
     modules = dict(network.named_modules())
     if layer is not None and layer not in modules:
@@ -117,16 +116,17 @@ def explain(source: str | Path, images: Sequence[Path], out: Path, method: str =
     out.mkdir(parents=True, exist_ok=True)
     explanations = [
         _explain_one(model, path, picture, stem, out, method, target, layer, top_k)
-        for path, picture, stem in zip(paths, pictures, unique_stems(paths), strict=True)
+        for (path, picture), stem in zip(pictures, unique_stems([path for path, _ in pictures]), strict=True)
     ]
     first = first_convolution(network)
     if first is not None:
         plot_filters(first[0], first[1].weight, out / FILTERS_FILE)
     report = {"source": str(source), "arch": model.metadata.arch, "method": method,
               "images": [explanation.to_dict() for explanation in explanations],
+              "skipped": [{"path": str(path), "error": reason} for path, reason in skipped],
               "filters": FILTERS_FILE if first is not None else None}
     write_text_atomic(out / REPORT_FILE, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    return ExplainResult(out, method, explanations, first is not None)
+    return ExplainResult(out, method, explanations, first is not None, skipped)
 
 
 def _explain_one(model: LoadedModel, path: Path, picture: Image.Image, stem: str, out: Path, method: str,

@@ -27,7 +27,15 @@ from finetune.folders import check_out_folder
 from finetune.model_card import model_card
 from finetune.names import EXPORT_FORMATS
 from finetune.sources import Source, load_source
-from zoo._io import TEMPORARY_MARK, DiskError, replacing_folder, write_atomic, write_error, write_text_atomic
+from zoo._io import (
+    TEMPORARY_MARK,
+    DiskError,
+    check_space,
+    replacing_folder,
+    write_atomic,
+    write_error,
+    write_text_atomic,
+)
 from zoo.bundle import (
     METADATA_FILE,
     MODEL_CARD_FILE,
@@ -251,6 +259,9 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
     chosen = [entry for entry in _formats(network, metadata, example)
               if entry.name == "safetensors" or entry.name in formats]
     chosen += _library_formats(network, metadata)
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in network.state_dict().values())
+    # Each format holds the weights once; checked first, as ONNX's writer aborts the process on a full disk.
+    check_space(out.parent, needed=int(1.2 * weights * len(chosen)) + 2**20, largest=int(1.05 * weights))
     try:
         # The bundle is written and verified in a folder beside out, which takes out's place only when complete:
         # a full disk or a failed check (with --force too) leaves the previous bundle as it was.

@@ -14,6 +14,7 @@ from zoo.images import load_rgb
 
 COLUMNS = 4
 TILE = 2.6  # inches per image
+TILE_PIXELS = 512  # the shorter side a huge image is reduced to near, read for its tile
 
 
 def plot_image_grid(entries: Sequence[tuple[Path, str]], path: Path, title: str) -> None:
@@ -24,7 +25,7 @@ def plot_image_grid(entries: Sequence[tuple[Path, str]], path: Path, title: str)
     for axis in axes:
         axis.set_axis_off()
     for axis, (image, caption) in zip(axes, entries, strict=False):  # the last row may have empty tiles
-        axis.imshow(np.asarray(load_rgb(image)))
+        axis.imshow(np.asarray(load_rgb(image, fit=TILE_PIXELS)))
         axis.set_title(caption, fontsize=8)
     figure.suptitle(title, fontsize=10)
     save_figure(figure, path)

@@ -21,6 +21,7 @@ from pytorch_lightning.tuner import Tuner
 
 from finetune.data.datamodule import ImageDataModule
 from finetune.module import Classifier
+from zoo._io import write_atomic, write_text_atomic
 from zoo.errors import ZooError
 
 LR_RANGE = (1e-6, 1.0)
@@ -72,11 +73,13 @@ def find_lr(module: Classifier, data: ImageDataModule, trainer: pl.Trainer, fold
         figure = finder.plot(suggest=True)
         assert isinstance(figure, Figure)  # without an ax, plot() draws on a Figure of its own
         figure.axes[0].set_title(f"learning-rate range test on the training split: suggestion {finding.suggestion:.2e}")
-        figure.savefig(folder / PLOT_FILE, dpi=100)
-        plt.close(figure)
-        (folder / RESULT_FILE).write_text(json.dumps({
+        try:  # atomic: a full or read-only disk is one line, no half-written file
+            write_atomic(folder / PLOT_FILE, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+        finally:
+            plt.close(figure)
+        write_text_atomic(folder / RESULT_FILE, json.dumps({
             "suggestion": finding.suggestion, "min_lr": LR_RANGE[0], "max_lr": LR_RANGE[1], "steps": finding.steps,
             "max_steps": STEPS,
             "split": "train", "lr": finding.learning_rates, "loss": finding.losses,
-        }, indent=2) + "\n", encoding="utf-8")
+        }, indent=2) + "\n")
     return finding

@@ -6,6 +6,7 @@ zoo leaves a notebook's backend alone) and no display is needed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -17,8 +18,12 @@ from zoo._io import write_atomic
 
 def save_figure(figure: Figure, path: Path) -> None:
     """Lay out ``figure`` and write it to ``path`` as a PNG, atomically."""
-    figure.tight_layout()
-    write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
+    with warnings.catch_warnings():
+        # A control character in a class or file name has no glyph: drawn as a box, not worth a warning that
+        # would print the character itself (and the source line) on the terminal.
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")
+        figure.tight_layout()
+        write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=100))
 
 
 def plot_learning_curves(rows: Sequence[dict[str, float | None]], path: Path, title: str,

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from PIL import Image
 from finetune.data.scan import check_image, is_image_file
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError, first_line
-from zoo.images import load_rgb
+from zoo.images import ImageSizeError
 
 NOT_REGULAR = "not a regular file (a pipe, socket or device)"
 
@@ -50,14 +51,16 @@ def image_paths(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def _read(path: Path) -> Image.Image | str:
-    """The image as 8-bit RGB, or why it cannot be read."""
+def read_image(model: LoadedModel, path: Path) -> Image.Image | str:
+    """The image as 8-bit RGB, read for ``model``, or why it cannot be read."""
     if not path.exists():
         return "no such file"
     if not path.is_file():  # a FIFO with an image's name in a folder, never opened
         return NOT_REGULAR
     try:
-        return load_rgb(path)
+        return model.open_rgb(path)
+    except ImageSizeError as error:  # refused from its header: decoding it to say more would defeat the budget
+        return str(error)
     # Image plugins raise many kinds of error on odd files; one bad file must not stop the others.
     except Exception as error:  # noqa: BLE001
         return check_image(path) or f"unreadable: {first_line(error)}"
@@ -77,7 +80,7 @@ def predict(model: LoadedModel, paths: Sequence[Path], top_k: int = 5, batch_siz
     # Decoding is I/O and C code that releases the GIL, so threads read a batch's images in parallel.
     with ThreadPoolExecutor() as pool:
         for batch in _batches(image_paths(paths), batch_size):
-            images = list(pool.map(_read, batch))
+            images = list(pool.map(partial(read_image, model), batch))
             readable = [i for i, image in enumerate(images) if not isinstance(image, str)]
             tops = {}
             if readable:

@@ -10,10 +10,14 @@ import sys
 import torch
 
 from finetune.config import ConfigError, RunConfig
+from finetune.console import is_launched_worker
 from finetune.hardware import usable_cores
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LAUNCHER_PID_ENV = "ZOO_LAUNCHER_PID"
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+SPAWNING = ("spawn", "fork", "notebook")  # Lightning strategies whose processes cannot return the run
+MAX_LOADERS_PER_CORE = 4  # data-loader processes per core beyond which more only add memory
 
 
 def devices_setting(devices: str) -> int | str | list[int]:
@@ -24,10 +28,10 @@ def devices_setting(devices: str) -> int | str | list[int]:
         setting: int | list[int] = [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
     except ValueError:
         raise ConfigError(f"trainer.devices must be auto, a count or a list like 0,1; got '{devices}'") from None
-    if setting in (0, []) or (isinstance(setting, int) and setting < -1) or (isinstance(setting, list)
-                                                                        and min(setting) < 0):
-        raise ConfigError(f"trainer.devices must be auto, -1 (all), a count of at least 1 or a list like 0,1; "
-                          f"got '{devices}'")
+    # -1 ("all" to Lightning) is refused too: zoo sizes the run's processes itself, from a count it can check.
+    if setting in (0, []) or (isinstance(setting, int) and setting < 1) or (isinstance(setting, list)
+                                                                       and min(setting) < 0):
+        raise ConfigError(f"trainer.devices must be auto, a count of at least 1 or a list like 0,1; got '{devices}'")
     return setting
 
 
@@ -60,8 +64,17 @@ def check_devices(config: RunConfig) -> None:
     if accelerator not in accelerators:
         raise ConfigError(f"unknown accelerator '{accelerator}': use one of {', '.join(accelerators)}")
     if trainer.strategy not in ("auto", *StrategyRegistry.available_strategies()):
-        raise ConfigError(f"unknown strategy '{trainer.strategy}': use auto, ddp, ddp_spawn, fsdp or deepspeed "
+        raise ConfigError(f"unknown strategy '{trainer.strategy}': use auto, ddp, fsdp or deepspeed "
                           "(Lightning's strategy names)")
+    if any(word in trainer.strategy for word in SPAWNING):
+        # Their processes start afresh and hand nothing back: the run's results, metrics and resume would be lost.
+        raise ConfigError(f"strategy '{trainer.strategy}' starts processes zoo cannot take results back from: use "
+                          "ddp (or auto), which runs the same training")
+    workers = config.data.num_workers
+    if workers is not None and workers > MAX_LOADERS_PER_CORE * usable_cores():
+        raise ConfigError(f"--num-workers {workers} is far more than the {usable_cores()} cores of this machine (each "
+                          f"worker is a process holding a copy of the dataset): use at most "
+                          f"{MAX_LOADERS_PER_CORE * usable_cores()}, or leave it out to choose from the machine")
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if accelerator == "mps" or (accelerator == "auto" and gpus == 0 and torch.backends.mps.is_available()):
         gpus = 1 if torch.backends.mps.is_available() else 0  # Apple's GPU: one device
@@ -98,6 +111,25 @@ def launched_by_this_run() -> bool:
     return os.environ.get(LAUNCHER_PID_ENV) == str(os.getppid())
 
 
+def orphaned() -> bool:
+    """Whether this is a process of a DDP launch whose launching process (rank 0) has died."""
+    return is_launched_worker() and LAUNCHER_PID_ENV in os.environ and not launched_by_this_run()
+
+
 def mark_launcher() -> None:
     """Tell the processes this one is about to launch who their parent is (see ``die_with_parent``)."""
     os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
+
+
+def give_back_freed_memory() -> None:
+    """Allocate buffers of 1 MB and more (decoded uploads) with mmap, so freeing one returns it to the system.
+
+    glibc otherwise keeps them in per-thread heaps after a burst of huge uploads: the server stayed gigabytes
+    larger for good. Linux with glibc only; elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 1 << 20)
+    except (OSError, AttributeError):  # another C library (musl)
+        pass

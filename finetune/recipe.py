@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from finetune.config import RunConfig, merge
 from finetune.data.split import Split, class_counts
 from zoo.factory import create_model
+from zoo.images import opened
 from zoo.profile import profile as profile_network
 from zoo.spec import ArchSpec
 
@@ -59,7 +59,7 @@ class Decision:
 
 def _looks(path: Any) -> tuple[int, bool, float]:
     """Shorter side, greyness, and the share of pixels near the image's extremes (ink or paper)."""
-    with Image.open(path) as image:
+    with opened(path) as image:  # zoo's one loader: the pixel budget checked before decoding
         image.draft("RGB", (128, 128))  # JPEGs decode at a fraction of their size; enough to judge
         side = min(image.size)
         pixels = np.asarray(image.convert("RGB").resize((min(64, image.width), min(64, image.height))),

@@ -44,6 +44,7 @@ from finetune.data.split import (
     save_split,
     split_folder,
 )
+from finetune.folders import check_out_folder
 from finetune.freezing import BackboneFreeze
 from finetune.hardware import threads_restored
 from finetune.heldout import measure_best
@@ -61,6 +62,7 @@ from finetune.processes import (
 )
 from finetune.progress import PhaseTimes
 from finetune.records import RunSummary
+from finetune.run_lock import lock_run_folder, release_run_folders
 from finetune.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
 from finetune.setup import (
     Setup,
@@ -102,6 +104,7 @@ def new_run_dir(config: RunConfig) -> Path:
     except OSError as error:
         raise ConfigError(f"cannot create the run folder {run_dir}: {error.strerror or error}; choose another --out"
                           ) from error
+    lock_run_folder(run_dir)  # two runs started at once with the same --out: the second stops here
     return run_dir
 
 
@@ -130,6 +133,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         them = "it" if len(changed) == 1 else "them"
         raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would "
                           f"change what it is: leave {them} out, or start a new run with --out")
+    lock_run_folder(run_dir)  # before anything is removed or rewritten: another process may be training it
     # Node 0's own: on another node these could be the files node 0 is writing now.
     removed = [] if is_launched_worker() else remove_temporaries(run_dir)
     if removed:
@@ -140,6 +144,11 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
         except ZooError as error:
             raise ConfigError(f"cannot resume {run_dir}: {error}; or delete {LAST_CHECKPOINT} to start the run again "
                               "from epoch 1 with --resume") from error
+        started = int(content.get("epoch", 0)) + 1  # the epoch the checkpoint was saved in (Lightning counts from 0)
+        if config.trainer.epochs is not None and config.trainer.epochs < started:
+            raise ConfigError(f"{run_dir} has already trained {started} epochs, more than --epochs "
+                              f"{config.trainer.epochs}: leave --epochs out, or give more to train on (e.g. --epochs "
+                              f"{started + 1})")
         arch, classes = content["zoo"]["arch"], content["zoo"]["classes"]
         saved_classes = load_split(run_dir).classes if has_split(run_dir) else classes
         if arch != zoo.get_spec(config.model.arch).name:
@@ -212,6 +221,11 @@ def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindR
 
 
 def _find_learning_rate(config: RunConfig, folder: Path | None) -> LrFindResult:
+    if folder is not None:  # before the work: a bad --out costs none
+        check_out_folder(folder)
+        if (folder / CONFIG_FILE).is_file():
+            raise ConfigError(f"--out {folder} holds a run of zoo finetune, whose lr_find.png and lr_find.json this "
+                              "would replace: choose another --out")
     split = make_split(config)
     chosen = choose_settings(config, split, unused=LR_FIND_UNUSED)
     setup = prepare(chosen, split)
@@ -271,7 +285,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     times = PhaseTimes()
     if started is not None and started < entered:
         times.add("startup", entered - started)
-    with lightning_quieted(), _launch_marks(), threads_restored():
+    with lightning_quieted(), _launch_marks(), threads_restored(), _releasing_run_folders():
         with times.phase("setup"):  # less its scan, precision probe, decoding and lr finding, timed on their own
             run = _prepare(config, resume, split, times)
             trainer, watched = _build_trainer(run, watchers)
@@ -284,6 +298,14 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     if not summary.learned:
         say(not_learned_message(summary), warning=True)
     return RunResult(run.run_dir, summary)
+
+
+@contextmanager
+def _releasing_run_folders() -> Iterator[None]:
+    try:
+        yield
+    finally:
+        release_run_folders()
 
 
 @contextmanager
@@ -329,6 +351,7 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None, times:
         config = _first_process_precision(config, resume)
     setup = prepare(config, split, times)
     run_dir = resume if resume is not None else new_run_dir(config)
+    lock_run_folder(run_dir)  # a resume through the API, without resume_config
     if not worker:
         os.environ[RUN_DIR_ENV] = str(run_dir)  # what the processes of a DDP launch need to find this run
         mark_launcher()

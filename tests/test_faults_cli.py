@@ -80,6 +80,10 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     ("dropout", 5),
     ("temperature", 0),
     ("temperature", "1.0"),
+    # Round two: finite, but every output would be NaN.
+    ("temperature", 1e-300),
+    ("std", [1e-300, 0.5, 0.5]),
+    ("mean", [1e308, 0.5, 0.5]),
 ])
 def test_a_zoo_json_value_that_cannot_rebuild_the_model_is_named(
     bundle: Path, photo: Path, key: str, value: object, capsys: pytest.CaptureFixture[str]
@@ -98,7 +102,7 @@ def test_non_finite_numbers_and_huge_values_are_refused_and_shown_short(bundle: 
     _edit_metadata(bundle, temperature=float("inf"))
     assert "Infinity" in (bundle / "zoo.json").read_text(encoding="utf-8")
     assert main(["predict", str(bundle), str(photo)]) == 2
-    assert "temperature must be a positive number" in _one_line_error(capsys, "predict")
+    assert "temperature must be a number from 0.001 to 1000.0" in _one_line_error(capsys, "predict")
 
     _edit_metadata(bundle, temperature=1.0, interpolation="b" * 1_000_000)
     assert main(["predict", str(bundle), str(photo)]) == 2
@@ -219,6 +223,19 @@ def test_report_and_compare_refuse_a_file_as_out(run_dir: Path, tmp_path: Path, 
     assert main(["compare", "--archs", "small_cnn", "--data", str(run_dir.parent / "images"), "--out", str(file)]) == 2
     assert f"--out {file} is a file" in _one_line_error(capsys, "compare")
     assert file.read_text() == "the user's file"
+
+
+def test_report_refuses_a_run_given_twice_and_lr_find_a_run_folder_as_out(run_dir: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    same = tmp_path / "same-run"
+    same.symlink_to(run_dir)  # one run under two names would count as two seeds
+    assert main(["report", str(run_dir), str(same), "--out", str(tmp_path / "report")]) == 2
+    assert "is given twice" in _one_line_error(capsys, "report")
+    before = sorted(path.name for path in run_dir.iterdir())
+    assert main(["lr-find", "--arch", "small_cnn", "--data", str(run_dir.parent / "images"), "--out",
+                 str(run_dir)]) == 2
+    assert "holds a run of zoo finetune" in _one_line_error(capsys, "lr-find")
+    assert sorted(path.name for path in run_dir.iterdir()) == before
 
 
 # 4. A damaged summary.json is named with what to do.
@@ -415,3 +432,51 @@ def test_zoo_json_information_of_the_wrong_type_is_named(bundle: Path, values: d
     with pytest.raises(zoo.ZooError) as error:
         zoo.load(bundle)
     assert message in str(error.value)
+
+
+# Round two (issue 26).
+def test_a_thin_strip_is_reported_by_predict_and_explain_and_the_others_answered(
+        bundle: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("L", (1, 1_000_000)).save(strip)  # 1 KB; resized to the model's 36 px it would be 36 million pixels
+    assert main(["predict", str(bundle), str(strip), str(photo), "--format", "json"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert "too thin to resize" in rows[0]["error"] and rows[1]["predictions"] and rows[1]["error"] is None
+    assert main(["explain", str(bundle), str(strip), str(photo), "--out", str(tmp_path / "out")]) == 1
+    assert "skipped" in capsys.readouterr().err and (tmp_path / "out" / f"{photo.stem}.gradcam.npy").is_file()
+
+
+def test_no_escape_sequence_in_a_file_name_reaches_the_terminal(bundle: Path, photo: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    hostile = tmp_path / "a\x1b]0;title\x07\x1b[2Jb.jpg"
+    shutil.copy(photo, hostile)
+    for fmt in ("table", "csv", "json"):
+        assert main(["predict", str(bundle), str(hostile), "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and ("\\x1b" in out or "\\u001b" in out)
+
+
+def test_a_class_count_changed_to_a_huge_one_is_refused_before_the_network_is_built(
+        bundle: Path, photo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # resnet18 with 100,000 classes is a 200 MB head, vgg16's 1.6 GB: matched on the meta device first.
+    _edit_metadata(bundle, arch="resnet18", num_classes=100_000, classes=[f"c{i}" for i in range(100_000)],
+                   library=None, model_name=None, model_args=None)
+    assert main(["predict", str(bundle), str(photo)]) == 2
+    assert "do not fit resnet18" in _one_line_error(capsys, "predict")
+
+
+def test_a_terminal_gets_progress_bars_drawing_but_never_a_title_a_clear_screen_or_a_bell() -> None:
+    import io
+
+    from zoo_cli.output import EscapingStream
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    line = "\x1b[A\x1b[2K 50%\x1b[0m a\x1b]0;title\x07b \x1b[2J\r\n"
+    for raw, drawing in ((Terminal(), "\x1b[A\x1b[2K 50%\x1b[0m"), (io.StringIO(), "\\x1b[A\\x1b[2K 50%\\x1b[0m")):
+        EscapingStream(raw).write(line)
+        assert raw.getvalue() == f"{drawing} a\\x1b]0;title\\x07b \\x1b[2J\r\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,26 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 class DiskError(ZooError):
     """A file zoo could not write: the disk is full, read-only, or the folder is not writable."""
+
+
+NOT_REGULAR = "not a regular file (a pipe, socket or device)"
+
+
+def read_text(path: Path, limit: int = 1 << 28) -> str:
+    """The UTF-8 text of the regular file ``path``, read at most ``limit`` bytes deep.
+
+    A FIFO, socket or device with a file's name is refused before a byte is read: reading a FIFO waits for a
+    writer that may never come, and ``/dev/zero`` never ends. Raises ``OSError`` (FileNotFoundError, …),
+    ``ZooError`` for anything but a regular file or one over ``limit``, ``UnicodeDecodeError`` for binary data.
+    """
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO would block
+    with os.fdopen(descriptor, "rb") as file:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise ZooError(f"{path} is {NOT_REGULAR}: pass a file")
+        if status.st_size > limit:
+            raise ZooError(f"{path} is {status.st_size} bytes, more than the {limit} a file of this kind can be")
+        return file.read(limit + 1).decode("utf-8")
 
 
 def write_error(path: Path, error: OSError) -> DiskError:
@@ -116,6 +137,7 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
     kill -9 between the two renames leaves it under a fixed name beside, and the next call puts it back.
     """
     folder = Path(folder)
+    _remove_stale_stagings(folder)
     staging = temporary_beside(folder)
     aside = folder.with_name(f".{folder.name}{TEMPORARY_MARK}previous")
     if aside.exists() and not folder.exists():
@@ -135,6 +157,42 @@ def replacing_folder(folder: Path) -> Iterator[Path]:
             os.replace(aside, folder)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_stale_stagings(folder: Path) -> None:
+    """Delete the staging folders of ``folder`` that a process killed mid-way (kill -9) left beside it."""
+    for path in folder.parent.glob(f".{folder.stem}{TEMPORARY_MARK}*"):
+        pid = path.name[len(f".{folder.stem}{TEMPORARY_MARK}"):].partition("-")[0]
+        if pid.isdigit() and path.is_dir() and not path.is_symlink() and not _running(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def check_space(folder: Path, needed: int, largest: int) -> None:
+    """Refuse, before writing, files of ``needed`` bytes in all (the largest ``largest``) where they cannot fit:
+    some writers (ONNX's, in C++) abort the whole process on a full disk instead of raising an error."""
+    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+    free = shutil.disk_usage(existing).free
+    if free < needed:
+        raise DiskError(f"{folder} needs about {needed / 2**20:.0f} MB and its disk has {free / 2**20:.0f} MB free: "
+                        "free space on it, or choose another folder")
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and 0 <= limit < largest:
+        raise DiskError(f"files of about {largest / 2**20:.0f} MB cannot be written here: this shell limits files to "
+                        f"{limit / 2**20:.1f} MB (ulimit -f); raise the limit")
 
 
 def remove_temporaries(folder: Path) -> list[Path]:

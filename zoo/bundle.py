@@ -44,6 +44,8 @@ REQUIRED_KEYS = ("arch", "classes", "num_classes", "image_size", "resize", "mean
 # Beyond these a value comes from a damaged or hostile file, not a model: its images or head would fill memory.
 MAX_SIDE = 4096  # pixels of image_size and resize
 MAX_CLASSES = 10**6
+MAX_NORMALIZE, MIN_STD = 1000.0, 1e-3  # bounds of mean and std
+TEMPERATURES = (1e-3, 1e3)
 # The modes torchvision resizes tensor images with (box and hamming are PIL-only).
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic")
 FIX = "correct it, or make the file again with zoo finetune or zoo export"
@@ -90,14 +92,30 @@ class BundleMetadata(ModelMetadata):
 
 
 def build_network(metadata: ModelMetadata, state_dict: dict[str, Tensor], origin: str) -> nn.Module:
-    """The registry network of ``metadata`` with exactly ``state_dict`` loaded, in eval mode."""
-    network = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
+    """The registry network of ``metadata`` with exactly ``state_dict`` loaded, in eval mode.
+
+    The weights are first matched against a network on the meta device (no memory, no time): a file whose
+    architecture or class count was changed to a huge one is refused before gigabytes are allocated for it.
+    """
     try:
-        network.load_state_dict(zoo_state_dict(network, state_dict))
+        with torch.device("meta"):
+            skeleton = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
+    except Exception:  # noqa: BLE001  (some networks read tensor values while built: checked below, for real)
+        skeleton = None
+    if skeleton is not None:  # assign: the file's tensors are taken, not copied into meta ones (torch warns)
+        _load(skeleton, state_dict, metadata, origin, assign=True)
+    network = create_model(metadata.arch, metadata.num_classes, dropout=metadata.dropout)
+    _load(network, state_dict, metadata, origin)
+    return network.eval()
+
+
+def _load(network: nn.Module, state_dict: dict[str, Tensor], metadata: ModelMetadata, origin: str,
+          assign: bool = False) -> None:
+    try:
+        network.load_state_dict(zoo_state_dict(network, state_dict), assign=assign)
     except RuntimeError as error:
         reason = " ".join(str(error).split())[:300]
         raise WeightsError(f"the weights in {origin} do not fit {metadata.arch}: {reason}") from error
-    return network.eval()
 
 
 def preprocessing(metadata: ModelMetadata) -> Callable[[Image.Image], Tensor]:
@@ -153,7 +171,7 @@ class LoadedModel:
         else:
             # One path or image is one image: a str is a sequence too, of characters that are no files.
             many = images if isinstance(images, Sequence) and not isinstance(images, str) else [images]
-            batch = torch.stack([self.transform(_open_rgb(image)) for image in many])
+            batch = torch.stack([self.transform(self.open_rgb(image)) for image in many])
         return (self.logits(batch) / self.temperature).softmax(dim=1)
 
     def predict(self, images: Tensor | ImageInput | Sequence[ImageInput],
@@ -166,11 +184,12 @@ class LoadedModel:
         return [[(self.classes[c], p) for c, p in zip(row_indices, row_values, strict=True)]
                 for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True)]
 
+    def open_rgb(self, image: ImageInput) -> Image.Image:
+        """An image, or the file at a path, as 8-bit RGB read for this model (``zoo.images.load_rgb``: a huge
+        image reduced after decoding, one over the pixel budget refused with ``ImageSizeError``)."""
+        from zoo.images import load_rgb, to_rgb
 
-def _open_rgb(image: Image.Image | str | Path) -> Image.Image:
-    from zoo.images import load_rgb, to_rgb
-
-    return to_rgb(image) if not isinstance(image, (str, Path)) else load_rgb(Path(image))
+        return to_rgb(image) if not isinstance(image, (str, Path)) else load_rgb(Path(image), fit=self.metadata.resize)
 
 
 def _finite(value: Any) -> bool:
@@ -206,13 +225,17 @@ def _problem(metadata: dict[str, Any]) -> tuple[str, str] | None:
         ("image_size", lambda: _whole(size, 1), f"a whole number of pixels from 1 to {MAX_SIDE}"),
         # Images are resized (shorter side), then centre-cropped to image_size: a smaller resize would pad them.
         ("resize", lambda: _whole(metadata["resize"], size), f"a whole number of pixels from image_size to {MAX_SIDE}"),
-        ("mean", lambda: _three(metadata["mean"], _finite), "a list of 3 numbers, one per colour channel"),
-        ("std", lambda: _three(metadata["std"], lambda value: _finite(value) and value > 0),
-         "a list of 3 positive numbers, one per colour channel"),
+        # Pixels lie in 0..1: beyond these bounds (x - mean) / std overflows float32 and every output is NaN.
+        ("mean", lambda: _three(metadata["mean"], lambda value: _finite(value) and abs(value) <= MAX_NORMALIZE),
+         f"a list of 3 numbers from -{MAX_NORMALIZE} to {MAX_NORMALIZE}, one per colour channel"),
+        ("std", lambda: _three(metadata["std"], lambda value: _finite(value) and MIN_STD <= value <= MAX_NORMALIZE),
+         f"a list of 3 numbers from {MIN_STD} to {MAX_NORMALIZE}, one per colour channel"),
         ("interpolation", lambda: metadata["interpolation"] in INTERPOLATIONS, f"one of {', '.join(INTERPOLATIONS)}"),
         ("dropout", lambda: _finite(dropout) and 0 <= dropout < 1, "a number from 0 up to (not including) 1"),
-        ("temperature", lambda: _finite(temperature) and temperature > 0,
-         "a positive number (the softmax temperature)"),
+        # logits / temperature must stay finite: 1e-300 would make every probability NaN.
+        ("temperature", lambda: _finite(temperature) and TEMPERATURES[0] <= temperature <= TEMPERATURES[1],
+         f"a number from {TEMPERATURES[0]} to {TEMPERATURES[1]} (the softmax temperature; fitted ones lie in "
+         "0.05-20)"),
         ("weights", lambda: isinstance(metadata.get("weights", "none"), str), "text naming the starting weights"),
         ("tta", lambda: metadata.get("tta", "none") in TTA_MODES, f"one of {', '.join(TTA_MODES)}"),
         ("flips_change_class", lambda: isinstance(metadata.get("flips_change_class", False), bool), "true or false"),

@@ -1,8 +1,19 @@
-"""Images as zoo feeds them to a network: any file or mode as 8-bit RGB, and evaluation preprocessing."""
+"""Images as zoo feeds them to a network: any file or mode as 8-bit RGB, and evaluation preprocessing.
+
+Every command reads images through ``load_rgb``: one loader that bounds memory. An image's pixel count is
+checked from its header before a pixel is decoded (a 10 KB PNG can claim 81 megapixels), the images decoded at
+once in a process share ``DECODE_BUDGET`` pixels, and an image read for a model (``fit``) is reduced right after
+decoding to about ``WORK_PIXELS``, so a huge one never reaches the resize whole.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import io
+import math
+import threading
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +21,115 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from zoo.errors import ZooError
+
 # Full-scale value of each high-bit mode. Mode "I" is 32-bit, but in image files it holds 16-bit PNG or
 # TIFF data; float ("F") images conventionally span 0..1.
 FULL_SCALE = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 WHITE = (255, 255, 255, 255)
+# The pixel budget of one image: PIL's own decompression-bomb threshold (about 89 megapixels, 268 MB as RGB).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# The pixels decoded at once in one process (server requests, predict's threads, data loading): small images
+# decode side by side, huge ones wait their turn, so decoding never holds much more than 4 bytes × this.
+DECODE_BUDGET = 2 * MAX_PIXELS
+# What an image read for a model keeps after decoding: ample for any resize up to zoo's 4096-pixel maximum,
+# and small enough that the resize (in float, 12 bytes a pixel) stays near 50 MB.
+WORK_PIXELS = 4096 * 1024
+_NOT_REDUCIBLE = {"1": "L", "I;16": "I", "I;16L": "I", "I;16B": "I", "I;16N": "I"}  # PIL's reduce() lacks these
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Open ``path`` as 8-bit RGB: EXIF rotation applied, high-bit images scaled, transparency on white."""
-    with Image.open(path) as image:
+class ImageSizeError(ZooError):
+    """An image whose size would take more memory than the pixel budget allows."""
+
+
+class ThinImageError(ImageSizeError):
+    """A strip whose shorter side, resized as a model's preprocessing does, would make too many pixels."""
+
+
+def check_size(width: int, height: int, fit: int | None = None, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image of ``width × height`` over ``max_pixels``, or, resized to ``fit`` on its shorter side (as
+    a model's preprocessing does), over ``max_pixels`` then: a 1×1,000,000 strip would grow to a huge image."""
+    if width * height > max_pixels:
+        raise ImageSizeError(f"the image is {width}×{height} pixels, over the limit of {max_pixels} (a decompression "
+                             "bomb is refused before it is decoded): scale it down")
+    if fit is not None and fit * fit * max(width, height) > max_pixels * min(width, height):
+        raise ThinImageError(f"the image is {width}×{height} pixels: too thin to resize its shorter side to {fit} "
+                             f"pixels within {max_pixels} pixels; crop it nearer to square")
+
+
+class _PixelBudget:
+    """A semaphore counted in pixels: a decode takes its image's pixels and gives them back when done."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.free = total
+        self.condition = threading.Condition()
+
+    @contextmanager
+    def taken(self, pixels: int) -> Iterator[None]:
+        pixels = min(pixels, self.total)
+        with self.condition:
+            self.condition.wait_for(lambda: self.free >= pixels)
+            self.free -= pixels
+        try:
+            yield
+        finally:
+            with self.condition:
+                self.free += pixels
+                self.condition.notify_all()
+
+
+_DECODING = _PixelBudget(DECODE_BUDGET)
+
+
+@contextmanager
+def opened(source: Path | bytes, fit: int | None = None) -> Iterator[Image.Image]:
+    """``source`` (a path or a file's bytes) opened, its size checked against the pixel budget (``check_size``)
+    and its pixels reserved in the process's decode budget while the block runs: load it there."""
+    try:
+        with warnings.catch_warnings():  # PIL's warning between its limit and twice it: checked here instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError as error:  # PIL's own refusal, beyond twice its threshold
+        raise ImageSizeError(f"the image is over the limit of {MAX_PIXELS} pixels ({error}): scale it down") from error
+    with image:
+        check_size(*image.size, fit)
+        with _DECODING.taken(image.width * image.height):
+            yield image
+
+
+def load_rgb(source: Path | bytes, fit: int | None = None) -> Image.Image:
+    """Open ``source`` (a path or a file's bytes) as 8-bit RGB: EXIF rotation applied, high-bit images scaled,
+    transparency on white.
+
+    ``fit``: the shorter side the image will be resized to; a larger image is then reduced right after decoding
+    (see the module's docstring), and a strip that would resize to too many pixels is refused. Raises
+    ``ImageSizeError`` for an image over the pixel budget, before decoding it.
+    """
+    with opened(source, fit) as image:
+        factor = _reduction(*image.size, fit)
+        if factor > 1 and image.format == "JPEG":
+            # JPEG decodes at 1/2, 1/4 or 1/8 scale directly: the full image is never in memory.
+            image.draft(image.mode, (image.width // factor, image.height // factor))
         image.load()
         # Phone photos store their rotation in EXIF; without it the network sees them sideways.
-        return to_rgb(ImageOps.exif_transpose(image))
+        ImageOps.exif_transpose(image, in_place=True)
+        factor = _reduction(*image.size, fit)
+        if factor == 1:
+            return to_rgb(image)
+        if image.mode in ("P", "PA") or "transparency" in image.info:
+            image = to_rgb(image)  # a palette or a transparent colour cannot be averaged; RGB can
+        if image.mode in _NOT_REDUCIBLE:
+            image = image.convert(_NOT_REDUCIBLE[image.mode])
+        return to_rgb(image.reduce(factor))
+
+
+def _reduction(width: int, height: int, fit: int | None) -> int:
+    """The whole factor that brings an image read for ``fit`` near ``WORK_PIXELS``, its shorter side kept ≥ fit."""
+    if fit is None or width * height <= WORK_PIXELS:
+        return 1
+    return max(1, min(math.floor(math.sqrt(width * height / WORK_PIXELS)), min(width, height) // fit))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

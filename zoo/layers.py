@@ -262,12 +262,14 @@ def layer_table(spec: ArchSpec, image_size: int | None = None) -> LayerTable:
     size = spec.input_size if image_size is None else image_size
     if size < 1:
         raise ZooError(f"--image-size must be a positive number of pixels, got {size}")
+    if spec.fixed_input_size and size != spec.input_size:  # a ViT would fail with an assertion inside timm
+        raise ZooError(str(spec.input_size_problem(size)))
     with torch.device("meta"):
         network = spec.build()
     try:
         return trace_layers(network, size)
     except LayerShapeError:
         raise
-    except (RuntimeError, ValueError) as error:  # a feature map shrunk below its kernel
+    except (RuntimeError, ValueError, AssertionError) as error:  # a feature map shrunk below its kernel
         raise ZooError(f"{spec.name} cannot run on {size} px images ({describe_error(error)}): use --image-size "
                        f"{spec.min_input_size} or more") from error

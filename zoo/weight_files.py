@@ -294,34 +294,42 @@ def _verify_hub_file(file: Path, spec: ArchSpec, source: TimmWeights, tag: str |
     expected = _model_shapes(get_spec(name))
     missing = sorted(set(expected) - set(shapes))
     unexpected = sorted(set(shapes) - set(expected))
-    wrong = sorted(k for k in set(shapes) & set(expected) if shapes[k] != expected[k])
-    if missing or unexpected or wrong:
+    wrong = sorted(k for k in set(shapes) & set(expected) if shapes[k][0] != expected[k][0])
+    # Right keys and shapes but integers where the model holds floats (int8 data): the model would run on garbage.
+    kind = sorted(k for k in set(shapes) & set(expected) if shapes[k][1] != expected[k][1])
+    if missing or unexpected or wrong or kind:
         details = "; ".join(
             f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''} ({len(keys)})"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)) if keys
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong),
+                                ("integers for floating-point values, or the reverse", kind)) if keys
         )
         raise WeightsError(f"{file} does not fit {name} ({details}): use {WEIGHTS_FILE} from {repo}")
     target = hub_repo_folder(repo) / "snapshots" / _hub_revision(repo) / WEIGHTS_FILE
     return _Plan(file, name, info.tag, target, _sha256(file), repo)
 
 
-def _safetensors_shapes(file: Path) -> dict[str, tuple[int, ...]]:
+FLOATS = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})  # safetensors' floating-point dtypes
+
+
+def _safetensors_shapes(file: Path) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Each tensor's shape, and whether it holds floating-point numbers, from the file's header."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(file), framework="pt") as reader:  # reads the header only, not the tensors
-            return {key: tuple(reader.get_slice(key).get_shape()) for key in reader.keys()}
+            return {key: (tuple(reader.get_slice(key).get_shape()), reader.get_slice(key).get_dtype() in FLOATS)
+                    for key in reader.keys()}
     except Exception as error:  # any unreadable file gets the same one-line message
         raise WeightsError(f"{file} is not a readable safetensors file ({describe_error(error)}): "
                            f"a timm model's weights are the {WEIGHTS_FILE} of its Hugging Face repository") from error
 
 
-def _model_shapes(spec: ArchSpec) -> dict[str, tuple[int, ...]]:
+def _model_shapes(spec: ArchSpec) -> dict[str, tuple[tuple[int, ...], bool]]:
     import torch
 
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         model = spec.build()
-    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    return {key: (tuple(value.shape), value.is_floating_point()) for key, value in model.state_dict().items()}
 
 
 def _sha256(file: Path) -> str:

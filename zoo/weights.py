@@ -113,7 +113,8 @@ def load_plain(path: Path, problem: str, fix: str, error_type: type[ZooError] = 
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Read a ``.safetensors`` or ``.pth`` state dict (plain, or nested under a common key)."""
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist: check the path given to --weights")
+        what = "is not a regular file (a pipe, socket or device)" if path.exists() else "does not exist"
+        raise WeightsError(f"weights file {path} {what}: check the path given to --weights")
     fix = "zoo loads only plain tensors: save a state_dict with torch.save or safetensors"
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -51,7 +51,8 @@ def _finish(per_seed: Sequence[dict[str, Any]], out: Path, configs: Sequence[dic
     write_outputs(rows, per_seed, out, configs=configs)
     shown = [shown_row(row) for row in rows]
     sizes = [row["image_size"] for row in per_seed if row.get("image_size")]
-    print_table(shown, COLUMNS, title=f"{title_for(configs, sizes)} (errors in %; test unless marked val)")
+    weights = [row["weights"] for row in per_seed if row.get("weights")]
+    print_table(shown, COLUMNS, title=f"{title_for(configs, sizes, weights)} (errors in %; test unless marked val)")
     for row in rows:
         if row["status"] == "failed":
             print(f"{row['name']} failed: {row['reason']}")
@@ -92,10 +93,20 @@ def run_report(args: argparse.Namespace) -> int:
     from finetune.config import to_dict
     from finetune.folders import check_out_folder
     from finetune.records import RunSummary
+    from zoo.errors import ZooError
 
     out = args.out or _stamped("report")
     check_out_folder(out)  # before the runs' speed is measured
-    rows = rows_from_runs(args.run_dirs)
+    seen: dict[Path, Path] = {}
+    for run_dir in args.run_dirs:
+        if run_dir.resolve() in seen:  # it would count as two seeds of one setting
+            raise ZooError(f"{run_dir} is given twice (as {seen[run_dir.resolve()]}): give each run once")
+        seen[run_dir.resolve()] = run_dir
     configs = [to_dict(RunSummary.read(run_dir).config) for run_dir in args.run_dirs]
+    data = list(dict.fromkeys(str(config["data"]["path"]) for config in configs))
+    if len(data) > 1:  # errors on other images are not comparable
+        raise ZooError(f"the runs were trained on different data ({', '.join(data[:3])}): report runs of one data "
+                       "set together")
+    rows = rows_from_runs(args.run_dirs)
     _finish(rows, out, configs, "report folder")
     return 0

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from zoo_cli.model_commands import SOURCE_HELP
-from zoo_cli.output import print_table
+from zoo_cli.output import print_table, printable
 
 METHODS = "gradcam (default), gradcam++, scorecam (slow: a forward pass per channel) or eigencam (class-agnostic)"
 
@@ -57,7 +58,9 @@ def run_explain(args: argparse.Namespace) -> int:
                        "stage": "layer"})
     once = ", ".join([FILTERS_FILE] * result.filters + [REPORT_FILE])
     print(f"written to {result.out_dir}: per image STEM.gradcam.png, STEM.gradcam.npy, STEM.feature_maps.png; {once}")
-    return 0
+    for path, reason in result.skipped:  # as zoo predict: the others explained, the exit status 1
+        print(printable(f"zoo explain: warning: skipped {path}: {reason}"), file=sys.stderr)
+    return 1 if result.skipped else 0
 
 
 def run_clean(args: argparse.Namespace) -> int:

@@ -156,10 +156,22 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     overrides = overrides_from_flags(args)
     if args.resume is not None:
+        if args.config is not None:
+            raise ConfigError(f"--resume continues {args.resume} with its own config.yaml, and --config would be "
+                              "ignored: leave it out (flags such as --epochs still apply)")
         config = resume_config(args.resume, overrides)
     else:
         config = merge(load_config(args.config) if args.config else RunConfig(), overrides)
-    result = train(config, resume=args.resume, started=process_started())
+    try:
+        result = train(config, resume=args.resume, started=process_started())
+    except Exception as error:
+        from finetune.processes import orphaned
+
+        if not orphaned():
+            raise
+        # Rank 0 was killed: this process's next collective fails (a gloo traceback); one line says why instead.
+        raise ConfigError(f"the first process of this distributed run ended, so this one stops too "
+                          f"({type(error).__name__}); continue the run with zoo finetune --resume RUN") from error
     if result.summary is None:  # a DDP worker process: rank 0 reports
         return 0
     print_table(result_rows(result.summary), {"key": "metric", "value": "value"},

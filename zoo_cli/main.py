@@ -48,10 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(data_command.with_default_action(parser, sys.argv[1:] if argv is None else argv))
     from zoo.errors import ZooError
-    from zoo_cli.output import printable
+    from zoo_cli.output import escaped_output, printable
 
     try:
-        status = args.run(args)
+        with escaped_output():
+            status = args.run(args)
         sys.stdout.flush()  # inside the try: a reader that left shows here, not at interpreter exit
         return status
     except ZooError as error:

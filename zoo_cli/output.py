@@ -8,8 +8,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 from zoo.tables import cell, markdown_table
 
@@ -23,9 +24,64 @@ TEXT_COLUMNS = {"ilsvrc", "name", "family", "path", "class", "key", "value", "ta
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+# The same, but for the line breaks (and \r, which progress bars rewrite their line with) a stream's lines need.
+LINE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+# What tqdm and rich draw with on a terminal: colours and styles (SGR), cursor moves, erasing the line,
+# hiding and showing the cursor.
+DRAWING = re.compile(r"\x1b\[(?:[0-9;]*[ABCDGKm]|\?25[hl])")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
 def printable(text: str) -> str:
     """``text`` with every control character written as its escape (``ESC`` → ``\\x1b``), so none reaches a terminal."""
-    return CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+    return CONTROL.sub(_escaped, text)
+
+
+class EscapingStream:
+    """A text stream that writes ``printable`` text (line breaks and tabs kept): a file, folder or class name in
+    any line zoo or a library prints (a warning, a progress line) reaches the terminal as ``\\x1b``, never as ESC.
+
+    On a terminal, the sequences progress bars and rich draw with (colours, cursor moves along a line, erasing
+    it) pass; those that set the title, clear the screen or talk to the terminal (OSC, BEL) never do. ``raw``
+    is the stream below, for rich, whose tables hold only ``printable`` cells.
+    """
+
+    def __init__(self, raw: TextIO) -> None:
+        self.raw = raw
+        try:
+            self.terminal = raw.isatty()
+        except (AttributeError, ValueError):  # a closed or unusual stream
+            self.terminal = False
+
+    def write(self, text: str) -> int:
+        if not self.terminal:
+            self.raw.write(LINE_CONTROL.sub(_escaped, text))
+            return len(text)
+        kept = 0
+        for match in DRAWING.finditer(text):
+            self.raw.write(LINE_CONTROL.sub(_escaped, text[kept : match.start()]) + match.group())
+            kept = match.end()
+        self.raw.write(LINE_CONTROL.sub(_escaped, text[kept:]))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, buffer: the stream's own
+        return getattr(self.raw, name)
+
+
+@contextmanager
+def escaped_output() -> Iterator[None]:
+    """Within the block, ``sys.stdout`` and ``sys.stderr`` are ``EscapingStream``s."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = EscapingStream(sys.stdout), EscapingStream(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 def _printable_values(row: dict[str, Any]) -> dict[str, Any]:
@@ -54,8 +110,9 @@ def table_width() -> int:
     folding them to an assumed 80-column terminal unless ``COLUMNS`` says how wide the reader is."""
     from rich.console import Console
 
-    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
-        return Console().width
+    stdout = sys.stdout.raw if isinstance(sys.stdout, EscapingStream) else sys.stdout
+    if stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        return Console(file=stdout).width
     return PIPED_WIDTH
 
 
@@ -75,7 +132,8 @@ def print_table(rows: Sequence[dict[str, Any]], columns: dict[str, str], title: 
         def on_broken_pipe(self) -> None:
             raise BrokenPipeError  # rich would exit with status 1; zoo_cli.main ends every closed pipe alike
 
-    console = _Console(width=table_width())
+    stdout = sys.stdout.raw if isinstance(sys.stdout, EscapingStream) else sys.stdout  # rich's own escapes pass
+    console = _Console(file=stdout, width=table_width())
     cells = {key: [cell(row.get(key)) for row in rows] for key in columns}
 
     def build(whole_numbers: bool) -> Table:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from finetune.compare.findings import findings
 from finetune.compare.plots import plot_curves, plot_depth_vs_error, plot_error_vs_cost
 from finetune.compare.results import RESULT_COLUMNS, Row, headline_error, headline_interval, headline_std
+from zoo._io import write_csv_atomic, write_error, write_text_atomic
 from zoo.tables import markdown_table
 
 COLUMNS = {
@@ -31,10 +31,11 @@ def _setting(configs: Sequence[dict[str, Any]], section: str, key: str) -> str:
     return "/".join(values)
 
 
-def title_for(configs: Sequence[dict[str, Any]], image_sizes: Sequence[int] = ()) -> str:
+def title_for(configs: Sequence[dict[str, Any]], image_sizes: Sequence[int] = (), weights: Sequence[str] = ()) -> str:
     """What data and what budget, e.g. ``images: 5 epochs, 224 px, weights default, seed 0``.
 
-    ``image_sizes``: the sizes the runs used (a config's ``None`` means each network's own size).
+    ``image_sizes``: the sizes the runs used (a config's ``None`` means each network's own size); ``weights``:
+    the weights they started from (a config's ``default`` is none for a network without pretrained weights).
     """
     data = "/".join(dict.fromkeys(Path(config["data"]["path"]).name for config in configs))
     epochs = _setting(configs, "trainer", "epochs")
@@ -45,7 +46,8 @@ def title_for(configs: Sequence[dict[str, Any]], image_sizes: Sequence[int] = ()
     configured = {config["data"]["image_size"] for config in configs}
     budget.append(f"{sizes} px" if sizes else "each network's default input size" if configured == {None}
                   else f"{'/'.join(str(size) for size in configured if size is not None)} px")
-    budget.append(f"weights {_setting(configs, 'model', 'weights')}")
+    used = "/".join(dict.fromkeys(weights)) if weights else _setting(configs, 'model', 'weights')
+    budget.append(f"weights {used}")
     if any(config["optim"]["freeze"] != "none" for config in configs):
         budget.append(f"freeze {_setting(configs, 'optim', 'freeze')}")
     budget.append(f"seed {_setting(configs, 'trainer', 'seed')}")
@@ -74,20 +76,22 @@ def _cell(value: Any) -> Any:
 
 
 def _write_csv(rows: Sequence[Row], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows({key: _cell(row.get(key)) for key in RESULT_COLUMNS} for row in rows)
+    write_csv_atomic(path, RESULT_COLUMNS, ([_cell(row.get(key)) for key in RESULT_COLUMNS] for row in rows))
 
 
 def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *,
                   configs: Sequence[dict[str, Any]]) -> None:
     """results.json/.csv (``rows``, from ``summarize``), results_per_seed.csv, depth_vs_error.png,
     error_vs_cost.png, curves.png and report.md in ``out``; ``configs``: the run settings behind the rows."""
-    out.mkdir(parents=True, exist_ok=True)
-    title = title_for(configs, [row["image_size"] for row in per_seed if row.get("image_size")])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(out / "results.json", error) from error
+    title = title_for(configs, [row["image_size"] for row in per_seed if row.get("image_size")],
+                      [row["weights"] for row in per_seed if row.get("weights")])
     results = [{key: row.get(key) for key in RESULT_COLUMNS} for row in rows]
-    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # Atomic writes: a full or read-only disk is one line (DiskError), and no half-written file is left.
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
     _write_csv(rows, out / "results.csv")
     _write_csv(per_seed, out / "results_per_seed.csv")
     plot_depth_vs_error(rows, out / "depth_vs_error.png", title)
@@ -109,4 +113,4 @@ def write_outputs(rows: Sequence[Row], per_seed: Sequence[Row], out: Path, *,
         "## Error vs inference cost", "", "![error vs cost](error_vs_cost.png)", "",
         "## Validation error per epoch", "", "![validation curves](curves.png)", "",
     ]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    write_text_atomic(out / "report.md", "\n".join(lines))

@@ -31,6 +31,7 @@ from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.folders import check_out_folder
 from finetune.run import make_split, resume_config, train
 from finetune.saving import continue_with
+from zoo._io import write_error, write_text_atomic
 from zoo.errors import first_line
 
 SETTINGS_FILE = "comparison.yaml"
@@ -92,8 +93,16 @@ def parse_vary(items: Sequence[str]) -> dict[str, list[Any]]:
             raise ConfigError(f"--vary takes KEY=V1,V2 (e.g. --vary model.dropout=0,0.5), got '{item}'")
         if key.strip() in vary:
             raise ConfigError(f"--vary {key.strip()} is given twice: list all its values once, KEY=V1,V2,V3")
-        vary[key.strip()] = [yaml.safe_load(value.strip()) for value in values.split(",")]
+        vary[key.strip()] = [_scalar(key.strip(), value.strip()) for value in values.split(",")]
     return vary
+
+
+def _scalar(key: str, text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, RecursionError) as error:  # ValueError: an integer of thousands of digits
+        raise ConfigError(f"--vary {key}: '{text[:40]}' is not a YAML value ({first_line(error)}): give plain values "
+                          "separated by commas, KEY=V1,V2 (lists cannot be varied)") from error
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -134,7 +143,7 @@ def _save_comparison(plan: Plan, config: RunConfig, path: Path) -> None:
     values = to_dict(config)
     del values["model"]["arch"], values["out"]  # set per run; the folder may move
     content = {ARCHS_KEY: plan.archs, SEEDS_KEY: plan.seeds, VARY_KEY: plan.vary, **values}
-    path.write_text(yaml.safe_dump(content, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))  # a full disk: one line
 
 
 def _claim(out: Path, plan: Plan, config: RunConfig) -> None:
@@ -153,7 +162,11 @@ def _claim(out: Path, plan: Plan, config: RunConfig) -> None:
             )
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} already holds other files: choose another --out for the comparison")
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_folder(out)  # a file, or a read-only folder: one line before any run
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise write_error(settings, error) from error
     _save_comparison(plan, config, settings)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import zoo
+from zoo._io import DiskError, write_text_atomic
 
 if TYPE_CHECKING:
     from finetune.records import RunSummary
@@ -157,5 +158,8 @@ def run_speed(run_dir: Path, summary: RunSummary, *, save: bool) -> Speed:
         use_cuda=summary.config.trainer.accelerator != "cpu" and torch.cuda.is_available(),
     )
     if save:
-        path.write_text(json.dumps(asdict(speed), indent=2) + "\n", encoding="utf-8")
+        try:
+            write_text_atomic(path, json.dumps(asdict(speed), indent=2) + "\n")
+        except DiskError:  # a cache: a read-only or full run folder only means measuring again next time
+            pass
     return speed

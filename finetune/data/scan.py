@@ -12,10 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from finetune.progress import tracked
 from zoo.errors import ZooError, first_line
+from zoo.images import MAX_PIXELS, ImageSizeError, opened
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -133,12 +134,12 @@ def check_image(path: Path) -> str | None:
     try:
         if path.stat().st_size == 0:
             return "empty file"
-        with Image.open(path) as image:
+        with opened(path) as image:  # zoo's one loader: the pixel budget checked before decoding
             image.load()
     except UnidentifiedImageError:
         return "not an image: cannot identify"
-    except Image.DecompressionBombError:
-        return "too many pixels (decompression bomb guard)"
+    except ImageSizeError:
+        return f"too many pixels (over {MAX_PIXELS}: the decompression bomb guard)"
     # Image plugins raise many kinds of error on odd files; one bad file must not stop the scan.
     except Exception as error:  # noqa: BLE001
         message = first_line(error)

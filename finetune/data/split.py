@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import random
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune.data.scan import DataError, Sample, SkippedFile, scan_folder
-from zoo._io import write_csv_atomic, write_text_atomic
+from zoo._io import read_text, write_csv_atomic, write_text_atomic
+from zoo.errors import ZooError, first_line
 
 CLASSES_FILE = "classes.json"
 PARTS = ("train", "val", "test")
@@ -126,8 +128,8 @@ def has_split(folder: Path) -> bool:
 def load_split(folder: Path) -> Split:
     """Read a split written by ``save_split``; every listed image must still exist."""
     try:
-        classes = json.loads((folder / CLASSES_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
+        classes = json.loads(read_text(folder / CLASSES_FILE))
+    except (OSError, ValueError, ZooError) as error:
         reason = getattr(error, "strerror", None) or error
         message = f"no readable saved split in {folder} ({CLASSES_FILE}: {reason}); split the data again"
         raise DataError(message) from error
@@ -156,10 +158,10 @@ def _read_samples(path: Path, classes: Sequence[str]) -> list[Sample]:
 
 def _read_csv(path: Path, columns: Sequence[str]) -> list[list[str]]:
     try:
-        with path.open(newline="", encoding="utf-8") as file:
-            rows = list(csv.reader(file))
-    except OSError as error:
-        raise DataError(f"cannot read {path} ({error.strerror}); split the data again") from error
+        rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
+    except (OSError, ValueError, ZooError, csv.Error) as error:  # ValueError: binary data, not UTF-8 text
+        reason = getattr(error, "strerror", None) or first_line(error)
+        raise DataError(f"cannot read {path} ({reason}); split the data again") from error
     if not rows or tuple(rows[0]) != tuple(columns) or any(len(row) != len(columns) for row in rows):
         raise DataError(f"{path} is not a split file with columns {','.join(columns)}; split the data again")
     return rows[1:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from torch import Tensor
 
+from finetune.processes import die_with_parent, give_back_freed_memory
 from finetune.serve.batching import Batcher
 from finetune.serve.overlay import default_layer, overlay
 from finetune.serve.uploads import RequestError, decode_image, read_upload
@@ -60,7 +62,8 @@ def model_metadata(source: Source, layer: str | None) -> dict[str, Any]:
 
 def _top_k(request: Request, classes: int) -> int:
     text = request.query_params.get("top_k", str(DEFAULT_TOP_K))
-    if not text.isdigit() or int(text) < 1:
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses; and no 5,000-digit number.
+    if not re.fullmatch(r"[0-9]{1,9}", text) or int(text) < 1:
         raise RequestError(400, f"top_k must be a whole number of at least 1, got '{text[:40]}'")
     return min(int(text), classes)
 
@@ -129,15 +132,15 @@ def create_app(source: Source, settings: ServeSettings) -> FastAPI:
         return JSONResponse({"class": model.classes[result.class_index], "probability": result.probability,
                              "method": "gradcam", "layer": layer, "overlay": result.data_url()})
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metadata")
+    @app.api_route("/metadata", methods=["GET", "HEAD"])
     async def metadata() -> dict[str, Any]:
         return model_metadata(source, layer)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def index() -> str:
         return page
 
@@ -146,6 +149,10 @@ def create_app(source: Source, settings: ServeSettings) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """The app of a worker process started by uvicorn, from the settings ``serve`` put in its environment."""
+    # A worker serves only while ``zoo serve`` lives: killed, even by SIGKILL, it must not leave them holding the
+    # port and a copy of the model each.
+    die_with_parent()
+    give_back_freed_memory()
     settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
     if settings.threads is not None:
         torch.set_num_threads(settings.threads)

@@ -10,6 +10,7 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from finetune.hardware import usable_cores
+from finetune.processes import LAUNCHER_PID_ENV, give_back_freed_memory
 from finetune.serve.app import ServeSettings, create_app, settings_environment
 from finetune.sources import load_source
 from zoo.errors import ZooError
@@ -39,6 +40,10 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
                         ("--max-bytes", settings.max_bytes)):
         if value < 1:
             raise ZooError(f"{name} must be at least 1, got {value}")
+    if workers > usable_cores():  # each worker holds a copy of the model: more than cores only adds memory
+        raise ZooError(f"--workers {workers} is more than the {usable_cores()} cores of this machine (each worker "
+                       f"holds a copy of the model): use --workers {usable_cores()} or fewer")
+    give_back_freed_memory()
     if workers == 1:
         config = uvicorn.Config(create_app(load_source(settings.source, tta=settings.tta), settings))
     else:
@@ -46,7 +51,7 @@ def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, wo
         load_source(settings.source, device="cpu", tta=settings.tta)
         # Each process runs its batches on its share of the cores, instead of all of them fighting for every core.
         settings = replace(settings, threads=max(1, usable_cores() // workers))
-        os.environ.update(settings_environment(settings))
+        os.environ.update({**settings_environment(settings), LAUNCHER_PID_ENV: str(os.getpid())})
         config = uvicorn.Config(APP_FACTORY, factory=True, workers=workers)
     sock = _listen(host, port)
     bound_host, bound_port = sock.getsockname()[:2]

@@ -6,20 +6,17 @@ its header before a pixel is decoded (a decompression bomb is refused before it 
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from zoo.errors import shorten
-from zoo.images import to_rgb
+from zoo.images import ImageSizeError, ThinImageError, load_rgb
 
 FIELD = "file"
-# PIL's own decompression-bomb threshold (about 89 megapixels, 268 MB as RGB).
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 # Boundaries and part headers around the file in a multipart body; its file part alone is held to max_bytes.
 MULTIPART_OVERHEAD = 64 * 1024
 # A refused body is read on (and dropped) up to this many times the limit, so that an ordinary client, still
@@ -89,7 +86,10 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > DRAIN_FACTOR * limit:
         raise _too_large(max_bytes, int(declared))  # not worth reading: the connection is closed after the answer
-    body = await _read_capped(request.stream(), limit, max_bytes)
+    try:
+        body = await _read_capped(request.stream(), limit, max_bytes)
+    except ClientDisconnect as error:  # the client left mid-upload: nobody reads the answer, nothing to log
+        raise RequestError(400, "the client disconnected before the upload ended") from error
     data = await _file_field(request, body) if multipart and body else body
     if not data:
         raise RequestError(400, f"the upload is empty: {HOW}")
@@ -98,34 +98,23 @@ async def read_upload(request: Request, max_bytes: int) -> bytes:
     return data
 
 
-def decode_image(data: bytes, resize: int, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """``data`` as 8-bit RGB (EXIF rotation applied, as ``zoo.images.load_rgb``), checked before decoding.
+def decode_image(data: bytes, resize: int) -> Image.Image:
+    """``data`` as 8-bit RGB through zoo's one image loader (``zoo.images.load_rgb``), checked before decoding.
 
-    ``resize`` is the model's: an image is resized to it on its shorter side, so a thin strip would grow
-    to a huge tensor; its resized size is held to ``max_pixels`` too.
+    ``resize`` is the model's: an image is resized to it on its shorter side, so a thin strip would grow to a
+    huge tensor; the loader refuses it, as it refuses a decompression bomb, before a pixel is decoded.
     """
     try:
-        image = Image.open(io.BytesIO(data))
+        return load_rgb(data, fit=resize)
     except UnidentifiedImageError as error:
         raise RequestError(400, f"not an image: no image format recognises these {len(data)} bytes; {HOW}") from error
-    except Image.DecompressionBombError as error:  # PIL's own refusal, beyond twice its threshold
-        raise RequestError(413, f"the image is too large to decode safely ({error})") from error
-    # Image plugins raise many kinds of error on a damaged header; none of them may reach the client as a 500.
+    except ThinImageError as error:
+        raise RequestError(422, str(error)) from error
+    except ImageSizeError as error:
+        raise RequestError(413, str(error)) from error
+    # Image plugins raise many kinds of error on a damaged header or file; none may reach the client as a 500.
     except Exception as error:
         raise _damaged(error) from error
-    with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise RequestError(413, f"the image is {width}×{height} pixels, over the limit of {max_pixels} "
-                                    "(a decompression bomb is refused before it is decoded)")
-        if resize * resize * max(width, height) > max_pixels * min(width, height):
-            raise RequestError(422, f"the image is {width}×{height} pixels: too thin to resize its shorter side "
-                                    f"to {resize} pixels within {max_pixels} pixels")
-        try:
-            image.load()
-            return to_rgb(ImageOps.exif_transpose(image))
-        except Exception as error:  # a truncated or damaged file: any plugin's error
-            raise _damaged(error) from error
 
 
 def _damaged(error: Exception) -> RequestError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import typing
 from pathlib import Path
@@ -63,6 +64,9 @@ def test_saved_config_loads_back_identical(tmp_path: Path) -> None:
          "set --augment standard (or another preset), or --feature-views 0"),
         ("trainer:\n  epochs: 3\n  epochs: 4\n", "key 'epochs' appears twice in one mapping"),
         ("trainer:\n  seed: -1\n", "trainer.seed must be a whole number from 0"),
+        ("trainer:\n  epochs: " + "9" * 5000 + "\n", "Exceeds the limit (4300 digits)"),
+        ("a: " + "[" * 100_000, "nested too deep"),
+        ("data:\n  image_size: 100000\n", "data.image_size must be at most 4096"),
     ],
 )
 def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -71,6 +75,25 @@ def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, messag
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_yaml_merge_keys_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "merged.yaml"
+    # Merged keys may be given again beside "<<" (that is what merging is for): not a key given twice.
+    path.write_text("trainer:\n  <<: {epochs: 3, seed: 7}\n  epochs: 4\n", encoding="utf-8")
+    config = load_config(path)
+    assert (config.trainer.epochs, config.trainer.seed) == (4, 7)
+
+
+def test_a_fifo_a_device_or_binary_data_as_config_is_one_line(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # reading it would wait for a writer forever
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
+    for path, message in ((fifo, "not a regular file"), (Path("/dev/zero"), "not a regular file"),
+                          (binary, "can't decode"), (tmp_path / "none.yaml", "does not exist")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(path)
 
 
 @pytest.mark.parametrize("freeze", [["until-epoch"], ["backbone", "2"], ["sometimes"]])

@@ -221,6 +221,48 @@ def test_resume_refuses_changing_what_the_run_is(finished_run: Path, tmp_path: P
     assert err.count("\n") == 1 and message in err and "new run" in err
 
 
+def test_resume_with_fewer_epochs_than_trained_or_with_a_config_changes_nothing(
+        finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run = _copy_run(finished_run, tmp_path)
+    _set_epoch(run / "last.ckpt", 4)  # as if it had trained 5 epochs
+    before = (run / "config.yaml").read_bytes()
+    config = tmp_path / "other.yaml"
+    config.write_text("trainer:\n  epochs: 9\n", encoding="utf-8")
+    for flags, message in ((["--epochs", "3"], "has already trained 5 epochs, more than --epochs 3"),
+                           (["--config", str(config)], "--config would be ignored")):
+        assert main(["finetune", "--resume", str(run), *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert (run / "config.yaml").read_bytes() == before  # still resumable with its own settings
+
+
+def _set_epoch(path: Path, epoch: int) -> None:
+    content = torch.load(path, weights_only=True)
+    content["epoch"] = epoch
+    torch.save(content, path)
+
+
+def test_a_run_folder_in_use_is_refused_to_a_second_process(finished_run: Path, tmp_path: Path) -> None:
+    from finetune.config import ConfigError
+    from finetune.run_lock import lock_run_folder, release_run_folders
+
+    run = _copy_run(finished_run, tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from finetune.run_lock import lock_run_folder; "
+                               f"lock_run_folder(__import__('pathlib').Path({str(run)!r})); print('held', flush=True); "
+                               "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="is in use by another zoo process"):
+            lock_run_folder(run)
+        assert main(["finetune", "--resume", str(run), "--epochs", "2"]) == 2
+        assert _epochs(run) == [1]  # nothing written beside the holder
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_run_folder(run)  # the holder's lock ended with it, even killed
+    release_run_folders()
+
+
 def test_a_moved_run_resumes_with_its_settings_and_its_best_checkpoint(finished_run: Path, tmp_path: Path) -> None:
     run = _copy_run(finished_run, tmp_path)  # another path: Lightning alone would forget the best score
     assert main(["finetune", "--resume", str(run), "--arch", "small_cnn", "--epochs", "3"]) == 0
@@ -236,6 +278,11 @@ def test_a_moved_run_resumes_with_its_settings_and_its_best_checkpoint(finished_
     (["--strategy", "bogus"], "unknown strategy 'bogus'"),
     (["--accelerator", "tpu-9000"], "unknown accelerator"),
     (["--seed", "-1"], "trainer.seed"),
+    # Round two: a TypeError after the run folder was made, a bogus metrics row, 39 GB, 1,000 processes.
+    (["--devices", "-1"], "at least 1"),
+    (["--strategy", "ddp_spawn"], "use ddp"),
+    (["--image-size", "100000"], "data.image_size must be at most 4096"),
+    (["--num-workers", "1000"], "cores of this machine"),
 ])
 def test_settings_that_would_hang_or_crash_are_one_line(image_folder: Path, tmp_path: Path, flags: list[str],
                                                         message: str, capsys: pytest.CaptureFixture) -> None:

@@ -206,6 +206,8 @@ def _bad_inputs(photo: bytes) -> dict[str, tuple[dict, int, str]]:
         "thin strip": ({"headers": image, "data": png_header(1, 1_000_000)}, 422, "too thin"),
         "top_k not a number": ({"params": {"top_k": "three"}, "files": {"file": ("a.jpg", photo)}}, 400, "top_k"),
         "top_k zero": ({"params": {"top_k": "0"}, "files": {"file": ("a.jpg", photo)}}, 400, "top_k"),
+        # A digit to str.isdigit, not to int: was a plain-text 500.
+        "top_k superscript two": ({"params": {"top_k": "²"}, "files": {"file": ("a.jpg", photo)}}, 400, "top_k"),
     }
 
 
@@ -225,6 +227,20 @@ def test_a_real_decompression_bomb_is_refused_before_decoding(server: Server) ->
     response = requests.post(server.url + "predict", data=buffer.getvalue(), headers={"Content-Type": "image/png"},
                              timeout=TIMEOUT)
     assert response.status_code == 413 and "9500×9500" in response.json()["error"]
+
+
+def test_an_81_megapixel_image_is_answered_from_a_reduced_copy(server: Server) -> None:
+    buffer = io.BytesIO()
+    Image.new("1", (9_000, 9_000)).save(buffer, "PNG")  # under the pixel budget: decoded, then reduced at once
+    response = requests.post(server.url + "predict", data=buffer.getvalue(), headers={"Content-Type": "image/png"},
+                             timeout=TIMEOUT)
+    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+
+
+@pytest.mark.parametrize("path", ["health", "metadata", ""])
+def test_head_answers_as_get_does_without_a_body(server: Server, path: str) -> None:
+    response = requests.head(server.url + path, timeout=TIMEOUT)
+    assert response.status_code == 200 and response.content == b""
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("get", "nothing", 404), ("delete", "health", 405),
@@ -278,6 +294,7 @@ def test_images_waiting_while_a_batch_runs_go_together_in_the_next() -> None:
 @pytest.mark.parametrize(("arguments", "words"), [
     (["--port", "70000"], "--port"),
     (["--workers", "0"], "--workers"),
+    (["--workers", "1000"], "cores of this machine"),  # a model copy each
     (["--max-batch-size", "0"], "--max-batch-size"),
 ])
 def test_bad_options_are_one_line(bundle: Path, capsys: pytest.CaptureFixture[str], arguments: list[str],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,16 @@ sys.exit(1)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "cannot write big.ckpt" in result.stdout and "File too large" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_staging_folder_left_by_a_killed_export_is_removed_by_the_next(tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a process id that no longer runs, as after a kill -9
+    left = tmp_path / f".bundle.tmp-{dead.pid}-0123abcd"
+    (left / "model.onnx").parent.mkdir()
+    (left / "model.onnx").write_bytes(bytes(1000))
+    mine = tmp_path / f".bundle.tmp-{os.getpid()}-4567cdef"  # a running export's: left alone
+    mine.mkdir()
+    with replacing_folder(tmp_path / "bundle") as staging:
+        (staging / "zoo.json").write_text("{}")
+    assert not left.exists() and mine.is_dir() and (tmp_path / "bundle" / "zoo.json").is_file()

@@ -201,13 +201,15 @@ def test_the_pip_package_source_says_pip_install() -> None:
     assert lite.installed is True  # a runtime dependency
 
 
-def _timm_file(path: Path, change: str | None = None) -> None:
+def _timm_file(path: Path, change: str | None = None, dtype: torch.dtype | None = None) -> None:
     import timm
 
     torch.manual_seed(0)
     state_dict = {key: value.contiguous() for key, value in timm.create_model(TIMM_MODEL).state_dict().items()}
     if change is not None:
         state_dict[change] = torch.zeros(*state_dict[change].shape[:-1], state_dict[change].shape[-1] + 1)
+    if dtype is not None:  # right keys and shapes, every tensor of another type
+        state_dict = {key: value.to(dtype) for key, value in state_dict.items()}
     save_file(state_dict, str(path))
 
 
@@ -244,6 +246,9 @@ def test_a_timm_file_of_the_wrong_shape_or_format_is_refused(tmp_path: Path, hub
     wrong = tmp_path / "model.safetensors"
     _timm_file(wrong, change="head.weight")
     with pytest.raises(zoo.WeightsError, match=r"does not fit timm/test_vit.r160_in1k \(wrong shape: head.weight"):
+        weight_files.add_files([wrong], arch=f"timm/{TIMM_MODEL}")
+    _timm_file(wrong, dtype=torch.int8)  # its model would run on garbage
+    with pytest.raises(zoo.WeightsError, match=r"\(integers for floating-point values, or the reverse: "):
         weight_files.add_files([wrong], arch=f"timm/{TIMM_MODEL}")
     pickled = tmp_path / "model.pth"
     torch.save({"a": torch.zeros(1)}, pickled)

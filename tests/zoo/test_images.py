@@ -1,0 +1,71 @@
+"""zoo's one image loader: a pixel budget checked from the header, huge images reduced as they are read."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from zoo import images
+from zoo.images import MAX_PIXELS, ImageSizeError, ThinImageError, _PixelBudget, load_rgb
+
+
+def _bomb(width: int, height: int, mode: str = "1") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")  # a few KB that decode to width × height pixels
+    return buffer.getvalue()
+
+
+def test_an_image_over_the_pixel_budget_is_refused_before_decoding(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_bomb(9_500, 9_500))
+    started = time.perf_counter()
+    with pytest.raises(ImageSizeError, match=f"9500×9500 pixels, over the limit of {MAX_PIXELS}"):
+        load_rgb(path)
+    assert time.perf_counter() - started < 1  # from the header: decoding it alone takes longer
+
+
+def test_a_strip_that_would_resize_to_too_many_pixels_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "strip.png"
+    Image.new("L", (1, 1_000_000)).save(path)
+    with pytest.raises(ThinImageError, match="too thin to resize its shorter side to 36"):
+        load_rgb(path, fit=36)
+    assert load_rgb(path).size == (1, 1_000_000)  # read as it is when it is not resized
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "I;16", "RGBA"])
+def test_a_huge_image_read_for_a_model_is_reduced_and_keeps_its_look(mode: str, monkeypatch) -> None:
+    monkeypatch.setattr(images, "WORK_PIXELS", 20_000)  # "huge" at a test's scale: 600 × 400 is 12 times it
+    image = Image.new("RGB", (600, 400), (200, 40, 40)).convert(mode) if mode != "1" else Image.new(
+        "1", (600, 400), 1)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    loaded = load_rgb(buffer.getvalue(), fit=64)
+    assert loaded.mode == "RGB" and loaded.size == (200, 134)  # a whole factor (3, rounding up), near WORK_PIXELS
+    whole = np.asarray(load_rgb(buffer.getvalue()), dtype=np.float64)
+    assert np.allclose(np.asarray(loaded).mean(axis=(0, 1)), whole.mean(axis=(0, 1)), atol=1)  # P is dithered
+    assert load_rgb(buffer.getvalue(), fit=300).size == (600, 400)  # its shorter side is needed whole
+
+
+def test_decodes_wait_for_pixels_when_the_budget_is_taken() -> None:
+    budget = _PixelBudget(100)
+    order: list[str] = []
+
+    def second() -> None:
+        with budget.taken(50):
+            order.append("second")
+
+    with budget.taken(80):
+        waiting = threading.Thread(target=second)
+        waiting.start()
+        time.sleep(0.2)
+        order.append("first done")
+    waiting.join(5)
+    assert order == ["first done", "second"]
+    with budget.taken(10**9):  # more than the whole budget: waits for all of it, never forever
+        pass
