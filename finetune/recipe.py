@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from finetune.config import RunConfig, merge
+from finetune.data.shards import ShardSplit, profile_of
 from finetune.data.split import Split, class_counts
 from zoo.factory import create_model
 from zoo.images import opened
@@ -73,6 +74,8 @@ def _looks(path: Any) -> tuple[int, bool, float]:
 
 def profile_data(split: Split) -> DataProfile:
     """Look at up to ``PROFILE_IMAGES`` training images, evenly spread over the split."""
+    if isinstance(split, ShardSplit):  # looked at when the shards were written
+        return profile_of(split)
     step = max(1, len(split.train) // PROFILE_IMAGES)
     looks = [_looks(sample.path) for sample in split.train[::step][:PROFILE_IMAGES]]
     sides, greys, extremes = zip(*looks, strict=True)

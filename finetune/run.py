@@ -34,6 +34,7 @@ from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, me
 from finetune.console import is_launched_worker, lightning_quieted, say
 from finetune.data.builtin import resolve_data
 from finetune.data.images import UnreadableImageError
+from finetune.data.shards import is_shards, load_shards
 from finetune.data.split import (
     Split,
     class_counts,
@@ -178,8 +179,12 @@ def _value(config: RunConfig, section: str, name: str) -> Any:
 
 def make_split(config: RunConfig) -> Split:
     """Scan and split ``config.data.path`` (nothing is written yet) and report what was found."""
-    split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction,
-                         test_fraction=config.data.test_fraction, seed=config.trainer.seed)
+    split: Split
+    if is_shards(config.data.path):  # split when written (zoo data optimize)
+        split = load_shards(config.data.path)
+    else:
+        split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction,
+                             test_fraction=config.data.test_fraction, seed=config.trainer.seed)
     counts = class_counts(split.train, split.classes)
     say(f"{len(split.classes)} classes, {len(split.train)} train / {len(split.val)} val / {len(split.test)} test "
          "images: " + ", ".join(f"{name} {count}" for name, count in counts.items()))
@@ -340,7 +345,7 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None, times:
     if restart and not worker:
         say(f"{resume} has no checkpoint yet (it stopped before its first epoch ended): starting it again from "
             "epoch 1 with its saved settings")
-    if resume is not None and has_split(resume):
+    if resume is not None and has_split(resume) and not is_shards(config.data.path):
         split = load_split(resume)
     elif split is None:
         with times.phase("scan"):

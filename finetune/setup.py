@@ -19,6 +19,7 @@ from finetune.config import ConfigError, RunConfig, merge
 from finetune.console import say
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.features import FeatureDataModule, uses_feature_cache
+from finetune.data.shards import ShardSplit
 from finetune.data.split import Split, class_counts
 from finetune.hardware import Choice, choose_loader, choose_memory_format, choose_precision, choose_threads
 from finetune.loggers import check_logger
@@ -112,6 +113,11 @@ def choose_settings(config: RunConfig, split: Split, unused: tuple[str, ...] = (
     pretrained = config.model.weights != "none"
     on_gpu = config.trainer.accelerator != "cpu" and torch.cuda.is_available()
     config, decisions = recipe.choose(config, spec, split, preprocessing_of(config, spec).crop, pretrained, on_gpu)
+    if isinstance(split, ShardSplit) and config.data.cache != "none":
+        if config.data.cache != "auto":
+            raise ConfigError(f"--cache {config.data.cache} decodes every image into one cache, which streaming from "
+                              "shards avoids: leave --cache out, or pass --cache none")
+        config = merge(config, {"data": {"cache": "none"}})  # no decoded-image or feature cache: images stream
     for decision in (decision for decision in decisions if decision.key not in unused):
         value = f"{decision.value:g}" if isinstance(decision.value, float) else decision.value
         say(f"{decision.key}: {value} ({decision.reason})")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from zoo_cli.finetune_command import add_config_flag, overrides_from_flags
+from zoo_cli.optimize_command import add_optimize_parser
 from zoo_cli.output import print_table, printable
 
 DEFAULT_ACTION = "summary"
@@ -29,6 +30,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                 "data.test_fraction", "trainer.seed"):
         add_config_flag(summary, key)
     summary.set_defaults(run=run_summary)
+    add_optimize_parser(actions)
 
 
 def with_default_action(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:

@@ -16,6 +16,7 @@ from torchvision.transforms import InterpolationMode
 from finetune.config import ConfigError, DataConfig
 from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
+from finetune.data.shards import ShardSplit, shard_dataset
 from finetune.data.split import Split
 from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
 from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader
@@ -65,6 +66,8 @@ class ImageDataModule(pl.LightningDataModule):
         self.cache = self._choose_cache()
 
     def _choose_cache(self) -> Choice:
+        if isinstance(self.split, ShardSplit):
+            return Choice("none", "streamed from the shards, each image decoded in a loader worker as it arrives")
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, self.preprocessing.resize)
         return choose_cache(self.config.cache, needed, available_memory())
@@ -93,6 +96,10 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _dataset(self, part: str) -> Dataset[tuple[Any, int]]:
         samples = getattr(self.split, part)
+        if isinstance(self.split, ShardSplit):
+            # prepare() seeded every process alike, and LitData needs one shuffle seed across them.
+            return shard_dataset(self.split, part, self.transforms[part], shuffle=part == "train",
+                                 seed=torch.initial_seed() % 2**31)
         if self.cache.value == "none":
             return ImageDataset(samples, self.transforms[part])
         labels = [sample.label for sample in samples]
@@ -132,6 +139,15 @@ class ImageDataModule(pl.LightningDataModule):
         dataset = self.datasets[part]
         size = len(cast(Sized, dataset))  # torch's Dataset type promises no __len__; every dataset here has one
         settings = LoaderSettings(0, False, False) if in_process else self.loader_settings(size)
+        if isinstance(self.split, ShardSplit) and part == "train":
+            from litdata import StreamingDataLoader
+
+            # LitData's loader: its state (samples yielded, epoch) goes into the checkpoint, so a resume continues
+            # mid-epoch where it stopped; shuffling and each process's share are the dataset's own.
+            return StreamingDataLoader(dataset, batch_size=batch_size or self.config.batch_size,
+                                       num_workers=settings.num_workers, pin_memory=settings.pin_memory,
+                                       persistent_workers=settings.persistent_workers,
+                                       collate_fn=self._collate(part))
         return DataLoader(
             dataset,
             batch_size=batch_size or self.config.batch_size,
@@ -153,7 +169,7 @@ class ImageDataModule(pl.LightningDataModule):
         # torchmetrics states are summed over the processes when computed, so uneven shares add up right).
         trainer = self.trainer
         distributed = trainer.distributed_sampler_kwargs if trainer is not None and trainer.world_size > 1 else None
-        if distributed is None:
+        if distributed is None or isinstance(self.split, ShardSplit):  # LitData shares the shards out itself
             return self._loader("val", shuffle=False)
         self.setup("validate")
         sampler = UnrepeatedDistributedSampler(self.datasets["val"], shuffle=False, **distributed)

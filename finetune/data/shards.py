@@ -1,0 +1,243 @@
+"""A split written as LitData chunks (``zoo data optimize``) and streamed back, locally or from a URL (s3://…).
+
+``SHARDS/<part>/`` holds each part's chunks (LitData's ``index.json`` and ``chunk-*.bin``), every sample
+the image file's own bytes and its label, in the order of the split; ``SHARDS/zoo_shards.json``, written
+last, names the classes, each sample's label and original file, and the training images' profile (what
+the recipe looks at), so a run plans itself without opening a chunk. Images are decoded in the loader's
+workers as they stream, each DDP process and node reading its own share.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from finetune.data.scan import DataError, Sample
+from finetune.data.split import PARTS, Split, split_folder
+from finetune.folders import check_out_folder
+from zoo._io import replacing_folder, write_text_atomic
+from zoo.cache import cache_root
+from zoo.errors import first_line
+from zoo.images import load_rgb
+
+if TYPE_CHECKING:
+    from finetune.recipe import DataProfile
+
+MANIFEST = "zoo_shards.json"
+LITDATA_INDEX = "index.json"
+FORMAT_VERSION = 1
+CHUNK_BYTES = "64MB"  # LitData's advice: chunks of tens of MB stream well from object storage
+
+
+@dataclass(frozen=True)
+class ShardSplit(Split):
+    """A split read from shards at ``location`` (a folder or a URL); its samples name the original files."""
+
+    location: str = ""
+    profile: dict[str, Any] | None = None  # recipe.DataProfile's fields, measured when the shards were written
+
+    def part(self, name: str) -> str:
+        """Where the chunks of the part ``name`` live."""
+        return f"{self.location.rstrip('/')}/{name}"
+
+
+def is_url(data: str) -> bool:
+    """Whether ``data`` names remote storage (``s3://``, ``gs://``, …) rather than a local path."""
+    return "://" in data and not data.startswith("file://")
+
+
+def is_shards(data: str) -> bool:
+    """Whether ``--data`` means shards: a URL, or a local folder holding zoo's manifest or LitData's index."""
+    if is_url(data):
+        return True
+    path = Path(data)
+    return (path / MANIFEST).is_file() or (path / LITDATA_INDEX).is_file()
+
+
+def _read_image(item: tuple[str, int, int]) -> dict[str, Any]:
+    # Module-level: LitData's worker processes receive it by pickling.
+    path, label, index = item
+    return {"index": index, "label": label, "image": Path(path).read_bytes()}
+
+
+def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+                    workers: int | None = None, split: Split | None = None) -> ShardSplit:
+    """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks.
+
+    ``out`` is written beside and swapped in whole, so a failed run leaves no half shard folder.
+    """
+    from litdata import optimize
+
+    from finetune.recipe import profile_data
+
+    out = Path(out)
+    check_out_folder(out)
+    if out.is_dir() and any(out.iterdir()):
+        raise DataError(f"--out {out} already holds files: choose a new folder for the shards")
+    split = split or split_folder(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    profile = asdict(profile_data(split))
+    workers = workers or max(1, min(os.cpu_count() or 1, 8))
+    with replacing_folder(out) as staging:
+        for part in PARTS:
+            samples = getattr(split, part)
+            if not samples:
+                continue
+            items = [(str(sample.path), sample.label, index) for index, sample in enumerate(samples)]
+            # keep_data_ordered: the chunks hold the samples in the split's order, which predictions.csv follows.
+            optimize(fn=_read_image, inputs=items, output_dir=str(staging / part), chunk_bytes=CHUNK_BYTES,
+                     num_workers=min(workers, len(items)), keep_data_ordered=True, verbose=False,
+                     start_method="fork")
+        manifest = {
+            "format": FORMAT_VERSION,
+            "source": str(Path(root).absolute()),
+            "classes": split.classes,
+            "profile": profile,
+            "parts": {part: {"labels": [sample.label for sample in getattr(split, part)],
+                             "files": [str(sample.path.absolute()) for sample in getattr(split, part)]}
+                      for part in PARTS},
+            "skipped": len(split.skipped),
+        }
+        write_text_atomic(staging / MANIFEST, json.dumps(manifest) + "\n")
+    return _from_manifest(manifest, str(out))
+
+
+def load_shards(location: str) -> ShardSplit:
+    """The split of the shards at ``location``, checked before any work: zoo's manifest, LitData's index of
+    every part, and (locally) each chunk file's size as the index records it."""
+    manifest = _read_manifest(location)
+    split = _from_manifest(manifest, location)
+    if not is_url(location):
+        for part in PARTS:
+            if getattr(split, part):
+                check_chunks(Path(split.part(part)))
+    return split
+
+
+def _read_manifest(location: str) -> dict[str, Any]:
+    if is_url(location):
+        text = _download_text(f"{location.rstrip('/')}/{MANIFEST}")
+    else:
+        folder = Path(location)
+        if not (folder / MANIFEST).is_file():
+            what = ("LitData chunks without zoo's manifest" if (folder / LITDATA_INDEX).is_file()
+                    else "no shard folder")
+            raise DataError(f"{folder} holds {what} ({MANIFEST} missing): write it with zoo data optimize IMAGES "
+                            f"--out {folder}")
+        try:
+            text = (folder / MANIFEST).read_text(encoding="utf-8")
+        except OSError as error:
+            raise DataError(f"cannot read {folder / MANIFEST}: {error.strerror or error}; make it readable") from error
+    try:
+        manifest = json.loads(text)
+        if manifest.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {manifest.get('format')}, not {FORMAT_VERSION}")
+    except (ValueError, AttributeError) as error:
+        raise DataError(f"{location}/{MANIFEST} is not a manifest of zoo data optimize ({first_line(error)}); "
+                        "write the shards again with zoo data optimize") from error
+    return manifest
+
+
+def _download_text(url: str) -> str:
+    """A small file of remote storage, read with LitData's own client (its credentials: AWS_PROFILE, …)."""
+    from litdata.streaming.fs_provider import _get_fs_provider
+
+    with tempfile.TemporaryDirectory() as folder:
+        local = os.path.join(folder, "file")
+        try:
+            _get_fs_provider(url).download_file(url, local)
+            return Path(local).read_text(encoding="utf-8")
+        # Each storage client (boto3, google-cloud-storage) raises its own errors for a missing bucket or key,
+        # no credentials, no network, or the client not installed.
+        except Exception as error:  # noqa: BLE001
+            raise DataError(f"cannot read {url} ({first_line(error)}): check the URL, that the shards were "
+                            "uploaded there, your storage credentials and the network") from None
+
+
+def _from_manifest(manifest: dict[str, Any], location: str) -> ShardSplit:
+    classes = list(manifest["classes"])
+    parts = {part: [Sample(Path(file), int(label)) for file, label in
+                    zip(manifest["parts"][part]["files"], manifest["parts"][part]["labels"], strict=True)]
+             for part in PARTS}
+    return ShardSplit(classes, parts["train"], parts["val"], parts["test"], [], location=location,
+                      profile=manifest["profile"])
+
+
+def check_chunks(folder: Path) -> None:
+    """Refuse a local part whose LitData index is missing or unreadable, or whose chunks are missing or of
+    another size than the index records (a copy cut short, a damaged file)."""
+    try:
+        index = json.loads((folder / LITDATA_INDEX).read_text(encoding="utf-8"))
+        chunks = [(chunk["filename"], int(chunk["chunk_bytes"])) for chunk in index["chunks"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise DataError(f"{folder} is not a part written by LitData ({LITDATA_INDEX}: {first_line(error)}); write "
+                        "the shards again with zoo data optimize") from error
+    for name, size in chunks:
+        path = folder / name
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            found = "is missing" if actual is None else f"has {actual:,} bytes, not the {size:,} its index records"
+            raise DataError(f"chunk {path} {found}: the shards are damaged; copy them again or write them again "
+                            "with zoo data optimize")
+
+
+def profile_of(split: ShardSplit) -> DataProfile:
+    """The training images' profile recorded when the shards were written."""
+    from finetune.recipe import DataProfile
+
+    return DataProfile(**(split.profile or {}))
+
+
+def shard_cache_dir() -> str:
+    """Where chunks streamed from a URL are kept while they are read (LitData evicts them past its budget)."""
+    return str(cache_root() / "shards")
+
+
+class DecodeSample:
+    """Turn a streamed ``{"image": bytes, "label": int}`` into ``(transform(image), label)``."""
+
+    def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str) -> None:
+        self.transform = transform
+        self.location = location
+
+    def __call__(self, item: dict[str, Any]) -> tuple[Any, int]:
+        import io
+
+        try:
+            # PIL opens a file object as it opens a path.
+            image = load_rgb(io.BytesIO(bytes(item["image"])))  # type: ignore[arg-type]
+        except Exception as error:  # noqa: BLE001 - image plugins raise many kinds of error on damaged bytes
+            raise DataError(f"sample {item.get('index')} of {self.location} is not a readable image "
+                            f"({first_line(error)}): the shards are damaged; write them again with zoo data "
+                            "optimize") from None
+        return (image if self.transform is None else self.transform(image)), int(item["label"])
+
+
+def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image], Any] | None, *, shuffle: bool,
+                  seed: int, alone: bool = False) -> Any:
+    """A LitData ``StreamingDataset`` of ``part``, decoding each image in the worker that reads it.
+
+    Made inside each process (in ``setup``), it reads that process's share of a distributed run; ``alone``
+    reads every sample in this process, in order (the held-out measurement on rank 0).
+    """
+    from litdata import StreamingDataset
+    from litdata.utilities.env import _DistributedEnv
+
+    location = split.part(part)
+    try:
+        dataset = StreamingDataset(location, cache_dir=shard_cache_dir() if is_url(location) else None,
+                                   shuffle=shuffle, seed=seed, transform=DecodeSample(transform, location))
+    except Exception as error:  # noqa: BLE001 - LitData and the storage clients raise many kinds of error
+        raise DataError(f"cannot open the shards {location} ({first_line(error)}): check the path or URL, your "
+                        "storage credentials and the network") from None
+    if alone:
+        # LitData shares the samples among the processes it detects; this reader takes all of them.
+        dataset.distributed_env = _DistributedEnv(1, 0, 1)
+    return dataset
+
