@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import UnidentifiedImageError
 
+from finetune.data.scan_cache import cached_checks
 from finetune.progress import tracked
 from zoo.errors import ZooError, first_line
 from zoo.images import MAX_PIXELS, ImageSizeError, opened
@@ -88,10 +89,17 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
         files, unreadable = _image_files(root / name)
         candidates += [Sample(path, label_of[name]) for path in files]
         skipped += unreadable
-    # Decoding is I/O and C code that releases the GIL, so threads scale with the disk.
-    with ThreadPoolExecutor() as pool:
-        checks = pool.map(check_image, [sample.path for sample in candidates])
-        reasons = list(tracked(checks, len(candidates), "scan", f"checking the images of {root.name}", None))
+
+    def check_all(paths: Sequence[Path]) -> list[str | None]:
+        if not paths:
+            return []
+        # Decoding is I/O and C code that releases the GIL, so threads scale with the disk.
+        with ThreadPoolExecutor() as pool:
+            return list(tracked(pool.map(check_image, paths), len(paths), "scan",
+                                f"checking the images of {root.name}", None))
+
+    # Files unchanged since an earlier scan keep its verdict instead of being decoded again.
+    reasons = cached_checks(root, [sample.path for sample in candidates], check_all)
     samples = [sample for sample, reason in zip(candidates, reasons, strict=True) if reason is None]
     skipped += [SkippedFile(sample.path, reason) for sample, reason in zip(candidates, reasons, strict=True)
                 if reason is not None]

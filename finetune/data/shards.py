@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+from torch.utils.data import Dataset
 
 from finetune.data.scan import DataError, Sample
 from finetune.data.split import PARTS, Split, split_folder
@@ -224,20 +225,32 @@ def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image
     """A LitData ``StreamingDataset`` of ``part``, decoding each image in the worker that reads it.
 
     Made inside each process (in ``setup``), it reads that process's share of a distributed run; ``alone``
-    reads every sample in this process, in order (the held-out measurement on rank 0).
+    gives every sample by its index, in order, whatever the processes (the held-out measurement on rank 0).
     """
     from litdata import StreamingDataset
-    from litdata.utilities.env import _DistributedEnv
 
     location = split.part(part)
     try:
+        # Training drops the last few samples so every process takes as many steps (DDP waits on each step's
+        # gradients); evaluation keeps every sample, each process validating an uneven share.
         dataset = StreamingDataset(location, cache_dir=shard_cache_dir() if is_url(location) else None,
-                                   shuffle=shuffle, seed=seed, transform=DecodeSample(transform, location))
+                                   shuffle=shuffle, drop_last=shuffle, seed=seed,
+                                   transform=DecodeSample(transform, location))
     except Exception as error:  # noqa: BLE001 - LitData and the storage clients raise many kinds of error
         raise DataError(f"cannot open the shards {location} ({first_line(error)}): check the path or URL, your "
                         "storage credentials and the network") from None
-    if alone:
-        # LitData shares the samples among the processes it detects; this reader takes all of them.
-        dataset.distributed_env = _DistributedEnv(1, 0, 1)
-    return dataset
+    return EverySample(dataset, len(getattr(split, part))) if alone else dataset
 
+
+class EverySample(Dataset[tuple[Any, int]]):
+    """A streaming dataset read by index: every sample in order in this process, not its share of them."""
+
+    def __init__(self, streaming: Any, count: int) -> None:
+        self.streaming = streaming
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        return self.streaming[index]

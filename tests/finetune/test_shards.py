@@ -1,0 +1,185 @@
+"""LitData shards: zoo data optimize, training that streams them (one and two processes, resumed mid-epoch),
+and the bad inputs refused in one line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from PIL import Image
+
+from finetune.data.shards import MANIFEST, load_shards, shard_dataset
+from tests.helpers import run_summary, run_table
+from zoo_cli.main import main
+
+QUICK = ["--arch", "small_cnn", "--accelerator", "cpu", "--batch-size", "4", "--augment", "none", "--seed", "0",
+         "--precision", "32", "--weights", "none"]
+
+
+@pytest.fixture
+def shards(image_folder: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "shards"
+    assert main(["data", "optimize", str(image_folder), "--out", str(out), "--workers", "1"]) == 0
+    return out
+
+
+def test_optimize_keeps_the_split_and_every_image(shards: Path, image_folder: Path) -> None:
+    from finetune.data.split import split_folder
+
+    split, folder = load_shards(str(shards)), split_folder(image_folder)
+    assert split.classes == folder.classes
+    for part in ("train", "val", "test"):
+        assert getattr(split, part) == getattr(folder, part)
+        dataset = shard_dataset(split, part, None, shuffle=False, seed=0, alone=True)
+        streamed = [dataset[index] for index in range(len(dataset))]
+        # The streamed images are the files' own pixels, with their labels, in the split's order.
+        for (image, label), sample in zip(streamed, getattr(folder, part), strict=True):
+            assert label == sample.label
+            assert np.array_equal(np.asarray(image), np.asarray(Image.open(sample.path).convert("RGB")))
+
+
+def _indices(items: list[dict]) -> list[int]:
+    return [int(item["index"]) for item in items]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_process_reads_its_own_share_once_per_epoch(shards: Path, workers: int) -> None:
+    from litdata import StreamingDataLoader
+    from litdata.utilities.env import _DistributedEnv
+
+    split = load_shards(str(shards))
+    for part, shuffle in (("train", True), ("val", False)):
+        seen: list[list[int]] = []
+        for rank in (0, 1):  # the two processes of a DDP run, as LitData sees them
+            dataset = shard_dataset(split, part, None, shuffle=shuffle, seed=0)
+            dataset.distributed_env = _DistributedEnv(2, rank, 1)
+            del dataset.transform  # LitData then yields the raw items, which carry their index in the split
+            loader = StreamingDataLoader(dataset, batch_size=2, num_workers=workers, collate_fn=_indices)
+            seen.append([index for batch in loader for index in batch])
+        everything = seen[0] + seen[1]
+        assert len(everything) == len(set(everything)), "a sample was read twice in one epoch"
+        if part == "train":  # both take the same number of steps: at most one sample per process left out
+            assert len(seen[0]) == len(seen[1]) and len(everything) >= len(split.train) - 2
+        else:  # validation counts every image
+            assert sorted(everything) == list(range(len(split.val)))
+
+
+class _Images(pl.Callback):
+    """Counts the training images of each step; with ``stop_at``, interrupts the run there as Ctrl-C would."""
+
+    def __init__(self, stop_at: int | None = None) -> None:
+        self.stop_at = stop_at
+        self.count = 0
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object,
+                           batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.count += len(batch[1])
+        if trainer.global_step == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, tmp_path: Path) -> None:
+    from finetune.config import RunConfig, merge
+    from finetune.run import resume_config, train
+
+    config = merge(RunConfig(), {
+        "data": {"path": str(shards), "batch_size": 4, "augment": "none", "num_workers": 0},
+        "model": {"arch": "small_cnn", "weights": "none"},
+        "trainer": {"epochs": 1, "seed": 0, "accelerator": "cpu", "precision": "32"},
+    })
+    whole = _Images()
+    train(merge(config, {"out": str(tmp_path / "whole")}), watchers=[whole])
+    before, after = _Images(stop_at=2), _Images()
+    with pytest.raises(SystemExit):  # interrupted (Ctrl-C) in the middle of the epoch; last.ckpt saved there
+        train(merge(config, {"out": str(tmp_path / "run")}), watchers=[before])
+    out = tmp_path / "run"
+    train(resume_config(out, {}), resume=out, watchers=[after])
+    # Continued where it stopped: the epoch's images once in all, not the epoch read again from its start.
+    assert (before.count, before.count + after.count) == (8, whole.count)
+    summary = run_summary(out)
+    assert summary["steps"] == run_summary(tmp_path / "whole")["steps"] and summary["num_train"] == 18
+    assert len(run_table(out, "test_predictions.csv")) == summary["num_test"] == 3
+
+
+@pytest.mark.slow
+def test_two_processes_on_shards_measure_as_one(shards: Path, tmp_path: Path) -> None:
+    from finetune.evaluate import model_logits
+    from finetune.heldout import error_rates
+    from finetune.sources import load_checkpoint
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--data", str(shards), *QUICK, "--devices", "2",
+               "--strategy", "ddp", "--epochs", "1", "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Validation shared by the two processes gives the figures of one process measuring the same checkpoint.
+    val = load_shards(str(shards)).val
+    logits, labels = model_logits(load_checkpoint(out / "best.ckpt"), val, batch_size=8)
+    by_hand = error_rates(logits, labels)
+    [row] = run_table(out, "metrics.csv")
+    assert float(row["val/top1_error"]) == pytest.approx(by_hand["top1_error"], abs=1e-3)
+    assert float(row["val/loss"]) == pytest.approx(by_hand["loss"], abs=1e-4)
+    summary = run_summary(out)
+    assert summary["num_val"] == len(val) and summary["steps"] == 2  # 18 images, 2 processes, batches of 4
+
+
+def test_a_folder_that_is_not_zoo_shards_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "index.json").write_text(json.dumps({"chunks": [], "config": {}}))
+    assert main(["finetune", "--data", str(foreign), *QUICK, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "LitData chunks without zoo's manifest" in error and "zoo data optimize" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_a_damaged_chunk_is_refused_before_any_work(shards: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    chunk = next((shards / "train").glob("chunk-*.bin"))
+    chunk.write_bytes(chunk.read_bytes()[:-100])  # a copy cut short
+    assert main(["finetune", "--data", str(shards), *QUICK, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"chunk {chunk}" in error and "damaged" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_damaged_image_bytes_in_a_chunk_name_the_sample(shards: Path) -> None:
+    from finetune.data.scan import DataError
+
+    chunk = next((shards / "val").glob("chunk-*.bin"))
+    content = bytearray(chunk.read_bytes())
+    start = content.index(b"\xff\xd8\xff")  # the first JPEG's header, overwritten in place (same size)
+    content[start:start + 64] = bytes(64)
+    chunk.write_bytes(bytes(content))
+    dataset = shard_dataset(load_shards(str(shards)), "val", None, shuffle=False, seed=0, alone=True)
+    with pytest.raises(DataError, match="sample 0 of .*val is not a readable image .*damaged"):
+        dataset[0]
+
+
+def test_an_unreachable_url_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = "s3://zoo-no-such-bucket-for-tests/shards"
+    assert main(["finetune", "--data", url, *QUICK, "--out", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"cannot read {url}/{MANIFEST}" in error and "check the URL" in error and "credentials" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
+def test_optimize_refuses_a_folder_that_holds_files(image_folder: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert main(["data", "optimize", str(image_folder), "--out", str(out)]) == 2
+    assert "already holds files" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+
+
+def test_cache_on_shards_is_refused_and_auto_streams(shards: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["finetune", "--data", str(shards), *QUICK, "--cache", "memory", "--out", str(tmp_path / "r")]) == 2
+    assert "streaming from shards avoids" in capsys.readouterr().err
