@@ -7,6 +7,7 @@ import functools
 import math
 import os
 import platform
+import shutil
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from zoo.cache import cache_root, read_figures, write_figures
 PROBES = "precision_probes.json"  # bf16 timings in $ZOO_CACHE, once per CPU model, network, size and torch version
 BF16_PROBE_MIN_SPEEDUP = 1.2  # below this, bf16's rounding is not worth its gain
 MEMORY_CACHE_SHARE = 0.25  # the decoded images may take this share of the memory available now
+DISK_CACHE_SHARE = 0.5  # and this share of the free disk, leaving room for checkpoints and other programs
 SMALL_DATASET = 512  # fewer images than this: worker start-up costs more than it saves
 # torch's own thread count (OMP_NUM_THREADS, else the physical cores), read before zoo changes it: a ceiling.
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
@@ -291,16 +293,34 @@ def choose_loader(requested_workers: int | None, num_images: int, gpu: bool) -> 
     return LoaderSettings(workers, pin_memory=gpu, persistent_workers=workers > 0)
 
 
-def choose_cache(requested: str, needed_bytes: int, free_memory: int) -> Choice:
-    """Resolve ``auto`` for the decode-once image cache: in memory when it fits the budget, else none.
+def choose_cache(requested: str, needed_bytes: int, free_memory: int, free_disk: int | None = None) -> Choice:
+    """Resolve the decode-once image cache within its budget: ``MEMORY_CACHE_SHARE`` of the memory available,
+    ``DISK_CACHE_SHARE`` of the free disk (``free_disk``; None: unknown). Past it, images stream (``none``):
+    decoded every epoch in the loader workers, so memory stays bounded whatever the data's size.
 
     ``auto`` never writes to disk on its own: a data set too large for memory can be too large for the
     disk too; ``disk`` is there to ask for.
     """
-    if requested != "auto":
-        return Choice(requested, "as requested")
     size = f"{needed_bytes / 2**20:,.0f} MiB of decoded images"
-    budget = f"{MEMORY_CACHE_SHARE:.0%} of {free_memory / 2**30:.1f} GiB available"
-    if needed_bytes <= MEMORY_CACHE_SHARE * free_memory:
-        return Choice("memory", f"{size} fit in memory ({budget})")
-    return Choice("none", f"{size} exceed the memory budget ({budget}): images decoded every epoch")
+    memory = f"{MEMORY_CACHE_SHARE:.0%} of {free_memory / 2**30:.1f} GiB available"
+    streamed = "images decoded every epoch in the loader workers"
+    if requested in ("auto", "memory") and needed_bytes <= MEMORY_CACHE_SHARE * free_memory:
+        return Choice("memory", f"{size} fit in memory ({memory})")
+    if requested == "auto":
+        return Choice("none", f"{size} exceed the memory budget ({memory}): {streamed}")
+    if requested == "memory":
+        return Choice("none", f"--cache memory, but {size} exceed its budget ({memory}): {streamed} instead")
+    if requested == "disk" and free_disk is not None and needed_bytes > DISK_CACHE_SHARE * free_disk:
+        return Choice("none", f"--cache disk, but {size} exceed its budget ({DISK_CACHE_SHARE:.0%} of "
+                              f"{free_disk / 2**30:.1f} GiB free in the cache folder; ZOO_CACHE moves it): {streamed} "
+                              "instead")
+    return Choice(requested, "as requested")
+
+
+def free_disk(folder: Path) -> int | None:
+    """Bytes free on the filesystem that holds (or will hold) ``folder``; None when unknown."""
+    existing = next((path for path in (folder, *folder.absolute().parents) if path.exists()), None)
+    try:
+        return shutil.disk_usage(existing).free if existing is not None else None
+    except OSError:
+        return None

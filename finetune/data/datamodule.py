@@ -19,8 +19,9 @@ from finetune.data.images import ImageDataset
 from finetune.data.shards import ShardSplit, shard_dataset
 from finetune.data.split import Split
 from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
-from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader
+from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader, free_disk
 from finetune.progress import PhaseTimes
+from zoo.cache import cache_root
 from zoo.spec import ArchSpec, Preprocessing
 
 PARTS_OF_STAGE = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -70,7 +71,7 @@ class ImageDataModule(pl.LightningDataModule):
             return Choice("none", "streamed from the shards, each image decoded in a loader worker as it arrives")
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, self.preprocessing.resize)
-        return choose_cache(self.config.cache, needed, available_memory())
+        return choose_cache(self.config.cache, needed, available_memory(), free_disk(cache_root()))
 
     def prepare_data(self) -> None:
         # Runs once per machine before the other processes of a distributed run read the file.

@@ -42,6 +42,15 @@ def test_auto_cache_takes_memory_within_its_budget_and_never_disk() -> None:
     assert choose_cache("disk", 100 * GIB, 1 * GIB).value == "disk"
 
 
+def test_the_cache_never_exceeds_its_budget_and_streams_past_it() -> None:
+    assert choose_cache("memory", 1 * GIB, 8 * GIB).value == "memory"
+    over = choose_cache("memory", 3 * GIB, 8 * GIB)
+    assert over.value == "none" and "exceed its budget" in over.reason and "loader workers" in over.reason
+    assert choose_cache("disk", 10 * GIB, 1 * GIB, free_disk=100 * GIB).value == "disk"
+    full = choose_cache("disk", 100 * GIB, 1 * GIB, free_disk=100 * GIB)
+    assert full.value == "none" and "100.0 GiB free" in full.reason and "ZOO_CACHE" in full.reason
+
+
 def test_loader_settings_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "usable_cores", lambda: 16)
     gpu = choose_loader(None, 10_000, gpu=True)
