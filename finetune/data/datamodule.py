@@ -98,9 +98,12 @@ class ImageDataModule(pl.LightningDataModule):
     def _dataset(self, part: str) -> Dataset[tuple[Any, int]]:
         samples = getattr(self.split, part)
         if isinstance(self.split, ShardSplit):
+            # Training streams each process's share (LitData's, resumable); validation and test read samples by
+            # index, shared out by the sampler as a folder's are (LitData shares by whole batches: a process
+            # could get no validation image at all).
             # prepare() seeded every process alike, and LitData needs one shuffle seed across them.
             return shard_dataset(self.split, part, self.transforms[part], shuffle=part == "train",
-                                 seed=torch.initial_seed() % 2**31)
+                                 seed=torch.initial_seed() % 2**31, alone=part != "train")
         if self.cache.value == "none":
             return ImageDataset(samples, self.transforms[part])
         labels = [sample.label for sample in samples]
@@ -170,13 +173,11 @@ class ImageDataModule(pl.LightningDataModule):
         # torchmetrics states are summed over the processes when computed, so uneven shares add up right).
         trainer = self.trainer
         distributed = trainer.distributed_sampler_kwargs if trainer is not None and trainer.world_size > 1 else None
-        if distributed is None or isinstance(self.split, ShardSplit):  # LitData shares the shards out itself
+        if distributed is None:
             return self._loader("val", shuffle=False)
         self.setup("validate")
         sampler = UnrepeatedDistributedSampler(self.datasets["val"], shuffle=False, **distributed)
         return self._loader("val", shuffle=False, sampler=sampler)
 
     def test_dataloader(self) -> DataLoader:
-        if isinstance(self.split, ShardSplit):  # measured once, on rank 0 (heldout.py): every image, in order
-            return self.loader("test")
         return self._loader("test", shuffle=False)

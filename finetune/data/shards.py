@@ -225,14 +225,14 @@ def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image
     """A LitData ``StreamingDataset`` of ``part``, decoding each image in the worker that reads it.
 
     Made inside each process (in ``setup``), it reads that process's share of a distributed run; ``alone``
-    gives every sample by its index, in order, whatever the processes (the held-out measurement on rank 0).
+    gives every sample by its index, in order, whatever the processes (for a sampler to share out).
     """
     from litdata import StreamingDataset
 
     location = split.part(part)
     try:
         # Training drops the last few samples so every process takes as many steps (DDP waits on each step's
-        # gradients); evaluation keeps every sample, each process validating an uneven share.
+        # gradients).
         dataset = StreamingDataset(location, cache_dir=shard_cache_dir() if is_url(location) else None,
                                    shuffle=shuffle, drop_last=shuffle, seed=seed,
                                    transform=DecodeSample(transform, location))

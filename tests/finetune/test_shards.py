@@ -4,6 +4,7 @@ and the bad inputs refused in one line."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,20 +55,19 @@ def test_each_process_reads_its_own_share_once_per_epoch(shards: Path, workers: 
     from litdata.utilities.env import _DistributedEnv
 
     split = load_shards(str(shards))
-    for part, shuffle in (("train", True), ("val", False)):
-        seen: list[list[int]] = []
-        for rank in (0, 1):  # the two processes of a DDP run, as LitData sees them
-            dataset = shard_dataset(split, part, None, shuffle=shuffle, seed=0)
-            dataset.distributed_env = _DistributedEnv(2, rank, 1)
-            del dataset.transform  # LitData then yields the raw items, which carry their index in the split
-            loader = StreamingDataLoader(dataset, batch_size=2, num_workers=workers, collate_fn=_indices)
-            seen.append([index for batch in loader for index in batch])
-        everything = seen[0] + seen[1]
-        assert len(everything) == len(set(everything)), "a sample was read twice in one epoch"
-        if part == "train":  # both take the same number of steps: at most one sample per process left out
-            assert len(seen[0]) == len(seen[1]) and len(everything) >= len(split.train) - 2
-        else:  # validation counts every image
-            assert sorted(everything) == list(range(len(split.val)))
+    seen: list[list[int]] = []
+    for rank in (0, 1):  # the two processes of a DDP run, as LitData sees them
+        dataset = shard_dataset(split, "train", None, shuffle=True, seed=0)
+        dataset.distributed_env = _DistributedEnv(2, rank, 1)
+        del dataset.transform  # LitData then yields the raw items, which carry their index in the split
+        loader = StreamingDataLoader(dataset, batch_size=2, num_workers=workers, collate_fn=_indices)
+        seen.append([index for batch in loader for index in batch])
+    everything = seen[0] + seen[1]
+    assert len(everything) == len(set(everything)), "a sample was read twice in one epoch"
+    # Both take the same number of whole batches (DDP waits on each step's gradients): of the 18 images, fewer than
+    # a batch per process is left out of the epoch (LitData's drop_last), none read twice.
+    assert len(seen[0]) == len(seen[1]) and len(seen[0]) % 2 == 0
+    assert len(split.train) - 2 * 2 < len(everything) <= len(split.train)
 
 
 class _Images(pl.Callback):
@@ -108,25 +108,40 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_two_processes_on_shards_measure_as_one(shards: Path, tmp_path: Path) -> None:
+def test_two_nodes_and_two_processes_on_shards_measure_as_one_process(shards: Path, tmp_path: Path) -> None:
+    import socket
+
     from finetune.evaluate import model_logits
     from finetune.heldout import error_rates
     from finetune.sources import load_checkpoint
 
-    out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--data", str(shards), *QUICK, "--devices", "2",
-               "--strategy", "ddp", "--epochs", "1", "--out", str(out)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
+    with socket.socket() as probe:  # a free port for the nodes to meet on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "zoo_cli.main", "finetune", "--data", str(shards), *QUICK, "--strategy", "ddp",
+               "--epochs", "1"]
+    # As on a cluster: the same command on every node, told its rank and where node 0 listens.
+    nodes = [subprocess.Popen([*command, "--num-nodes", "2", "--devices", "1", "--out", str(tmp_path / "nodes")],
+                              env={**os.environ, "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    ended = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-1500:] for _, err in ended]
+    one = subprocess.run([*command, "--devices", "2", "--out", str(tmp_path / "one")], capture_output=True, text=True,
+                         timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    [row] = run_table(tmp_path / "nodes", "metrics.csv")
+    assert [row] == run_table(tmp_path / "one", "metrics.csv")
     # Validation shared by the two processes gives the figures of one process measuring the same checkpoint.
     val = load_shards(str(shards)).val
-    logits, labels = model_logits(load_checkpoint(out / "best.ckpt"), val, batch_size=8)
+    logits, labels = model_logits(load_checkpoint(tmp_path / "nodes" / "best.ckpt"), val, batch_size=8)
     by_hand = error_rates(logits, labels)
-    [row] = run_table(out, "metrics.csv")
     assert float(row["val/top1_error"]) == pytest.approx(by_hand["top1_error"], abs=1e-3)
     assert float(row["val/loss"]) == pytest.approx(by_hand["loss"], abs=1e-4)
-    summary = run_summary(out)
-    assert summary["num_val"] == len(val) and summary["steps"] == 2  # 18 images, 2 processes, batches of 4
+    summary = run_summary(tmp_path / "nodes")
+    # 18 images, 2 processes, batches of 4: 2 steps of 8 images, every test image measured once on rank 0.
+    assert summary["num_val"] == len(val) and summary["steps"] == 2
+    assert len(run_table(tmp_path / "nodes", "test_predictions.csv")) == summary["num_test"] == 3
 
 
 def test_a_folder_that_is_not_zoo_shards_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
