@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 
 from finetune.data import scan
 
@@ -48,3 +49,36 @@ def test_an_unwritable_cache_only_costs_checking_again(image_folder: Path, decod
     monkeypatch.setenv("ZOO_CACHE", str(blocked))
     assert len(scan.scan_folder(image_folder).samples) == 24
     assert len(scan.scan_folder(image_folder).samples) == 24 and len(decoded) == 48
+
+
+class _Damages(pl.Callback):
+    """Cuts ``path`` short after the first training step: the folder changes during the run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: object) -> None:
+        if trainer.global_step == 1:
+            self.path.write_bytes(self.path.read_bytes()[:100])
+
+
+def test_a_folder_changed_during_a_run_names_the_file_and_the_next_scan_skips_it(image_folder: Path,
+                                                                                 tmp_path: Path) -> None:
+    from finetune.config import RunConfig, merge
+    from finetune.data.images import UnreadableImageError
+    from finetune.run import train
+
+    damaged = image_folder / "coffee" / "2.jpg"
+    config = merge(RunConfig(), {
+        "data": {"path": str(image_folder), "batch_size": 4, "augment": "none", "num_workers": 0, "cache": "none"},
+        "model": {"arch": "small_cnn", "weights": "none"},
+        "trainer": {"epochs": 2, "seed": 0, "accelerator": "cpu", "precision": "32"},
+        "out": str(tmp_path / "run"),
+    })
+    with pytest.raises(UnreadableImageError) as raised:
+        train(config, watchers=[_Damages(damaged)])
+    message = str(raised.value)
+    assert f"cannot read {damaged}" in message and "the file changed since" in message
+    assert "zoo finetune --resume" in message and len(message.splitlines()) == 1
+    # Its size changed, so the next scan checks it again rather than trusting the verdict it had.
+    assert [file.path for file in scan.scan_folder(image_folder).skipped] == [damaged]
