@@ -75,7 +75,8 @@ def _at_least(section: str, name: str, value: float | None, minimum: float) -> N
 class DataConfig:
     """Where the images are and how they are fed."""
 
-    path: str = option("digits", "image folder (one sub-folder per class) or a built-in dataset: digits", flag="--data")
+    path: str = option("digits", "image folder (one sub-folder per class), a built-in dataset: digits, or shards "
+                                 "of zoo data optimize (a folder or a URL: s3://…)", flag="--data")
     image_size: int | None = option(None, "input size in px (default: the architecture's)")
     val_fraction: float = option(0.15, "share of images held out to choose the checkpoint (and fit the softmax "
                                        "temperature) when there is no val/ folder (0.15)")

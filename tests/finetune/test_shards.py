@@ -108,7 +108,7 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_two_nodes_and_two_processes_on_shards_measure_as_one_process(shards: Path, tmp_path: Path) -> None:
+def test_two_nodes_on_shards_measure_as_one_process(shards: Path, tmp_path: Path) -> None:
     import socket
 
     from finetune.evaluate import model_logits
@@ -127,12 +127,9 @@ def test_two_nodes_and_two_processes_on_shards_measure_as_one_process(shards: Pa
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
     ended = [node.communicate(timeout=600) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], [err[-1500:] for _, err in ended]
-    one = subprocess.run([*command, "--devices", "2", "--out", str(tmp_path / "one")], capture_output=True, text=True,
-                         timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
     [row] = run_table(tmp_path / "nodes", "metrics.csv")
-    assert [row] == run_table(tmp_path / "one", "metrics.csv")
-    # Validation shared by the two processes gives the figures of one process measuring the same checkpoint.
+    # Validation shared by the two processes (one per node) gives the figures of one process measuring the same
+    # checkpoint (two processes on one node take the same path: tests/finetune/test_run.py checks they end alike).
     val = load_shards(str(shards)).val
     logits, labels = model_logits(load_checkpoint(tmp_path / "nodes" / "best.ckpt"), val, batch_size=8)
     by_hand = error_rates(logits, labels)
