@@ -28,6 +28,7 @@ from finetune.data.cache_store import cache_key, cache_path
 from finetune.data.features import backbone_digest, extract_features
 from finetune.data.images import ImageDataset
 from finetune.data.scan import Sample
+from finetune.data.shards import refuse_shards
 from finetune.data.split import split_folder
 from finetune.data.transforms import eval_transform
 from finetune.folders import check_out_folder
@@ -157,6 +158,7 @@ def clean(data: str | Path, out: Path, arch: str = "efficientnet_lite0", folds: 
     if batch_size < 1 or shown < 1:
         raise ZooError(f"--batch-size and --show must be at least 1, got {batch_size} and {shown}")
     defaults, seed = DataConfig(image_size=image_size), TrainerConfig().seed  # --image-size checked as finetune's
+    refuse_shards(str(data), "clean")
     root, out = resolve_data(str(data)), Path(out)
     _check_out(out, root)
     split = split_folder(root, defaults.val_fraction, defaults.test_fraction, seed)

@@ -28,6 +28,7 @@ from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
+from finetune.data.shards import refuse_shards
 from finetune.data.split import PARTS, load_split
 from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
@@ -124,6 +125,7 @@ def select_images(source: Source, data: Path | None, split: str | None) -> Label
     if split is not None and split not in EVALUATION_SPLITS:
         raise ZooError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got '{split}'")
     if data is not None:
+        refuse_shards(str(data), "evaluate")
         return _from_folder(Path(data), split, source.model.classes)
     if source.run_dir is None:
         raise ZooError(f"{source.path} is not a run folder, so it has no data of its own: pass --data DIR")

@@ -27,6 +27,7 @@ import yaml
 import zoo
 from finetune.compare.results import Row, failed_row, run_row, settings_that_differ
 from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
+from finetune.data.shards import is_shards
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.folders import check_out_folder
 from finetune.run import make_split, resume_config, train
@@ -171,7 +172,9 @@ def _claim(out: Path, plan: Plan, config: RunConfig) -> None:
 
 
 def _shared_split(folder: Path, config: RunConfig) -> Split:
-    """The one split of the comparison, made on the first run and read back on the next."""
+    """The one split of the comparison, made on the first run and read back on the next (shards hold their own)."""
+    if is_shards(config.data.path):
+        return make_split(config)
     if (folder / CLASSES_FILE).is_file():
         return load_split(folder)
     split = make_split(config)

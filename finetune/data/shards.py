@@ -254,3 +254,11 @@ class EverySample(Dataset[tuple[Any, int]]):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         return self.streaming[index]
+
+
+def refuse_shards(data: str, command: str) -> None:
+    """Refuse shards in a command that reads the image files themselves, naming the folder they were written from."""
+    if is_shards(data):
+        source = _read_manifest(data).get("source", "the image folder")
+        raise DataError(f"zoo {command} reads image files, not shards: pass {source}, the folder {data} was "
+                        "written from")

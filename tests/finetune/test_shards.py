@@ -84,7 +84,8 @@ class _Images(pl.Callback):
             raise KeyboardInterrupt
 
 
-def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, tmp_path: Path) -> None:
+def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folder: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from finetune.config import RunConfig, merge
     from finetune.run import resume_config, train
 
@@ -105,6 +106,10 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, tmp_path: P
     summary = run_summary(out)
     assert summary["steps"] == run_summary(tmp_path / "whole")["steps"] and summary["num_train"] == 18
     assert len(run_table(out, "test_predictions.csv")) == summary["num_test"] == 3
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(shards), "--out", str(tmp_path / "eval")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"zoo evaluate reads image files, not shards: pass {image_folder}" in error and len(error.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -195,3 +200,12 @@ def test_cache_on_shards_is_refused_and_auto_streams(shards: Path, tmp_path: Pat
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["finetune", "--data", str(shards), *QUICK, "--cache", "memory", "--out", str(tmp_path / "r")]) == 2
     assert "streaming from shards avoids" in capsys.readouterr().err
+
+
+def test_evaluate_and_clean_name_the_image_folder_the_shards_came_from(shards: Path, image_folder: Path,
+                                                                       tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["clean", str(shards), "--out", str(tmp_path / "clean")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"zoo clean reads image files, not shards: pass {image_folder}, the folder {shards}" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "clean").exists()
