@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from torchmetrics.functional.classification import (
     multiclass_confusion_matrix,
     multiclass_f1_score,
@@ -28,7 +29,7 @@ from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
 from finetune.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
-from finetune.data.shards import refuse_shards
+from finetune.data.shards import ShardSplit, is_shards, load_shards, shard_dataset
 from finetune.data.split import PARTS, load_split
 from finetune.folders import check_out_folder
 from finetune.hardware import choose_loader
@@ -47,12 +48,25 @@ TOP_LOSS_COLUMNS = ("path", "label", "predicted", "probability", "loss")
 
 @dataclass(frozen=True)
 class LabelledImages:
-    """The images an evaluation runs on, what they are, and what the user should know about them."""
+    """The images an evaluation runs on, what they are, and what the user should know about them.
+
+    From shards, ``samples`` name the original files and the images are read from the shards' ``parts``.
+    """
 
     description: str
     split: str
     samples: list[Sample]
     warnings: list[str]
+    shards: ShardSplit | None = None
+    parts: tuple[str, ...] = ()
+
+    def dataset(self, transform: Callable[[Image.Image], Any] | None) -> Dataset[tuple[Any, int]]:
+        """The images in order, as ``(transform(image), label)``."""
+        if self.shards is None:
+            return ImageDataset(self.samples, transform)
+        shards = self.shards
+        return ConcatDataset([shard_dataset(shards, part, transform, shuffle=False, seed=0, alone=True)
+                              for part in self.parts])
 
 
 @dataclass(frozen=True)
@@ -120,23 +134,41 @@ def _from_folder(root: Path, split: str | None, classes: list[str]) -> LabelledI
     return LabelledImages(f"{root} ({split})", split, [sample for scan in scans for sample in scan.samples], warnings)
 
 
-def select_images(source: Source, data: Path | None, split: str | None) -> LabelledImages:
-    """The images to evaluate on: ``data`` (split by its sub-folders), else the run's own split."""
+def _from_shards(location: str, split: str | None, classes: list[str]) -> LabelledImages:
+    shards = load_shards(location)
+    if shards.classes != classes:
+        raise DataError(f"the shards {location} hold other classes ({', '.join(shards.classes)}) than the model "
+                        f"knows ({', '.join(classes)}); evaluate on shards of the same classes")
+    split = split or ("test" if shards.test else "val")
+    parts = tuple(part for part in PARTS if getattr(shards, part)) if split == "all" else (split,)
+    samples = [sample for part in parts for sample in getattr(shards, part)]
+    if not samples:
+        raise DataError(f"the shards {location} hold no {split} images: choose --split val or all")
+    warnings = [CHOSE_SOMETHING[split]] if split in CHOSE_SOMETHING else []
+    return LabelledImages(f"{location} ({split})", split, samples, warnings, shards, parts)
+
+
+def select_images(source: Source, data: str | Path | None, split: str | None) -> LabelledImages:
+    """The images to evaluate on: ``data`` (a folder split by its sub-folders, or shards), else the run's own
+    split."""
     if split is not None and split not in EVALUATION_SPLITS:
         raise ZooError(f"split must be one of {', '.join(EVALUATION_SPLITS)}, got '{split}'")
+    if data is not None and is_shards(str(data)):
+        return _from_shards(str(data), split, source.model.classes)
     if data is not None:
-        refuse_shards(str(data), "evaluate")
         return _from_folder(Path(data), split, source.model.classes)
     if source.run_dir is None:
         raise ZooError(f"{source.path} is not a run folder, so it has no data of its own: pass --data DIR")
     return _from_run(source.run_dir, split, source.model.classes)
 
 
-def model_logits(model: LoadedModel, samples: Sequence[Sample], batch_size: int) -> tuple[Tensor, Tensor]:
-    """The model's raw logits for ``samples`` and their labels, in order."""
-    settings = choose_loader(None, len(samples), gpu=model.device.type == "cuda")
+def model_logits(model: LoadedModel, samples: Sequence[Sample] | LabelledImages,
+                 batch_size: int) -> tuple[Tensor, Tensor]:
+    """The model's raw logits for ``samples`` (files, or the images of an evaluation) and their labels, in order."""
+    images = samples if isinstance(samples, LabelledImages) else LabelledImages("", "", list(samples), [])
+    settings = choose_loader(None, len(images.samples), gpu=model.device.type == "cuda")
     loader = DataLoader(
-        ImageDataset(samples, model.transform), batch_size=batch_size, num_workers=settings.num_workers,
+        images.dataset(model.transform), batch_size=batch_size, num_workers=settings.num_workers,
         pin_memory=settings.pin_memory,
     )
     return collect_logits(model.augmented, loader, model.device, nullcontext)
@@ -226,7 +258,7 @@ def _write_text(path: Path, text: str) -> None:
     write_atomic(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
 
-def write_top_losses(samples: Sequence[Sample], classes: Sequence[str], logits: Tensor, labels: Tensor,
+def write_top_losses(images: LabelledImages, classes: Sequence[str], logits: Tensor, labels: Tensor,
                      temperature: float, out_dir: Path, shown: int, title: str) -> None:
     """``top_losses.csv`` (every image, highest loss first) and ``top_losses.png`` (the first ``shown``), as fastai's
     ``plot_top_losses``. The loss is the image's cross-entropy (their mean is metrics.json's loss); the probability
@@ -234,6 +266,7 @@ def write_top_losses(samples: Sequence[Sample], classes: Sequence[str], logits: 
     losses = F.cross_entropy(logits.float(), labels, reduction="none")
     confidence, predicted = (logits / temperature).softmax(dim=1).max(dim=1)
     order = losses.argsort(descending=True).tolist()
+    samples = images.samples
     rows = [(samples[i].path, classes[int(labels[i])], classes[int(predicted[i])], round(float(confidence[i]), 6),
              round(float(losses[i]), 6)) for i in order]
 
@@ -244,19 +277,22 @@ def write_top_losses(samples: Sequence[Sample], classes: Sequence[str], logits: 
             writer.writerows(rows)
 
     write_atomic(out_dir / "top_losses.csv", write)
-    plot_image_grid([(path, f"true: {label}\npredicted: {guess} ({probability:.2f})\nloss {loss:.2f}")
-                     for path, label, guess, probability, loss in rows[:shown]],
+    # From shards, the pictures come from the chunks: the original files may be on another machine.
+    pictures = images.dataset(None) if images.shards is not None else None
+    plot_image_grid([(pictures[index][0] if pictures is not None else path,
+                      f"true: {label}\npredicted: {guess} ({probability:.2f})\nloss {loss:.2f}")
+                     for index, (path, label, guess, probability, loss) in zip(order, rows[:shown], strict=False)],
                     out_dir / "top_losses.png", f"top losses: {title}")
 
 
-def _default_out(source: Source, data: Path | None, split: str) -> Path:
+def _default_out(source: Source, data: str | Path | None, split: str) -> Path:
     if data is None and source.run_dir is not None:
         return source.run_dir / f"eval-{split}"
-    return Path(f"eval-{(data or source.path).name}-{split}")
+    return Path(f"eval-{Path(str(data).rstrip('/')).name if data is not None else source.path.name}-{split}")
 
 
 def evaluate(
-    source: str | Path, data: Path | None = None, split: str | None = None, out: Path | None = None,
+    source: str | Path, data: str | Path | None = None, split: str | None = None, out: Path | None = None,
     batch_size: int = 64, top_losses: int = TOP_LOSSES, tta: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png,
@@ -273,7 +309,7 @@ def evaluate(
     out_dir = Path(out) if out is not None else _default_out(loaded, data, images.split)
     check_out_folder(out_dir)
     model = loaded.model
-    logits, labels = model_logits(model, images.samples, batch_size)
+    logits, labels = model_logits(model, images, batch_size)
     metrics, confusion = compute_metrics(logits, labels, model.classes, model.temperature)
     metrics = {"source": str(loaded.path), "data": images.description, "split": images.split, "tta": model.tta,
                **metrics}
@@ -285,6 +321,6 @@ def evaluate(
     if metrics["ece"] is not None:
         plot_reliability((logits / model.temperature).softmax(dim=1), labels, out_dir / "calibration.png",
                          f"{title}, softmax temperature {model.temperature:.3g}")
-    write_top_losses(images.samples, model.classes, logits, labels, model.temperature, out_dir, top_losses, title)
+    write_top_losses(images, model.classes, logits, labels, model.temperature, out_dir, top_losses, title)
     _write_text(out_dir / "report.md", _report(metrics, images.warnings))
     return EvaluationResult(out_dir, metrics, images.warnings)

@@ -25,8 +25,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate",
                                    help="measure a trained model on labelled images: metrics, confusion matrix, report")
     evaluate.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
-    evaluate.add_argument("--data", type=Path, metavar="DIR",
-                          help="image folder, one sub-folder per class (default for a run folder: its own split)")
+    evaluate.add_argument("--data", metavar="DIR",
+                          help="image folder, one sub-folder per class, or shards of zoo data optimize (a folder or a "
+                               "URL) (default for a run folder: its own split)")
     evaluate.add_argument("--split", choices=EVALUATION_SPLITS,
                           help="test (default for a run folder that held one out), val (default for folders with "
                                "train/ and val/, and runs without test images), or all (default for a plain class "

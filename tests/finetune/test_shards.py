@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,10 +107,13 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folde
     summary = run_summary(out)
     assert summary["steps"] == run_summary(tmp_path / "whole")["steps"] and summary["num_train"] == 18
     assert len(run_table(out, "test_predictions.csv")) == summary["num_test"] == 3
-    capsys.readouterr()
-    assert main(["evaluate", str(out), "--data", str(shards), "--out", str(tmp_path / "eval")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert f"zoo evaluate reads image files, not shards: pass {image_folder}" in error and len(error.splitlines()) == 1
+    # zoo evaluate reads the shards as it reads a folder: the same figures on the same images.
+    shutil.move(image_folder, tmp_path / "elsewhere")  # the original files are not needed
+    assert main(["evaluate", str(out), "--data", str(shards), "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["num_images"] == 3
+    assert metrics["top1_error"] == run_summary(out)["test_top1_error"]
+    assert (tmp_path / "eval" / "top_losses.png").is_file()
 
 
 @pytest.mark.slow
@@ -202,9 +206,8 @@ def test_cache_on_shards_is_refused_and_auto_streams(shards: Path, tmp_path: Pat
     assert "streaming from shards avoids" in capsys.readouterr().err
 
 
-def test_evaluate_and_clean_name_the_image_folder_the_shards_came_from(shards: Path, image_folder: Path,
-                                                                       tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_clean_names_the_image_folder_the_shards_came_from(shards: Path, image_folder: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["clean", str(shards), "--out", str(tmp_path / "clean")]) == 2
     error = capsys.readouterr().err.strip()
     assert f"zoo clean reads image files, not shards: pass {image_folder}, the folder {shards}" in error
