@@ -69,7 +69,7 @@ def _read_image(item: tuple[str, int, int]) -> dict[str, Any]:
 
 
 def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
-                    workers: int | None = None, split: Split | None = None) -> ShardSplit:
+                    workers: int | None = None) -> ShardSplit:
     """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks.
 
     ``out`` is written beside and swapped in whole, so a failed run leaves no half shard folder.
@@ -82,7 +82,7 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_frac
     check_out_folder(out)
     if out.is_dir() and any(out.iterdir()):
         raise DataError(f"--out {out} already holds files: choose a new folder for the shards")
-    split = split or split_folder(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    split = split_folder(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     profile = asdict(profile_data(split))
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
     with replacing_folder(out) as staging:

@@ -27,7 +27,8 @@ QUICK = ["--arch", "small_cnn", "--accelerator", "cpu", "--batch-size", "4", "--
 @pytest.fixture
 def shards(image_folder: Path, tmp_path: Path) -> Path:
     out = tmp_path / "shards"
-    assert main(["data", "optimize", str(image_folder), "--out", str(out), "--workers", "1"]) == 0
+    # Two writers: the chunks must still hold the samples in the split's order.
+    assert main(["data", "optimize", str(image_folder), "--out", str(out), "--workers", "2"]) == 0
     return out
 
 
