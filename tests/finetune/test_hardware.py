@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,9 @@ def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
 def test_the_bf16_timing_of_a_real_network_is_a_ratio() -> None:
     import zoo
 
-    assert 0.1 < hardware.network_bf16_speedup(zoo.create_model("efficientnet_lite0", 3), 32, batch=2, repeats=1) < 10
+    # Its size depends on the CPU: without native bf16 the emulated kernels ran 11× slower on one CI machine.
+    speedup = hardware.network_bf16_speedup(zoo.create_model("efficientnet_lite0", 3), 32, batch=2, repeats=1)
+    assert math.isfinite(speedup) and speedup > 0
 
 
 def test_a_precision_probe_runs_once_per_machine_and_says_so(
