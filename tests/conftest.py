@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Tables are laid out for COLUMNS when it is set (pytest-xdist's workers get 80, a terminal its own width): the
+# tests see piped output of whole rows unless they set it themselves.
+os.environ.pop("COLUMNS", None)
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # Each of pytest-xdist's workers (one per core) gets one torch thread, and so do the processes it starts:
+    # two threads per worker on shared cores made every step wait for a core.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -21,6 +30,13 @@ def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monk
 def hermetic_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's caches; weights are never downloaded."""
     _hermetic(tmp_path_factory, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def short_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter timings and range tests than a user's: the tests check what they produce, not their figures."""
+    monkeypatch.setattr("finetune.compare.speed.MIN_RUN_SECONDS", 0.05)  # a user's: 1 s per speed figure
+    monkeypatch.setattr("finetune.lr_finder.STEPS", 30)  # a user's: 100 steps
 
 
 @pytest.fixture(scope="session")

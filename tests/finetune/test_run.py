@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import zoo
+from finetune import lr_finder
 from finetune.config import RunConfig, load_config
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
@@ -350,7 +351,7 @@ def test_lr_auto_finds_a_rate_on_the_training_split_and_records_it(image_folder:
                  "--out", str(out), *QUICK]) == 0
     finding = json.loads((out / "lr_find.json").read_text(encoding="utf-8"))
     assert finding["split"] == "train" and len(finding["lr"]) == len(finding["loss"]) > 10
-    assert finding["steps"] == len(finding["lr"]) <= finding["max_steps"] == 100  # the steps the log shows
+    assert finding["steps"] == len(finding["lr"]) <= finding["max_steps"] == lr_finder.STEPS  # as the log shows
     assert 1e-6 <= finding["suggestion"] <= 1.0 and finding["suggestion"] in finding["lr"]
     assert (out / "lr_find.png").stat().st_size > 10_000
     assert load_config(out / "config.yaml").optim.lr == finding["suggestion"], "config.yaml holds the number"
