@@ -30,7 +30,7 @@ from finetune.callbacks import (
     StepLines,
     Throughput,
 )
-from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, save_config
+from finetune.config import CONFIG_FILE, ConfigError, DataConfig, RunConfig, load_config, merge, save_config
 from finetune.console import is_launched_worker, lightning_quieted, say
 from finetune.data.builtin import resolve_data
 from finetune.data.images import UnreadableImageError
@@ -177,10 +177,22 @@ def _value(config: RunConfig, section: str, name: str) -> Any:
     return str(Path(value).resolve()) if (section, name) == ("data", "path") and Path(value).exists() else value
 
 
+def _refuse_split_fractions(config: RunConfig) -> None:
+    """Shards hold the split they were written with: other fractions would be silently ignored."""
+    defaults = DataConfig()
+    asked = [f"--{name.replace('_', '-')} {getattr(config.data, name)}" for name in ("val_fraction", "test_fraction")
+             if getattr(config.data, name) != getattr(defaults, name)]
+    if asked:
+        raise ConfigError(f"{' and '.join(asked)} cannot change the split of the shards {config.data.path}, made when "
+                          "they were written: drop it, or write new shards with zoo data optimize IMAGES --out NEW "
+                          f"{' '.join(asked)}")
+
+
 def make_split(config: RunConfig) -> Split:
     """Scan and split ``config.data.path`` (nothing is written yet) and report what was found."""
     split: Split
     if is_shards(config.data.path):  # split when written (zoo data optimize)
+        _refuse_split_fractions(config)
         split = load_shards(config.data.path)
     else:
         split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction,

@@ -213,3 +213,13 @@ def test_clean_names_the_image_folder_the_shards_came_from(shards: Path, image_f
     error = capsys.readouterr().err.strip()
     assert f"zoo clean reads image files, not shards: pass {image_folder}, the folder {shards}" in error
     assert len(error.splitlines()) == 1 and not (tmp_path / "clean").exists()
+
+
+def test_split_fractions_on_shards_are_refused_before_any_work(shards: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r"
+    assert main(["finetune", "--data", str(shards), *QUICK, "--val-fraction", "0.3", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert f"--val-fraction 0.3 cannot change the split of the shards {shards}" in error
+    assert "zoo data optimize IMAGES --out NEW --val-fraction 0.3" in error
+    assert len(error.splitlines()) == 1 and not out.exists()
