@@ -159,7 +159,17 @@ def select_images(source: Source, data: str | Path | None, split: str | None) ->
         return _from_folder(Path(data), split, source.model.classes)
     if source.run_dir is None:
         raise ZooError(f"{source.path} is not a run folder, so it has no data of its own: pass --data DIR")
+    trained_on = _trained_on(source.run_dir)
+    if trained_on is not None and is_shards(trained_on):  # its split is in the shards: no image file is needed
+        return _from_shards(trained_on, split, source.model.classes)
     return _from_run(source.run_dir, split, source.model.classes)
+
+
+def _trained_on(run_dir: Path) -> str | None:
+    """The ``--data`` a run folder was trained on, as its config.yaml records it (None without one)."""
+    from finetune.config import CONFIG_FILE, load_config
+
+    return load_config(run_dir / CONFIG_FILE).data.path if (run_dir / CONFIG_FILE).is_file() else None
 
 
 def model_logits(model: LoadedModel, samples: Sequence[Sample] | LabelledImages,

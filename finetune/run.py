@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from finetune.config import CONFIG_FILE, ConfigError, DataConfig, RunConfig, loa
 from finetune.console import is_launched_worker, lightning_quieted, say
 from finetune.data.builtin import resolve_data
 from finetune.data.images import UnreadableImageError
-from finetune.data.shards import is_shards, load_shards
+from finetune.data.shards import ShardSplit, is_shards, load_shards
 from finetune.data.split import (
     Split,
     class_counts,
@@ -177,11 +177,11 @@ def _value(config: RunConfig, section: str, name: str) -> Any:
     return str(Path(value).resolve()) if (section, name) == ("data", "path") and Path(value).exists() else value
 
 
-def _refuse_split_fractions(config: RunConfig) -> None:
+def _refuse_other_fractions(config: RunConfig, shards: ShardSplit) -> None:
     """Shards hold the split they were written with: other fractions would be silently ignored."""
-    defaults = DataConfig()
+    written = shards.fractions or asdict(DataConfig())  # shards of before the manifest recorded them: the defaults
     asked = [f"--{name.replace('_', '-')} {getattr(config.data, name)}" for name in ("val_fraction", "test_fraction")
-             if getattr(config.data, name) != getattr(defaults, name)]
+             if getattr(config.data, name) != written[name]]
     if asked:
         raise ConfigError(f"{' and '.join(asked)} cannot change the split of the shards {config.data.path}, made when "
                           "they were written: drop it, or write new shards with zoo data optimize IMAGES --out NEW "
@@ -192,8 +192,8 @@ def make_split(config: RunConfig) -> Split:
     """Scan and split ``config.data.path`` (nothing is written yet) and report what was found."""
     split: Split
     if is_shards(config.data.path):  # split when written (zoo data optimize)
-        _refuse_split_fractions(config)
         split = load_shards(config.data.path)
+        _refuse_other_fractions(config, split)
     else:
         split = split_folder(resolve_data(config.data.path), val_fraction=config.data.val_fraction,
                              test_fraction=config.data.test_fraction, seed=config.trainer.seed)

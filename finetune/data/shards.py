@@ -43,6 +43,7 @@ class ShardSplit(Split):
 
     location: str = ""
     profile: dict[str, Any] | None = None  # recipe.DataProfile's fields, measured when the shards were written
+    fractions: dict[str, float] | None = None  # the val_fraction and test_fraction they were split with
 
     def part(self, name: str) -> str:
         """Where the chunks of the part ``name`` live."""
@@ -104,6 +105,7 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_frac
                              "files": [str(sample.path.absolute()) for sample in getattr(split, part)]}
                       for part in PARTS},
             "skipped": len(split.skipped),
+            "fractions": {"val_fraction": val_fraction, "test_fraction": test_fraction},
         }
         write_text_atomic(staging / MANIFEST, json.dumps(manifest) + "\n")
     return _from_manifest(manifest, str(out))
@@ -167,7 +169,7 @@ def _from_manifest(manifest: dict[str, Any], location: str) -> ShardSplit:
                     zip(manifest["parts"][part]["files"], manifest["parts"][part]["labels"], strict=True)]
              for part in PARTS}
     return ShardSplit(classes, parts["train"], parts["val"], parts["test"], [], location=location,
-                      profile=manifest["profile"])
+                      profile=manifest["profile"], fractions=manifest.get("fractions"))
 
 
 def check_chunks(folder: Path) -> None:

@@ -115,6 +115,9 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folde
     assert metrics["split"] == "test" and metrics["num_images"] == 3
     assert metrics["top1_error"] == run_summary(out)["test_top1_error"]
     assert (tmp_path / "eval" / "top_losses.png").is_file()
+    # Without --data, a run trained on shards is measured on them.
+    assert main(["evaluate", str(out), "--out", str(tmp_path / "own")]) == 0
+    assert json.loads((tmp_path / "own" / "metrics.json").read_text()) == metrics
 
 
 @pytest.mark.slow
@@ -223,3 +226,4 @@ def test_split_fractions_on_shards_are_refused_before_any_work(shards: Path, tmp
     assert f"--val-fraction 0.3 cannot change the split of the shards {shards}" in error
     assert "zoo data optimize IMAGES --out NEW --val-fraction 0.3" in error
     assert len(error.splitlines()) == 1 and not out.exists()
+    assert load_shards(str(shards)).fractions == {"val_fraction": 0.15, "test_fraction": 0.15}  # as written
