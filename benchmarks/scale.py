@@ -4,10 +4,11 @@
 
 Synthetic folders of tiny (32 px) PNGs in 10 classes (``make_folders``). For
 each size: the scan of the folder (first run: every image decoded; second run: the scan cache of unchanged
-files), the shards written by ``zoo data optimize``, and four short training runs of small_cnn, each in its
-own process (its peak RSS its own, its DataLoader workers' reported apart): the folder with ``--cache disk``
-run twice (first: cold caches; second: unchanged folder, warm caches), the folder decoded in memory (the
-speed baseline), and the shards streamed. Time to the first step runs from ``train()``'s call (imports
+files), the shards written by ``zoo data optimize`` (the files' bytes, and with ``--decoded 36`` the decoded
+squares), and five short training runs of small_cnn, each in its own process (its peak RSS its own, its
+DataLoader workers' reported apart): the folder with ``--cache disk`` run twice (first: cold caches; second:
+unchanged folder, warm caches), the folder decoded in memory (the speed baseline), and both shards streamed.
+Time to the first step runs from ``train()``'s call (imports
 excluded: the same at every size) to the end of the first training step. Training images/s is measured over
 the steps after the first ``WARMUP_STEPS``. Slopes are least-squares fits of seconds against images.
 """
@@ -37,7 +38,8 @@ UNIQUE = 200  # distinct images per class
 WARMUP_STEPS = 10
 BATCH = 64
 IMAGENET = 1_281_167
-RUNS = ("folder-first", "folder-second", "folder-memory", "shards")
+RUNS = ("folder-first", "folder-second", "folder-memory", "shards", "shards-decoded")
+RESIZE = 36  # small_cnn's resize for 32 px crops (⌊32 / 0.875⌋): the side of the decoded shards' squares
 
 
 def make_folders(workdir: Path, sizes: list[int]) -> dict[int, Path]:
@@ -152,15 +154,23 @@ def measure(size: int, folder: Path, workdir: Path, steps: int) -> dict[str, Any
     scan_second = timed(split_folder, folder)
     shards = workdir / f"shards-{size}"
     optimize = timed(optimize_folder, folder, shards, val_fraction=0.05, test_fraction=0.0)
+    decoded = workdir / f"shards-decoded-{size}"
+    optimize_decoded = timed(optimize_folder, folder, decoded, val_fraction=0.05, test_fraction=0.0, decoded=RESIZE)
     figures: dict[str, Any] = {"images": size, "scan_first_s": scan_first, "scan_second_s": scan_second,
-                               "optimize_s": optimize}
+                               "optimize_s": optimize, "optimize_decoded_s": optimize_decoded,
+                               "shard_mib": _mib(shards), "decoded_shard_mib": _mib(decoded)}
     cold = workdir / f"zoo-cache-{size}"  # the folder runs' own cache: empty before the first
     sources = {"folder-first": (folder, "disk", cold), "folder-second": (folder, "disk", cold),
-               "folder-memory": (folder, "memory", cold), "shards": (shards, "auto", workdir / "shard-cache")}
+               "folder-memory": (folder, "memory", cold), "shards": (shards, "auto", workdir / "shard-cache"),
+               "shards-decoded": (decoded, "auto", workdir / "shard-cache")}
     for name, (data, cache, zoo_cache) in sources.items():
         figures[name] = run_child(data, cache, steps, workdir / f"run-{size}-{name}", zoo_cache)
         print(f"{size} {name}: {figures[name]}", flush=True)
     return figures
+
+
+def _mib(folder: Path) -> float:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file()) / 2**20
 
 
 def slope(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
@@ -178,7 +188,9 @@ def report(results: list[dict[str, Any]], load: str) -> str:
                 "images": f"{item['images']:,}", "run": name,
                 "scan first / second (s)": f"{item['scan_first_s']:.1f} / {item['scan_second_s']:.2f}"
                 if name == "folder-first" else "",
-                "optimize (s)": f"{item['optimize_s']:.1f}" if name == "shards" else "",
+                "optimize (s), shards MiB": f"{item['optimize_s']:.1f}, {item['shard_mib']:.0f}" if name == "shards"
+                else f"{item['optimize_decoded_s']:.1f}, {item['decoded_shard_mib']:.0f}" if name == "shards-decoded"
+                else "",
                 "first step (s)": f"{run['first_step_s']:.1f}",
                 "peak RSS MiB (workers)": f"{run['peak_rss_mib']:.0f} ({run['worker_peak_rss_mib']:.0f})",
                 "train img/s": f"{run['images_per_s']:.0f}",
@@ -200,6 +212,8 @@ def report(results: list[dict[str, Any]], load: str) -> str:
     second_share = largest["folder-second"]["first_step_s"] / largest["folder-first"]["first_step_s"]
     rss_growth = largest["shards"]["peak_rss_mib"] / smallest["shards"]["peak_rss_mib"] - 1
     speed_ratios = [item["shards"]["images_per_s"] / item["folder-memory"]["images_per_s"] for item in results]
+    decoded_ratios = [item["shards-decoded"]["images_per_s"] / item["folder-memory"]["images_per_s"]
+                      for item in results]
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     lines += [
         "",
@@ -209,6 +223,9 @@ def report(results: list[dict[str, Any]], load: str) -> str:
         f"(target within 20%: {verdict(abs(rss_growth) <= 0.20)})",
         f"- training images/s on shards / in-memory folder: {', '.join(f'{ratio:.0%}' for ratio in speed_ratios)} "
         f"(target >= 90%: {verdict(min(speed_ratios) >= 0.90)})",
+        f"- the same on shards of decoded {RESIZE} px squares (zoo data optimize --decoded {RESIZE}): "
+        f"{', '.join(f'{ratio:.0%}' for ratio in decoded_ratios)} "
+        f"(target >= 90%: {verdict(min(decoded_ratios) >= 0.90)})",
         f"- load average before / after: {load}",
     ]
     return "\n".join(lines)

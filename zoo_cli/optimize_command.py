@@ -21,6 +21,10 @@ def add_optimize_parser(actions: argparse._SubParsersAction) -> None:
     optimize.add_argument("--seed", type=int, default=0, help="seed of the split (0, as zoo finetune's)")
     optimize.add_argument("--workers", type=int, metavar="N", help="processes writing chunks (default: the cores, 8 at "
                                                                    "most)")
+    optimize.add_argument("--decoded", type=int, metavar="SIDE",
+                          help="store each image decoded, a uint8 square of SIDE px (shorter side resized, centred): "
+                               "larger shards, but training decodes nothing (give the run's resize size, e.g. 36 for "
+                               "32 px crops); default: each file's own bytes")
     optimize.set_defaults(run=run_optimize)
 
 
@@ -28,7 +32,7 @@ def run_optimize(args: argparse.Namespace) -> int:
     from finetune.data.shards import optimize_folder
 
     split = optimize_folder(args.folder, args.out, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                            seed=args.seed, workers=args.workers)
+                            seed=args.seed, workers=args.workers, decoded=args.decoded)
     counts = " / ".join(f"{len(getattr(split, part))} {part}" for part in ("train", "val", "test"))
     print(f"wrote {len(split.classes)} classes, {counts} images as LitData shards to {args.out}; train on them with: "
           f"zoo finetune --data {args.out} (or from a copy in object storage: --data s3://…)")

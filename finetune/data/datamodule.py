@@ -68,6 +68,9 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _choose_cache(self) -> Choice:
         if isinstance(self.split, ShardSplit):
+            if self.split.decoded is not None:
+                return Choice("none", f"streamed from the shards, decoded when they were written ({self.split.decoded} "
+                                      "px squares)")
             return Choice("none", "streamed from the shards, each image decoded in a loader worker as it arrives")
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, self.preprocessing.resize)
@@ -102,8 +105,10 @@ class ImageDataModule(pl.LightningDataModule):
             # index, shared out by the sampler as a folder's are (LitData shares by whole batches: a process
             # could get no validation image at all).
             # prepare() seeded every process alike, and LitData needs one shuffle seed across them.
-            return shard_dataset(self.split, part, self.transforms[part], shuffle=part == "train",
-                                 seed=torch.initial_seed() % 2**31, alone=part != "train")
+            batched = self._batched_shards(part)
+            return shard_dataset(self.split, part, None if batched else self.transforms[part], shuffle=part == "train",
+                                 seed=torch.initial_seed() % 2**31, alone=part != "train",
+                                 square=self.preprocessing.resize if batched else None)
         if self.cache.value == "none":
             return ImageDataset(samples, self.transforms[part])
         labels = [sample.label for sample in samples]
@@ -111,10 +116,16 @@ class ImageDataModule(pl.LightningDataModule):
         by_image = part == "train" and per_image(self.config.augment)
         return DecodedImages(self._pixels(part), labels, self.transforms[part] if by_image else None)
 
+    def _batched_shards(self, part: str) -> bool:
+        """Whether ``part`` streams decoded squares that CropBatch crops batch by batch (a policy that exists only
+        per image, like TrivialAugment, takes each image through the usual transforms instead)."""
+        return (isinstance(self.split, ShardSplit) and self.split.decoded is not None
+                and not (part == "train" and per_image(self.config.augment)))
+
     def _collate(self, part: str) -> Callable[[list[Any]], tuple[Tensor, Tensor]] | None:
         dataset = self.datasets[part]
         crop = None
-        if isinstance(dataset, DecodedImages) and dataset.transform is None:
+        if (isinstance(dataset, DecodedImages) and dataset.transform is None) or self._batched_shards(part):
             augment = part == "train" and self.config.augment != "none"
             crop = CropBatch(self.image_size, self.preprocessing.mean, self.preprocessing.std, augment,
                              crop_scale(self.config.augment))

@@ -5,6 +5,9 @@ the image file's own bytes and its label, in the order of the split; ``SHARDS/zo
 last, names the classes, each sample's label and original file, and the training images' profile (what
 the recipe looks at), so a run plans itself without opening a chunk. Images are decoded in the loader's
 workers as they stream, each DDP process and node reading its own share.
+
+With ``decoded`` each sample holds the image already decoded, a uint8 square of that side (shorter side resized,
+centred, bilinear), as the decode-once cache stores it: larger chunks, but training only crops whole batches.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ class ShardSplit(Split):
     location: str = ""
     profile: dict[str, Any] | None = None  # recipe.DataProfile's fields, measured when the shards were written
     fractions: dict[str, float] | None = None  # the val_fraction and test_fraction they were split with
+    decoded: int | None = None  # the side of the decoded squares the samples hold; None: the files' bytes
 
     def part(self, name: str) -> str:
         """Where the chunks of the part ``name`` live."""
@@ -69,12 +73,25 @@ def _read_image(item: tuple[str, int, int]) -> dict[str, Any]:
     return {"index": index, "label": label, "image": Path(path).read_bytes()}
 
 
+def _read_square(item: tuple[str, int, int, int]) -> dict[str, Any]:
+    from torchvision.transforms import InterpolationMode
+
+    from finetune.data.decoded import decode_square
+
+    path, label, index, side = item
+    return {"index": index, "label": label,
+            "pixels": decode_square(Path(path), side, side, InterpolationMode.BILINEAR).numpy()}
+
+
 def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
-                    workers: int | None = None) -> ShardSplit:
-    """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks.
+                    workers: int | None = None, decoded: int | None = None) -> ShardSplit:
+    """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks: each image
+    file's bytes, or with ``decoded`` the image decoded as a square of that side.
 
     ``out`` is written beside and swapped in whole, so a failed run leaves no half shard folder.
     """
+    if decoded is not None and decoded < 8:
+        raise DataError(f"--decoded {decoded} is too small to train on: give the side of the squares in px, 8 or more")
     from litdata import optimize
 
     from finetune.recipe import profile_data
@@ -91,9 +108,11 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_frac
             samples = getattr(split, part)
             if not samples:
                 continue
-            items = [(str(sample.path), sample.label, index) for index, sample in enumerate(samples)]
+            items = [(str(sample.path), sample.label, index) + (() if decoded is None else (decoded,))
+                     for index, sample in enumerate(samples)]
             # keep_data_ordered: the chunks hold the samples in the split's order, which predictions.csv follows.
-            optimize(fn=_read_image, inputs=items, output_dir=str(staging / part), chunk_bytes=CHUNK_BYTES,
+            optimize(fn=_read_image if decoded is None else _read_square, inputs=items,
+                     output_dir=str(staging / part), chunk_bytes=CHUNK_BYTES,
                      num_workers=min(workers, len(items)), keep_data_ordered=True, verbose=False,
                      start_method="fork")
         manifest = {
@@ -106,6 +125,7 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_frac
                       for part in PARTS},
             "skipped": len(split.skipped),
             "fractions": {"val_fraction": val_fraction, "test_fraction": test_fraction},
+            "decoded": decoded,
         }
         write_text_atomic(staging / MANIFEST, json.dumps(manifest) + "\n")
     return _from_manifest(manifest, str(out))
@@ -169,7 +189,7 @@ def _from_manifest(manifest: dict[str, Any], location: str) -> ShardSplit:
                     zip(manifest["parts"][part]["files"], manifest["parts"][part]["labels"], strict=True)]
              for part in PARTS}
     return ShardSplit(classes, parts["train"], parts["val"], parts["test"], [], location=location,
-                      profile=manifest["profile"], fractions=manifest.get("fractions"))
+                      profile=manifest["profile"], fractions=manifest.get("fractions"), decoded=manifest.get("decoded"))
 
 
 def check_chunks(folder: Path) -> None:
@@ -203,13 +223,19 @@ def shard_cache_dir() -> str:
 
 
 class DecodeSample:
-    """Turn a streamed ``{"image": bytes, "label": int}`` into ``(transform(image), label)``."""
+    """Turn a streamed ``{"image": bytes, "label": int}`` (or ``"pixels"``, a decoded square) into
+    ``(transform(image), label)``; with ``square``, a decoded square as a uint8 tensor of that side, for
+    ``CropBatch`` to crop whole batches."""
 
-    def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str) -> None:
+    def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str,
+                 square: int | None = None) -> None:
         self.transform = transform
         self.location = location
+        self.square = square
 
     def __call__(self, item: dict[str, Any]) -> tuple[Any, int]:
+        if "pixels" in item:
+            return self._square(item), int(item["label"])
         import io
 
         try:
@@ -221,13 +247,26 @@ class DecodeSample:
                             "optimize") from None
         return (image if self.transform is None else self.transform(image)), int(item["label"])
 
+    def _square(self, item: dict[str, Any]) -> Any:
+        import numpy as np
+        import torch
+        from torchvision.transforms.v2 import functional as F
+
+        pixels = torch.from_numpy(np.asarray(item["pixels"]))
+        if self.square is not None:  # batches cropped by CropBatch: only the size to match
+            same = pixels.shape[-1] == self.square
+            return pixels if same else F.resize(pixels, [self.square], antialias=True)
+        image = F.to_pil_image(pixels)
+        return image if self.transform is None else self.transform(image)
+
 
 def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image], Any] | None, *, shuffle: bool,
-                  seed: int, alone: bool = False) -> Any:
+                  seed: int, alone: bool = False, square: int | None = None) -> Any:
     """A LitData ``StreamingDataset`` of ``part``, decoding each image in the worker that reads it.
 
     Made inside each process (in ``setup``), it reads that process's share of a distributed run; ``alone``
-    gives every sample by its index, in order, whatever the processes (for a sampler to share out).
+    gives every sample by its index, in order, whatever the processes (for a sampler to share out); ``square``
+    (decoded shards only) gives uint8 squares of that side instead of ``transform``'s output.
     """
     from litdata import StreamingDataset
 
@@ -237,7 +276,7 @@ def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image
         # gradients).
         dataset = StreamingDataset(location, cache_dir=shard_cache_dir() if is_url(location) else None,
                                    shuffle=shuffle, drop_last=shuffle, seed=seed,
-                                   transform=DecodeSample(transform, location))
+                                   transform=DecodeSample(transform, location, square))
     except Exception as error:  # noqa: BLE001 - LitData and the storage clients raise many kinds of error
         raise DataError(f"cannot open the shards {location} ({first_line(error)}): check the path or URL, your "
                         "storage credentials and the network") from None

@@ -227,3 +227,34 @@ def test_split_fractions_on_shards_are_refused_before_any_work(shards: Path, tmp
     assert "zoo data optimize IMAGES --out NEW --val-fraction 0.3" in error
     assert len(error.splitlines()) == 1 and not out.exists()
     assert load_shards(str(shards)).fractions == {"val_fraction": 0.15, "test_fraction": 0.15}  # as written
+
+
+def test_decoded_shards_hold_the_folder_caches_squares_and_train(image_folder: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from torchvision.transforms import InterpolationMode
+
+    from finetune.data.decoded import decode_square
+
+    shards = tmp_path / "decoded"
+    assert main(["data", "optimize", str(image_folder), "--out", str(shards), "--decoded", "36"]) == 0
+    split = load_shards(str(shards))
+    assert split.decoded == 36
+    square, label = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True, square=36)[0]
+    # The pixels the folder's decode-once cache holds for 32 px crops of this (square) image.
+    assert torch.equal(square, decode_square(split.val[0].path, 36, 32, InterpolationMode.BILINEAR))
+    assert label == split.val[0].label
+    picture, _ = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True)[0]  # for pictures: an image
+    assert picture.size == (36, 36)
+    out = tmp_path / "run"
+    assert main(["finetune", "--data", str(shards), *QUICK, "--image-size", "32", "--epochs", "1",
+                 "--out", str(out)]) == 0
+    assert "decoded when they were written (36 px squares)" in capsys.readouterr().out
+    assert len(run_table(out, "test_predictions.csv")) == run_summary(out)["num_test"] == len(split.test)
+    assert main(["evaluate", str(out), "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == len(split.test)
+
+
+def test_decoded_squares_too_small_are_refused(image_folder: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "optimize", str(image_folder), "--out", str(tmp_path / "s"), "--decoded", "4"]) == 2
+    assert "--decoded 4 is too small to train on" in capsys.readouterr().err
