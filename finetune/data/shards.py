@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 MANIFEST = "zoo_shards.json"
 LITDATA_INDEX = "index.json"
 FORMAT_VERSION = 1
+MAX_DECODED_SIDE = 1024  # a decoded square of 1024 px is 3 MB: 21 images fill a chunk
 CHUNK_BYTES = "64MB"  # LitData's advice: chunks of tens of MB stream well from object storage
 
 
@@ -92,6 +93,9 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_frac
     """
     if decoded is not None and decoded < 8:
         raise DataError(f"--decoded {decoded} is too small to train on: give the side of the squares in px, 8 or more")
+    if decoded is not None and decoded > MAX_DECODED_SIDE:
+        raise DataError(f"--decoded {decoded} would store {3 * decoded**2:,} bytes an image: give the run's resize "
+                        f"size, at most {MAX_DECODED_SIDE} px (256 for 224 px crops), or leave --decoded out")
     from litdata import optimize
 
     from finetune.recipe import profile_data

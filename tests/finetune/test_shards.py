@@ -258,3 +258,5 @@ def test_decoded_squares_too_small_are_refused(image_folder: Path, tmp_path: Pat
                                                capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data", "optimize", str(image_folder), "--out", str(tmp_path / "s"), "--decoded", "4"]) == 2
     assert "--decoded 4 is too small to train on" in capsys.readouterr().err
+    assert main(["data", "optimize", str(image_folder), "--out", str(tmp_path / "s"), "--decoded", "100000"]) == 2
+    assert "at most 1024 px" in capsys.readouterr().err and not (tmp_path / "s").exists()
