@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from finetune.config import OptimConfig
@@ -24,6 +24,12 @@ from zoo.bundle import ModelMetadata
 def _decays(name: str, param: nn.Parameter) -> bool:
     """Weights of more than one dimension decay; biases and normalisation parameters do not."""
     return param.ndim > 1 and not name.endswith(".bias")
+
+
+def standard_error(mean: Tensor, mean_of_squares: Tensor, count: Tensor) -> Tensor:
+    """The standard error of a mean of ``count`` values from their mean and mean square (sample variance)."""
+    variance = (mean_of_squares - mean.square()).clamp(min=0) * count / (count - 1).clamp(min=1)
+    return (variance / count.clamp(min=1)).sqrt()
 
 
 class Classifier(pl.LightningModule):
@@ -65,6 +71,9 @@ class Classifier(pl.LightningModule):
         # probe's head. The inputs are zoo's own logits and labels: torchmetrics' argument checks are skipped.
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
+        # The per-image losses' first two moments and count give the validation loss's standard error, the
+        # noise the plateau rule (finetune.plateau) looks past.
+        self.val_image_loss, self.val_image_loss_sq, self.val_count = MeanMetric(), MeanMetric(), SumMetric()
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.val_topk = (MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro", validate_args=False)
                          if self.top_k else None)
@@ -99,6 +108,11 @@ class Classifier(pl.LightningModule):
         images, labels = batch
         logits = self(images)
         self.val_loss.update(self.loss(logits, labels), len(labels))
+        per_image = nn.functional.cross_entropy(logits.float(), labels, reduction="none",
+                                                label_smoothing=self.optim.label_smoothing)
+        self.val_image_loss.update(per_image)
+        self.val_image_loss_sq.update(per_image.square())
+        self.val_count.update(len(labels))
         self.val_top1.update(logits, labels)
         if self.val_topk is not None:
             self.val_topk.update(logits, labels)
@@ -109,11 +123,13 @@ class Classifier(pl.LightningModule):
             self.log("train/loss", self.train_loss.compute())
             self.train_loss.reset()
         self.log("val/loss", self.val_loss.compute())
+        self.log("val/loss_se", standard_error(self.val_image_loss.compute(), self.val_image_loss_sq.compute(),
+                                               self.val_count.compute()))
         self.log("val/top1_error", 100.0 * (1.0 - self.val_top1.compute()), prog_bar=True)
         if self.val_topk is not None:
             self.log("val/topk_error", 100.0 * (1.0 - self.val_topk.compute()))
             self.val_topk.reset()
-        for metric in (self.val_loss, self.val_top1):
+        for metric in (self.val_loss, self.val_top1, self.val_image_loss, self.val_image_loss_sq, self.val_count):
             metric.reset()
 
     def parameter_groups(self) -> list[dict[str, Any]]:

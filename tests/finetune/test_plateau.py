@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
 import zoo
 from finetune.config import RunConfig, merge
 from finetune.data.split import split_folder
-from finetune.plateau import lr_factor
+from finetune.module import standard_error
+from finetune.plateau import improved, lr_factor
 from finetune.recipe import choose
 from tests.helpers import run_table
 from zoo_cli.main import main
@@ -77,3 +80,18 @@ def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path:
     assert main(["finetune", "--resume", str(out)]) == 0
     rates = [float(row["lr"]) / 1e-9 for row in run_table(out, "metrics.csv")]
     assert len(rates) == 7 and rates[5] == pytest.approx(0.5, abs=0.05) and rates[6] == 0.0, rates
+
+
+def test_a_fall_inside_the_validation_losss_noise_is_not_an_improvement() -> None:
+    # best 0.0319, standard error 0.0112: a fall must pass max(1% of 0.0319, 0.5 × 0.0112) = 0.0056
+    assert improved(0.0278, None, 0.0112)
+    assert not improved(0.0278, 0.0319, 0.0112), "0.0041 below the best: inside half a standard error"
+    assert improved(0.0262, 0.0319, 0.0112), "0.0057 below: past it"
+    assert not improved(0.99, 1.0, 0.0), "without a standard error the 1% rule holds"
+
+
+def test_the_standard_error_of_the_validation_loss_is_the_per_image_losses_one() -> None:
+    losses = torch.tensor([0.1, 0.4, 0.0, 1.3, 0.2])
+    expected = statistics.stdev(losses.tolist()) / math.sqrt(5)  # sample standard deviation over √n
+    got = standard_error(losses.mean(), losses.square().mean(), torch.tensor(5.0))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
