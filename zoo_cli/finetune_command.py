@@ -47,7 +47,8 @@ def add_config_flag(parser: argparse._ActionsContainer, key: str, help: str | No
     item, annotation = FIELDS[key]
     flag = flag_of(item)
     assert flag, f"{key} has no flag"
-    keywords: dict[str, Any] = {"help": help or item.metadata["help"]}
+    # argparse formats help with %: a field's help is plain text (e.g. "1%")
+    keywords: dict[str, Any] = {"help": (help or item.metadata["help"]).replace("%", "%%")}
     if "metavar" in item.metadata:
         keywords["metavar"] = item.metadata["metavar"]
     kinds = [kind for kind in alternatives(annotation) if kind is not type(None)]
