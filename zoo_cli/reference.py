@@ -43,9 +43,10 @@ def option_table(command: str) -> str:
     parser, defaults = _parsers()[command], _config_defaults()
     lines = ["| option | default | meaning |", "|---|---|---|"]
     for action in parser._actions:
+        meaning = (action.help or "").replace("%%", "%")  # argparse's escape of a plain %
         # zoo compare's own flags beside --data; its training flags are zoo finetune's table
         training = bool(action.option_strings) and action.dest != "data" and (
-            action.option_strings[0], action.help) in defaults
+            action.option_strings[0], meaning) in defaults
         if isinstance(action, argparse._HelpAction) or (command == "compare" and (training or action.dest == "config")):
             continue
         name = ", ".join(f"`{flag}`" for flag in action.option_strings) or f"`{action.metavar or action.dest}`"
@@ -53,9 +54,9 @@ def option_table(command: str) -> str:
             value = action.metavar or ("|".join(map(str, action.choices)) if action.choices else action.dest.upper())
             name = name[:-1] + f" {value}`"
         flag = action.option_strings[0] if action.option_strings else None
-        default = defaults.get((flag, action.help or ""), action.default) if flag else None
+        default = defaults.get((flag, meaning), action.default) if flag else None
         shown = "" if default is None or default is False or default == argparse.SUPPRESS else f"`{default}`"
-        lines.append(f"| {_cell(name)} | {_cell(shown)} | {_cell(action.help or '')} |")
+        lines.append(f"| {_cell(name)} | {_cell(shown)} | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
 
 
