@@ -19,8 +19,8 @@ from pathlib import Path
 
 from benchmarks.common import silenced, table, write_results
 from finetune.config import load_config, merge
-from finetune.hardware import choose_precision
-from finetune.run import train
+from finetune.runtime.hardware import choose_precision
+from finetune.training.run import train
 
 CONFIG = Path(__file__).parents[1] / "configs" / "small_cnn-digits.yaml"
 VARIANTS = {

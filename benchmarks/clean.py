@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import silenced, table, write_results
-from finetune.clean import SIMILARITY, clean
+from finetune.inspection.clean import SIMILARITY, clean
 
 COPY_KINDS = ("exact copy", "resized to 36 px", "moved 1 px")
 

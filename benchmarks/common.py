@@ -22,7 +22,7 @@ import torch
 from torch.utils.data.dataloader import _BaseDataLoaderIter
 
 from finetune.data.builtin import resolve_data
-from finetune.hardware import available_memory, cpu_flags, cpu_model, usable_cores
+from finetune.runtime.hardware import available_memory, cpu_flags, cpu_model, usable_cores
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 PACKAGES = ("torch", "torchvision", "timm", "pytorch-lightning", "numpy", "pillow")

@@ -32,7 +32,7 @@ from benchmarks.common import (
 from finetune.config import DataConfig, ModelConfig, RunConfig, TrainerConfig
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.split import split_folder
-from finetune.run import train
+from finetune.training.run import train
 
 CACHES = ("none", "memory")
 ARCH = "small_cnn"

@@ -43,9 +43,9 @@ from PIL import Image
 from benchmarks.common import photos_folder, silenced, spread, table, write_results
 from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
-from finetune.hardware import choose_threads
-from finetune.records import RunSummary
-from finetune.run import resume_config, train
+from finetune.results.records import RunSummary
+from finetune.runtime.hardware import choose_threads
+from finetune.training.run import resume_config, train
 
 
 def mnist_folder(root: Path) -> Path:

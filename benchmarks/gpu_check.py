@@ -21,7 +21,7 @@ import zoo
 from benchmarks.common import StepTimes, digits_folder, median, silenced, table, write_results
 from benchmarks.train_throughput import MODELS, Settings, measure
 from finetune.config import DataConfig, ModelConfig, RunConfig, TrainerConfig
-from finetune.run import train
+from finetune.training.run import train
 
 
 def fine_tune(workdir: Path, batch_size: int) -> dict[str, object]:

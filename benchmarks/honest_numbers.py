@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import silenced, table, write_results
-from finetune.calibration import calibration_error
 from finetune.compare import Plan, compare
 from finetune.compare.findings import findings
 from finetune.compare.results import summarize
 from finetune.config import load_config, merge, to_dict
 from finetune.data.split import load_split
-from finetune.evaluate import model_logits
-from finetune.records import RunSummary
-from finetune.sources import load_source
+from finetune.results.calibration import calibration_error
+from finetune.results.evaluate import model_logits
+from finetune.results.records import RunSummary
+from finetune.shipping.sources import load_source
 
 CONFIG = Path(__file__).parents[1] / "configs" / "small_cnn-digits.yaml"
 
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
             merge(base, {"model": {"arch": "resnet18", "dropout": 0.2}, "data": {"image_size": 32},
                          "trainer": {"epochs": args.resnet_epochs, "seed": args.seeds[0]}}),
             out=str(Path(workdir) / "resnet18"))
-        from finetune.run import train
+        from finetune.training.run import train
 
         with silenced():
             resnet_dir = train(resnet_config).run_dir

@@ -26,7 +26,7 @@ from pathlib import Path
 import zoo
 from benchmarks.common import digits_folder, interleaved, median, silenced, spread, table, write_results
 from finetune.config import load_config, merge
-from finetune.run import train
+from finetune.training.run import train
 
 VARIANTS = ("naive", "cache, first run", "cache, second run")
 CONFIG = Path(__file__).parents[1] / "configs" / "linear-probe.yaml"

@@ -106,7 +106,7 @@ class FirstStep(pl.Callback):
 def child(spec: dict[str, Any]) -> None:
     """One training run (in its own process), its figures printed as one JSON line."""
     from finetune.config import RunConfig, merge
-    from finetune.run import train
+    from finetune.training.run import train
 
     config = merge(RunConfig(), {
         "data": {"path": spec["data"], "batch_size": BATCH, "augment": "none", "cache": spec["cache"],

@@ -25,8 +25,8 @@ import requests
 
 from benchmarks.common import photos_folder, silenced, table, write_results
 from finetune.config import RunConfig, merge
-from finetune.export import export
-from finetune.run import train
+from finetune.shipping.export import export
+from finetune.training.run import train
 
 BATCH_SIZES = (1, 32)
 WARM_UP = 10  # requests before timing: the first batches pay for allocations and lazy imports

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import digits_folder, median, spread, table, write_results
-from finetune.hardware import usable_cores
+from finetune.runtime.hardware import usable_cores
 
 VARIANTS = ("zoo", "pinned")
 TARGETS = {"quiet": 0.95, "busy": 2.0}  # zoo ÷ pinned: lose nothing (within 5%) quiet, twice as fast beside load

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fastai_run:
         fastai_train(json.loads(args.fastai_run))
         return
-    from finetune.hardware import usable_cores
+    from finetune.runtime.hardware import usable_cores
 
     os.environ["OMP_NUM_THREADS"] = str(usable_cores())  # both systems, every process: the same threads
     load = Path("/proc/loadavg").read_text().split()[:3]

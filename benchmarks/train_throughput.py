@@ -9,7 +9,7 @@ one step of each hand loop runs, see ``Interleave``):
   in the main process every step (``DataLoader`` defaults);
 - ``torch @ zoo``: the same loop at zoo's settings: its precision, memory format, fused optimiser and
   data loader (decode-once cache, workers, pinned memory);
-- ``zoo``: ``finetune.run.train``, the LightningModule and Trainer that ``zoo finetune`` runs.
+- ``zoo``: ``finetune.training.run.train``, the LightningModule and Trainer that ``zoo finetune`` runs.
 
 Each figure is ``batch / median step time`` of one round (a step: waiting for the batch, forward,
 backward, optimiser), after warm-up steps; the table shows the median over rounds and the spread
@@ -49,8 +49,8 @@ from finetune.data.datamodule import ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.split import split_folder
 from finetune.data.transforms import train_transform
-from finetune.hardware import choose_memory_format, choose_precision
-from finetune.run import train
+from finetune.runtime.hardware import choose_memory_format, choose_precision
+from finetune.training.run import train
 from zoo.profile import profile
 from zoo.spec import ArchSpec
 

@@ -84,7 +84,7 @@ class DataConfig:
                                         "no test/ folder (0.15; 0: none, every figure is then validation)")
     batch_size: int = option(32, "images per training batch (32)")
     num_workers: int | None = option(None, "data-loader processes (default: from the machine)")
-    # auto: finetune.recipe; the presets: finetune.data.transforms
+    # auto: finetune.training.recipe; the presets: finetune.data.transforms
     augment: Literal["auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none"] = option(
         "auto", "auto: from the images and weights; standard: random resized crop + flip; light: milder crops; "
                 "trivial, randaugment, autoaugment, augmix: standard + that torchvision policy; none")

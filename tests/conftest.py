@@ -36,7 +36,7 @@ def hermetic_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 def short_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorter timings and range tests than a user's: the tests check what they produce, not their figures."""
     monkeypatch.setattr("finetune.compare.speed.MIN_RUN_SECONDS", 0.05)  # a user's: 1 s per speed figure
-    monkeypatch.setattr("finetune.lr_finder.STEPS", 30)  # a user's: 100 steps
+    monkeypatch.setattr("finetune.training.lr_finder.STEPS", 30)  # a user's: 100 steps
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from finetune.config import RunConfig, merge
-from finetune.run import train
+from finetune.training.run import train
 
 
 def run_summary(run_dir: Path) -> dict:
@@ -30,13 +30,14 @@ def run_table(run_dir: Path, name: str) -> list[dict[str, str]]:
 
 
 def train_small_run(root: Path, arch: str = "small_cnn", image_size: int | None = None) -> Path:
-    """A 3-step run of ``arch`` (small_cnn) on 3 classes × 8 photos; returns its run folder."""
+    """A 3-step fp32 run of ``arch`` (small_cnn) on 3 classes × 8 photos (fp32: its figures are compared with
+    ``zoo evaluate``'s, which bf16 on an AMX CPU would round apart); returns its run folder."""
     images = make_image_folder(root / "images")
     config = merge(RunConfig(), {
         "data": {"path": str(images), "batch_size": 8, "augment": "none", "num_workers": 0, "cache": "none",
                  "image_size": image_size},
         "model": {"arch": arch, "weights": "none"},
-        "trainer": {"epochs": 1, "max_steps": 3, "seed": 0, "accelerator": "cpu"},
+        "trainer": {"epochs": 1, "max_steps": 3, "seed": 0, "accelerator": "cpu", "precision": "32"},
         "out": str(root / "run"),
     })
     return train(config).run_dir

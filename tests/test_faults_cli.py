@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import zoo
-from finetune import evaluate as evaluate_module
-from finetune.export import export
+from finetune.results import evaluate as evaluate_module
+from finetune.shipping.export import export
 from tests.helpers import make_image_folder, train_small_run
 from zoo._io import DiskError
 from zoo_cli.main import SIGPIPE_STATUS, main
@@ -392,19 +392,19 @@ def test_a_full_disk_during_export_force_keeps_the_old_bundle(
 
 def test_ctrl_c_in_predict_is_one_line_with_the_sigint_status(bundle: Path, photo: Path, monkeypatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    import finetune.predict
+    import finetune.shipping.predict
 
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(finetune.predict, "predict", interrupted)
+    monkeypatch.setattr(finetune.shipping.predict, "predict", interrupted)
     assert main(["predict", str(bundle), str(photo)]) == 130
     assert capsys.readouterr().err.strip() == "zoo predict: interrupted"
 
 
 @pytest.mark.parametrize("text", ["", "path,label\n/x.png,a\n", "path,label,predicted,probability\n/x.png,a\n"])
 def test_a_damaged_test_predictions_csv_is_one_line(run_dir: Path, tmp_path: Path, text: str) -> None:
-    from finetune.heldout import PREDICTIONS_FILE, read_predictions
+    from finetune.results.heldout import PREDICTIONS_FILE, read_predictions
 
     path = tmp_path / PREDICTIONS_FILE
     path.write_text(text, encoding="utf-8")

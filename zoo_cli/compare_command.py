@@ -66,7 +66,7 @@ def _finish(per_seed: Sequence[dict[str, Any]], out: Path, configs: Sequence[dic
 def run_compare(args: argparse.Namespace) -> int:
     from finetune.compare import SETTINGS_FILE, Plan, compare, load_comparison, parse_seeds, parse_vary
     from finetune.config import RunConfig, merge, to_dict
-    from finetune.records import RunSummary
+    from finetune.results.records import RunSummary
 
     overrides = overrides_from_flags(args)
     saved = Path(args.out) / SETTINGS_FILE if args.out else None
@@ -91,8 +91,8 @@ def run_compare(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from finetune.compare.results import rows_from_runs
     from finetune.config import to_dict
-    from finetune.folders import check_out_folder
-    from finetune.records import RunSummary
+    from finetune.results.records import RunSummary
+    from finetune.runtime.folders import check_out_folder
     from zoo.errors import ZooError
 
     out = args.out or _stamped("report")

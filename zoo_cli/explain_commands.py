@@ -47,7 +47,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_explain(args: argparse.Namespace) -> int:
-    from finetune.explain import FILTERS_FILE, REPORT_FILE, explain
+    from finetune.inspection.explain import FILTERS_FILE, REPORT_FILE, explain
 
     result = explain(args.source, args.images, args.out, method=args.method, class_name=args.class_name,
                      layer=args.layer, top_k=args.top_k)
@@ -64,7 +64,7 @@ def run_explain(args: argparse.Namespace) -> int:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from finetune.clean import clean
+    from finetune.inspection.clean import clean
 
     result = clean(args.data, args.out, arch=args.arch, folds=args.folds, image_size=args.image_size,
                    batch_size=args.batch_size, similarity=args.similarity, shown=args.show)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from finetune.config import ConfigError, FreezeMode, RunConfig, alternatives, config_fields, load_config, merge
 
 if TYPE_CHECKING:
-    from finetune.records import RunSummary, Split
-    from finetune.run import LrFindResult
+    from finetune.results.records import RunSummary, Split
+    from finetune.training.run import LrFindResult
 
 FIELDS = {key: (item, annotation) for key, item, annotation in config_fields()}
 # Each command adds these itself, worded for what it does (zoo compare has --archs, and its --out is a comparison).
@@ -151,8 +151,8 @@ def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from finetune.progress import process_started
-    from finetune.run import resume_config, train
+    from finetune.runtime.progress import process_started
+    from finetune.training.run import resume_config, train
     from zoo_cli.output import print_table
 
     overrides = overrides_from_flags(args)
@@ -166,7 +166,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     try:
         result = train(config, resume=args.resume, started=process_started())
     except Exception as error:
-        from finetune.processes import orphaned
+        from finetune.runtime.processes import orphaned
 
         if not orphaned():
             raise
@@ -183,7 +183,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def lr_find_lines(arch: str, result: LrFindResult, folder: Path | None) -> list[str]:
     """What ``zoo lr-find`` prints: the suggestion, the steps it came from, and how it compares with the recipe."""
-    from finetune.lr_finder import STEPS
+    from finetune.training.lr_finder import STEPS
 
     finding = result.finding
     suggestion = finding.suggestion
@@ -205,7 +205,7 @@ def lr_find_lines(arch: str, result: LrFindResult, folder: Path | None) -> list[
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
-    from finetune.run import find_learning_rate
+    from finetune.training.run import find_learning_rate
 
     config = merge(load_config(args.config) if args.config else RunConfig(), overrides_from_flags(args))
     folder = Path(config.out) if config.out else None

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     except KeyboardInterrupt:
         # Ctrl-C: one line, no traceback, the status a shell gives a command killed by SIGINT. A training run
-        # saves last.ckpt and prints its resume command first (finetune/saving.py).
+        # saves last.ckpt and prints its resume command first (finetune/training/saving.py).
         print(f"\nzoo {args.command}: interrupted", file=sys.stderr)
         return INTERRUPTED_STATUS
     except BrokenPipeError:

@@ -13,7 +13,7 @@ from zoo.tta import TTA_MODES
 from zoo_cli.output import print_table, printable, render
 
 if TYPE_CHECKING:
-    from finetune.predict import Prediction
+    from finetune.shipping.predict import Prediction
 
 SOURCE_HELP = "a run folder of zoo finetune, a .ckpt file, or a bundle folder of zoo export"
 TTA_HELP = ("test-time augmentation: none, flip (average over the image and its mirror), flip-crop (and four corner "
@@ -68,7 +68,7 @@ def _warn(command: str, message: str) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from finetune.evaluate import evaluate
+    from finetune.results.evaluate import evaluate
 
     result = evaluate(args.source, data=args.data, split=args.split, out=args.out, batch_size=args.batch_size,
                       top_losses=args.top_losses, tta=args.tta)
@@ -103,8 +103,8 @@ def _csv_rows(results: list[Prediction]) -> Iterator[dict[str, object]]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from finetune.predict import predict
-    from finetune.pretrained import load_model
+    from finetune.shipping.predict import predict
+    from finetune.shipping.pretrained import load_model
 
     model = load_model(args.source).model
     if args.tta is not None:
@@ -132,7 +132,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from finetune.export import TOLERANCE, export
+    from finetune.shipping.export import TOLERANCE, export
 
     formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
     result = export(args.source, formats, args.out, force=args.force)

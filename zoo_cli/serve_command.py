@@ -40,8 +40,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from finetune.serve.app import ServeSettings
-    from finetune.serve.server import serve
+    from finetune.shipping.serve.app import ServeSettings
+    from finetune.shipping.serve.server import serve
 
     settings = ServeSettings(str(args.source), max_batch_size=args.max_batch_size, max_bytes=args.max_bytes,
                              tta=args.tta)

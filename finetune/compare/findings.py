@@ -21,8 +21,8 @@ from finetune.compare.results import (
     settings_that_differ,
 )
 from finetune.compare.speed import Speed
-from finetune.records import RunSummary
-from finetune.stats import SIGNIFICANCE, smallest_spearman_p, spearman
+from finetune.results.records import RunSummary
+from finetune.results.stats import SIGNIFICANCE, smallest_spearman_p, spearman
 
 
 def format_p(p_value: float) -> str:

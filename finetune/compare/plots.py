@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter, NullLocator, ScalarFormatter
 
 from finetune.compare.results import Row, headline_error, headline_interval, label
-from finetune.plots import save_figure
+from finetune.results.plots import save_figure
 
 # (row key, legend label, marker style): the published figures of the same weights, labelled as such
 REFERENCE_SERIES: tuple[tuple[str, str, dict[str, Any]], ...] = (

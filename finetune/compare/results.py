@@ -12,9 +12,9 @@ import torch
 import zoo
 from finetune.compare.speed import run_speed
 from finetune.config import to_dict
-from finetune.heldout import PREDICTIONS_FILE, read_predictions
-from finetune.records import RunSummary
-from finetune.stats import mcnemar, wilson_interval
+from finetune.results.heldout import PREDICTIONS_FILE, read_predictions
+from finetune.results.records import RunSummary
+from finetune.results.stats import mcnemar, wilson_interval
 from zoo.spec import ArchSpec
 
 Row = dict[str, Any]

@@ -29,9 +29,9 @@ from finetune.compare.results import Row, failed_row, run_row, settings_that_dif
 from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.shards import is_shards
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
-from finetune.folders import check_out_folder
-from finetune.run import make_split, resume_config, train
-from finetune.saving import continue_with
+from finetune.runtime.folders import check_out_folder
+from finetune.training.run import make_split, resume_config, train
+from finetune.training.saving import continue_with
 from zoo._io import write_error, write_text_atomic
 from zoo.errors import first_line
 

@@ -20,7 +20,7 @@ import zoo
 from zoo._io import DiskError, write_text_atomic
 
 if TYPE_CHECKING:
-    from finetune.records import RunSummary
+    from finetune.results.records import RunSummary
 
 SPEED_FILE = "inference.json"  # kept in the run folder, so a resumed comparison need not measure again
 MIN_RUN_SECONDS = 1.0  # per measurement, split into timing blocks whose spread is kept

@@ -19,8 +19,8 @@ from finetune.data.images import ImageDataset
 from finetune.data.shards import ShardSplit, shard_dataset
 from finetune.data.split import Split
 from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
-from finetune.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader, free_disk
-from finetune.progress import PhaseTimes
+from finetune.runtime.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader, free_disk
+from finetune.runtime.progress import PhaseTimes
 from zoo.cache import cache_root
 from zoo.spec import ArchSpec, Preprocessing
 

@@ -26,8 +26,8 @@ from torchvision.transforms.v2 import functional as F
 from finetune.data.cache_store import cache_key, cache_path
 from finetune.data.images import read_scanned_image
 from finetune.data.scan import Sample
-from finetune.hardware import usable_cores
-from finetune.progress import PhaseTimes, tracked
+from finetune.runtime.hardware import usable_cores
+from finetune.runtime.progress import PhaseTimes, tracked
 from zoo._io import write_atomic
 
 FORMAT_VERSION = 1  # bump when the stored pixels change meaning

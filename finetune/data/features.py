@@ -4,7 +4,7 @@ With the backbone frozen, it runs once per image, not once per epoch. The featur
 augmented views per image) are kept in memory or in ``$ZOO_CACHE/features``, keyed by the architecture, a
 digest of the backbone's weights, the image size, the transform, the precision and every file's path, size
 and modification time, so a second run on the same data reads them back. The LightningModule is a
-``FeatureProbe`` (``finetune.module``) that runs only its head: its metrics, checkpoints and exported model
+``FeatureProbe`` (``finetune.training.module``) that runs only its head: its metrics, checkpoints and exported model
 (backbone included) are those of a normal run.
 """
 
@@ -24,9 +24,9 @@ from finetune.data.cache_store import cache_key, cache_path
 from finetune.data.datamodule import PARTS_OF_STAGE, ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.split import Split
-from finetune.hardware import Choice, LoaderSettings
-from finetune.module import Classifier
-from finetune.progress import PhaseTimes, tracked
+from finetune.runtime.hardware import Choice, LoaderSettings
+from finetune.runtime.progress import PhaseTimes, tracked
+from finetune.training.module import Classifier
 from zoo._io import save_atomic
 from zoo.spec import ArchSpec, Preprocessing
 

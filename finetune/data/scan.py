@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import UnidentifiedImageError
 
 from finetune.data.scan_cache import cached_checks
-from finetune.progress import tracked
+from finetune.runtime.progress import tracked
 from zoo.errors import ZooError, first_line
 from zoo.images import MAX_PIXELS, ImageSizeError, opened
 

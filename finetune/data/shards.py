@@ -25,14 +25,14 @@ from torch.utils.data import Dataset
 
 from finetune.data.scan import DataError, Sample
 from finetune.data.split import PARTS, Split, split_folder
-from finetune.folders import check_out_folder
+from finetune.runtime.folders import check_out_folder
 from zoo._io import replacing_folder, write_text_atomic
 from zoo.cache import cache_root
 from zoo.errors import first_line
 from zoo.images import load_rgb
 
 if TYPE_CHECKING:
-    from finetune.recipe import DataProfile
+    from finetune.training.recipe import DataProfile
 
 MANIFEST = "zoo_shards.json"
 LITDATA_INDEX = "index.json"
@@ -98,7 +98,7 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_frac
                         f"size, at most {MAX_DECODED_SIDE} px (256 for 224 px crops), or leave --decoded out")
     from litdata import optimize
 
-    from finetune.recipe import profile_data
+    from finetune.training.recipe import profile_data
 
     out = Path(out)
     check_out_folder(out)
@@ -216,7 +216,7 @@ def check_chunks(folder: Path) -> None:
 
 def profile_of(split: ShardSplit) -> DataProfile:
     """The training images' profile recorded when the shards were written."""
-    from finetune.recipe import DataProfile
+    from finetune.training.recipe import DataProfile
 
     return DataProfile(**(split.profile or {}))
 

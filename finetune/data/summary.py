@@ -23,7 +23,7 @@ from finetune.config import RunConfig
 from finetune.data.scan import Sample
 from finetune.data.split import Split, class_counts
 from finetune.data.transforms import train_transform
-from finetune.plots import save_figure
+from finetune.results.plots import save_figure
 from zoo.images import load_rgb
 from zoo.spec import Preprocessing
 
@@ -120,9 +120,9 @@ def look_at_data(config: RunConfig, out: Path) -> DataSummary:
     """``zoo data``: scan and split ``config``'s folder as ``zoo finetune`` would, choose its augmentation, and
     summarise it; only ``out`` is written."""
     from finetune.data.builtin import resolve_data
-    from finetune.folders import check_out_folder
-    from finetune.run import make_split
-    from finetune.setup import choose_settings, preprocessing_of
+    from finetune.runtime.folders import check_out_folder
+    from finetune.training.run import make_split
+    from finetune.training.setup import choose_settings, preprocessing_of
     from zoo.errors import ZooError
     from zoo.registry import get_spec
 

@@ -18,9 +18,9 @@ from finetune.data import features as probe
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.features import FeatureDataModule
 from finetune.data.split import Split, split_folder
-from finetune.module import Classifier
-from finetune.records import RunSummary
-from finetune.run import train
+from finetune.results.records import RunSummary
+from finetune.training.module import Classifier
+from finetune.training.run import train
 from zoo_cli.main import main
 
 # Odd, non-square sizes: the centre crop's rounding must match the plain pipeline's on both axes.

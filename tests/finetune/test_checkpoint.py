@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.sources import load_source
+from finetune.shipping.sources import load_source
 from tests.helpers import make_image_folder, write_malicious_pickle
 from zoo.errors import ZooError
 from zoo_cli.main import main

@@ -21,7 +21,7 @@ from finetune.compare.plots import pareto_front
 from finetune.compare.report import title_for
 from finetune.compare.results import RESULT_COLUMNS
 from finetune.config import ConfigError, RunConfig, load_config, to_dict
-from finetune.stats import mcnemar, wilson_interval
+from finetune.results.stats import mcnemar, wilson_interval
 from tests.helpers import make_image_folder
 from zoo_cli.main import main
 
@@ -400,7 +400,7 @@ def test_imagenet_figures_never_share_an_axis_with_the_users_errors(comparison: 
 
 
 def test_ctrl_c_inside_a_comparison_prints_the_compare_command(tmp_path: Path, monkeypatch, capsys) -> None:
-    from finetune.saving import LastCheckpoint
+    from finetune.training.saving import LastCheckpoint
 
     original = LastCheckpoint.on_train_epoch_end
 

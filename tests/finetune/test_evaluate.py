@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from finetune.data.split import class_counts, load_split
-from finetune.evaluate import compute_metrics
+from finetune.results.evaluate import compute_metrics
 from tests.helpers import make_image_folder
 from zoo_cli.main import main
 
@@ -147,7 +147,7 @@ def test_a_checkpoint_alone_needs_data(run_dir: Path, capsys) -> None:
 def test_the_reliability_diagram_keeps_a_long_title_inside_and_fades_bins_of_few_images() -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from finetune.calibration import FEW_IMAGES, reliability_figure
+    from finetune.results.calibration import FEW_IMAGES, reliability_figure
 
     # 40 images at confidence 0.95 (36 right), 2 at 0.55 (one right): a full bin and a near-empty one.
     probabilities = torch.tensor([[0.95, 0.05]] * 40 + [[0.55, 0.45]] * 2)

@@ -14,10 +14,10 @@ from scipy.stats import spearmanr
 from skimage import data
 
 import zoo
-from finetune.export import export
-from finetune.pretrained import load_pretrained
-from finetune.saliency import class_activation_map, crop_box, on_image
-from finetune.stages import run
+from finetune.inspection.saliency import class_activation_map, crop_box, on_image
+from finetune.inspection.stages import run
+from finetune.shipping.export import export
+from finetune.shipping.pretrained import load_pretrained
 from tests.helpers import make_image_folder
 from zoo_cli.main import main
 

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 import zoo
-from finetune import export as export_module
-from finetune.export import TOLERANCE, ExportError, export
 from finetune.names import EXPORT_FORMATS
-from finetune.sources import load_source
+from finetune.shipping import export as export_module
+from finetune.shipping.export import TOLERANCE, ExportError, export
+from finetune.shipping.sources import load_source
 from zoo.bundle import ONNX_FILE, TORCHSCRIPT_FILE
 from zoo.images import load_rgb
 from zoo_cli.main import main

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from finetune.saving import AtomicCheckpointIO
-from finetune.sources import read_checkpoint
+from finetune.shipping.sources import read_checkpoint
+from finetune.training.saving import AtomicCheckpointIO
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
@@ -86,9 +86,9 @@ def test_last_checkpoint_leaves_at_most_the_interval_unsaved(
 
     import pytorch_lightning as pl
 
-    from finetune import saving
     from finetune.config import RunConfig, merge
-    from finetune.run import train
+    from finetune.training import saving
+    from finetune.training.run import train
 
     clock = {"now": 1000.0}
 
@@ -244,10 +244,11 @@ def _set_epoch(path: Path, epoch: int) -> None:
 
 def test_a_run_folder_in_use_is_refused_to_a_second_process(finished_run: Path, tmp_path: Path) -> None:
     from finetune.config import ConfigError
-    from finetune.run_lock import lock_run_folder, release_run_folders
+    from finetune.training.run_lock import lock_run_folder, release_run_folders
 
     run = _copy_run(finished_run, tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from finetune.run_lock import lock_run_folder; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                               "from finetune.training.run_lock import lock_run_folder; "
                                f"lock_run_folder(__import__('pathlib').Path({str(run)!r})); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
@@ -314,9 +315,10 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(image_folder: Path, tmp_path
 @pytest.mark.slow
 def test_children_die_with_the_launching_process(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    child = ("import os, time; from finetune.processes import die_with_parent; die_with_parent(); "
+    child = ("import os, time; from finetune.runtime.processes import die_with_parent; die_with_parent(); "
              f"open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)")
-    parent = ("import os, subprocess, sys, time; from finetune.processes import mark_launcher; mark_launcher(); "
+    parent = ("import os, subprocess, sys, time; "
+              "from finetune.runtime.processes import mark_launcher; mark_launcher(); "
               f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(120)")
     launcher = subprocess.Popen([sys.executable, "-c", parent])
     deadline = time.monotonic() + 60
@@ -364,7 +366,7 @@ def test_classes_without_validation_images_are_named(tmp_path: Path, capsys: pyt
 
 def test_an_image_damaged_during_training_stops_with_the_resume_command(
         image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from finetune.module import Classifier
+    from finetune.training.module import Classifier
 
     out = tmp_path / "run"
     victim = sorted((image_folder / "chelsea").iterdir())[0]

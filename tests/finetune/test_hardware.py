@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune import hardware
-from finetune.hardware import choose_cache, choose_loader, choose_precision
+from finetune.runtime import hardware
+from finetune.runtime.hardware import choose_cache, choose_loader, choose_precision
 
 GIB = 2**30
 
@@ -71,7 +71,7 @@ def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
     import zoo
 
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path))
-    from finetune.hardware import has_depthwise_convolutions
+    from finetune.runtime.hardware import has_depthwise_convolutions
 
     lite, resnet = zoo.create_model("efficientnet_lite0", 3), zoo.create_model("resnet18", 3)
     assert has_depthwise_convolutions(lite) and not has_depthwise_convolutions(resnet)
@@ -148,7 +148,7 @@ def test_a_run_prints_its_threads_records_them_and_gives_torch_back_its_own(
     import torch
 
     from finetune.config import load_config
-    from finetune.run import resume_config
+    from finetune.training.run import resume_config
     from zoo_cli.main import main
 
     monkeypatch.setattr(hardware, "others_busy_cores", lambda: 0.0)
@@ -167,7 +167,7 @@ def test_a_run_prints_its_threads_records_them_and_gives_torch_back_its_own(
 
 def test_ddp_processes_share_the_cores() -> None:
     from finetune.config import RunConfig, merge
-    from finetune.processes import processes_per_node
+    from finetune.runtime.processes import processes_per_node
 
     assert processes_per_node(RunConfig()) == 1
     assert processes_per_node(merge(RunConfig(), {"trainer": {"devices": "2", "accelerator": "cpu"}})) == 2

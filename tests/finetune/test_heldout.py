@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from finetune.data.split import load_split
-from finetune.sources import load_source, read_checkpoint
-from finetune.stats import wilson_interval
+from finetune.results.stats import wilson_interval
+from finetune.shipping.sources import load_source, read_checkpoint
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 

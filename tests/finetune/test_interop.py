@@ -20,8 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 import zoo
-from finetune.export import export
-from finetune.model_card import model_card
+from finetune.shipping.export import export
+from finetune.shipping.model_card import model_card
 from tests.helpers import train_small_run
 from zoo.bundle import BundleMetadata, read_metadata
 from zoo.interop import crop_pct, plain_model, plain_state_dict, zoo_state_dict

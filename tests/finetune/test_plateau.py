@@ -12,9 +12,9 @@ import torch
 import zoo
 from finetune.config import RunConfig, merge
 from finetune.data.split import split_folder
-from finetune.module import standard_error
-from finetune.plateau import improved, lr_factor
-from finetune.recipe import choose
+from finetune.training.module import standard_error
+from finetune.training.plateau import improved, lr_factor
+from finetune.training.recipe import choose
 from tests.helpers import run_table
 from zoo_cli.main import main
 
@@ -57,7 +57,7 @@ def test_a_flat_validation_loss_anneals_after_the_floor_and_stops(image_folder: 
 
 def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from finetune.saving import AtomicCheckpointIO
+    from finetune.training.saving import AtomicCheckpointIO
 
     class Killed(BaseException):
         """Stands for kill -9: nothing after it runs."""

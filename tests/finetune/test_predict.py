@@ -12,7 +12,7 @@ import torch
 
 import zoo
 from finetune.data.transforms import eval_transform
-from finetune.sources import load_source
+from finetune.shipping.sources import load_source
 from tests.helpers import make_image_folder
 from zoo.images import load_rgb
 from zoo_cli.main import main

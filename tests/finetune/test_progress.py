@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from finetune import progress
-from finetune.progress import PhaseTimes, process_started, tracked
+from finetune.runtime import progress
+from finetune.runtime.progress import PhaseTimes, process_started, tracked
 
 
 class Clock:

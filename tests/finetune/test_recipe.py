@@ -12,7 +12,7 @@ import zoo
 from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
 from finetune.data.split import split_folder
-from finetune.recipe import choose, profile_data
+from finetune.training.recipe import choose, profile_data
 from tests.helpers import make_image_folder
 
 
@@ -69,7 +69,7 @@ def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbon
 
 
 def test_a_long_fine_tune_on_a_gpu_starts_with_a_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from finetune import recipe
+    from finetune.training import recipe
 
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     monkeypatch.setattr(recipe, "GPU_THROUGHPUT", 1e6)  # a GPU so slow that 60 images take hours
@@ -139,7 +139,7 @@ def test_finetune_prints_each_choice_with_its_reason(
 
 
 def test_an_entry_without_pretrained_weights_records_none_not_default(image_folder: Path, capsys) -> None:
-    from finetune.setup import choose_settings
+    from finetune.training.setup import choose_settings
 
     config = merge(RunConfig(), {"model": {"arch": "small_cnn"}, "data": {"path": str(image_folder)}})
     assert config.model.weights == "default"

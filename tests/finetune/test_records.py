@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from finetune.records import RunSummary
+from finetune.results.records import RunSummary
 from zoo.errors import ZooError
 
 
@@ -40,7 +40,7 @@ def test_a_field_of_the_wrong_type_is_named(run_dir: Path, tmp_path: Path, chang
 
 
 def test_the_learning_curves_mark_the_epoch_whose_checkpoint_was_kept() -> None:
-    from finetune.plots import learning_curves_figure
+    from finetune.results.plots import learning_curves_figure
 
     rows = [{"epoch": e, "train/loss": 1 / e, "val/loss": 1 / e, "val/top1_error": abs(e - 3) + 1.0}
             for e in range(1, 6)]

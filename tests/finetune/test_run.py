@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import zoo
-from finetune import lr_finder
 from finetune.config import RunConfig, load_config
+from finetune.training import lr_finder
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
@@ -135,8 +135,8 @@ def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image
     from finetune.config import DataConfig, OptimConfig
     from finetune.data.datamodule import ImageDataModule
     from finetune.data.split import split_folder
-    from finetune.freezing import BackboneFreeze
-    from finetune.module import Classifier
+    from finetune.training.freezing import BackboneFreeze
+    from finetune.training.module import Classifier
 
     spec = zoo.get_spec("resnet18")
     split = split_folder(image_folder, 0.25, 0)
@@ -207,7 +207,7 @@ def test_existing_run_folder_is_refused(image_folder: Path, tmp_path: Path, caps
 def test_interrupt_saves_last_checkpoint_and_resume_finishes(
     image_folder: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from finetune.module import Classifier
+    from finetune.training.module import Classifier
 
     original = Classifier.training_step
 
@@ -270,9 +270,9 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_ddp_validation_counts_each_image_once(image_folder: Path, tmp_path: Path) -> None:
     from finetune.data.split import load_split
-    from finetune.evaluate import model_logits
-    from finetune.heldout import error_rates
-    from finetune.sources import load_checkpoint
+    from finetune.results.evaluate import model_logits
+    from finetune.results.heldout import error_rates
+    from finetune.shipping.sources import load_checkpoint
 
     out = tmp_path / "ddp"
     # 3 validation images on 2 processes: a padded sampler would count one of them twice. fp32 and undecoded
@@ -315,7 +315,7 @@ def test_ddp_refuses_fewer_validation_images_than_processes(image_folder: Path) 
 
 def test_biases_and_normalisation_get_no_weight_decay() -> None:
     from finetune.config import OptimConfig
-    from finetune.module import Classifier
+    from finetune.training.module import Classifier
 
     network = zoo.create_model("resnet18", 3, dropout=0.2)
     optim = OptimConfig(lr=1e-3, weight_decay=0.05, backbone_lr_mult=0.1)
@@ -415,7 +415,7 @@ def test_non_finite_settings_are_refused(image_folder: Path, tmp_path: Path, cap
 
 def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line(image_folder: Path, tmp_path: Path, capsys,
                                                                  monkeypatch) -> None:
-    from finetune.module import Classifier
+    from finetune.training.module import Classifier
 
     original = Classifier.training_step
 

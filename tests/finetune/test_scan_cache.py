@@ -66,7 +66,7 @@ def test_a_folder_changed_during_a_run_names_the_file_and_the_next_scan_skips_it
                                                                                  tmp_path: Path) -> None:
     from finetune.config import RunConfig, merge
     from finetune.data.images import UnreadableImageError
-    from finetune.run import train
+    from finetune.training.run import train
 
     damaged = image_folder / "coffee" / "2.jpg"
     config = merge(RunConfig(), {

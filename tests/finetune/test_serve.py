@@ -33,8 +33,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 import zoo
-from finetune.export import export
-from finetune.serve.batching import Batcher
+from finetune.shipping.export import export
+from finetune.shipping.serve.batching import Batcher
 from tests.helpers import run_summary
 from zoo_cli.main import main
 
@@ -409,8 +409,8 @@ def test_serve_tta_averages_over_the_mirror_and_is_refused_where_mirrors_change_
         bundle: Path, photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from fastapi.testclient import TestClient
 
-    from finetune.serve.app import ServeSettings, create_app
-    from finetune.sources import load_source
+    from finetune.shipping.serve.app import ServeSettings, create_app
+    from finetune.shipping.sources import load_source
 
     settings = ServeSettings(str(bundle), tta="flip")
     with TestClient(create_app(load_source(bundle, tta="flip"), settings)) as client:

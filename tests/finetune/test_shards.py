@@ -89,7 +89,7 @@ class _Images(pl.Callback):
 def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folder: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     from finetune.config import RunConfig, merge
-    from finetune.run import resume_config, train
+    from finetune.training.run import resume_config, train
 
     config = merge(RunConfig(), {
         "data": {"path": str(shards), "batch_size": 4, "augment": "none", "num_workers": 0},
@@ -124,9 +124,9 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folde
 def test_two_nodes_on_shards_measure_as_one_process(shards: Path, tmp_path: Path) -> None:
     import socket
 
-    from finetune.evaluate import model_logits
-    from finetune.heldout import error_rates
-    from finetune.sources import load_checkpoint
+    from finetune.results.evaluate import model_logits
+    from finetune.results.heldout import error_rates
+    from finetune.shipping.sources import load_checkpoint
 
     with socket.socket() as probe:  # a free port for the nodes to meet on
         probe.bind(("127.0.0.1", 0))

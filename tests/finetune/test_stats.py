@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from finetune.calibration import TEMPERATURE_RANGE, calibration_error, fit_temperature, negative_log_likelihood
-from finetune.heldout import error_rates
-from finetune.stats import chance_error, learned, mcnemar, spearman, top_k, wilson_interval
+from finetune.results.calibration import TEMPERATURE_RANGE, calibration_error, fit_temperature, negative_log_likelihood
+from finetune.results.heldout import error_rates
+from finetune.results.stats import chance_error, learned, mcnemar, spearman, top_k, wilson_interval
 
 Z = 1.959963984540054  # the 97.5% normal quantile
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 import zoo
-from finetune.clean import backbone_features
 from finetune.config import ConfigError, RunConfig, merge
 from finetune.data.split import split_folder
-from finetune.module import Classifier, FeatureProbe
-from finetune.run import train
-from finetune.setup import build_classifier, prepare, preprocessing_of
+from finetune.inspection.clean import backbone_features
+from finetune.training.module import Classifier, FeatureProbe
+from finetune.training.run import train
+from finetune.training.setup import build_classifier, prepare, preprocessing_of
 from tests.helpers import run_summary
 from zoo.spec import IMAGENET_MEAN, IMAGENET_STD
 

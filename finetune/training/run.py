@@ -20,18 +20,7 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import zoo
-from finetune.averaging import WeightEma
-from finetune.callbacks import (
-    EarlyStop,
-    EpochLog,
-    EpochMetrics,
-    FiniteLoss,
-    ProgressBar,
-    StepLines,
-    Throughput,
-)
 from finetune.config import CONFIG_FILE, ConfigError, DataConfig, RunConfig, load_config, merge, save_config
-from finetune.console import is_launched_worker, lightning_quieted, say
 from finetune.data.builtin import resolve_data
 from finetune.data.images import UnreadableImageError
 from finetune.data.shards import ShardSplit, is_shards, load_shards
@@ -45,15 +34,13 @@ from finetune.data.split import (
     save_split,
     split_folder,
 )
-from finetune.folders import check_out_folder
-from finetune.freezing import BackboneFreeze
-from finetune.hardware import threads_restored
-from finetune.heldout import measure_best
-from finetune.loggers import make_logger
-from finetune.lr_finder import LrFinding
-from finetune.plateau import PlateauStop
-from finetune.plots import plot_learning_curves
-from finetune.processes import (
+from finetune.results.heldout import measure_best
+from finetune.results.plots import plot_learning_curves
+from finetune.results.records import RunSummary
+from finetune.runtime.console import is_launched_worker, lightning_quieted, say
+from finetune.runtime.folders import check_out_folder
+from finetune.runtime.hardware import threads_restored
+from finetune.runtime.processes import (
     LAUNCHER_PID_ENV,
     check_devices,
     devices_setting,
@@ -61,18 +48,31 @@ from finetune.processes import (
     launched_by_this_run,
     mark_launcher,
 )
-from finetune.progress import PhaseTimes
-from finetune.records import RunSummary
-from finetune.run_lock import lock_run_folder, release_run_folders
-from finetune.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
-from finetune.setup import (
+from finetune.runtime.progress import PhaseTimes
+from finetune.shipping.sources import read_checkpoint
+from finetune.training.averaging import WeightEma
+from finetune.training.callbacks import (
+    EarlyStop,
+    EpochLog,
+    EpochMetrics,
+    FiniteLoss,
+    ProgressBar,
+    StepLines,
+    Throughput,
+)
+from finetune.training.freezing import BackboneFreeze
+from finetune.training.loggers import make_logger
+from finetune.training.lr_finder import LrFinding
+from finetune.training.plateau import PlateauStop
+from finetune.training.run_lock import lock_run_folder, release_run_folders
+from finetune.training.saving import LAST_CHECKPOINT, AtomicCheckpointIO, BestCheckpoint, LastCheckpoint, resume_command
+from finetune.training.setup import (
     Setup,
     choose_settings,
     learning_rate_finding,
     prepare,
     trainer_settings,
 )
-from finetune.sources import read_checkpoint
 from zoo._io import DiskError, remove_temporaries, write_text_atomic
 from zoo.errors import ZooError, describe_error
 

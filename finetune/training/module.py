@@ -16,8 +16,8 @@ from torchmetrics import MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from finetune.config import OptimConfig
-from finetune.plateau import lr_factor
-from finetune.stats import top_k
+from finetune.results.stats import top_k
+from finetune.training.plateau import lr_factor
 from zoo.bundle import ModelMetadata
 
 
@@ -61,7 +61,7 @@ class Classifier(pl.LightningModule):
         self.decay: tuple[int, int] | None = None  # the plateau schedule's anneal: first step, steps (PlateauStop)
         self.top_k = top_k(num_classes)
         # The learning-rate schedule: warm-up then cosine from restart_step to schedule_total (global steps); a
-        # resume that extends a finished run restarts it at its last step (finetune.run).
+        # resume that extends a finished run restarts it at its last step (finetune.training.run).
         self.restart_step = 0
         self.schedule_total: int | None = None
         weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
@@ -72,7 +72,7 @@ class Classifier(pl.LightningModule):
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         # The per-image losses' first two moments and count give the validation loss's standard error, the
-        # noise the plateau rule (finetune.plateau) looks past.
+        # noise the plateau rule (finetune.training.plateau) looks past.
         self.val_image_loss, self.val_image_loss_sq, self.val_count = MeanMetric(), MeanMetric(), SumMetric()
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.val_topk = (MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro", validate_args=False)
@@ -102,7 +102,7 @@ class Classifier(pl.LightningModule):
         images, labels = batch
         loss = self.loss(self(images), labels)
         self.train_loss.update(loss.detach(), len(labels))
-        return loss  # the progress bar shows it (see finetune.callbacks.ProgressBar)
+        return loss  # the progress bar shows it (see finetune.training.callbacks.ProgressBar)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         images, labels = batch
@@ -141,7 +141,7 @@ class Classifier(pl.LightningModule):
         """
         optim = self.optim
         if not isinstance(optim.lr, float) or optim.backbone_lr_mult is None:
-            raise ValueError("the learning rates are not decided yet: pass the config through finetune.run's "
+            raise ValueError("the learning rates are not decided yet: pass the config through finetune.training.run's "
                              "choose_settings (or set optim.lr and optim.backbone_lr_mult)")
         head = {id(p) for p in self.head_parameters()}
         groups = []

@@ -19,15 +19,15 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from finetune.calibration import calibration_error, fit_temperature, negative_log_likelihood
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.scan import Sample
 from finetune.data.split import Split
-from finetune.module import Classifier
-from finetune.progress import PhaseTimes, tracked
-from finetune.sources import read_checkpoint
-from finetune.stats import chance_error, learned, top_k, wilson_interval
+from finetune.results.calibration import calibration_error, fit_temperature, negative_log_likelihood
+from finetune.results.stats import chance_error, learned, top_k, wilson_interval
+from finetune.runtime.progress import PhaseTimes, tracked
+from finetune.shipping.sources import read_checkpoint
+from finetune.training.module import Classifier
 from zoo._io import save_atomic, write_atomic
 from zoo.errors import ZooError, describe_error
 from zoo.tta import TtaMode

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 import zoo
-from finetune.folders import check_out_folder
-from finetune.model_card import model_card
 from finetune.names import EXPORT_FORMATS
-from finetune.sources import Source, load_source
+from finetune.runtime.folders import check_out_folder
+from finetune.shipping.model_card import model_card
+from finetune.shipping.sources import Source, load_source
 from zoo._io import (
     TEMPORARY_MARK,
     DiskError,

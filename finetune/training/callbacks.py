@@ -12,7 +12,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
 
-from finetune.progress import ProgressLines, clock
+from finetune.runtime.progress import ProgressLines, clock
 from zoo._io import write_atomic
 from zoo.errors import ZooError
 

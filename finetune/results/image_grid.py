@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from finetune.plots import save_figure
+from finetune.results.plots import save_figure
 from zoo.images import load_rgb
 
 COLUMNS = 4

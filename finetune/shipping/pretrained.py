@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from finetune.sources import Source, load_source
+from finetune.shipping.sources import Source, load_source
 from zoo.bundle import LoadedModel, ModelMetadata
 from zoo.errors import UnknownModelError, ZooError
 from zoo.factory import output_count

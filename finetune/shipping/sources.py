@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from finetune.records import SUMMARY_FILE, RunSummary, Split
+from finetune.results.records import SUMMARY_FILE, RunSummary, Split
 from zoo.bundle import (
     METADATA_FILE,
     BundleMetadata,
@@ -26,7 +26,7 @@ from zoo.errors import ZooError
 from zoo.weights import load_plain
 
 RUN_CHECKPOINT = "best.ckpt"
-NETWORK_PREFIX = "network."  # the zoo network's attribute in finetune.module.Classifier
+NETWORK_PREFIX = "network."  # the zoo network's attribute in finetune.training.module.Classifier
 
 
 @dataclass(frozen=True)

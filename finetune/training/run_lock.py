@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from finetune.config import ConfigError
-from finetune.console import is_launched_worker
+from finetune.runtime.console import is_launched_worker
 
 LOCK_FILE = ".zoo-run.lock"  # stays in the folder; the lock on it ends with the process that holds it
 _held: dict[Path, int] = {}  # resolved run folder -> the open lock file

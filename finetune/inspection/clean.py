@@ -31,10 +31,10 @@ from finetune.data.scan import Sample
 from finetune.data.shards import refuse_shards
 from finetune.data.split import split_folder
 from finetune.data.transforms import eval_transform
-from finetune.folders import check_out_folder
-from finetune.hardware import choose_loader
-from finetune.image_grid import plot_image_grid
-from finetune.progress import tracked
+from finetune.results.image_grid import plot_image_grid
+from finetune.runtime.folders import check_out_folder
+from finetune.runtime.hardware import choose_loader
+from finetune.runtime.progress import tracked
 from zoo._io import DiskError, save_atomic, write_csv_atomic
 from zoo.errors import ZooError
 from zoo.factory import create_model

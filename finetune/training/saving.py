@@ -19,7 +19,7 @@ from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
-from finetune.console import say
+from finetune.runtime.console import say
 from zoo._io import save_atomic
 
 LAST_CHECKPOINT = "last.ckpt"

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from finetune.plots import save_figure
+from finetune.results.plots import save_figure
 from zoo._io import write_atomic
 
 ANNOTATED_CLASSES = 25  # beyond this the counts no longer fit in their cells

@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from finetune.stats import wilson_interval
+from finetune.results.stats import wilson_interval
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -62,7 +62,7 @@ def calibration_error(probabilities: Tensor, labels: Tensor) -> float:
 
 def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: str) -> None:
     """Write the reliability diagram of ``reliability_figure`` to ``path``."""
-    from finetune.plots import save_figure
+    from finetune.results.plots import save_figure
 
     save_figure(reliability_figure(probabilities, labels, title), path)
 

@@ -9,13 +9,13 @@ from dataclasses import replace
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
-from finetune.hardware import usable_cores
-from finetune.processes import LAUNCHER_PID_ENV, give_back_freed_memory
-from finetune.serve.app import ServeSettings, create_app, settings_environment
-from finetune.sources import load_source
+from finetune.runtime.hardware import usable_cores
+from finetune.runtime.processes import LAUNCHER_PID_ENV, give_back_freed_memory
+from finetune.shipping.serve.app import ServeSettings, create_app, settings_environment
+from finetune.shipping.sources import load_source
 from zoo.errors import ZooError
 
-APP_FACTORY = "finetune.serve.app:app_from_environment"  # what each worker process imports
+APP_FACTORY = "finetune.shipping.serve.app:app_from_environment"  # what each worker process imports
 
 
 def _listen(host: str, port: int) -> socket.socket:

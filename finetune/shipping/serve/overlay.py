@@ -1,7 +1,7 @@
 """The page's Grad-CAM overlay: where the model looked for a class, drawn over the uploaded image.
 
-It is ``zoo explain``'s map (``finetune.saliency``) at ``zoo explain``'s default layer, the last convolutional
-stage, and in its colours; the image is scaled down first, so a phone photo answers with a small PNG.
+It is ``zoo explain``'s map (``finetune.inspection.saliency``) at ``zoo explain``'s default layer, the last
+convolutional stage, and in its colours; the image is scaled down first, so a phone photo answers with a small PNG.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from finetune.saliency import class_activation_map, crop_box, on_image
-from finetune.stages import run
+from finetune.inspection.saliency import class_activation_map, crop_box, on_image
+from finetune.inspection.stages import run
 from zoo.bundle import LoadedModel
 
 LONGEST_SIDE = 512  # pixels of the overlay

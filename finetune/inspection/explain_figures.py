@@ -12,8 +12,8 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 from torch import Tensor, nn
 
-from finetune.plots import save_figure
-from finetune.stages import Stage
+from finetune.inspection.stages import Stage
+from finetune.results.plots import save_figure
 
 CHANNELS_SHOWN = 8  # per stage
 FILTER_COLUMNS = 16

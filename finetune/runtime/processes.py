@@ -10,8 +10,8 @@ import sys
 import torch
 
 from finetune.config import ConfigError, RunConfig
-from finetune.console import is_launched_worker
-from finetune.hardware import usable_cores
+from finetune.runtime.console import is_launched_worker
+from finetune.runtime.hardware import usable_cores
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 LAUNCHER_PID_ENV = "ZOO_LAUNCHER_PID"

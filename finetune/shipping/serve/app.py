@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from torch import Tensor
 
-from finetune.processes import die_with_parent, give_back_freed_memory
-from finetune.serve.batching import Batcher
-from finetune.serve.overlay import default_layer, overlay
-from finetune.serve.uploads import RequestError, decode_image, read_upload
-from finetune.sources import Source, load_source
+from finetune.runtime.processes import die_with_parent, give_back_freed_memory
+from finetune.shipping.serve.batching import Batcher
+from finetune.shipping.serve.overlay import default_layer, overlay
+from finetune.shipping.serve.uploads import RequestError, decode_image, read_upload
+from finetune.shipping.sources import Source, load_source
 from zoo.errors import shorten
 
 DEFAULT_TOP_K = 5
@@ -85,7 +85,7 @@ def create_app(source: Source, settings: ServeSettings) -> FastAPI:
     batcher = Batcher(model.predict_proba, settings.max_batch_size)
     summary = {"arch": model.metadata.arch, "num_classes": len(model.classes)}
     layer = default_layer(model)
-    page = files("finetune.serve").joinpath("page.html").read_text(encoding="utf-8")
+    page = files("finetune.shipping.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from finetune.console import say
+from finetune.runtime.console import say
 from zoo.cache import cache_root, read_figures, write_figures
 
 PROBES = "precision_probes.json"  # bf16 timings in $ZOO_CACHE, once per CPU model, network, size and torch version

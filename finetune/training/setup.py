@@ -13,21 +13,21 @@ import pytorch_lightning as pl
 import torch
 
 import zoo
-from finetune import recipe
-from finetune.callbacks import StepLines
 from finetune.config import ConfigError, RunConfig, merge
-from finetune.console import say
 from finetune.data.datamodule import ImageDataModule
 from finetune.data.features import FeatureDataModule, uses_feature_cache
 from finetune.data.shards import ShardSplit
 from finetune.data.split import Split, class_counts
-from finetune.hardware import Choice, choose_loader, choose_memory_format, choose_precision, choose_threads
-from finetune.loggers import check_logger
-from finetune.lr_finder import STEPS as LR_STEPS
-from finetune.lr_finder import LrFinding, find_lr
-from finetune.module import Classifier, FeatureProbe
-from finetune.processes import processes_per_node
-from finetune.progress import PhaseTimes
+from finetune.runtime.console import say
+from finetune.runtime.hardware import Choice, choose_loader, choose_memory_format, choose_precision, choose_threads
+from finetune.runtime.processes import processes_per_node
+from finetune.runtime.progress import PhaseTimes
+from finetune.training import recipe
+from finetune.training.callbacks import StepLines
+from finetune.training.loggers import check_logger
+from finetune.training.lr_finder import STEPS as LR_STEPS
+from finetune.training.lr_finder import LrFinding, find_lr
+from finetune.training.module import Classifier, FeatureProbe
 from zoo.bundle import ModelMetadata
 from zoo.spec import ArchSpec, Preprocessing
 from zoo.weights import weights_preprocessing
@@ -102,9 +102,9 @@ def build_classifier(config: RunConfig, spec: ArchSpec, split: Split,
 
 
 def choose_settings(config: RunConfig, split: Split, unused: tuple[str, ...] = ()) -> RunConfig:
-    """Decide what ``config`` leaves to zoo (``finetune.recipe``, the threads), saying each choice and its reason (but
-    those of the ``unused`` keys: settings the command at hand does not use, such as lr-find's epochs); torch runs
-    on the chosen threads from here on."""
+    """Decide what ``config`` leaves to zoo (``finetune.training.recipe``, the threads), saying each choice and its
+    reason (but those of the ``unused`` keys: settings the command at hand does not use, such as lr-find's epochs);
+    torch runs on the chosen threads from here on."""
     spec = zoo.get_spec(config.model.arch)
     if config.model.weights == "default" and spec.weights is None:
         # config.yaml says what the run did: an entry without pretrained weights (small_cnn) starts from none.
@@ -157,7 +157,7 @@ def prepare(config: RunConfig, split: Split, times: PhaseTimes | None = None) ->
                           "add --cache none to mix images, or drop --mixup / --cutmix")
     check_logger(config.trainer.logger)
     times = times or PhaseTimes()
-    with times.phase("precision"):  # a timing probe on some CPUs (finetune.hardware)
+    with times.phase("precision"):  # a timing probe on some CPUs (finetune.runtime.hardware)
         precision = choose_precision(config.trainer.precision, config.trainer.accelerator, module.network, image_size,
                                      spec.name)
     say(f"precision: {precision.value} ({precision.reason})")

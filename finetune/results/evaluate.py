@@ -25,19 +25,19 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from finetune.calibration import ECE_BINS, calibration_error, plot_reliability
-from finetune.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.data.images import ImageDataset
 from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.shards import ShardSplit, is_shards, load_shards, shard_dataset
 from finetune.data.split import PARTS, load_split
-from finetune.folders import check_out_folder
-from finetune.hardware import choose_loader
-from finetune.heldout import collect_logits, error_rates
-from finetune.image_grid import plot_image_grid
 from finetune.names import EVALUATION_SPLITS
-from finetune.sources import Source, load_source
-from finetune.stats import chance_error, learned
+from finetune.results.calibration import ECE_BINS, calibration_error, plot_reliability
+from finetune.results.confusion import plot_confusion_matrix, write_confusion_csv
+from finetune.results.heldout import collect_logits, error_rates
+from finetune.results.image_grid import plot_image_grid
+from finetune.results.stats import chance_error, learned
+from finetune.runtime.folders import check_out_folder
+from finetune.runtime.hardware import choose_loader
+from finetune.shipping.sources import Source, load_source
 from zoo._io import write_atomic
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError

@@ -7,7 +7,7 @@ import torch
 from pytorch_lightning.callbacks import BaseFinetuning
 from torch.optim import Optimizer
 
-from finetune.module import Classifier
+from finetune.training.module import Classifier
 
 
 class BackboneFreeze(BaseFinetuning):

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, cast
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Callback
 
-from finetune.console import say
+from finetune.runtime.console import say
 
 if TYPE_CHECKING:
-    from finetune.module import Classifier
+    from finetune.training.module import Classifier
 
 FLOOR_EPOCHS = 5  # no plateau is judged before this many epochs
 PATIENCE = 3  # epochs without the least improvement that make a plateau

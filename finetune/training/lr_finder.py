@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.tuner import Tuner
 
 from finetune.data.datamodule import ImageDataModule
-from finetune.module import Classifier
+from finetune.training.module import Classifier
 from zoo._io import write_atomic, write_text_atomic
 from zoo.errors import ZooError
 

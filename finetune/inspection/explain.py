@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from finetune.explain_figures import first_convolution, plot_feature_maps, plot_filters, plot_heat_map
-from finetune.folders import check_out_folder
-from finetune.predict import image_paths, read_image
-from finetune.pretrained import load_model
-from finetune.saliency import check_method, class_activation_map, crop_box, on_image
-from finetune.stages import run
+from finetune.inspection.explain_figures import first_convolution, plot_feature_maps, plot_filters, plot_heat_map
+from finetune.inspection.saliency import check_method, class_activation_map, crop_box, on_image
+from finetune.inspection.stages import run
+from finetune.runtime.folders import check_out_folder
+from finetune.shipping.predict import image_paths, read_image
+from finetune.shipping.pretrained import load_model
 from zoo._io import write_atomic, write_text_atomic
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
