@@ -111,7 +111,7 @@ def fastai_train(settings: dict[str, Any]) -> None:
     validation = set(val)
     mean, std = spec.mean, spec.std
     if settings["weights"] != "none":
-        from zoo.weights import weights_preprocessing
+        from zoo.weights.loading import weights_preprocessing
 
         chosen = weights_preprocessing(spec, settings["weights"])
         mean, std = chosen.mean, chosen.std

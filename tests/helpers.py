@@ -6,12 +6,15 @@ Fixtures live in conftest.py and use these; tests import them from here, never f
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from finetune.config import RunConfig, merge
@@ -80,3 +83,28 @@ def make_image_folder(root: Path, per_class: int = 8, size: int = 40, classes: t
             crop = photo[top : top + height // 2, left : left + width // 2]
             Image.fromarray(crop).resize((size, size)).save(folder / f"{index}.jpg")
     return root
+
+
+def publish_under_own_digest(monkeypatch: pytest.MonkeyPatch, arch: str, file: Path) -> str:
+    """Make torchvision's ``arch`` IMAGENET1K_V1 weights published under ``file``'s own SHA-256 prefix, and return
+    that file name (``resnet18-<8 hex digits>.pth``).
+
+    No real weight file can be had here, and none can be forged: a file whose SHA-256 starts with torchvision's
+    8 published hex digits would take ~2^32 tries. So only the published URL changes, in zoo's copy of torchvision's
+    metadata (all zoo reads); verifying, installing and loading the file offline are the real paths.
+    """
+    from zoo import metadata
+
+    name = f"{arch}-{hashlib.sha256(file.read_bytes()).hexdigest()[:8]}.pth"
+    stored = metadata.torchvision_weights
+
+    def published(model_name: str) -> dict[str, Any] | None:
+        entry = stored(model_name)
+        if model_name != arch or entry is None:
+            return entry
+        tags = [{**tag, "url": tag["url"].rsplit("/", 1)[0] + "/" + name} if tag["tag"] == "IMAGENET1K_V1" else tag
+                for tag in entry["tags"]]
+        return {**entry, "tags": tags}
+
+    monkeypatch.setattr(metadata, "torchvision_weights", published)
+    return name

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo import weight_files
-from zoo.weights import torch_hub_checkpoints
+from tests.helpers import publish_under_own_digest
+from zoo.weights.torchvision_hub import torch_hub_checkpoints
 from zoo_cli.main import main
 
 
@@ -63,11 +63,10 @@ def test_errors_are_one_line_with_status_2(capsys: pytest.CaptureFixture[str], t
 
 def test_add_prints_what_it_installed(capsys: pytest.CaptureFixture[str], tmp_path: Path, checkpoints: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    carried = tmp_path / "resnet18-f37072fd.pth"
+    carried = tmp_path / "resnet18.pth"
     carried.write_bytes(b"resnet18 weights")
     digest = hashlib.sha256(carried.read_bytes()).hexdigest()
-    # No real file is at hand (see tests/zoo/test_weight_files.py): only the expected prefix is the test file's.
-    monkeypatch.setattr(weight_files, "expected_prefix", lambda info: digest[:8])
+    carried = carried.rename(tmp_path / publish_under_own_digest(monkeypatch, "resnet18", carried))
     assert main(["weights", "add", str(carried), "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert row["status"] == "installed" and row["path"] == str(checkpoints / carried.name)

@@ -26,7 +26,7 @@ from zoo.images import center_crop_transform
 from zoo.interop import zoo_state_dict
 from zoo.tta import TTA_MODES, TtaMode, check_tta
 from zoo.tta_network import TtaNetwork
-from zoo.weights import read_state_dict
+from zoo.weights.loading import read_state_dict
 
 if TYPE_CHECKING:
     from PIL import Image

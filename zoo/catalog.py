@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from zoo.spec import ArchSpec, IlsvrcResult
-from zoo.weights import PackageWeights, TorchvisionWeights
+from zoo.weights.pip_package import PackageWeights
+from zoo.weights.torchvision_hub import TorchvisionWeights
 
 if TYPE_CHECKING:  # the catalog is data: zoo list reads it without importing torch
     from torch import nn

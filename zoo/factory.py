@@ -9,7 +9,7 @@ from torch import nn
 
 from zoo.errors import ZooError
 from zoo.registry import get_spec
-from zoo.weights import load_state_dict_into, resolve_state_dict
+from zoo.weights.loading import load_state_dict_into, resolve_state_dict
 
 
 class ClassifierHead(nn.Sequential):

@@ -59,23 +59,13 @@ def measure_all() -> dict[str, Any]:
 
     from zoo.catalog import CLASSIC
     from zoo.profile import measure
-    from zoo.weights import TorchvisionWeights
 
     entries: dict[str, Any] = {}
     for spec in CLASSIC:
         entry: dict[str, Any] = {"profile": asdict(measure(spec))}
-        if isinstance(spec.weights, TorchvisionWeights):
-            from torchvision.models import get_model_weights
-
-            sizes = {weights.name: weights.meta.get("_file_size") for weights in get_model_weights(spec.name)}
-            entry["torchvision_weights"] = {
-                "default": spec.weights.measured_default_tag(),
-                "tags": [{"tag": info.tag, "url": info.url, "top1_error": info.top1_error,
-                          "top5_error": info.top5_error, "num_params": info.num_params, "gmacs": info.gmacs,
-                          "file_size_mib": sizes[info.tag],
-                          "preprocessing": asdict(info.preprocessing) if info.preprocessing else None}
-                         for info in spec.weights.measured()],
-            }
+        stored_weights = spec.weights.stored_metadata() if spec.weights is not None else None
+        if stored_weights is not None:  # torchvision's: zoo weights lists them without importing torchvision
+            entry["torchvision_weights"] = stored_weights
         entries[spec.name] = entry
     # Through JSON and back: tuples become lists, as in the file.
     return json.loads(json.dumps({"versions": versions(), "entries": entries}))

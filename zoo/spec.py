@@ -6,10 +6,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import nn
+
+    from zoo.weights.source import WeightSource
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,21 +82,6 @@ class WeightsInfo:
     @property
     def cached(self) -> bool:
         return self.path.is_file()
-
-
-class WeightSource(Protocol):
-    """Where an entry's pretrained weights come from (torchvision, a pip package, timm's hub)."""
-
-    def available(self) -> tuple[WeightsInfo, ...]: ...
-
-    @property
-    def default_tag(self) -> str: ...
-
-    def state_dict(self, tag: str) -> dict[str, Tensor]: ...
-
-    def adapt(self, state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
-        """``state_dict`` made to fit ``model``, the entry's network in its published form (timm's ``filter_fn``)."""
-        ...
 
 
 @dataclass(frozen=True)

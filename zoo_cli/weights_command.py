@@ -50,7 +50,7 @@ def run_weights(args: argparse.Namespace) -> int:
 
 
 def _list(arch: str, tag: str | None, fmt: str) -> int:
-    from zoo.weight_files import weight_files
+    from zoo.weights.installing import weight_files
 
     files = [file.to_dict() for file in weight_files(arch, tag)]
     if fmt != "table":
@@ -64,7 +64,7 @@ def _list(arch: str, tag: str | None, fmt: str) -> int:
 
 
 def _add(files: list[Path], arch: str | None, tag: str | None, fmt: str) -> int:
-    from zoo.weight_files import add_files
+    from zoo.weights.installing import add_files
 
     done = [item.to_dict() for item in add_files(files, arch, tag)]
     if fmt == "json":

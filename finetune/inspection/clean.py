@@ -39,7 +39,7 @@ from zoo._io import DiskError, save_atomic, write_csv_atomic
 from zoo.errors import ZooError
 from zoo.factory import create_model
 from zoo.registry import get_spec
-from zoo.weights import load_plain, weights_preprocessing
+from zoo.weights.loading import load_plain, weights_preprocessing
 
 FORMAT_VERSION = 1  # of the cached features
 SIMILARITY = 0.97  # cosine similarity from which two images count as near-duplicates

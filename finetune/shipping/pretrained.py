@@ -15,7 +15,7 @@ from zoo.bundle import LoadedModel, ModelMetadata
 from zoo.errors import UnknownModelError, ZooError
 from zoo.factory import output_count
 from zoo.registry import get_spec
-from zoo.weights import load_state_dict_into, resolve_state_dict, weights_preprocessing
+from zoo.weights.loading import load_state_dict_into, resolve_state_dict, weights_preprocessing
 
 
 def imagenet_classes(name: str, num_classes: int) -> list[str]:

@@ -23,7 +23,7 @@ from zoo.bundle import (
     load,
 )
 from zoo.errors import ZooError
-from zoo.weights import load_plain
+from zoo.weights.loading import load_plain
 
 RUN_CHECKPOINT = "best.ckpt"
 NETWORK_PREFIX = "network."  # the zoo network's attribute in finetune.training.module.Classifier

@@ -30,7 +30,7 @@ from finetune.training.lr_finder import LrFinding, find_lr
 from finetune.training.module import Classifier, FeatureProbe
 from zoo.bundle import ModelMetadata
 from zoo.spec import ArchSpec, Preprocessing
-from zoo.weights import weights_preprocessing
+from zoo.weights.loading import weights_preprocessing
 
 
 def _class_weights(split: Split) -> list[float]:

@@ -10,7 +10,7 @@ from torchvision.models import ResNet50_Weights
 
 import zoo
 from finetune.data.transforms import eval_transform
-from zoo.weights import load_state_dict_into, resolve_state_dict
+from zoo.weights.loading import load_state_dict_into, resolve_state_dict
 
 IMAGENET_CLASSES = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}

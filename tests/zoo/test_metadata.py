@@ -9,7 +9,7 @@ import torch
 
 from zoo import metadata
 from zoo.catalog import CLASSIC
-from zoo.weights import HASH_PATTERN, TorchvisionWeights, torch_hub_checkpoints
+from zoo.weights.torchvision_hub import HASH_PATTERN, TorchvisionWeights, torch_hub_checkpoints
 
 
 def test_the_file_was_made_with_the_installed_versions() -> None:
@@ -23,7 +23,7 @@ def test_the_file_was_made_with_the_installed_versions() -> None:
 def test_stored_weights_metadata_is_torchvisions(spec) -> None:
     # As text: torchvision gives NaN errors for weights never measured on ImageNet (VGG-16's features), and NaN != NaN.
     assert repr(spec.weights.available()) == repr(spec.weights.measured())
-    assert spec.weights.default_tag == spec.weights.measured_default_tag()
+    assert spec.weights.default_tag == spec.weights.stored_metadata()["default"]
 
 
 @pytest.mark.slow  # builds every classic network on the meta device and counts its FLOPs

@@ -8,7 +8,7 @@ import pytest
 
 import zoo
 from zoo.spec import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from zoo.weights import weights_preprocessing
+from zoo.weights.loading import weights_preprocessing
 
 
 @pytest.mark.parametrize(("name", "weights", "resize"), [

@@ -178,8 +178,8 @@ def test_weights_whose_two_heads_have_another_width_load_into_the_backbone(tmp_p
 
 def test_a_default_that_is_not_on_the_hub_still_lists_the_tags_that_are(monkeypatch: pytest.MonkeyPatch,
                                                                          capsys: pytest.CaptureFixture[str]) -> None:
-    from zoo.timm_bridge import TimmWeights
-    from zoo.weight_files import weight_files
+    from zoo.weights.installing import weight_files
+    from zoo.weights.timm_hub import TimmWeights
 
     def missing(self: TimmWeights) -> str:
         raise zoo.WeightsError(f"timm's default weights of timm/{self.model_name} are not on the Hugging Face hub")
@@ -193,7 +193,7 @@ def test_a_default_that_is_not_on_the_hub_still_lists_the_tags_that_are(monkeypa
 
 
 def test_the_hub_cache_follows_hf_home_set_after_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from zoo.timm_bridge import hub_cache
+    from zoo.weights.timm_hub import hub_cache
 
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

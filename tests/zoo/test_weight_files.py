@@ -2,10 +2,9 @@
 
 No real weight file can be had here, and none can be forged: a file whose SHA-256 starts with torchvision's
 8 published hex digits would take ~2^32 tries. So the verifier is tested on real files both ways (a file named
-with its own prefix is no known weights; under the real name it fails the hash), and the install path by
-replacing only the expected prefix (``expected_prefix``, the one look-up the verifier uses) with the test
-file's own, for the real name resnet18-f37072fd.pth: everything after it — the folder, the name,
-``create_model`` loading it offline — is the real path.
+with its own prefix is no known weights; under the real name it fails the hash), and the install path with the
+weights published under the test file's own prefix (``publish_under_own_digest``): everything after it — the
+folder, the name, ``create_model`` loading it offline — is the real path.
 """
 
 from __future__ import annotations
@@ -23,9 +22,12 @@ import torch
 from safetensors.torch import save_file
 
 import zoo
-from zoo import weight_files
+from tests.helpers import publish_under_own_digest
 from zoo.spec import WeightsInfo
-from zoo.weights import fetch, torch_hub_checkpoints
+from zoo.weights import installing as weight_files
+from zoo.weights.loading import fetch
+from zoo.weights.timm_hub import OFFLINE_REVISION
+from zoo.weights.torchvision_hub import download, torch_hub_checkpoints
 
 RESNET18 = "resnet18-f37072fd.pth"  # torchvision's IMAGENET1K_V1 file name
 TIMM_MODEL = "test_vit.r160_in1k"  # timm's tiny test model, with a Hugging Face repository of its own
@@ -66,13 +68,6 @@ def _resnet18_file(path: Path) -> dict[str, torch.Tensor]:
     return state_dict
 
 
-def _accept(monkeypatch: pytest.MonkeyPatch, name: str, prefix: str) -> None:
-    """Make ``name``'s expected SHA-256 prefix ``prefix`` (the test file's own); every other name keeps its own."""
-    real = weight_files.expected_prefix
-    monkeypatch.setattr(weight_files, "expected_prefix",
-                        lambda info: prefix if info.path.name == name else real(info))
-
-
 def test_listing_resnet50_shows_the_v2_default_file(checkpoints: Path) -> None:
     (default,) = weight_files.weight_files("resnet50")
     assert (default.tag, default.default, default.source) == ("IMAGENET1K_V2", True, "torchvision")
@@ -102,9 +97,9 @@ def test_the_real_name_with_other_content_fails_the_hash_and_nothing_is_installe
     wrong = tmp_path / RESNET18
     _resnet18_file(wrong)
     # A second file that passes: refusing the first must keep it out of the cache too.
-    good = tmp_path / "resnet34-b627a593.pth"
+    good = tmp_path / "resnet34.pth"
     good.write_bytes(b"stands in for resnet34's weights")
-    _accept(monkeypatch, good.name, _sha256(good)[:8])
+    good = good.rename(tmp_path / publish_under_own_digest(monkeypatch, "resnet34", good))
     with pytest.raises(zoo.WeightsError) as error:
         weight_files.add_files([good, wrong])
     message = str(error.value)
@@ -116,12 +111,12 @@ def test_the_real_name_with_other_content_fails_the_hash_and_nothing_is_installe
 def test_an_installed_file_loads_offline_and_adding_it_again_changes_nothing(
     tmp_path: Path, checkpoints: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    carried = tmp_path / "usb" / RESNET18
+    carried = tmp_path / "usb" / "resnet18.pth"
     reference = _resnet18_file(carried)
-    _accept(monkeypatch, RESNET18, _sha256(carried)[:8])
+    carried = carried.rename(carried.with_name(publish_under_own_digest(monkeypatch, "resnet18", carried)))
     (done,) = weight_files.add_files([carried])
     assert (done.status, done.arch, done.tag, done.path) == ("installed", "resnet18", "IMAGENET1K_V1",
-                                                              checkpoints / RESNET18)
+                                                              checkpoints / carried.name)
     assert _sha256(done.path) == _sha256(carried) and _files_in(checkpoints) == [done.path]
     model = zoo.create_model("resnet18", 3, weights="default")  # ZOO_OFFLINE: read from the cache or fail
     assert all(torch.equal(model.state_dict()[key], value) for key, value in reference.items()
@@ -137,24 +132,24 @@ def test_a_renamed_file_is_installed_under_its_published_name_with_arch(
 ) -> None:
     renamed = tmp_path / "resnet18 (1).pth"  # as a browser saves a second download
     renamed.write_bytes(b"resnet18 weights")
-    _accept(monkeypatch, RESNET18, _sha256(renamed)[:8])
+    published = publish_under_own_digest(monkeypatch, "resnet18", renamed)
     with pytest.raises(zoo.WeightsError, match="matches no known weights"):
         weight_files.add_files([renamed])
     (done,) = weight_files.add_files([renamed], arch="resnet18")
-    assert done.path == checkpoints / RESNET18 and done.status == "installed"
+    assert done.path == checkpoints / published and done.status == "installed"
     with pytest.raises(zoo.WeightsError, match="no weights tagged 'V9'"):
         weight_files.add_files([renamed], arch="resnet18", tag="V9")
 
 
 def test_a_damaged_installed_copy_is_replaced(tmp_path: Path, checkpoints: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    carried = tmp_path / RESNET18
+    carried = tmp_path / "resnet18.pth"
     carried.write_bytes(b"resnet18 weights")
-    _accept(monkeypatch, RESNET18, _sha256(carried)[:8])
+    carried = carried.rename(tmp_path / publish_under_own_digest(monkeypatch, "resnet18", carried))
     checkpoints.mkdir(parents=True)
-    (checkpoints / RESNET18).write_bytes(b"half a download")
+    (checkpoints / carried.name).write_bytes(b"half a download")
     (done,) = weight_files.add_files([carried])
-    assert done.status == "replaced" and (checkpoints / RESNET18).read_bytes() == b"resnet18 weights"
+    assert done.status == "replaced" and (checkpoints / carried.name).read_bytes() == b"resnet18 weights"
 
 
 def test_missing_files_no_files_and_sources_without_a_file(tmp_path: Path, checkpoints: Path) -> None:
@@ -221,7 +216,7 @@ def test_a_timm_file_is_installed_where_huggingface_hub_finds_it(tmp_path: Path,
     with pytest.raises(zoo.WeightsError, match="needs its model named: .*--arch timm/NAME"):
         weight_files.add_files([carried])
     # A "not there" huggingface_hub cached from an earlier offline attempt must not hide the installed file.
-    no_exist = hub / "models--timm--test_vit.r160_in1k" / ".no_exist" / weight_files.OFFLINE_REVISION
+    no_exist = hub / "models--timm--test_vit.r160_in1k" / ".no_exist" / OFFLINE_REVISION
     no_exist.mkdir(parents=True)
     (no_exist / "model.safetensors").touch()
     (done,) = weight_files.add_files([carried], arch=f"timm/{TIMM_MODEL}")
@@ -245,7 +240,7 @@ def test_a_timm_file_is_installed_where_huggingface_hub_finds_it(tmp_path: Path,
 def test_a_timm_file_of_the_wrong_shape_or_format_is_refused(tmp_path: Path, hub: Path) -> None:
     wrong = tmp_path / "model.safetensors"
     _timm_file(wrong, change="head.weight")
-    with pytest.raises(zoo.WeightsError, match=r"does not fit timm/test_vit.r160_in1k \(wrong shape: head.weight"):
+    with pytest.raises(zoo.WeightsError, match=r"do not fit timm/test_vit.r160_in1k \(wrong shape: head.weight"):
         weight_files.add_files([wrong], arch=f"timm/{TIMM_MODEL}")
     _timm_file(wrong, dtype=torch.int8)  # its model would run on garbage
     with pytest.raises(zoo.WeightsError, match=r"\(integers for floating-point values, or the reverse: "):
@@ -270,13 +265,13 @@ def test_downloads_check_the_hash_in_the_file_name(tmp_path: Path, checkpoints: 
     content = b"published weights"
     prefix = hashlib.sha256(content).hexdigest()[:8] if matches else "00000000"
     monkeypatch.setattr("torch.hub.urlopen", lambda request: _Response(content))
-    monkeypatch.setattr("zoo.weights._reachable", lambda url: True)
+    monkeypatch.setattr("zoo.weights.loading.reachable", lambda url: True)
     info = WeightsInfo("V1", f"https://example.org/net-{prefix}.pth", checkpoints / f"net-{prefix}.pth")
     if matches:
-        assert fetch(info, "net").read_bytes() == content
+        assert fetch(info, "net", download).read_bytes() == content
         return
     with pytest.raises(zoo.WeightsError) as error:
-        fetch(info, "net")
+        fetch(info, "net", download)
     message = str(error.value)
     assert "does not start with 00000000" in message and "zoo weights add" in message and "\n" not in message
     assert _files_in(checkpoints) == []  # neither torch.hub's .partial file nor zoo's temporary
