@@ -45,7 +45,8 @@ from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
 from finetune.results.records import RunSummary
 from finetune.runtime.hardware import choose_threads
-from finetune.training.run import resume_config, train
+from finetune.training.run import train
+from finetune.training.run_folder import resume_config
 
 
 def mnist_folder(root: Path) -> Path:

@@ -24,3 +24,8 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: dict[str, str]) -> s
     lines = ["| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell(row.get(key)).replace("|", "\\|") for key in columns) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def listed(names: Sequence[str], shown: int = 5) -> str:
+    """The first ``shown`` of ``names`` for a one-line message, with an ellipsis for the rest."""
+    return ", ".join(names[:shown]) + (", …" if len(names) > shown else "")

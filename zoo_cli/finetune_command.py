@@ -14,7 +14,7 @@ from finetune.config import ConfigError, FreezeMode, RunConfig, alternatives, co
 
 if TYPE_CHECKING:
     from finetune.results.records import RunSummary, Split
-    from finetune.training.run import LrFindResult
+    from finetune.training.learning_rate import LrFindResult
 
 FIELDS = {key: (item, annotation) for key, item, annotation in config_fields()}
 # Each command adds these itself, worded for what it does (zoo compare has --archs, and its --out is a comparison).
@@ -152,7 +152,8 @@ def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 def run_finetune(args: argparse.Namespace) -> int:
     from finetune.runtime.progress import process_started
-    from finetune.training.run import resume_config, train
+    from finetune.training.run import train
+    from finetune.training.run_folder import resume_config
     from zoo_cli.output import print_table
 
     overrides = overrides_from_flags(args)
@@ -205,7 +206,7 @@ def lr_find_lines(arch: str, result: LrFindResult, folder: Path | None) -> list[
 
 
 def run_lr_find(args: argparse.Namespace) -> int:
-    from finetune.training.run import find_learning_rate
+    from finetune.training.learning_rate import find_learning_rate
 
     config = merge(load_config(args.config) if args.config else RunConfig(), overrides_from_flags(args))
     folder = Path(config.out) if config.out else None

@@ -30,7 +30,9 @@ from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
 from finetune.data.shards import is_shards
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.runtime.folders import check_out_folder
-from finetune.training.run import make_split, resume_config, train
+from finetune.training.data_split import make_split
+from finetune.training.run import train
+from finetune.training.run_folder import resume_config
 from finetune.training.saving import continue_with
 from zoo._io import write_error, write_text_atomic
 from zoo.errors import first_line

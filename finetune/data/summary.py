@@ -121,7 +121,7 @@ def look_at_data(config: RunConfig, out: Path) -> DataSummary:
     summarise it; only ``out`` is written."""
     from finetune.data.builtin import resolve_data
     from finetune.runtime.folders import check_out_folder
-    from finetune.training.run import make_split
+    from finetune.training.data_split import make_split
     from finetune.training.setup import choose_settings, preprocessing_of
     from zoo.errors import ZooError
     from zoo.registry import get_spec

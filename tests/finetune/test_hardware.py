@@ -148,7 +148,7 @@ def test_a_run_prints_its_threads_records_them_and_gives_torch_back_its_own(
     import torch
 
     from finetune.config import load_config
-    from finetune.training.run import resume_config
+    from finetune.training.run_folder import resume_config
     from zoo_cli.main import main
 
     monkeypatch.setattr(hardware, "others_busy_cores", lambda: 0.0)

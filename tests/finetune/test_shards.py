@@ -89,7 +89,8 @@ class _Images(pl.Callback):
 def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folder: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     from finetune.config import RunConfig, merge
-    from finetune.training.run import resume_config, train
+    from finetune.training.run import train
+    from finetune.training.run_folder import resume_config
 
     config = merge(RunConfig(), {
         "data": {"path": str(shards), "batch_size": 4, "augment": "none", "num_workers": 0},
