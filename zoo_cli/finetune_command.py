@@ -10,7 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from finetune.config import ConfigError, FreezeMode, RunConfig, alternatives, config_fields, load_config, merge
+from finetune.config import (
+    ConfigError,
+    FreezeMode,
+    RunConfig,
+    alternatives,
+    commented_yaml,
+    config_fields,
+    load_config,
+    merge,
+)
 
 if TYPE_CHECKING:
     from finetune.results.records import RunSummary, Split
@@ -84,6 +93,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     for key in OWN_FLAGS:
         add_config_flag(parser, key)
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.ckpt")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the settings (defaults < --config < flags) as YAML with each one's help, and "
+                             "train nothing: configs/default.yaml is this output without flags")
     add_training_flags(parser)
     parser.set_defaults(run=run_finetune)
 
@@ -151,11 +163,14 @@ def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    overrides = overrides_from_flags(args)
+    if args.print_config:
+        print(commented_yaml(merge(load_config(args.config) if args.config else RunConfig(), overrides)), end="")
+        return 0
     from finetune.runtime.progress import process_started
     from finetune.training.run import resume_config, train
     from zoo_cli.output import print_table
 
-    overrides = overrides_from_flags(args)
     if args.resume is not None:
         if args.config is not None:
             raise ConfigError(f"--resume continues {args.resume} with its own config.yaml, and --config would be "

@@ -20,7 +20,16 @@ import torch
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 import zoo
-from finetune.config import CONFIG_FILE, ConfigError, DataConfig, RunConfig, load_config, merge, save_config
+from finetune.config import (
+    CONFIG_FILE,
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    load_config,
+    merge,
+    resumable_settings,
+    save_config,
+)
 from finetune.data.builtin import resolve_data
 from finetune.data.images import UnreadableImageError
 from finetune.data.shards import ShardSplit, is_shards, load_shards
@@ -109,10 +118,7 @@ def new_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-# What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
-RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "threads", "accelerator",
-                                            "devices", "num_nodes", "strategy", "checkpoint_interval", "logger", "tta")
-             } | {("data", "num_workers"), ("data", "cache")}
+RESUMABLE = {tuple(key.split(".")) for key in resumable_settings()}  # (section, name), as _fields gives them
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
