@@ -48,9 +48,9 @@ def option(default: Any, help: str, *, resumable: bool = False, not_varied: str 
     """A setting with its ``--help`` text, the one place it is declared: flags, docs and YAML are made from it.
 
     ``cli`` may give the flag where it is not ``--field-name`` (``flag``; None: no flag of its own), ``metavar``,
-    ``choices`` and ``type`` (what reads the flag's text). A run's setting also says whether ``--resume`` may change
-    it (``resumable``), why ``zoo compare --vary`` refuses it (``not_varied``), and whether a comparison's tables
-    tell runs apart by it (``compared``).
+    ``choices``, ``type`` (what reads the flag's text) and ``required``. A run's setting also says whether
+    ``--resume`` may change it (``resumable``), why ``zoo compare --vary`` refuses it (``not_varied``), and whether a
+    comparison's tables tell runs apart by it (``compared``).
     """
     policy = {"resumable": resumable, "not_varied": not_varied, "compared": compared}
     return field(default=default, metadata={"help": help, **policy, **cli})
