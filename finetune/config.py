@@ -12,6 +12,7 @@ import difflib
 import functools
 import math
 import reprlib
+import textwrap
 import types
 import typing
 from collections.abc import Iterator
@@ -42,10 +43,17 @@ class ConfigError(ZooError):
 FreezeMode = Literal["auto", "none", "backbone", "until-epoch"]  # named: the CLI's --freeze MODE [N] checks it
 
 
-def option(default: Any, help: str, **cli: str | None) -> Any:
-    """A config field with its ``--help`` text; ``cli`` may give its ``flag`` where that is not ``--field-name``
-    (None: no flag of its own) and its ``metavar``."""
-    return field(default=default, metadata={"help": help, **cli})
+def option(default: Any, help: str, *, resumable: bool = False, not_varied: str | None = None, compared: bool = True,
+           **cli: Any) -> Any:
+    """A setting with its ``--help`` text, the one place it is declared: flags, docs and YAML are made from it.
+
+    ``cli`` may give the flag where it is not ``--field-name`` (``flag``; None: no flag of its own), ``metavar``,
+    ``choices``, ``type`` (what reads the flag's text) and ``required``. A run's setting also says whether
+    ``--resume`` may change it (``resumable``), why ``zoo compare --vary`` refuses it (``not_varied``), and whether a
+    comparison's tables tell runs apart by it (``compared``).
+    """
+    policy = {"resumable": resumable, "not_varied": not_varied, "compared": compared}
+    return field(default=default, metadata={"help": help, **policy, **cli})
 
 
 def _choice(section: str, name: str, value: object, choices: tuple[str, ...]) -> None:
@@ -76,14 +84,17 @@ class DataConfig:
     """Where the images are and how they are fed."""
 
     path: str = option("digits", "image folder (one sub-folder per class), a built-in dataset: digits, or shards "
-                                 "of zoo data optimize (a folder or a URL: s3://…)", flag="--data")
+                                 "of zoo data optimize (a folder or a URL: s3://…)", flag="--data",
+                        not_varied="one data set per comparison")
     image_size: int | None = option(None, "input size in px (default: the architecture's)")
     val_fraction: float = option(0.15, "share of images held out to choose the checkpoint (and fit the softmax "
-                                       "temperature) when there is no val/ folder (0.15)")
+                                       "temperature) when there is no val/ folder (0.15)",
+                                       not_varied="the split is shared")
     test_fraction: float = option(0.15, "share held out from the start and measured once at the end when there is "
-                                        "no test/ folder (0.15; 0: none, every figure is then validation)")
+                                        "no test/ folder (0.15; 0: none, every figure is then validation)",
+                                        not_varied="the split is shared")
     batch_size: int = option(32, "images per training batch (32)")
-    num_workers: int | None = option(None, "data-loader processes (default: from the machine)")
+    num_workers: int | None = option(None, "data-loader processes (default: from the machine)", resumable=True)
     # auto: finetune.training.recipe; the presets: finetune.data.transforms
     augment: Literal["auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none"] = option(
         "auto", "auto: from the images and weights; standard: random resized crop + flip; light: milder crops; "
@@ -93,7 +104,8 @@ class DataConfig:
                            metavar="ALPHA")
     class_weights: bool = option(False, "inverse-frequency loss weights")
     cache: Literal["auto", "memory", "disk", "none"] = option(
-        "auto", "decode-once image cache (and, with --freeze backbone, cached backbone features); none: neither")
+        "auto", "decode-once image cache (and, with --freeze backbone, cached backbone features); none: neither",
+        resumable=True)
     feature_views: int = option(0, "with --freeze backbone: cache K augmented views per image (default 0: one plain "
                                    "view)", metavar="K")
     flips_change_class: bool = option(False, "a mirror image is another class (text, digits, arrows): flip "
@@ -122,7 +134,8 @@ class DataConfig:
 class ModelConfig:
     """Which network, which starting weights, and the new head."""
 
-    arch: str = option("resnet18", "registry name or timm/<name> (default: resnet18)", flag="--arch")
+    arch: str = option("resnet18", "registry name or timm/<name> (default: resnet18)", flag="--arch",
+                            not_varied="list them under archs", compared=False)
     weights: str = option("default", "default | none | a weight tag | a .pth/.safetensors file")
     dropout: float = option(0.2, "dropout before the new linear head (0.2)")
     memory_format: Literal["auto", "channels_last", "contiguous"] = option(
@@ -182,32 +195,37 @@ class OptimConfig:
 class TrainerConfig:
     """Lightning's side: length, precision, devices, distribution, seed."""
 
-    epochs: int | None = option(None, "training epochs (default: from the data size and the weights)")
-    max_steps: int = option(-1, "stop after this many optimiser steps (quick trials; -1: no limit)")
+    epochs: int | None = option(None, "training epochs (default: from the data size and the weights)",
+                                resumable=True)
+    max_steps: int = option(-1, "stop after this many optimiser steps (quick trials; -1: no limit)",
+                                resumable=True)
     patience: int | None = option(None, "stop after N epochs without a lower validation top-1 error (counted after "
-                                        "unfreezing; default: never)", metavar="N")
+                                        "unfreezing; default: never)", metavar="N", resumable=True)
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = option(
-        "auto", "auto: bf16-mixed where the hardware runs it natively, else 32")
+        "auto", "auto: bf16-mixed where the hardware runs it natively, else 32", resumable=True)
     threads: int | None = option(None, "intra-op threads of each training process (default: the cores other processes "
-                                       "and the loader workers leave free; recorded in config.yaml)", metavar="N")
-    accelerator: str = option("auto", "auto | cpu | gpu (Lightning's)")
-    devices: str = option("auto", "auto, a count, or a list like 0,1")  # a string: Lightning reads "2" and "0,1"
-    num_nodes: int = option(1, "machines of a distributed run (Lightning's)")
-    strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …")
+                                       "and the loader workers leave free; recorded in config.yaml)", metavar="N",
+                                resumable=True)
+    accelerator: str = option("auto", "auto | cpu | gpu (Lightning's)", resumable=True)
+    # a string: Lightning reads "2" and "0,1"
+    devices: str = option("auto", "auto, a count, or a list like 0,1", resumable=True)
+    num_nodes: int = option(1, "machines of a distributed run (Lightning's)", resumable=True)
+    strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …", resumable=True)
     seed: int = option(0, "seed of the split, the initial head and the batches (same seed and --threads, same metrics "
-                          "on CPU)")
+                          "on CPU)", not_varied="list them under seeds (--seeds)", compared=False)
     checkpoint_interval: float = option(60.0, "seconds of training last.ckpt may leave unsaved: it is written at the "
                                               "end of an epoch when the next would end later (60; 0: every epoch); "
-                                              "Ctrl-C and SIGTERM always write it", metavar="SECONDS")
+                                              "Ctrl-C and SIGTERM always write it", metavar="SECONDS",
+                                      resumable=True)
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = option(
-        "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder")
+        "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder", resumable=True)
     monitor: Literal["val_error", "val_loss"] = option(
         "val_error", "what chooses best.ckpt: val_error (validation top-1 error, ties broken by the lower validation "
                      "loss; the default) or val_loss")
     tta: Literal["none", "flip", "flip-crop"] = option(
         "none", "test-time augmentation of the end-of-run test measure (and the model's default in evaluate, "
                 "predict, serve): none, flip (image + mirror), flip-crop (+ four corner crops); never chooses the "
-                "checkpoint")
+                "checkpoint", resumable=True)
 
     def __post_init__(self) -> None:
         _check_choices("trainer", self)
@@ -231,7 +249,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    out: str | None = option(None, "run folder (default: runs/<arch>-<timestamp>)")
+    out: str | None = option(None, "run folder (default: runs/<arch>-<timestamp>)",
+                             not_varied="one folder per comparison", compared=False)
 
     def __post_init__(self) -> None:
         if self.trainer.tta != "none" and self.data.flips_change_class:
@@ -259,6 +278,47 @@ def config_fields() -> Iterator[tuple[str, dataclasses.Field[Any], Any]]:
                         for leaf in dataclasses.fields(kind))
         else:
             yield item.name, item, kind
+
+
+def resumable_settings() -> frozenset[str]:
+    """Dotted keys ``--resume`` may change: how long and where a run trains, never what it is."""
+    return frozenset(key for key, item, _ in config_fields() if item.metadata["resumable"])
+
+
+def unvaried_settings() -> dict[str, str]:
+    """Dotted key -> why ``zoo compare --vary`` refuses it: it fixes the shared split, or has a key of its own."""
+    return {key: item.metadata["not_varied"] for key, item, _ in config_fields() if item.metadata["not_varied"]}
+
+
+def uncompared_settings() -> frozenset[str]:
+    """Dotted keys that say where a run lives or which seed it drew, not how it was trained."""
+    return frozenset(key for key, item, _ in config_fields() if not item.metadata["compared"])
+
+
+HEADER = """\
+# Every setting of a run with its help (zoo finetune --print-config). Copy this file and keep only what you change:
+# a partial file merges over the defaults, and command-line flags override the file.
+"""
+COMMENT_COLUMN = 26
+LINE_WIDTH = 120
+
+
+def commented_yaml(config: RunConfig) -> str:
+    """``config`` as YAML, each setting followed by its help as a comment (``configs/default.yaml`` for the
+    defaults)."""
+    lines = [HEADER.rstrip("\n")]
+    section = ""
+    for key, item, _ in config_fields():
+        parent, _, name = key.rpartition(".")
+        if parent and parent != section:
+            lines.append(f"{parent}:")
+        section = parent
+        value = getattr(getattr(config, parent) if parent else config, name)
+        setting = ("  " if parent else "") + yaml.safe_dump({name: value}, allow_unicode=True).strip()
+        comments = textwrap.wrap(item.metadata["help"], LINE_WIDTH - COMMENT_COLUMN - 2, break_on_hyphens=False)
+        lines.append(f"{setting.ljust(COMMENT_COLUMN - 1)} # {comments[0]}")
+        lines += [f"{'':{COMMENT_COLUMN}}# {comment}" for comment in comments[1:]]
+    return "\n".join(lines) + "\n"
 
 
 def _check_type(key: str, value: Any, annotation: Any) -> Any:

@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from finetune.inspection.settings import CleanSettings, ExplainSettings
+from zoo_cli.flags import add_settings_flags
 from zoo_cli.model_commands import SOURCE_HELP
 from zoo_cli.output import print_table, printable
-
-METHODS = "gradcam (default), gradcam++, scorecam (slow: a forward pass per channel) or eigencam (class-agnostic)"
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:
@@ -19,13 +19,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     explain.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files or folders")
     explain.add_argument("--out", type=Path, metavar="DIR", required=True,
                          help="folder for the pictures and explain.json")
-    explain.add_argument("--method", default="gradcam", metavar="METHOD", help=METHODS)
-    explain.add_argument("--class", dest="class_name", metavar="NAME",
-                         help="the class to explain (default: each image's top-1 prediction)")
-    explain.add_argument("--layer", metavar="NAME",
-                         help="the layer to look at (default: the last convolutional stage; every name: zoo info "
-                              "ARCH --layers)")
-    explain.add_argument("--top-k", type=int, default=5, help="predictions per image in explain.json")
+    add_settings_flags(explain, ExplainSettings)
     explain.set_defaults(run=run_explain)
 
     clean = commands.add_parser("clean", help="images probably filed under the wrong class, and near-duplicates "
@@ -34,15 +28,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                                                     "it are read as the split), or digits")
     clean.add_argument("--out", type=Path, metavar="DIR", required=True,
                        help="folder for label_issues.csv/.png and near_duplicates.csv (not inside DATA)")
-    clean.add_argument("--arch", default="efficientnet_lite0",
-                       help="pretrained backbone whose features the linear heads learn from (default: "
-                            "efficientnet_lite0)")
-    clean.add_argument("--folds", type=int, default=5, help="K of the K-fold training of the linear heads (default: 5)")
-    clean.add_argument("--image-size", type=int, metavar="PX", help="input size (default: the architecture's)")
-    clean.add_argument("--batch-size", type=int, default=64)
-    clean.add_argument("--similarity", type=float, default=0.97, metavar="COSINE",
-                       help="cosine similarity of features from which two images are near-duplicates (default: 0.97)")
-    clean.add_argument("--show", type=int, default=16, metavar="N", help="suspects shown in label_issues.png")
+    add_settings_flags(clean, CleanSettings)
     clean.set_defaults(run=run_clean)
 
 
@@ -67,9 +53,9 @@ def run_clean(args: argparse.Namespace) -> int:
     from finetune.inspection.clean import clean
 
     result = clean(args.data, args.out, arch=args.arch, folds=args.folds, image_size=args.image_size,
-                   batch_size=args.batch_size, similarity=args.similarity, shown=args.show)
+                   batch_size=args.batch_size, similarity=args.similarity, shown=args.shown)
     rows = [{"path": str(issue.path), "class": f"{issue.given} → {issue.suggested}", "value": issue.quality}
-            for issue in result.issues[:args.show]]
+            for issue in result.issues[:args.shown]]
     print_table(rows, {"path": "image", "class": "given → suggested", "value": "label quality"},
                 title=f"{len(result.issues)} probable label issues among {result.num_images} images (the out-of-fold "
                       f"linear heads disagree with {result.out_of_fold_error:.1f}% of the labels)")

@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from finetune.config import ConfigError, FreezeMode, RunConfig, alternatives, config_fields, load_config, merge
+from finetune.config import (
+    ConfigError,
+    FreezeMode,
+    RunConfig,
+    commented_yaml,
+    config_fields,
+    load_config,
+    merge,
+)
+from zoo_cli.flags import add_flag, flag_of
 
 if TYPE_CHECKING:
     from finetune.results.records import RunSummary, Split
@@ -21,50 +28,17 @@ FIELDS = {key: (item, annotation) for key, item, annotation in config_fields()}
 OWN_FLAGS = ("model.arch", "data.path", "out")
 
 
-def flag_of(item: dataclasses.Field[Any]) -> str | None:
-    """A config field's flag: ``--field-name`` unless its metadata names another, or None (no flag)."""
-    return item.metadata.get("flag", "--" + item.name.replace("_", "-"))
-
-
 # flag destination -> dotted config key ("out" at the top level)
 FLAG_FIELDS = {flag[2:].replace("-", "_"): key for key, (item, _) in FIELDS.items() if (flag := flag_of(item))}
 
 
-def _number_or(flag: str, words: tuple[str, ...]) -> Callable[[str], float | str]:
-    def convert(text: str) -> float | str:
-        if text in words:
-            return text
-        try:
-            return float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes a number or {' or '.join(words)}, got '{text}'") from None
-
-    return convert
-
-
 def add_config_flag(parser: argparse._ActionsContainer, key: str, help: str | None = None) -> None:
-    """The flag of config field ``key``, its type, choices and help from the field (``help`` rewords it)."""
+    """The flag of config field ``key`` (``help`` rewords its help); not given, it leaves the file or default."""
     item, annotation = FIELDS[key]
-    flag = flag_of(item)
-    assert flag, f"{key} has no flag"
-    # argparse formats help with %: a field's help is plain text (e.g. "1%")
-    keywords: dict[str, Any] = {"help": (help or item.metadata["help"]).replace("%", "%%")}
-    if "metavar" in item.metadata:
-        keywords["metavar"] = item.metadata["metavar"]
-    kinds = [kind for kind in alternatives(annotation) if kind is not type(None)]
-    words = tuple(word for kind in kinds if typing.get_origin(kind) is Literal for word in typing.get_args(kind))
-    kinds = [kind for kind in kinds if typing.get_origin(kind) is not Literal]
     if key == "optim.freeze":  # MODE [N]: until-epoch N also sets optim.unfreeze_epoch (_freeze checks it)
-        keywords["nargs"] = "+"
-    elif kinds == [bool]:
-        keywords.update(action="store_true", default=None)  # None: not given, so the file or default stands
-    elif not kinds:
-        keywords["choices"] = words
-    elif words:  # optim.lr: a number or auto
-        keywords["type"] = _number_or(flag, words)
+        add_flag(parser, item, annotation, help, nargs="+", choices=None)
     else:
-        keywords["type"] = kinds[0]
-    parser.add_argument(flag, **keywords)
+        add_flag(parser, item, annotation, help, default=None)
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +58,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     for key in OWN_FLAGS:
         add_config_flag(parser, key)
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue an interrupted run from its last.ckpt")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the settings (defaults < --config < flags) as YAML with each one's help, and "
+                             "train nothing: configs/default.yaml is this output without flags")
     add_training_flags(parser)
     parser.set_defaults(run=run_finetune)
 
@@ -151,12 +128,15 @@ def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
 
 
 def run_finetune(args: argparse.Namespace) -> int:
+    overrides = overrides_from_flags(args)
+    if args.print_config:
+        print(commented_yaml(merge(load_config(args.config) if args.config else RunConfig(), overrides)), end="")
+        return 0
     from finetune.runtime.progress import process_started
     from finetune.training.run import train
     from finetune.training.run_folder import resume_config
     from zoo_cli.output import print_table
 
-    overrides = overrides_from_flags(args)
     if args.resume is not None:
         if args.config is not None:
             raise ConfigError(f"--resume continues {args.resume} with its own config.yaml, and --config would be "

@@ -8,16 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from finetune.names import EVALUATION_SPLITS, EXPORT_FORMATS
-from zoo.tta import TTA_MODES
+from finetune.names import EXPORT_FORMATS
+from finetune.results.settings import EvaluateSettings
+from finetune.shipping.settings import ExportSettings, PredictSettings
+from zoo_cli.flags import add_settings_flags
 from zoo_cli.output import print_table, printable, render
 
 if TYPE_CHECKING:
     from finetune.shipping.predict import Prediction
 
 SOURCE_HELP = "a run folder of zoo finetune, a .ckpt file, or a bundle folder of zoo export"
-TTA_HELP = ("test-time augmentation: none, flip (average over the image and its mirror), flip-crop (and four corner "
-            "crops); default: the model's own (the one its run's test error was measured with)")
 TABLE_NAME_LENGTH = 40  # characters of a class name in predict's table; JSON and CSV keep names whole
 
 
@@ -25,20 +25,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
     evaluate = commands.add_parser("evaluate",
                                    help="measure a trained model on labelled images: metrics, confusion matrix, report")
     evaluate.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
-    evaluate.add_argument("--data", metavar="DIR",
-                          help="image folder, one sub-folder per class, or shards of zoo data optimize (a folder or a "
-                               "URL) (default for a run folder: its own split)")
-    evaluate.add_argument("--split", choices=EVALUATION_SPLITS,
-                          help="test (default for a run folder that held one out), val (default for folders with "
-                               "train/ and val/, and runs without test images), or all (default for a plain class "
-                               "folder)")
-    evaluate.add_argument("--out", type=Path, metavar="DIR",
-                          help="folder for metrics.json, confusion_matrix.csv/.png, top_losses.csv/.png and report.md "
-                               "(default: RUN/eval-SPLIT for a run's own data, else ./eval-NAME-SPLIT)")
-    evaluate.add_argument("--batch-size", type=int, default=64)
-    evaluate.add_argument("--top-losses", type=int, default=16, metavar="N",
-                          help="images of highest loss in top_losses.png (all of them are in top_losses.csv)")
-    evaluate.add_argument("--tta", choices=TTA_MODES, help=TTA_HELP)
+    add_settings_flags(evaluate, EvaluateSettings)
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="top-k classes of images, with softmax probabilities")
@@ -46,20 +33,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:
                          help=f"a registry name (its pretrained weights and ImageNet's classes), or {SOURCE_HELP}")
     predict.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                          help="image files or folders (searched recursively)")
-    predict.add_argument("--top-k", type=int, default=5, help="classes per image (at most the model's)")
-    predict.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--tta", choices=TTA_MODES, help=TTA_HELP)
+    add_settings_flags(predict, PredictSettings)
     predict.set_defaults(run=run_predict)
 
     export = commands.add_parser("export",
                                  help="bundle a trained model to run without Lightning: safetensors, TorchScript, ONNX")
     export.add_argument("source", type=Path, metavar="SOURCE", help=SOURCE_HELP)
-    export.add_argument("--format", choices=(*EXPORT_FORMATS, "all"), default="all",
-                        help="file to add to the bundle's weights and zoo.json (default: all)")
-    export.add_argument("--out", type=Path, metavar="DIR", required=True, help="bundle folder (new or empty)")
-    export.add_argument("--force", action="store_true",
-                        help="replace the bundle in --out (a folder holding a bundle's files only)")
+    add_settings_flags(export, ExportSettings)
     export.set_defaults(run=run_export)
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from finetune.data.settings import OptimizeSettings
+from zoo_cli.flags import add_settings_flags
+
 
 def add_optimize_parser(actions: argparse._SubParsersAction) -> None:
     """``optimize`` under the ``zoo data`` command group."""
@@ -14,17 +17,7 @@ def add_optimize_parser(actions: argparse._SubParsersAction) -> None:
     optimize.add_argument("folder", type=Path, metavar="DIR",
                           help="image folder, one sub-folder per class (its train/val/test are kept)")
     optimize.add_argument("--out", type=Path, metavar="SHARDS", required=True, help="new folder for the shards")
-    optimize.add_argument("--val-fraction", type=float, default=0.15,
-                          help="share held out for validation when DIR has no val/ folder (0.15)")
-    optimize.add_argument("--test-fraction", type=float, default=0.15,
-                          help="share held out for the test when DIR has no test/ folder (0.15)")
-    optimize.add_argument("--seed", type=int, default=0, help="seed of the split (0, as zoo finetune's)")
-    optimize.add_argument("--workers", type=int, metavar="N", help="processes writing chunks (default: the cores, 8 at "
-                                                                   "most)")
-    optimize.add_argument("--decoded", type=int, metavar="SIDE",
-                          help="store each image decoded, a uint8 square of SIDE px (shorter side resized, centred): "
-                               "larger shards, but training decodes nothing (give the run's resize size, e.g. 36 for "
-                               "32 px crops); default: each file's own bytes")
+    add_settings_flags(optimize, OptimizeSettings)
     optimize.set_defaults(run=run_optimize)
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from finetune.config import config_fields
-from zoo_cli.finetune_command import flag_of
+from zoo_cli.flags import flag_of
 
 OPTIONS_FILE = Path(__file__).parents[1] / "docs" / "options.md"
 BLOCK = re.compile(r"(<!-- options: zoo (?P<command>[\w-]+) -->\n)(.*?)(<!-- /options -->)", re.DOTALL)

@@ -11,7 +11,7 @@ import torch
 
 import zoo
 from finetune.compare.speed import run_speed
-from finetune.config import to_dict
+from finetune.config import to_dict, uncompared_settings
 from finetune.results.heldout import PREDICTIONS_FILE, read_predictions
 from finetune.results.records import RunSummary
 from finetune.results.stats import mcnemar, wilson_interval
@@ -30,8 +30,7 @@ RESULT_COLUMNS = (
     "reason", "run_dir",
 )
 REGISTRY_KEYS = ("name", "depth", "params", "gflops", "ilsvrc_year", "ilsvrc_top5_error")
-# Settings that say where a run lives or which seed it drew, not how it was trained.
-UNCOMPARED_SETTINGS = ("out", "model.arch", "trainer.seed")
+UNCOMPARED_SETTINGS = uncompared_settings()
 
 
 def _imagenet_errors(spec: ArchSpec, weights: str) -> tuple[float | None, float | None]:
@@ -143,7 +142,7 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def settings_that_differ(configs: Sequence[dict[str, Any]]) -> list[str]:
     """Dotted keys of the run settings (``RunConfig`` as a dict) that are not the same in every config."""
     flat = [_flatten(config) for config in configs]
-    keys = sorted({key for values in flat for key in values} - set(UNCOMPARED_SETTINGS))
+    keys = sorted({key for values in flat for key in values} - UNCOMPARED_SETTINGS)
     return [key for key in keys if len({repr(values.get(key)) for values in flat}) > 1]
 
 

@@ -26,7 +26,7 @@ import yaml
 
 import zoo
 from finetune.compare.results import Row, failed_row, run_row, settings_that_differ
-from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict
+from finetune.config import ConfigError, RunConfig, merge, read_yaml, to_dict, unvaried_settings
 from finetune.data.shards import is_shards
 from finetune.data.split import CLASSES_FILE, Split, load_split, save_split
 from finetune.runtime.folders import check_out_folder
@@ -43,10 +43,7 @@ RUNS_DIR = "runs"
 ARCHS_KEY = "archs"
 SEEDS_KEY = "seeds"
 VARY_KEY = "vary"
-# Settings a comparison cannot vary: they fix the shared split, or have a key of their own.
-NOT_VARIED = {"data.path": "one data set per comparison", "data.val_fraction": "the split is shared",
-              "data.test_fraction": "the split is shared", "model.arch": f"list them under {ARCHS_KEY}",
-              "trainer.seed": f"list them under {SEEDS_KEY} (--seeds)", "out": "one folder per comparison"}
+NOT_VARIED = unvaried_settings()
 
 
 @dataclass(frozen=True)

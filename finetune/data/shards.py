@@ -24,6 +24,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from finetune.data.scan import DataError, Sample
+from finetune.data.settings import OptimizeSettings
 from finetune.data.split import PARTS, Split, split_folder
 from finetune.runtime.folders import check_out_folder
 from zoo._io import replacing_folder, write_text_atomic
@@ -84,8 +85,10 @@ def _read_square(item: tuple[str, int, int, int]) -> dict[str, Any]:
             "pixels": decode_square(Path(path), side, side, InterpolationMode.BILINEAR).numpy()}
 
 
-def optimize_folder(root: Path, out: Path, val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
-                    workers: int | None = None, decoded: int | None = None) -> ShardSplit:
+def optimize_folder(root: Path, out: Path, val_fraction: float = OptimizeSettings.val_fraction,
+                    test_fraction: float = OptimizeSettings.test_fraction, seed: int = OptimizeSettings.seed,
+                    workers: int | None = OptimizeSettings.workers,
+                    decoded: int | None = OptimizeSettings.decoded) -> ShardSplit:
     """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks: each image
     file's bytes, or with ``decoded`` the image decoded as a square of that side.
 

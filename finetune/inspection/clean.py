@@ -31,6 +31,7 @@ from finetune.data.scan import Sample
 from finetune.data.shards import refuse_shards
 from finetune.data.split import split_folder
 from finetune.data.transforms import eval_transform
+from finetune.inspection.settings import CleanSettings
 from finetune.results.image_grid import plot_image_grid
 from finetune.runtime.folders import check_out_folder
 from finetune.runtime.hardware import choose_loader
@@ -42,8 +43,6 @@ from zoo.registry import get_spec
 from zoo.weights.loading import load_plain, weights_preprocessing
 
 FORMAT_VERSION = 1  # of the cached features
-SIMILARITY = 0.97  # cosine similarity from which two images count as near-duplicates
-SHOWN = 16  # suspects in label_issues.png
 BLOCK = 1024  # rows of the similarity matrix computed at a time
 
 
@@ -147,9 +146,9 @@ def near_duplicates(features: np.ndarray, threshold: float) -> list[tuple[int, i
     return sorted(pairs, key=lambda pair: -pair[2])
 
 
-def clean(data: str | Path, out: Path, arch: str = "efficientnet_lite0", folds: int = 5,
-          image_size: int | None = None, batch_size: int = 64, similarity: float = SIMILARITY,
-          shown: int = SHOWN) -> CleanResult:
+def clean(data: str | Path, out: Path, arch: str = CleanSettings.arch, folds: int = CleanSettings.folds,
+          image_size: int | None = CleanSettings.image_size, batch_size: int = CleanSettings.batch_size,
+          similarity: float = CleanSettings.similarity, shown: int = CleanSettings.shown) -> CleanResult:
     """Write ``label_issues.csv`` / ``.png`` and ``near_duplicates.csv`` for the image folder ``data`` to ``out``."""
     if folds < 2:
         raise ZooError(f"--folds must be at least 2 (each image is judged by heads trained on the others), got {folds}")

@@ -22,6 +22,7 @@ from PIL import Image
 
 from finetune.inspection.explain_figures import first_convolution, plot_feature_maps, plot_filters, plot_heat_map
 from finetune.inspection.saliency import check_method, class_activation_map, crop_box, on_image
+from finetune.inspection.settings import ExplainSettings
 from finetune.inspection.stages import run
 from finetune.runtime.folders import check_out_folder
 from finetune.shipping.predict import image_paths, read_image
@@ -86,8 +87,9 @@ def class_index(classes: Sequence[str], name: str) -> int:
     raise ZooError(f"unknown class '{name}' for --class ({known}): give one of the model's class names")
 
 
-def explain(source: str | Path, images: Sequence[Path], out: Path, method: str = "gradcam",
-            class_name: str | None = None, layer: str | None = None, top_k: int = 5) -> ExplainResult:
+def explain(source: str | Path, images: Sequence[Path], out: Path, method: str = ExplainSettings.method,
+            class_name: str | None = ExplainSettings.class_name, layer: str | None = ExplainSettings.layer,
+            top_k: int = ExplainSettings.top_k) -> ExplainResult:
     """Explain the predictions of ``source`` (run folder, ``.ckpt``, bundle or registry name) on ``images``."""
     check_method(method)
     if top_k < 1:

@@ -34,6 +34,7 @@ from finetune.results.calibration import ECE_BINS, calibration_error, plot_relia
 from finetune.results.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.results.heldout import collect_logits, error_rates
 from finetune.results.image_grid import plot_image_grid
+from finetune.results.settings import EvaluateSettings
 from finetune.results.stats import chance_error, learned
 from finetune.runtime.folders import check_out_folder
 from finetune.runtime.hardware import choose_loader
@@ -42,7 +43,6 @@ from zoo._io import write_atomic
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError
 
-TOP_LOSSES = 16  # images in top_losses.png
 TOP_LOSS_COLUMNS = ("path", "label", "predicted", "probability", "loss")
 
 
@@ -303,7 +303,8 @@ def _default_out(source: Source, data: str | Path | None, split: str) -> Path:
 
 def evaluate(
     source: str | Path, data: str | Path | None = None, split: str | None = None, out: Path | None = None,
-    batch_size: int = 64, top_losses: int = TOP_LOSSES, tta: str | None = None,
+    batch_size: int = EvaluateSettings.batch_size, top_losses: int = EvaluateSettings.top_losses,
+    tta: str | None = EvaluateSettings.tta,
 ) -> EvaluationResult:
     """Evaluate a run folder, ``.ckpt`` or bundle; writes metrics.json, confusion_matrix.csv/.png,
     calibration.png, top_losses.csv/.png (the ``top_losses`` images of highest loss) and report.md. A run

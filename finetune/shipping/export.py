@@ -26,6 +26,7 @@ import zoo
 from finetune.names import EXPORT_FORMATS
 from finetune.runtime.folders import check_out_folder
 from finetune.shipping.model_card import model_card
+from finetune.shipping.settings import ExportSettings
 from finetune.shipping.sources import Source, load_source
 from zoo._io import (
     TEMPORARY_MARK,
@@ -238,7 +239,7 @@ def _check_out(out: Path, force: bool) -> None:
                           "or choose another --out")
 
 
-def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = False) -> ExportResult:
+def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = ExportSettings.force) -> ExportResult:
     """Write the bundle of ``source`` (run folder, ``.ckpt`` or bundle) to ``out``: weights, zoo.json, ``formats``."""
     unknown = [name for name in formats if name not in EXPORT_FORMATS]
     if unknown:

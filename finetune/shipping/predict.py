@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 from finetune.data.scan import check_image, is_image_file
+from finetune.shipping.settings import PredictSettings
 from zoo.bundle import LoadedModel
 from zoo.errors import ZooError, first_line
 from zoo.images import ImageSizeError
@@ -71,7 +72,8 @@ def _batches(paths: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
         yield paths[start : start + size]
 
 
-def predict(model: LoadedModel, paths: Sequence[Path], top_k: int = 5, batch_size: int = 32) -> list[Prediction]:
+def predict(model: LoadedModel, paths: Sequence[Path], top_k: int = PredictSettings.top_k,
+            batch_size: int = PredictSettings.batch_size) -> list[Prediction]:
     """Predict every image of ``paths`` (files or folders), in order; ``top_k`` is capped at the class count."""
     if top_k < 1 or batch_size < 1:
         raise ZooError(f"--top-k and --batch-size must be at least 1, got {top_k} and {batch_size}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import zoo
-from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge
+from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, resumable_settings
 from finetune.data.split import has_split, load_split
 from finetune.runtime.console import is_launched_worker, say
 from finetune.shipping.sources import read_checkpoint
@@ -40,10 +40,7 @@ def new_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-# What --resume may change: how long and where the run trains, never what it is (data, network, recipe).
-RESUMABLE = {("trainer", name) for name in ("epochs", "max_steps", "patience", "precision", "threads", "accelerator",
-                                            "devices", "num_nodes", "strategy", "checkpoint_interval", "logger", "tta")
-             } | {("data", "num_workers"), ("data", "cache")}
+RESUMABLE = {tuple(key.split(".")) for key in resumable_settings()}  # (section, name), as _fields gives them
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:

@@ -15,11 +15,15 @@ from finetune.config import (
     ConfigError,
     RunConfig,
     alternatives,
+    commented_yaml,
     config_fields,
     load_config,
     merge,
     read_yaml,
+    resumable_settings,
     save_config,
+    uncompared_settings,
+    unvaried_settings,
 )
 from zoo_cli import finetune_command
 from zoo_cli.finetune_command import flag_of, overrides_from_flags
@@ -136,6 +140,40 @@ def test_default_yaml_lists_every_field_in_order_and_loads_to_the_defaults() -> 
         listed += [f"{section}.{name}" for name in values] if isinstance(values, dict) else [section]
     assert listed == [key for key, _, _ in config_fields()]
     assert load_config(path) == RunConfig()
+
+
+def test_default_yaml_is_the_output_of_print_config(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo_cli.main import main
+
+    assert main(["finetune", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    written = (ROOT / "configs" / "default.yaml").read_text(encoding="utf-8")
+    assert printed == written, "configs/default.yaml is out of step: zoo finetune --print-config > configs/default.yaml"
+    assert "  dropout: 0.2            # dropout before the new linear head (0.2)" in written  # each help, once
+
+
+def test_print_config_shows_the_settings_a_run_would_get(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("optim: {freeze: backbone}\n", encoding="utf-8")
+    parser = build_parser()
+    config = merge(load_config(path), overrides_from_flags(parser.parse_args(["finetune", "--epochs", "3"])))
+    text = commented_yaml(config)
+    assert "  freeze: backbone" in text and "  epochs: 3 " in text
+    written = tmp_path / "printed.yaml"
+    written.write_text(text, encoding="utf-8")
+    assert load_config(written) == config  # the comments are comments: the file reads back as the run
+
+
+def test_the_policy_sets_come_from_the_fields() -> None:
+    # What --resume may change: how long and where a run trains, never what it is (data, network, recipe).
+    assert resumable_settings() == {f"trainer.{name}" for name in (
+        "epochs", "max_steps", "patience", "precision", "threads", "accelerator", "devices", "num_nodes", "strategy",
+        "checkpoint_interval", "logger", "tta")} | {"data.num_workers", "data.cache"}
+    assert unvaried_settings() == {
+        "data.path": "one data set per comparison", "data.val_fraction": "the split is shared",
+        "data.test_fraction": "the split is shared", "model.arch": "list them under archs",
+        "trainer.seed": "list them under seeds (--seeds)", "out": "one folder per comparison"}
+    assert uncompared_settings() == {"out", "model.arch", "trainer.seed"}
 
 
 def test_the_option_tables_in_docs_are_generated_from_the_parsers() -> None:

@@ -318,7 +318,7 @@ def test_a_port_in_use_is_one_line(bundle: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_max_bytes_takes_units(capsys: pytest.CaptureFixture[str]) -> None:
-    from zoo_cli.serve_command import byte_count
+    from finetune.shipping.settings import byte_count
 
     assert [byte_count(text) for text in ("20MB", "512KiB", "1000", "2 gb")] == [20 * 10**6, 512 * 2**10, 1000,
                                                                                    2 * 10**9]

@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib.resources import files
 from typing import Any
 
@@ -23,22 +23,12 @@ from finetune.runtime.processes import die_with_parent, give_back_freed_memory
 from finetune.shipping.serve.batching import Batcher
 from finetune.shipping.serve.overlay import default_layer, overlay
 from finetune.shipping.serve.uploads import RequestError, decode_image, read_upload
+from finetune.shipping.settings import ServeSettings
 from finetune.shipping.sources import Source, load_source
 from zoo.errors import shorten
 
 DEFAULT_TOP_K = 5
 SETTINGS_VARIABLE = "ZOO_SERVE_SETTINGS"  # how worker processes, which import the app anew, get its settings
-
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """What each server process needs: the model's source and the request limits."""
-
-    source: str
-    max_batch_size: int = 32
-    max_bytes: int = 20_000_000
-    threads: int | None = None  # torch's intra-op threads per process; None: torch's default (every core)
-    tta: str | None = None  # test-time augmentation; None: the model's own
 
 
 def model_metadata(source: Source, layer: str | None) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from uvicorn.supervisors import Multiprocess
 from finetune.runtime.hardware import usable_cores
 from finetune.runtime.processes import LAUNCHER_PID_ENV, give_back_freed_memory
 from finetune.shipping.serve.app import ServeSettings, create_app, settings_environment
+from finetune.shipping.settings import ListenSettings
 from finetune.shipping.sources import load_source
 from zoo.errors import ZooError
 
@@ -32,7 +33,8 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: ServeSettings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def serve(settings: ServeSettings, host: str = ListenSettings.host, port: int = ListenSettings.port,
+          workers: int = ListenSettings.workers) -> None:
     """Serve ``settings.source`` until interrupted; ``workers`` processes each hold a copy of the model."""
     if not 0 <= port <= 65535:
         raise ZooError(f"--port must be from 0 (any free port) to 65535, got {port}")
