@@ -17,7 +17,6 @@ from zoo.bundle import (
     METADATA_FILE,
     BundleMetadata,
     LoadedModel,
-    ModelMetadata,
     build_network,
     check_metadata,
     load,
@@ -59,7 +58,7 @@ def load_checkpoint(path: Path) -> LoadedModel:
         for key, tensor in content["state_dict"].items()
         if key.startswith(NETWORK_PREFIX)
     }
-    metadata = ModelMetadata(**content["zoo"])  # read_checkpoint checked it
+    metadata = check_metadata(content["zoo"], f"the zoo metadata of {path}")
     return LoadedModel(build_network(metadata, state_dict, str(path)), metadata)
 
 
