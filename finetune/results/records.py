@@ -22,6 +22,17 @@ SUMMARY_FILE = "summary.json"
 Split = Literal["test", "val"]
 
 
+class ErrorFigures(Record):
+    """A model's errors on one split's images (percent), as evaluate, the held-out test and zoo.json give them."""
+
+    num_images: int
+    top1_error: float
+    top1_error_ci95: list[float]  # its 95% Wilson interval
+    k: int | None  # top-k's k: min(5, classes - 1); None for 2 classes
+    topk_error: float | None
+    loss: float | None
+
+
 def _config(value: Any) -> RunConfig:
     """A run's config: its settings merged over the defaults, checked by ``finetune.config``."""
     if isinstance(value, RunConfig):
@@ -109,6 +120,14 @@ class RunSummary(Record):
 
     def num_images(self, split: Split) -> int:
         return self.num_test if split == "test" else self.num_val
+
+    def figures(self, split: Split) -> ErrorFigures | None:
+        """The figures of ``split``; None when it was not measured."""
+        error, interval = self.error(split), self.interval(split)
+        if error is None or interval is None:
+            return None
+        return ErrorFigures(num_images=self.num_images(split), top1_error=error, top1_error_ci95=interval, k=self.k,
+                            topk_error=self.topk(split), loss=self.loss(split))
 
     def write(self, run_dir: Path) -> None:
         """``summary.json`` in ``run_dir``, atomically: a run folder with one has finished."""

@@ -158,7 +158,7 @@ def test_timm_alone_rebuilds_a_timm_bundle_like_its_torchscript(timm_bundle: Pat
     assert config == {"input_size": [3, 64, 64], "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5],
                       "std": [0.5, 0.5, 0.5], "crop_pct": config["crop_pct"], "crop_mode": "center",
                       "resize": 73, "labels": model.classes}
-    assert model.metadata.resize == 73  # floor(64 / 0.875), as timm computes it from crop_pct
+    assert model.metadata.preprocessing.resize == 73  # floor(64 / 0.875), as timm computes it from crop_pct
 
 
 def test_timms_crop_fraction_gives_zoos_resize_exactly() -> None:
