@@ -52,6 +52,10 @@ def _edit_metadata(bundle: Path, **values: object) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text(encoding="utf-8")), **values}), encoding="utf-8")
 
 
+def _metadata(bundle: Path) -> dict:
+    return json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
+
+
 def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     error = capsys.readouterr().err
     assert error.startswith(f"zoo {command}: error: ") and error.count("\n") == 1, error
@@ -66,29 +70,36 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     ("classes", ["astronaut", "astronaut", "coffee"]),
     ("num_classes", True),
     ("arch", ["small_cnn"]),
-    ("mean", [0.5, 0.5]),
-    ("mean", [0.5, "0.5", 0.5]),
-    ("std", [0.5, 0.0, 0.5]),
-    ("std", [0.5, -1.0, 0.5]),
-    ("image_size", 0),
-    ("image_size", -28),
-    ("image_size", "28"),
-    ("image_size", True),
-    ("image_size", 10**9),  # its tensors would not fit in memory
-    ("resize", 20),  # below image_size: the centre crop would pad the image with black
-    ("interpolation", "box"),  # PIL-only: torchvision cannot resize a tensor with it
+    ("preprocessing.mean", [0.5, 0.5]),
+    ("preprocessing.mean", [0.5, "0.5", 0.5]),
+    ("preprocessing.std", [0.5, 0.0, 0.5]),
+    ("preprocessing.std", [0.5, -1.0, 0.5]),
+    ("preprocessing.crop", 0),
+    ("preprocessing.crop", -28),
+    ("preprocessing.crop", "28"),
+    ("preprocessing.crop", True),
+    ("preprocessing.crop", 10**9),  # its tensors would not fit in memory
+    ("preprocessing.resize", 20),  # below the crop: the centre crop would pad the image with black
+    ("preprocessing.interpolation", "box"),  # PIL-only: torchvision cannot resize a tensor with it
     ("dropout", 5),
     ("temperature", 0),
     ("temperature", "1.0"),
     # Round two: finite, but every output would be NaN.
     ("temperature", 1e-300),
-    ("std", [1e-300, 0.5, 0.5]),
-    ("mean", [1e308, 0.5, 0.5]),
+    ("preprocessing.std", [1e-300, 0.5, 0.5]),
+    ("preprocessing.mean", [1e308, 0.5, 0.5]),
 ])
 def test_a_zoo_json_value_that_cannot_rebuild_the_model_is_named(
     bundle: Path, photo: Path, key: str, value: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _edit_metadata(bundle, **{key: value})
+    section, _, name = key.rpartition(".")
+    if section:
+        path = bundle / "zoo.json"
+        content = json.loads(path.read_text(encoding="utf-8"))
+        content[section][name] = value
+        path.write_text(json.dumps(content), encoding="utf-8")
+    else:
+        _edit_metadata(bundle, **{key: value})
 
     assert main(["predict", str(bundle), str(photo)]) == 2
 
@@ -104,7 +115,8 @@ def test_non_finite_numbers_and_huge_values_are_refused_and_shown_short(bundle: 
     assert main(["predict", str(bundle), str(photo)]) == 2
     assert "temperature must be a number from 0.001 to 1000.0" in _one_line_error(capsys, "predict")
 
-    _edit_metadata(bundle, temperature=1.0, interpolation="b" * 1_000_000)
+    _edit_metadata(bundle, temperature=1.0, preprocessing={**_metadata(bundle)["preprocessing"],
+                                                           "interpolation": "b" * 1_000_000})
     assert main(["predict", str(bundle), str(photo)]) == 2
     error = _one_line_error(capsys, "predict")
     assert "interpolation must be one of" in error and len(error) < 400
@@ -250,7 +262,7 @@ def _summary(run_dir: Path) -> dict:
                  "lacks test_top1_error", id="a key missing"),
     pytest.param(lambda text, summary: json.dumps({k: v for k, v in summary.items() if k != "config"}),
                  "lacks config", id="no config"),
-    pytest.param(lambda text, summary: json.dumps({**summary, "accuracy": 0.9}), "has unknown fields accuracy",
+    pytest.param(lambda text, summary: json.dumps({**summary, "accuracy": 0.9}), "has unknown keys accuracy",
                  id="a field of another version"),
     pytest.param(lambda text, summary: json.dumps({**summary, "learned": "yes"}), "learned must be true or false",
                  id="text for a bool"),
@@ -416,7 +428,7 @@ def test_a_damaged_test_predictions_csv_is_one_line(run_dir: Path, tmp_path: Pat
 
 def test_zoo_json_reads_back_as_a_typed_record_and_unknown_keys_are_named(bundle: Path) -> None:
     metadata = zoo.load(bundle).metadata
-    assert isinstance(metadata, zoo.bundle.BundleMetadata) and metadata.crop == metadata.image_size
+    assert isinstance(metadata, zoo.bundle.BundleMetadata) and metadata.preprocessing.crop == metadata.image_size
     assert set(metadata.exports) == {"safetensors"} and metadata.test is not None
     _edit_metadata(bundle, accuracy=0.99)
     with pytest.raises(zoo.ZooError) as error:

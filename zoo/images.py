@@ -12,7 +12,7 @@ import io
 import math
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from PIL import Image, ImageOps
 from torch import Tensor
 
 from zoo.errors import ZooError
+from zoo.spec import Preprocessing
 
 # Full-scale value of each high-bit mode. Mode "I" is 32-bit, but in image files it holds 16-bit PNG or
 # TIFF data; float ("F") images conventionally span 0..1.
@@ -146,17 +147,15 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def center_crop_transform(
-    resize: int, crop: int, interpolation: str, mean: Sequence[float], std: Sequence[float]
-) -> Callable[[Image.Image], Tensor]:
-    """Evaluation preprocessing: shorter side to ``resize``, centre crop ``crop``, float, normalise."""
+def center_crop_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Tensor]:
+    """Evaluation preprocessing: shorter side to its ``resize``, centre crop ``crop``, float, normalise."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
 
     return T.Compose([
         T.ToImage(),
-        T.Resize(resize, interpolation=InterpolationMode(interpolation), antialias=True),
-        T.CenterCrop(crop),
+        T.Resize(preprocessing.resize, interpolation=InterpolationMode(preprocessing.interpolation), antialias=True),
+        T.CenterCrop(preprocessing.crop),
         T.ToDtype(torch.float32, scale=True),
-        T.Normalize(list(mean), list(std)),
+        T.Normalize(list(preprocessing.mean), list(preprocessing.std)),
     ])

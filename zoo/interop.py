@@ -8,7 +8,6 @@ as it is, and in eval mode (dropout off) they compute the same logits.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -20,7 +19,7 @@ from zoo.errors import ZooError
 from zoo.factory import ClassifierHead
 
 if TYPE_CHECKING:
-    from zoo.bundle import BundleMetadata, ModelMetadata
+    from zoo.records import BundleMetadata, ModelMetadata
 
 HEAD_LAYER = "linear"  # the child of ClassifierHead that holds the weights
 
@@ -72,10 +71,10 @@ def timm_data_config(metadata: ModelMetadata) -> dict[str, Any]:
     """zoo's evaluation preprocessing as timm's data config (``timm.data.resolve_data_config``'s keys)."""
     return {
         "input_size": (3, metadata.image_size, metadata.image_size),
-        "interpolation": metadata.interpolation,
-        "mean": tuple(metadata.mean),
-        "std": tuple(metadata.std),
-        "crop_pct": crop_pct(metadata.image_size, metadata.resize),
+        "interpolation": metadata.preprocessing.interpolation,
+        "mean": tuple(metadata.preprocessing.mean),
+        "std": tuple(metadata.preprocessing.std),
+        "crop_pct": crop_pct(metadata.image_size, metadata.preprocessing.resize),
         "crop_mode": "center",
     }
 
@@ -116,8 +115,8 @@ def write_timm_config(metadata: BundleMetadata, state_dict: dict[str, Tensor], p
 
 def header(metadata: BundleMetadata) -> dict[str, str]:
     """What a weights or ONNX file carries about itself: the architecture, its classes and preprocessing."""
-    from zoo.bundle import ModelMetadata
+    from zoo.records import ModelMetadata
 
-    content = {name: getattr(metadata, name) for name in ("library", "model_name", "model_args")}
-    content.update({field.name: getattr(metadata, field.name) for field in dataclasses.fields(ModelMetadata)})
+    content = metadata.model_dump(mode="json", include={"library", "model_name", "model_args",
+                                                        *ModelMetadata.model_fields})
     return {"zoo": json.dumps(content, ensure_ascii=False)}

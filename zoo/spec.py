@@ -57,6 +57,8 @@ class Preprocessing:
     # Where the resize comes from a crop fraction (timm's crop_pct: resize = ⌊crop / fraction⌋), that fraction; the
     # rounded resize alone would drift a pixel at other crops (convnext at 288: ⌊288 / 0.95⌋ = 303, not 302).
     crop_fraction: float | None = None
+    # Read by pydantic where a file nests it (zoo.records): a key it does not know is refused, also in the schema.
+    __pydantic_config__ = {"extra": "forbid"}
 
     def at(self, crop: int) -> Preprocessing:
         """The same preprocessing for another crop size: the resize keeps its ratio to the crop (232 / 224)."""

@@ -12,8 +12,7 @@ from zoo.spec import Preprocessing
 
 def eval_transform(preprocessing: Preprocessing) -> T.Compose:
     """Resize, centre crop, normalise with ``preprocessing``'s mean and std (the same as an exported bundle's)."""
-    return center_crop_transform(preprocessing.resize, preprocessing.crop, preprocessing.interpolation,
-                                 preprocessing.mean, preprocessing.std)
+    return center_crop_transform(preprocessing)
 
 
 # Per-image augmentation policies of torchvision, applied after the random crop and flip.

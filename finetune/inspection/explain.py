@@ -151,7 +151,7 @@ def _explain_one(model: LoadedModel, path: Path, picture: Image.Image, stem: str
     target = int(indices[0]) if target is None else target
     heat = class_activation_map(model.network, model.network.get_submodule(layer), batch, target, method)
     width, height = picture.size
-    box = crop_box(width, height, model.metadata.resize, model.metadata.image_size)
+    box = crop_box(width, height, model.metadata.preprocessing.resize, model.metadata.image_size)
     heat = on_image(heat, width, height, box)
     write_atomic(out / f"{stem}.gradcam.npy", lambda temporary: np.save(temporary, heat))
     name, probability = model.classes[target], round(float(probabilities[target]), 6)

@@ -201,9 +201,9 @@ def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str],
     chance = chance_error(labels.tolist())
     metrics = {
         "num_classes": count,
-        **rates,
+        **rates.to_dict(),
         "chance_top1_error": round(chance, 4),
-        "learned": learned(rates["top1_error_ci95"], chance),
+        "learned": learned(rates.top1_error_ci95, chance),
         "temperature": temperature,
         # A diverged model's logits are not finite: no probabilities to calibrate.
         "ece": round(calibration_error((logits / temperature).softmax(dim=1), labels), 4)

@@ -24,6 +24,7 @@ from finetune.data.images import ImageDataset
 from finetune.data.scan import Sample
 from finetune.data.split import Split
 from finetune.results.calibration import calibration_error, fit_temperature, negative_log_likelihood
+from finetune.results.records import ErrorFigures
 from finetune.results.stats import chance_error, learned, top_k, wilson_interval
 from finetune.runtime.progress import PhaseTimes, tracked
 from finetune.shipping.sources import read_checkpoint
@@ -40,21 +41,21 @@ MEASURE_BATCH_FACTOR, MEASURE_BATCH_MAX = 4, 256
 PREDICTION_COLUMNS = ("path", "label", "predicted", "probability")
 
 
-def error_rates(logits: Tensor, labels: Tensor) -> dict[str, Any]:
+def error_rates(logits: Tensor, labels: Tensor) -> ErrorFigures:
     """Top-1 error with its 95% Wilson interval, top-k error (k from ``top_k``), loss; errors in percent."""
     count = len(labels)
     errors = int((logits.argmax(dim=1) != labels).sum())
     k = top_k(logits.shape[1])
     topk_misses = None if k is None else int((logits.topk(k, dim=1).indices != labels[:, None]).all(dim=1).sum())
     low, high = wilson_interval(errors, count)
-    return {
-        "num_images": count,
-        "top1_error": round(100.0 * errors / count, 4),
-        "top1_error_ci95": [round(low, 4), round(high, 4)],
-        "k": k,
-        "topk_error": None if topk_misses is None else round(100.0 * topk_misses / count, 4),
-        "loss": round(F.cross_entropy(logits.float(), labels).item(), 6),
-    }
+    return ErrorFigures(
+        num_images=count,
+        top1_error=round(100.0 * errors / count, 4),
+        top1_error_ci95=[round(low, 4), round(high, 4)],
+        k=k,
+        topk_error=None if topk_misses is None else round(100.0 * topk_misses / count, 4),
+        loss=round(F.cross_entropy(logits.float(), labels).item(), 6),
+    )
 
 
 def collect_logits(module: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device,
@@ -183,12 +184,12 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
         test = error_rates(test_logits, test_labels)
         write_predictions(run_dir / PREDICTIONS_FILE, split.test, split.classes,
                           (test_logits / calibration.temperature).softmax(dim=1))
-        figures.update({f"test_{key}": test[key] for key in ("top1_error", "top1_error_ci95", "topk_error")})
+        figures.update({f"test_{key}": getattr(test, key) for key in ("top1_error", "top1_error_ci95", "topk_error")})
         # The training criterion (class weights, label smoothing), as for the validation loss it sits beside.
         weight = module.loss.weight.cpu() if module.loss.weight is not None else None
         figures["test_loss"] = round(F.cross_entropy(test_logits, test_labels, weight=weight,
                                                      label_smoothing=module.loss.label_smoothing).item(), 6)
-        figures.update(judgement(test["top1_error_ci95"], test_labels.tolist(), "test"))
+        figures.update(judgement(test.top1_error_ci95, test_labels.tolist(), "test"))
     figures.update({"tta": tta, "temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
                     "val_ece_after": calibration.ece_after, "val_nll_before": calibration.nll_before,
                     "val_nll_after": calibration.nll_after})

@@ -7,25 +7,50 @@ version of zoo, is one line naming the field, never a KeyError deep in a report.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import types
-import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 
 from finetune.config import ConfigError, RunConfig, merge, to_dict
 from zoo._io import write_text_atomic
-from zoo.errors import ZooError, describe_error, short_repr
+from zoo.errors import ZooError, describe_error
+from zoo.schema import Record, check
 
 SUMMARY_FILE = "summary.json"
 Split = Literal["test", "val"]
 
 
-@dataclass(frozen=True)
-class RunSummary:
+class ErrorFigures(Record):
+    """A model's errors on one split's images (percent), as evaluate, the held-out test and zoo.json give them."""
+
+    num_images: int
+    top1_error: float
+    top1_error_ci95: list[float]  # its 95% Wilson interval
+    k: int | None  # top-k's k: min(5, classes - 1); None for 2 classes
+    topk_error: float | None
+    loss: float | None
+
+
+def _config(value: Any) -> RunConfig:
+    """A run's config: its settings merged over the defaults, checked by ``finetune.config``."""
+    if isinstance(value, RunConfig):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a mapping of settings, got {type(value).__name__}")
+    try:
+        return merge(RunConfig(), value)
+    except ConfigError as error:
+        raise ValueError(str(error)) from error
+
+
+# finetune.config checks the settings (docs/options.md lists them); the schema says only that they are a mapping.
+Config = Annotated[RunConfig, PlainValidator(_config), PlainSerializer(to_dict),
+                   WithJsonSchema({"type": "object", "description": "the run's settings (docs/options.md)"})]
+
+
+class RunSummary(Record):
     """A finished run: its data, how it trained, the best checkpoint's figures and the settings behind them."""
 
     arch: str
@@ -45,7 +70,7 @@ class RunSummary:
     selected_on: Literal["val"]  # the split that chose the checkpoint
     # What chose it: monitor (val_error or val_loss), tie_break, the epoch and its val_top1_error and val_loss,
     # epochs_tied (epochs of that validation error) and lowest_val_loss_of_tied.
-    selection: dict[str, float | str | None]
+    selection: dict[str, int | float | str | None]
     # The best epoch's row of metrics.csv (the checkpoint's), and the last epoch's.
     best_epoch: int | None
     val_top1_error: float | None
@@ -76,7 +101,7 @@ class RunSummary:
     best_checkpoint: str
     last_checkpoint: str
     seed: int
-    config: RunConfig
+    config: Config
 
     def error(self, split: Split) -> float | None:
         """The top-1 error on ``split``."""
@@ -96,9 +121,13 @@ class RunSummary:
     def num_images(self, split: Split) -> int:
         return self.num_test if split == "test" else self.num_val
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**{field.name: getattr(self, field.name) for field in dataclasses.fields(self)},
-                "config": to_dict(self.config)}
+    def figures(self, split: Split) -> ErrorFigures | None:
+        """The figures of ``split``; None when it was not measured."""
+        error, interval = self.error(split), self.interval(split)
+        if error is None or interval is None:
+            return None
+        return ErrorFigures(num_images=self.num_images(split), top1_error=error, top1_error_ci95=interval, k=self.k,
+                            topk_error=self.topk(split), loss=self.loss(split))
 
     def write(self, run_dir: Path) -> None:
         """``summary.json`` in ``run_dir``, atomically: a run folder with one has finished."""
@@ -117,61 +146,4 @@ class RunSummary:
             content = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError, RecursionError) as error:  # a cut-off file, another encoding, JSON nested too deep
             raise ZooError(f"cannot read {path}: {describe_error(error)}; {fix}") from error
-        if not isinstance(content, dict):
-            raise ZooError(f"{path} holds a JSON {type(content).__name__}, not the summary of a run: {fix}")
-        hints = _hints()
-        missing = [name for name in hints if name not in content]
-        unknown = [str(name) for name in content if name not in hints]
-        if missing or unknown:
-            what = f"lacks {', '.join(missing[:3])}" if missing else f"has unknown fields {', '.join(unknown[:3])}"
-            raise ZooError(f"{path} {what} (written by another version of zoo?): {fix}")
-        for name, annotation in hints.items():
-            if name != "config" and not _fits(content[name], annotation):
-                got = short_repr(content[name])
-                raise ZooError(f"{path}: {name} must be {_describe(annotation)}, got {got}: {fix}")
-        try:
-            config = merge(RunConfig(), content["config"]) if isinstance(content["config"], dict) else None
-        except ConfigError as error:
-            raise ZooError(f"{path}: its config: {error}: {fix}") from error
-        if config is None:
-            raise ZooError(f"{path}: config must be a mapping of settings, got {short_repr(content['config'])}: {fix}")
-        return cls(**{**content, "config": config})
-
-
-@functools.cache
-def _hints() -> dict[str, Any]:
-    return typing.get_type_hints(RunSummary)
-
-
-def _fits(value: Any, annotation: Any) -> bool:
-    """Whether a JSON ``value`` is of ``annotation`` (the types a summary uses)."""
-    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, option) for option in arguments)
-    if origin is Literal:
-        return value in arguments
-    if origin is list:
-        return isinstance(value, list) and all(_fits(item, arguments[0]) for item in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(_fits(item, arguments[1]) for item in value.values())
-    if annotation is type(None):
-        return value is None
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
-def _describe(annotation: Any) -> str:
-    origin, arguments = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(option) for option in arguments)
-    if origin is Literal:
-        return " or ".join(map(str, arguments))
-    if origin is list:
-        return f"a list of {_describe(arguments[0])}"
-    if origin is dict:
-        return f"a mapping to {_describe(arguments[1])}"
-    names = {type(None): "null", float: "a number", int: "a whole number", str: "text", bool: "true or false"}
-    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+        return check(cls, content, str(path), fix)

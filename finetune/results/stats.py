@@ -39,7 +39,7 @@ def chance_error(labels: Sequence[int]) -> float:
     return 100.0 * (1.0 - max(Counter(labels).values()) / len(labels))
 
 
-def learned(interval: tuple[float, float], chance: float) -> bool:
+def learned(interval: Sequence[float], chance: float) -> bool:
     """True when the whole 95% interval of the error lies below the chance level."""
     return interval[1] < chance
 

@@ -9,7 +9,6 @@ complete, and one with ``force`` leaves the previous bundle whole.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
@@ -50,6 +49,7 @@ from zoo.bundle import (
 )
 from zoo.errors import ZooError, describe_error
 from zoo.interop import bundle_model, header, plain_state_dict, write_timm_config
+from zoo.records import model_fields
 from zoo.registry import get_spec
 
 BUNDLE_FILES = (METADATA_FILE, WEIGHTS_FILE, TORCHSCRIPT_FILE, ONNX_FILE, TIMM_CONFIG_FILE, MODEL_CARD_FILE)
@@ -216,8 +216,7 @@ def bundle_metadata(source: Source) -> BundleMetadata:
     model = source.model.metadata
     spec = get_spec(model.arch)
     # The model's own fields only: a bundle re-exported from a bundle gets its figures and versions anew.
-    fields = {field.name: getattr(model, field.name) for field in dataclasses.fields(ModelMetadata)}
-    return BundleMetadata(**fields, crop=model.image_size, library=spec.library, model_name=spec.library_name,
+    return BundleMetadata(**model_fields(model), library=spec.library, model_name=spec.library_name,
                           model_args=dict(spec.library_args) or None, data=source.measured.get("data"),
                           validation=source.measured["validation"], test=source.measured["test"],
                           zoo_version=zoo.__version__, torch_version=torch.__version__)
@@ -269,9 +268,9 @@ def export(source: str | Path, formats: Sequence[str], out: Path, force: bool = 
         with replacing_folder(out) as staging:
             differences = {entry.name: _write_verified(entry, staging, batch, reference) for entry in chosen}
             exports = {entry.name: {"file": entry.file, "max_abs_diff": differences[entry.name]} for entry in chosen}
-            final = dataclasses.replace(metadata, exports=exports)
+            final = metadata.model_copy(update={"exports": exports})
             write_text_atomic(staging / MODEL_CARD_FILE, model_card(final))
-            write_text_atomic(staging / METADATA_FILE, json.dumps(dataclasses.asdict(final), indent=2) + "\n")
+            write_text_atomic(staging / METADATA_FILE, json.dumps(final.to_dict(), indent=2) + "\n")
     except DiskError as error:
         if not isinstance(error.__cause__, OSError):
             raise

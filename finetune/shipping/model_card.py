@@ -97,7 +97,7 @@ def _usage(metadata: BundleMetadata) -> list[str]:
 
 def model_card(metadata: BundleMetadata) -> str:
     """The ``README.md`` of a bundle whose ``zoo.json`` is ``metadata``."""
-    test = metadata.test or {}
+    test, preprocessing = metadata.test or {}, metadata.preprocessing
     folder = (metadata.data or {}).get("folder")
     title = f"{metadata.arch} fine-tuned{f' on {folder}' if folder else ''}"
     library = f"{metadata.library}'s `{metadata.model_name}`" if metadata.library else f"`{metadata.arch}`"
@@ -113,9 +113,10 @@ def model_card(metadata: BundleMetadata) -> str:
         "## Data", "", *_data(metadata), "",
         "## Results", "", *_results(metadata), "",
         "## Preprocessing", "",
-        f"Resize the shorter side to {metadata.resize} px ({metadata.interpolation}, antialiased), centre-crop "
-        f"{metadata.image_size}×{metadata.image_size}, scale to 0–1, normalise with mean {metadata.mean} and std "
-        f"{metadata.std} (RGB). The network outputs logits: divide them by the temperature {metadata.temperature:.4g} "
+        f"Resize the shorter side to {preprocessing.resize} px ({preprocessing.interpolation}, antialiased), "
+        f"centre-crop {metadata.image_size}×{metadata.image_size}, scale to 0–1, normalise with mean "
+        f"{list(preprocessing.mean)} and std {list(preprocessing.std)} (RGB). The network outputs logits: divide them "
+        f"by the temperature {metadata.temperature:.4g} "
         "(fitted on the validation images) before the softmax for calibrated probabilities.", "",
         "## How to use", "", *_usage(metadata), "",
         "## Intended use", "",

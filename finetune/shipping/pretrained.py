@@ -44,9 +44,8 @@ def load_pretrained(name: str) -> LoadedModel:
     load_state_dict_into(network, state_dict, spec, origin)
     classes = imagenet_classes(name, output_count(network.get_submodule(spec.head)))
     preprocessing = weights_preprocessing(spec, "default")
-    metadata = ModelMetadata(arch=name, classes=classes, num_classes=len(classes), image_size=preprocessing.crop,
-                             resize=preprocessing.resize, mean=list(preprocessing.mean), std=list(preprocessing.std),
-                             interpolation=preprocessing.interpolation, weights=origin)
+    metadata = ModelMetadata(arch=name, classes=classes, num_classes=len(classes), preprocessing=preprocessing,
+                             weights=origin)
     return LoadedModel(network.eval(), metadata)
 
 

@@ -17,7 +17,6 @@ from zoo.bundle import (
     METADATA_FILE,
     BundleMetadata,
     LoadedModel,
-    ModelMetadata,
     build_network,
     check_metadata,
     load,
@@ -59,7 +58,7 @@ def load_checkpoint(path: Path) -> LoadedModel:
         for key, tensor in content["state_dict"].items()
         if key.startswith(NETWORK_PREFIX)
     }
-    metadata = ModelMetadata(**content["zoo"])  # read_checkpoint checked it
+    metadata = check_metadata(content["zoo"], f"the zoo metadata of {path}")
     return LoadedModel(build_network(metadata, state_dict, str(path)), metadata)
 
 
@@ -76,11 +75,8 @@ def _measured(checkpoint: Path) -> dict[str, Any]:
         return unknown
 
     def figures(split: Split) -> dict[str, Any] | None:
-        if summary.error(split) is None:
-            return None
-        return {"num_images": summary.num_images(split), "top1_error": summary.error(split),
-                "top1_error_ci95": summary.interval(split), "k": summary.k,
-                "topk_error": summary.topk(split), "loss": summary.loss(split)}
+        measured = summary.figures(split)
+        return None if measured is None else measured.to_dict()
 
     data = {"folder": Path(summary.config.data.path).name, "num_train": summary.num_train,
             "num_val": summary.num_val, "num_test": summary.num_test, "reported_on": summary.reported_on,

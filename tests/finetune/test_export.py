@@ -52,8 +52,9 @@ def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Pat
     metadata = json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     assert metadata["arch"] == "small_cnn" and metadata["classes"] == summary["classes"]
-    assert (metadata["num_classes"], metadata["image_size"], metadata["resize"], metadata["crop"]) == (3, 28, 32, 28)
-    assert metadata["mean"] == metadata["std"] == [0.5, 0.5, 0.5] and metadata["interpolation"] == "bilinear"
+    assert metadata["num_classes"] == 3 and metadata["preprocessing"] == {
+        "crop": 28, "resize": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
+        "crop_fraction": 0.875}
     assert metadata["weights"] == "none"
     for part, split in (("validation", "val"), ("test", "test")):
         assert metadata[part] == {

@@ -3,7 +3,6 @@ the model card, and the torchvision lines of docs/commands.md run in a fresh int
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import re
@@ -26,6 +25,7 @@ from tests.helpers import train_small_run
 from zoo.bundle import BundleMetadata, read_metadata
 from zoo.interop import crop_pct, plain_model, plain_state_dict, zoo_state_dict
 from zoo.registry import get_spec
+from zoo.spec import Preprocessing
 
 COMMANDS_DOC = Path(__file__).parents[2] / "docs" / "commands.md"  # holds the torchvision lines
 # What a consumer of a bundle through its own library must not need.
@@ -93,8 +93,9 @@ def test_the_weights_file_and_the_onnx_graph_carry_the_classes_and_preprocessing
 
     metadata = read_metadata(small_bundle)
     expected = {"library": "zoo", "model_name": "small_cnn", "model_args": None, "arch": "small_cnn",
-                "classes": metadata.classes, "num_classes": 3, "image_size": 28, "resize": 32,
-                "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "interpolation": "bilinear",
+                "classes": metadata.classes, "num_classes": 3,
+                "preprocessing": {"crop": 28, "resize": 32, "interpolation": "bilinear", "mean": [0.5] * 3,
+                                  "std": [0.5] * 3, "crop_fraction": 0.875},
                 "dropout": metadata.dropout, "weights": "none", "temperature": metadata.temperature, "tta": "none",
                 "flips_change_class": False}
     with safe_open(str(small_bundle / "model.safetensors"), "pt") as weights:
@@ -157,7 +158,7 @@ def test_timm_alone_rebuilds_a_timm_bundle_like_its_torchscript(timm_bundle: Pat
     assert config == {"input_size": [3, 64, 64], "interpolation": "bicubic", "mean": [0.5, 0.5, 0.5],
                       "std": [0.5, 0.5, 0.5], "crop_pct": config["crop_pct"], "crop_mode": "center",
                       "resize": 73, "labels": model.classes}
-    assert model.metadata.resize == 73  # floor(64 / 0.875), as timm computes it from crop_pct
+    assert model.metadata.preprocessing.resize == 73  # floor(64 / 0.875), as timm computes it from crop_pct
 
 
 def test_timms_crop_fraction_gives_zoos_resize_exactly() -> None:
@@ -187,36 +188,36 @@ def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) ->
     assert "Resize the shorter side to 36 px (bilinear, antialiased), centre-crop 32×32" in body
     assert all(f"## {section}" in body for section in ("Data", "Results", "Preprocessing", "Intended use",
                                                        "Limitations"))
-    learned = dataclasses.replace(metadata, data={**metadata.data, "learned": True})
+    learned = metadata.model_copy(update={"data": {**metadata.data, "learned": True}})
     assert ("did not learn" in body) is (not metadata.data["learned"])
     assert "did not learn" not in model_card(learned)
     assert "trained from scratch with zoo" in body  # weights none
-    no_test = model_card(dataclasses.replace(metadata, test=None))
+    no_test = model_card(metadata.model_copy(update={"test": None}))
     assert "| test |" not in no_test and "No error was measured on held-out test images" in no_test
 
 
 def test_a_timm_card_names_its_base_model() -> None:
     # weights: the tag, as a run records it
-    metadata = BundleMetadata(arch="timm/convnext_tiny", classes=["a", "b"], num_classes=2, image_size=224,
-                              resize=256, mean=[0.5] * 3, std=[0.5] * 3, interpolation="bicubic",
+    metadata = BundleMetadata(arch="timm/convnext_tiny", classes=["a", "b"], num_classes=2,
+                              preprocessing=Preprocessing(224, 256, "bicubic", (0.5,) * 3, (0.5,) * 3),
                               weights="in12k_ft_in1k", library="timm", model_name="convnext_tiny")
     front = yaml.safe_load(model_card(metadata).removeprefix("---\n").split("---\n", 1)[0])
     assert front == {"pipeline_tag": "image-classification", "tags": ["image-classification", "zoo", "timm"],
                      "library_name": "timm", "base_model": "timm/convnext_tiny.in12k_ft_in1k"}
     for weights in ("none", "/data/weights/convnext.safetensors", "convnext.pth"):  # no hub repository to name
-        card = model_card(dataclasses.replace(metadata, weights=weights))
+        card = model_card(metadata.model_copy(update={"weights": weights}))
         assert "base_model" not in yaml.safe_load(card.removeprefix("---\n").split("---\n", 1)[0])
 
 
 def test_a_card_of_zoos_own_model_names_it_once() -> None:
-    metadata = BundleMetadata(arch="small_cnn", classes=["a", "b"], num_classes=2, image_size=28, resize=32,
-                              mean=[0.5] * 3, std=[0.5] * 3, interpolation="bilinear", weights="none",
+    metadata = BundleMetadata(arch="small_cnn", classes=["a", "b"], num_classes=2,
+                              preprocessing=Preprocessing(28, 32, "bilinear", (0.5,) * 3, (0.5,) * 3), weights="none",
                               library="zoo", model_name="small_cnn")
     card = model_card(metadata)
     front = yaml.safe_load(card.removeprefix("---\n").split("---\n", 1)[0])
     assert front["tags"] == ["image-classification", "zoo"]
     assert "An image classifier of 2 classes: zoo's `small_cnn` with a new classifier" in card
     assert card.count("small_cnn`") == card.count("zoo's `small_cnn`")  # never "zoo's small_cnn (zoo's small_cnn)"
-    torchvision = model_card(dataclasses.replace(metadata, arch="resnet18", library="torchvision",
-                                                 model_name="resnet18"))
+    torchvision = model_card(metadata.model_copy(update={"arch": "resnet18", "library": "torchvision",
+                                                         "model_name": "resnet18"}))
     assert "torchvision's `resnet18` (zoo's `resnet18`)" in torchvision

@@ -288,12 +288,12 @@ def test_ddp_validation_counts_each_image_once(image_folder: Path, tmp_path: Pat
     logits, labels = model_logits(load_checkpoint(out / "best.ckpt"), val, batch_size=8)
     by_hand = error_rates(logits, labels)
     [row] = run_table(out, "metrics.csv")
-    assert float(row["val/top1_error"]) == pytest.approx(by_hand["top1_error"], abs=1e-3)
-    assert float(row["val/loss"]) == pytest.approx(by_hand["loss"], abs=1e-4)
+    assert float(row["val/top1_error"]) == pytest.approx(by_hand.top1_error, abs=1e-3)
+    assert float(row["val/loss"]) == pytest.approx(by_hand.loss, abs=1e-4)
     summary = run_summary(out)
-    assert summary["num_val"] == 3 and summary["val_top1_error_ci95"] == by_hand["top1_error_ci95"]
+    assert summary["num_val"] == 3 and summary["val_top1_error_ci95"] == by_hand.top1_error_ci95
     # The temperature is fitted on rank 0 over the whole validation split.
-    assert summary["val_nll_before"] == pytest.approx(by_hand["loss"], abs=1e-4)
+    assert summary["val_nll_before"] == pytest.approx(by_hand.loss, abs=1e-4)
 
 
 def test_ddp_refuses_fewer_validation_images_than_processes(image_folder: Path) -> None:

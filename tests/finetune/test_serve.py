@@ -149,8 +149,9 @@ def test_health_and_metadata(server: Server, bundle: Path, run_dir: Path) -> Non
     metadata = requests.get(server.url + "metadata", timeout=TIMEOUT).json()
     summary, bundled = run_summary(run_dir), json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
     assert metadata["arch"] == "small_cnn" and metadata["classes"] == bundled["classes"]
-    assert metadata["preprocessing"] == {key: bundled[key] for key in ("resize", "image_size", "interpolation",
-                                                                       "mean", "std")}
+    preprocessing = bundled["preprocessing"]
+    assert metadata["preprocessing"] == {"image_size": preprocessing["crop"], **{
+        key: preprocessing[key] for key in ("resize", "interpolation", "mean", "std")}}
     assert metadata["test"]["num_images"] == summary["num_test"]
     assert metadata["test"]["top1_error"] == pytest.approx(summary["test_top1_error"])
     assert metadata["test"]["top1_error_ci95"] == pytest.approx(summary["test_top1_error_ci95"])

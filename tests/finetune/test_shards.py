@@ -147,8 +147,8 @@ def test_two_nodes_on_shards_measure_as_one_process(shards: Path, tmp_path: Path
     val = load_shards(str(shards)).val
     logits, labels = model_logits(load_checkpoint(tmp_path / "nodes" / "best.ckpt"), val, batch_size=8)
     by_hand = error_rates(logits, labels)
-    assert float(row["val/top1_error"]) == pytest.approx(by_hand["top1_error"], abs=1e-3)
-    assert float(row["val/loss"]) == pytest.approx(by_hand["loss"], abs=1e-4)
+    assert float(row["val/top1_error"]) == pytest.approx(by_hand.top1_error, abs=1e-3)
+    assert float(row["val/loss"]) == pytest.approx(by_hand.loss, abs=1e-4)
     summary = run_summary(tmp_path / "nodes")
     # 18 images, 2 processes, batches of 4: 2 steps of 8 images, every test image measured once on rank 0.
     assert summary["num_val"] == len(val) and summary["steps"] == 2

@@ -74,10 +74,10 @@ def test_error_rates_of_fixed_predictions() -> None:
     logits[8] = torch.tensor([1.0, 4.0, 0.0])  # images 8 and 9: the truth ranks last, a miss either way
     logits[9] = torch.tensor([0.0, 4.0, 1.0])
     rates = error_rates(logits, labels)
-    assert rates["top1_error"] == 30.0 and rates["k"] == 2 and rates["topk_error"] == 20.0
-    assert rates["top1_error_ci95"] == pytest.approx(wilson_by_hand(3, 10), abs=1e-3)
+    assert rates.top1_error == 30.0 and rates.k == 2 and rates.topk_error == 20.0
+    assert rates.top1_error_ci95 == pytest.approx(wilson_by_hand(3, 10), abs=1e-3)
     two_classes = error_rates(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
-    assert two_classes["k"] is None and two_classes["topk_error"] is None, "top-2 of 2 classes would always hit"
+    assert two_classes.k is None and two_classes.topk_error is None, "top-2 of 2 classes would always hit"
 
 
 def test_spearman_trend_needs_three_points_with_spread() -> None:

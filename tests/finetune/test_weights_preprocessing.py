@@ -50,12 +50,13 @@ def test_a_run_from_resnet50s_default_weights_resizes_to_232(placed_resnet50, im
     setup = prepare(_config(image_folder, tmp_path / "run", "resnet50", "default"), split)
     metadata = setup.module.metadata
     assert metadata is not None and metadata.weights == "IMAGENET1K_V2"
-    assert (metadata.image_size, metadata.resize, metadata.interpolation) == (224, 232, "bilinear")
-    assert (metadata.mean, metadata.std) == (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    preprocessing = metadata.preprocessing
+    assert (preprocessing.crop, preprocessing.resize, preprocessing.interpolation) == (224, 232, "bilinear")
+    assert (preprocessing.mean, preprocessing.std) == (IMAGENET_MEAN, IMAGENET_STD)
     assert "Resize(size=[232]" in repr(setup.data.transforms["val"]) and setup.data.preprocessing.resize == 232
     # From scratch the entry's own 224 / 0.875 = 256.
     scratch = prepare(_config(image_folder, tmp_path / "run", "resnet50", "none"), split).module.metadata
-    assert scratch is not None and (scratch.image_size, scratch.resize) == (224, 256)
+    assert scratch is not None and (scratch.image_size, scratch.preprocessing.resize) == (224, 256)
 
 
 def test_image_size_scales_the_weights_resize_into_the_checkpoint(placed_resnet50, image_folder: Path,
@@ -64,7 +65,7 @@ def test_image_size_scales_the_weights_resize_into_the_checkpoint(placed_resnet5
     # ⌊32 × 232 / 224⌋ = ⌊33.14⌋ = 33 (the entry's own would be ⌊32 / 0.875⌋ = 36).
     run_dir = train(_config(image_folder, out, "resnet50", "default", image_size=32)).run_dir
     checkpoint = torch.load(run_dir / "best.ckpt", map_location="cpu", weights_only=True)
-    assert (checkpoint["zoo"]["image_size"], checkpoint["zoo"]["resize"]) == (32, 33)
+    assert (checkpoint["zoo"]["preprocessing"]["crop"], checkpoint["zoo"]["preprocessing"]["resize"]) == (32, 33)
     assert checkpoint["zoo"]["weights"] == "IMAGENET1K_V2" and run_summary(run_dir)["steps"] == 1
 
 

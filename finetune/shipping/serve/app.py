@@ -40,8 +40,8 @@ def model_metadata(source: Source, layer: str | None) -> dict[str, Any]:
         "weights": metadata.weights,
         "classes": source.model.classes,
         "num_classes": len(source.model.classes),
-        "preprocessing": {key: getattr(metadata, key)
-                          for key in ("resize", "image_size", "interpolation", "mean", "std")},
+        "preprocessing": {"resize": metadata.preprocessing.resize, "image_size": metadata.image_size,
+                          **{key: getattr(metadata.preprocessing, key) for key in ("interpolation", "mean", "std")}},
         "temperature": source.model.temperature,
         # Each null when unknown; the test figures are the unbiased ones (validation chose the checkpoint).
         "test": source.measured["test"],
@@ -71,7 +71,7 @@ def _target(request: Request, classes: list[str]) -> int | None:
 
 def create_app(source: Source, settings: ServeSettings) -> FastAPI:
     """The server of one loaded model."""
-    model, resize = source.model, source.model.metadata.resize
+    model, resize = source.model, source.model.metadata.preprocessing.resize
     batcher = Batcher(model.predict_proba, settings.max_batch_size)
     summary = {"arch": model.metadata.arch, "num_classes": len(model.classes)}
     layer = default_layer(model)

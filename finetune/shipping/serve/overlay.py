@@ -49,7 +49,7 @@ def overlay(model: LoadedModel, layer: str, image: Image.Image, target: int | No
     width, height = image.size
     scale = min(1.0, LONGEST_SIDE / max(width, height))
     shown = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.Resampling.BILINEAR)
-    left, top, right, bottom = crop_box(width, height, model.metadata.resize, model.metadata.image_size)
+    left, top, right, bottom = crop_box(width, height, model.metadata.preprocessing.resize, model.metadata.image_size)
     placed = on_image(heat, shown.width, shown.height, (left * scale, top * scale, right * scale, bottom * scale))
     colours = colormaps["jet"](placed)[..., :3]
     blended = (1 - OPACITY) * np.asarray(shown, dtype=np.float32) / 255 + OPACITY * colours
