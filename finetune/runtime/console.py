@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from zoo.errors import one_line
+from zoo.text import one_line
 
 # Where a process learns its place in a distributed run: Lightning's launcher and torchrun (RANK, LOCAL_RANK,
 # GROUP_RANK), a node started by hand (NODE_RANK), SLURM (SLURM_PROCID).
