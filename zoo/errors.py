@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import difflib
-import re
 import reprlib
 from collections.abc import Iterable
 
-# Control characters, line breaks among them, from a folder or class name would break the one line or drive the
-# terminal; they are written as escapes (a newline as \n).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def one_line(text: str) -> str:
-    """``text`` with every control character written as its escape: one line, safe to print."""
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+from zoo.text import one_line
 
 
 class ZooError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from zoo.errors import one_line
+from zoo.text import one_line
 
 
 def cell(value: Any) -> str:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TextIO
 
 from zoo.tables import cell, markdown_table
+from zoo.text import escaped
 
 FORMATS = ("table", "json", "csv", "markdown")
 PIPED_WIDTH = 200
@@ -20,12 +21,10 @@ TEXT_COLUMNS = {"ilsvrc", "name", "family", "path", "class", "key", "value", "ta
                 "setting", "weights"}
 
 
-# C0 and C1 control characters (ESC among them) would let a class name in a model's files drive the terminal.
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-# The same, but for the line breaks (and \r, which progress bars rewrite their line with) a stream's lines need.
-LINE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# What a terminal's lines keep of the controls zoo.text escapes: line breaks and tabs, and for a stream also \r,
+# which progress bars rewrite their line with.
+LINE_LAYOUT = "\t\n"
+STREAM_LAYOUT = "\t\n\r"
 
 
 # What tqdm and rich draw with on a terminal: colours and styles (SGR), cursor moves, erasing the line,
@@ -33,13 +32,10 @@ LINE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 DRAWING = re.compile(r"\x1b\[(?:[0-9;]*[ABCDGKm]|\?25[hl])")
 
 
-def _escaped(match: re.Match[str]) -> str:
-    return match.group().encode("unicode_escape").decode("ascii")
-
-
 def printable(text: str) -> str:
-    """``text`` with every control character written as its escape (``ESC`` → ``\\x1b``), so none reaches a terminal."""
-    return CONTROL.sub(_escaped, text)
+    """``text`` with every control character but line breaks and tabs written as its escape (``ESC`` → ``\\x1b``),
+    so none reaches a terminal."""
+    return escaped(text, keep=LINE_LAYOUT)
 
 
 class EscapingStream:
@@ -60,13 +56,13 @@ class EscapingStream:
 
     def write(self, text: str) -> int:
         if not self.terminal:
-            self.raw.write(LINE_CONTROL.sub(_escaped, text))
+            self.raw.write(escaped(text, keep=STREAM_LAYOUT))
             return len(text)
         kept = 0
         for match in DRAWING.finditer(text):
-            self.raw.write(LINE_CONTROL.sub(_escaped, text[kept : match.start()]) + match.group())
+            self.raw.write(escaped(text[kept : match.start()], keep=STREAM_LAYOUT) + match.group())
             kept = match.end()
-        self.raw.write(LINE_CONTROL.sub(_escaped, text[kept:]))
+        self.raw.write(escaped(text[kept:], keep=STREAM_LAYOUT))
         return len(text)
 
     def __getattr__(self, name: str) -> Any:  # flush, fileno, isatty, encoding, buffer: the stream's own

@@ -10,8 +10,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from finetune.data.scan import DataError, Sample, check_image
-from zoo.errors import describe_error, one_line
+from zoo.errors import describe_error
 from zoo.images import load_rgb
+from zoo.text import one_line
 
 
 class UnreadableImageError(DataError):

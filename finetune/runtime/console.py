@@ -1,4 +1,4 @@
-"""What a run prints: zoo's own lines (from the first process only) and Lightning's, thinned."""
+"""What a run prints: zoo's own lines (from the first process only) and Lightning's warnings, thinned."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from zoo.errors import one_line
+from zoo.text import one_line
 
 # Where a process learns its place in a distributed run: Lightning's launcher and torchrun (RANK, LOCAL_RANK,
 # GROUP_RANK), a node started by hand (NODE_RANK), SLURM (SLURM_PROCID).
@@ -29,46 +29,44 @@ def say(message: str, *, warning: bool = False) -> None:
               flush=True)
 
 
-# Lightning's start-up and shutdown lines, which open and close every log without telling the user anything
-# zoo does not print itself (zoo prints the precision it chose and why).
-LIGHTNING_CHATTER = ("💡", "GPU available:", "TPU available:", "Automatic Mixed Precision",
-                     "Loading `train_dataloader`", "`Trainer.fit` stopped:", "HPU available:",
-                     "You are using a CUDA device",
-                     # the learning-rate finder saving and restoring the network around its test
-                     "Restoring states from the checkpoint", "Restored all states from the checkpoint",
-                     "`weights_only` was not set, defaulting to `False`")
+# Lightning's python loggers. At INFO they open and close every run with lines that tell the user nothing zoo
+# does not say itself: devices and precision (zoo prints the precision it chose and why), tips, checkpoint
+# restores, why fit stopped, the learning-rate finder saving and restoring the network around its test. Their
+# warnings (WARNING and above) still show.
+LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")
 
 
-QUIET_WARNINGS = (
-    r".*Checkpoint directory .* exists and is not empty",
-    r".*isinstance\(treespec, LeafSpec\)",
-    r".*does not have many workers",
-    r".*could not find the monitored key",  # a max_steps stop mid-epoch
-    r".*module\(s\) in eval mode",  # frozen BatchNorm, on purpose
-)
+def _quiet_warnings() -> tuple[tuple[type[Warning], str], ...]:
+    """Lightning's warnings that zoo's own layout triggers on purpose: (category, the module that warns)."""
+    # Imported here: say() and is_launched_worker() serve commands that never load Lightning (or torch).
+    from lightning_fabric.utilities.warnings import PossibleUserWarning
 
-
-class _DropLightningChatter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(marker in message for marker in LIGHTNING_CHATTER)
+    return (
+        # Checkpoints go into the run folder beside its other files; a max_steps stop mid-epoch has no monitored
+        # key yet; BestCheckpoint keeps its best score when the run folder moved.
+        (UserWarning, r"pytorch_lightning\.callbacks\.model_checkpoint"),
+        (FutureWarning, r"pytorch_lightning\.utilities\._pytree"),  # Lightning's own use of torch's old LeafSpec
+        (PossibleUserWarning, r"pytorch_lightning\.trainer\.connectors\.data_connector"),  # zoo sizes the workers
+        # Frozen BatchNorm kept in eval mode on purpose; zoo's own log_every_n_steps against a short epoch.
+        (PossibleUserWarning, r"pytorch_lightning\.loops\.fit_loop"),
+    )
 
 
 @contextmanager
 def lightning_quieted() -> Iterator[None]:
-    """Within the block, drop Lightning's advertising and the warnings zoo's own layout triggers on purpose.
+    """Within the block, drop Lightning's INFO lines and the warnings zoo's own layout triggers on purpose.
 
-    The filters are removed again afterwards, so a caller's own warnings and log handlers are as they were.
+    The levels and filters are restored afterwards, so a caller's own warnings and logging are as they were.
     """
-    handlers = logging.getLogger("pytorch_lightning").handlers  # every pytorch_lightning logger passes through
-    chatter = _DropLightningChatter()
-    for handler in handlers:
-        handler.addFilter(chatter)
+    loggers = [logging.getLogger(name) for name in LIGHTNING_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
     try:
         with warnings.catch_warnings():
-            for message in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=message)
+            for category, module in _quiet_warnings():
+                warnings.filterwarnings("ignore", category=category, module=module)
             yield
     finally:
-        for handler in handlers:
-            handler.removeFilter(chatter)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -44,11 +44,13 @@ class Axis:
         positions = np.minimum(starts[:, None] + np.arange(span)[None, :], ends[:, None])
         return Axis(self._extend(self.lo, positions).min(axis=1), self._extend(self.hi, positions).max(axis=1), jump)
 
-    def select(self, indices: np.ndarray) -> Axis:
-        """The axis of the units at ``indices`` (which may repeat, as reflection padding does)."""
-        spacing = np.diff(self.lo[indices])
-        jump = int(spacing[0]) if len(spacing) and np.all(spacing == spacing[0]) and spacing[0] > 0 else None
-        return Axis(self.lo[indices], self.hi[indices], jump if len(indices) > 1 else self.jump)
+    def select(self, indices: np.ndarray, step: int = 1) -> Axis:
+        """The axis of the units at ``indices``, ``step`` units apart on the padded plane.
+
+        Reflection and replication padding repeat units (step 1): the fields there fold back onto the image,
+        but the padded map's units stay evenly spaced, so a later padding extends it by the same spacing.
+        """
+        return Axis(self.lo[indices], self.hi[indices], None if self.jump is None else self.jump * step)
 
     def merged(self) -> Axis:
         """One unit that sees the union of every unit's interval."""

@@ -180,6 +180,8 @@ def _view(call: Call) -> Traced:
     for left, right in _view_groups(before, after):
         if spatial[-1] not in left:
             continue
+        while len(right) > 1 and after[right[0]] == 1:  # a dim of size 1 before the units holds none of them
+            right = right[1:]
         if left[-len(spatial):] != spatial:
             break  # a dim after the map's units is merged with them: they no longer stay whole
         if len(right) == 1:
@@ -230,10 +232,10 @@ def _slice(call: Call) -> Field:
     if field.kind != MAP:
         raise Untraceable("a slice of a flattened map")
     k = field.dims.index(dim)
-    start, end, step = (call.arguments.get(name) for name in ("start", "end", "step"))
+    start, end, step = call.arguments.get("start"), call.arguments.get("end"), call.arguments.get("step", 1)
     indices = np.arange(len(field.axes[k].lo))[slice(start, end, step)]
     axes = list(field.axes)
-    axes[k] = field.axes[k].select(indices)
+    axes[k] = field.axes[k].select(indices, step)
     return Field(MAP, field.dims, (axes[0], axes[1]))
 
 
