@@ -118,7 +118,8 @@ def child(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     timer = FirstStep(started)
     train(config, watchers=[timer])
-    assert timer.mark is not None and timer.last is not None, "too few steps to measure the speed"
+    assert timer.mark is not None, "too few steps to measure the speed"
+    assert timer.last is not None, "too few steps to measure the speed"
     print("RESULT " + json.dumps({
         "first_step_s": timer.first_step,
         "images_per_s": timer.images / (timer.last - timer.mark),

@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
                         runs.append(zoo_run(folder, arch, weights, budget, out))
                         image_size = runs[-1]["image_size"]
                     else:
-                        assert image_size is not None and budget is not None
+                        assert image_size is not None
+                        assert budget is not None
                         runs.append(fastai_run(folder, arch, weights, budget, image_size, photos,
                                                workdir / f"{out.name}.json"))
                     print(f"{name}: {system} {runs[-1]['flags'] or 'no flags'}: {runs[-1]['error']:.2f} % in "
@@ -209,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
             fastai_runs = [run for run in runs if run["system"] == "fastai"]
             both = max(min(run["error"] for run in zoo_runs), min(run["error"] for run in fastai_runs))
             zoo_seconds, fastai_seconds = time_to(zoo_runs, both), time_to(fastai_runs, both)
-            assert zoo_seconds is not None and fastai_seconds is not None  # each reaches its own best
+            assert zoo_seconds is not None
+            assert fastai_seconds is not None
             rows.append({"data": f"{name} ({arch}, {'pretrained' if weights != 'none' else 'from scratch'})",
                          "best test error both reach %": f"{both:.2f}", "zoo s": f"{zoo_seconds:.1f}",
                          "fastai s": f"{fastai_seconds:.1f}", "zoo / fastai": f"{zoo_seconds / fastai_seconds:.2f}"})

@@ -31,9 +31,11 @@ def test_list_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
             assert isinstance(row[key], kind), (row["name"], key)
     assert [r["depth"] for r in rows] == sorted(r["depth"] for r in rows)
     resnet152 = next(r for r in rows if r["name"] == "resnet152")
-    assert resnet152["ilsvrc_top5_error"] == 3.57 and resnet152["imagenet_top1_error"] == pytest.approx(17.716)
+    assert resnet152["ilsvrc_top5_error"] == 3.57
+    assert resnet152["imagenet_top1_error"] == pytest.approx(17.716)
     small = next(r for r in rows if r["name"] == "small_cnn")
-    assert small["ilsvrc_top5_error"] is None and small["imagenet_top1_error"] is None
+    assert small["ilsvrc_top5_error"] is None
+    assert small["imagenet_top1_error"] is None
 
 
 def test_list_says_winner_or_runner_up_marks_ensembles_and_gives_one_networks_figure(
@@ -50,8 +52,11 @@ def test_list_says_winner_or_runner_up_marks_ensembles_and_gives_one_networks_fi
     assert main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     row = {name: next(line for line in lines if line.startswith(f"│ {name} ")) for name in ("vgg16", "resnet152")}
-    assert "2014 runner-up" in row["vgg16"] and "7.3 ×7" in row["vgg16"]
-    assert "2015 winner" in row["resnet152"] and "3.57 ×6" in row["resnet152"] and "4.49 (val)" in row["resnet152"]
+    assert "2014 runner-up" in row["vgg16"]
+    assert "7.3 ×7" in row["vgg16"]
+    assert "2015 winner" in row["resnet152"]
+    assert "3.57 ×6" in row["resnet152"]
+    assert "4.49 (val)" in row["resnet152"]
     assert any("×N: an ensemble of N networks" in line for line in lines)
     assert main(["info", "vgg16"]) == 0
     assert "ILSVRC 2014, runner-up: top-5 error 7.3% (ensemble of 7)" in capsys.readouterr().out
@@ -75,7 +80,8 @@ def test_list_timm_shows_pretrained_tags(capsys: pytest.CaptureFixture[str]) -> 
 def test_info_json_has_weights_and_stages(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", "resnet18", "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["head"] == "fc" and info["input_size"] == 224
+    assert info["head"] == "fc"
+    assert info["input_size"] == 224
     assert [s["name"] for s in info["stages"]][-1] == "fc"
     assert info["stages"][-1]["output_shape"] == [1, 1000]
     assert sum(s["params"] for s in info["stages"]) == info["params"]
@@ -86,7 +92,8 @@ def test_info_json_has_weights_and_stages(capsys: pytest.CaptureFixture[str]) ->
 def test_bad_names_are_one_line_errors_with_status_2(argv, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("zoo ") and "\n" not in err
+    assert err.startswith("zoo ")
+    assert "\n" not in err
 
 
 def test_import_zoo_and_zoo_list_do_not_import_lightning() -> None:

@@ -22,21 +22,27 @@ def checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert main(argv) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and captured.err.startswith("zoo weights: error: ")
-    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert captured.out == ""
+    assert captured.err.startswith("zoo weights: error: ")
+    assert captured.err.count("\n") == 1
+    assert "Traceback" not in captured.err
     return captured.err
 
 
 def test_listing_as_json_and_as_a_table(capsys: pytest.CaptureFixture[str], checkpoints: Path) -> None:
     assert main(["weights", "resnet50", "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["tag"] == "IMAGENET1K_V2" and row["default"] is True
-    assert row["file"] == "resnet50-11ad3fa6.pth" and row["sha256_prefix"] == "11ad3fa6"
+    assert row["tag"] == "IMAGENET1K_V2"
+    assert row["default"] is True
+    assert row["file"] == "resnet50-11ad3fa6.pth"
+    assert row["sha256_prefix"] == "11ad3fa6"
     assert row["url"] == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
-    assert row["folder"] == str(checkpoints) and row["installed"] is False
+    assert row["folder"] == str(checkpoints)
+    assert row["installed"] is False
     assert main(["weights", "resnet50", "--tag", "all", "--format", "csv"]) == 0
     header, *rows = capsys.readouterr().out.strip().splitlines()
-    assert len(rows) == 2 and header.split(",")[:5] == ["arch", "tag", "default", "source", "file"]  # as README says
+    assert len(rows) == 2
+    assert header.split(",")[:5] == ["arch", "tag", "default", "source", "file"]
     assert main(["weights", "resnet50"]) == 0
     table = capsys.readouterr().out
     for part in ("resnet50:IMAGENET1K_V2 (default)", "resnet50-11ad3fa6.pth", "11ad3fa6", str(checkpoints)):
@@ -69,7 +75,8 @@ def test_add_prints_what_it_installed(capsys: pytest.CaptureFixture[str], tmp_pa
     carried = carried.rename(tmp_path / publish_under_own_digest(monkeypatch, "resnet18", carried))
     assert main(["weights", "add", str(carried), "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
-    assert row["status"] == "installed" and row["path"] == str(checkpoints / carried.name)
+    assert row["status"] == "installed"
+    assert row["path"] == str(checkpoints / carried.name)
     assert row["sha256"] == digest
     assert main(["weights", "add", str(carried)]) == 0
     assert capsys.readouterr().out.startswith("already installed: ")

@@ -58,7 +58,8 @@ def _metadata(bundle: Path) -> dict:
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], command: str) -> str:
     error = capsys.readouterr().err
-    assert error.startswith(f"zoo {command}: error: ") and error.count("\n") == 1, error
+    assert error.startswith(f"zoo {command}: error: "), error
+    assert error.count("\n") == 1, error
     return error
 
 
@@ -104,7 +105,8 @@ def test_a_zoo_json_value_that_cannot_rebuild_the_model_is_named(
     assert main(["predict", str(bundle), str(photo)]) == 2
 
     error = _one_line_error(capsys, "predict")
-    assert f"zoo.json: {key} must be " in error and "correct it, or make the file again" in error
+    assert f"zoo.json: {key} must be " in error
+    assert "correct it, or make the file again" in error
     assert "Traceback" not in error
 
 
@@ -119,7 +121,8 @@ def test_non_finite_numbers_and_huge_values_are_refused_and_shown_short(bundle: 
                                                            "interpolation": "b" * 1_000_000})
     assert main(["predict", str(bundle), str(photo)]) == 2
     error = _one_line_error(capsys, "predict")
-    assert "interpolation must be one of" in error and len(error) < 400
+    assert "interpolation must be one of" in error
+    assert len(error) < 400
 
 
 @pytest.mark.parametrize("content", ['{"arch": "small_cnn", "classes": [', "[" * 100_000, ""],
@@ -134,7 +137,8 @@ def test_a_bundle_without_its_weights_says_so(bundle: Path, photo: Path, capsys)
     (bundle / "model.safetensors").unlink()
     assert main(["evaluate", str(bundle), "--data", str(photo.parent.parent)]) == 2
     error = _one_line_error(capsys, "evaluate")
-    assert "no model.safetensors" in error and "--weights" not in error
+    assert "no model.safetensors" in error
+    assert "--weights" not in error
 
 
 def test_a_checkpoint_s_metadata_is_checked_too(run_dir: Path, photo: Path, tmp_path: Path, capsys) -> None:
@@ -182,7 +186,8 @@ def test_a_fifo_in_a_folder_is_reported_and_never_opened(run_dir: Path, photo: P
 
     assert not opened
     results = {Path(result["path"]).name: result for result in json.loads(capsys.readouterr().out)}
-    assert results["a.jpg"]["error"] is None and results["a.jpg"]["predictions"]
+    assert results["a.jpg"]["error"] is None
+    assert results["a.jpg"]["predictions"]
     assert results["x.png"]["error"].startswith("not a regular file")
 
 
@@ -201,7 +206,8 @@ def test_fifos_where_zoo_reads_a_model_or_its_summary_are_never_opened(run_dir: 
     os.mkfifo(tmp_path / "model.ckpt")
     with _fails_instead_of_hanging(tmp_path / "model.ckpt") as opened:
         assert main(["predict", str(tmp_path / "model.ckpt"), str(photo)]) == 2
-    assert not opened and "model.ckpt is not a regular file" in _one_line_error(capsys, "predict")
+    assert not opened
+    assert "model.ckpt is not a regular file" in _one_line_error(capsys, "predict")
 
     run = Path(shutil.copytree(run_dir, tmp_path / "run"))
     (run / "summary.json").unlink()
@@ -223,7 +229,8 @@ def test_evaluate_refuses_a_file_as_out_before_evaluating(
 
     assert main(["evaluate", str(bundle), "--data", str(photo.parent.parent), "--out", str(out)]) == 2
 
-    assert "--out" in _one_line_error(capsys, "evaluate") and file.read_text() == "the user's file"
+    assert "--out" in _one_line_error(capsys, "evaluate")
+    assert file.read_text() == "the user's file"
 
 
 def test_report_and_compare_refuse_a_file_as_out(run_dir: Path, tmp_path: Path, capsys) -> None:
@@ -280,7 +287,9 @@ def test_report_names_a_damaged_summary(run_dir: Path, tmp_path: Path, damage, e
     assert main(["report", str(run_dir), str(damaged), "--out", str(tmp_path / "report")]) == 2
 
     error = _one_line_error(capsys, "report")
-    assert str(damaged / "summary.json") in error and expected in error and "train the run again" in error
+    assert str(damaged / "summary.json") in error
+    assert expected in error
+    assert "train the run again" in error
     assert not (tmp_path / "report").exists()
 
 
@@ -309,7 +318,8 @@ def test_a_closed_pipe_ends_zoo_quietly(command: list[str]) -> None:
     process.stdout.close()  # before zoo writes a line: every write meets a closed pipe
     _, error = process.communicate(timeout=120)
 
-    assert b"Traceback" not in error and b"BrokenPipe" not in error
+    assert b"Traceback" not in error
+    assert b"BrokenPipe" not in error
     assert process.returncode == SIGPIPE_STATUS
 
 
@@ -326,7 +336,9 @@ def test_a_weights_file_holding_an_object_is_refused_with_the_reason(run_dir: Pa
                  str(weights), "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 2
 
     error = _one_line_error(capsys, "finetune")
-    assert "NotATensor" in error and "weights_only=True" in error and "arbitrary code" in error
+    assert "NotATensor" in error
+    assert "weights_only=True" in error
+    assert "arbitrary code" in error
     assert not (tmp_path / "run" / "best.ckpt").exists()
 
 
@@ -338,7 +350,9 @@ def test_a_checkpoint_holding_an_object_is_refused_with_the_reason(run_dir: Path
     assert main(["predict", str(tmp_path / "object.ckpt"), str(photo)]) == 2
 
     error = _one_line_error(capsys, "predict")
-    assert "NotATensor" in error and "arbitrary code" in error and "weights_only=True" in error
+    assert "NotATensor" in error
+    assert "arbitrary code" in error
+    assert "weights_only=True" in error
 
 
 # 7. Long class names are cut in tables, not the numbers beside them.
@@ -348,7 +362,8 @@ def test_long_class_names_leave_predict_s_probabilities_visible(bundle: Path, ph
 
     assert main(["predict", str(bundle), str(photo), "--top-k", "3"]) == 0
     table = capsys.readouterr().out
-    assert len(re.findall(r"\b[01]\.\d{3}\b", table)) == 3 and "…" in table
+    assert len(re.findall(r"\b[01]\.\d{3}\b", table)) == 3
+    assert "…" in table
     assert max(map(len, table.splitlines())) <= 200  # the width of piped output
 
     assert main(["predict", str(bundle), str(photo), "--top-k", "3", "--format", "json"]) == 0
@@ -365,7 +380,9 @@ def test_long_class_names_leave_evaluate_s_figures_visible(bundle: Path, tmp_pat
 
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("│ " + names[0][:10])]
     # precision, recall, F1 (two decimals) and the support of 1 image, each still on the row
-    assert len(rows) == 1 and len(re.findall(r"\b\d\.\d\d\b", rows[0])) == 3 and rows[0].rstrip(" │").endswith("1")
+    assert len(rows) == 1
+    assert len(re.findall(r"\b\d\.\d\d\b", rows[0])) == 3
+    assert rows[0].rstrip(" │").endswith("1")
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text(encoding="utf-8"))
     assert [row["class"] for row in metrics["per_class"]] == names
 
@@ -422,18 +439,23 @@ def test_a_damaged_test_predictions_csv_is_one_line(run_dir: Path, tmp_path: Pat
     path.write_text(text, encoding="utf-8")
     with pytest.raises(zoo.ZooError) as error:
         read_predictions(path)
-    assert "\n" not in str(error.value) and str(path) in str(error.value) and "train the run again" in str(error.value)
+    assert "\n" not in str(error.value)
+    assert str(path) in str(error.value)
+    assert "train the run again" in str(error.value)
     assert read_predictions(run_dir / PREDICTIONS_FILE)  # the real one reads
 
 
 def test_zoo_json_reads_back_as_a_typed_record_and_unknown_keys_are_named(bundle: Path) -> None:
     metadata = zoo.load(bundle).metadata
-    assert isinstance(metadata, zoo.bundle.BundleMetadata) and metadata.preprocessing.crop == metadata.image_size
-    assert set(metadata.exports) == {"safetensors"} and metadata.test is not None
+    assert isinstance(metadata, zoo.bundle.BundleMetadata)
+    assert metadata.preprocessing.crop == metadata.image_size
+    assert set(metadata.exports) == {"safetensors"}
+    assert metadata.test is not None
     _edit_metadata(bundle, accuracy=0.99)
     with pytest.raises(zoo.ZooError) as error:
         zoo.load(bundle)
-    assert "unknown keys accuracy" in str(error.value) and "\n" not in str(error.value)
+    assert "unknown keys accuracy" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize(("values", "message"), [({"validation": "x"}, "validation must be a mapping"),
@@ -455,9 +477,12 @@ def test_a_thin_strip_is_reported_by_predict_and_explain_and_the_others_answered
     Image.new("L", (1, 1_000_000)).save(strip)  # 1 KB; resized to the model's 36 px it would be 36 million pixels
     assert main(["predict", str(bundle), str(strip), str(photo), "--format", "json"]) == 1
     rows = json.loads(capsys.readouterr().out)
-    assert "too thin to resize" in rows[0]["error"] and rows[1]["predictions"] and rows[1]["error"] is None
+    assert "too thin to resize" in rows[0]["error"]
+    assert rows[1]["predictions"]
+    assert rows[1]["error"] is None
     assert main(["explain", str(bundle), str(strip), str(photo), "--out", str(tmp_path / "out")]) == 1
-    assert "skipped" in capsys.readouterr().err and (tmp_path / "out" / f"{photo.stem}.gradcam.npy").is_file()
+    assert "skipped" in capsys.readouterr().err
+    assert (tmp_path / "out" / f"{photo.stem}.gradcam.npy").is_file()
 
 
 def test_no_escape_sequence_in_a_file_name_reaches_the_terminal(bundle: Path, photo: Path, tmp_path: Path,
@@ -467,7 +492,9 @@ def test_no_escape_sequence_in_a_file_name_reaches_the_terminal(bundle: Path, ph
     for fmt in ("table", "csv", "json"):
         assert main(["predict", str(bundle), str(hostile), "--format", fmt]) == 0
         out = capsys.readouterr().out
-        assert "\x1b" not in out and "\x07" not in out and ("\\x1b" in out or "\\u001b" in out)
+        assert "\x1b" not in out
+        assert "\x07" not in out
+        assert ("\\x1b" in out or "\\u001b" in out)
 
 
 def test_a_class_count_changed_to_a_huge_one_is_refused_before_the_network_is_built(

@@ -37,6 +37,17 @@ def test_every_link_of_the_readme_and_docs_leads_to_a_file() -> None:
 
 
 def test_the_readme_shows_the_cpu_only_install_and_the_browser_switch() -> None:
-    assert 'pip install -e ".[dev]"' in README and "--index-url https://download.pytorch.org/whl/cpu" in README
+    assert 'pip install -e ".[dev]"' in README
+    assert "--index-url https://download.pytorch.org/whl/cpu" in README
     assert "python -m pytest --run-slow" in README
-    assert "ZOO_REQUIRE_BROWSER=1" in README and "ZOO_REQUIRE_BROWSER=1" in (ROOT / ".ci" / "run").read_text()
+    assert "ZOO_REQUIRE_BROWSER=1" in README
+    assert "ZOO_REQUIRE_BROWSER=1" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_readme_layout_names_every_package_folder() -> None:
+    layout = README.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    folders = sorted(str(init.parent.relative_to(ROOT)) for package in ("zoo", "finetune", "zoo_cli")
+                     for init in (ROOT / package).rglob("__init__.py"))
+    # A nested folder may be named from its parent's line (``serve/`` under shipping).
+    unnamed = [folder for folder in folders if f"`{folder}/`" not in layout and f"`{Path(folder).name}/`" not in layout]
+    assert not unnamed, f"README's Layout section does not name {unnamed}"

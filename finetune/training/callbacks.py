@@ -95,7 +95,8 @@ class Throughput(Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         self.images += len(batch[1]) * trainer.world_size
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -143,7 +144,8 @@ class ProgressBar(TQDMProgressBar):
         # Lightning counts epochs from 0; zoo counts them from 1 everywhere.
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         bar = self.train_progress_bar
         now = time.monotonic()
         if bar is None or bar.disable or (now - self._drawn < self.interval and batch_idx + 1 != bar.total):
@@ -168,7 +170,8 @@ class StepLines(Callback):
         self._lines = ProgressLines(self.description, int(total) - self._first_step if math.isfinite(total) else 0,
                                     "steps")
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         if self._lines is not None and trainer.is_global_zero:
             self._lines.update(trainer.global_step - self._first_step)
 
@@ -199,7 +202,8 @@ class EpochLog(Callback):
         row = self.metrics.rows[-1]
         epoch, max_epochs = row["epoch"], trainer.max_epochs
         # Every row has its epoch, and Lightning resolves an unset max_epochs to a number.
-        assert epoch is not None and max_epochs is not None
+        assert epoch is not None
+        assert max_epochs is not None
         elapsed = time.perf_counter() - self._started
         done = max(1, int(epoch) - self._first_epoch)
         left = elapsed / done * max(0, max_epochs - int(epoch))
@@ -253,7 +257,8 @@ class FiniteLoss(Callback):
     def __init__(self, every: int = 50) -> None:
         self.every = every
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
         loss = outputs["loss"]
         last = batch_idx + 1 == trainer.num_training_batches
         if loss.device.type != "cpu" and (trainer.global_step % self.every and not last):

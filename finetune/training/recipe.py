@@ -199,51 +199,66 @@ def choose(config: RunConfig, spec: ArchSpec, split: Split, image_size: int, pre
     steps_per_epoch = max(1, math.ceil(profile.num_train / config.data.batch_size))
     freeze = config.optim.freeze
     if freeze == "auto":
-        if not pretrained:
-            decisions.append(Decision("optim.freeze", "none", "random weights: every layer must learn"))
-        else:
-            decisions.append(_freeze(profile, spec, image_size, native, config.trainer.epochs or
-                                     _pretrained_epochs(steps_per_epoch), len(split.classes), on_gpu))
+        decisions.append(_freeze(profile, spec, image_size, native, config.trainer.epochs or
+                                 _pretrained_epochs(steps_per_epoch), len(split.classes), on_gpu) if pretrained
+                         else Decision("optim.freeze", "none", "random weights: every layer must learn"))
         freeze = decisions[-1].value
     if config.optim.lr is None:
-        if not pretrained:
-            lr, reason = 3e-3, "random weights: a high rate"
-        elif freeze == "backbone":
-            lr, reason = 3e-3, "a linear head on fixed features"
-        else:
-            lr, reason = 1e-3, "pretrained weights"
-        decisions.append(Decision("optim.lr", lr, reason))
+        decisions.append(_lr(pretrained, freeze))
     if config.optim.backbone_lr_mult is None:
-        if pretrained and freeze != "backbone" and _unlike_photos(profile, native):
-            # Measured on 28 px digits (efficientnet_lite0 at 32 px, 8 epochs): 0.37% test error at one rate,
-            # 13% with the backbone 10× lower.
-            mult, reason = 1.0, "images unlike the weights' photos: every layer has to adapt, at one rate"
-        elif pretrained and freeze != "backbone":
-            mult, reason = 0.1, "discriminative rates: pretrained layers move 10× less than the new head"
-        else:
-            mult, reason = 1.0, "one rate for every layer"
-        decisions.append(Decision("optim.backbone_lr_mult", mult, reason))
+        decisions.append(_backbone_lr_mult(pretrained, freeze, _unlike_photos(profile, native)))
     epochs = config.trainer.epochs
     if epochs is None:
-        if freeze == "backbone":
-            epochs = min(20, max(10, math.ceil(200 / steps_per_epoch)))
-            reason = "a linear head on cached features: about 200 steps, 10 to 20 epochs"
-        elif pretrained:
-            epochs = _pretrained_epochs(steps_per_epoch)
-            reason = "pretrained weights converge in a few hundred steps"
-        else:
-            epochs = min(30, max(15, math.ceil(600 / steps_per_epoch)))
-            reason = "from scratch: at most about 600 steps, 15 to 30 epochs"
-        decisions.append(Decision("trainer.epochs", epochs, f"{reason} ({steps_per_epoch} steps per epoch)"))
+        decisions.append(_epochs(pretrained, freeze, steps_per_epoch))
+        epochs = int(decisions[-1].value)
         if not pretrained and config.optim.schedule == "auto":
             decisions.append(Decision("optim.schedule", "plateau", "from scratch: the rate holds until the validation "
                                       "loss stops falling, then anneals, and the run stops there"))
     if config.optim.ema == "auto":
         decisions.append(_ema(steps_per_epoch * epochs, freeze))
-    overrides: dict[str, Any] = {}
-    for decision in decisions:
-        section, name = decision.key.split(".")
-        overrides.setdefault(section, {})[name] = decision.value
+    overrides = _overrides(decisions)
     if freeze == "until-epoch" and config.optim.freeze == "auto":
         overrides.setdefault("optim", {})["unfreeze_epoch"] = 1
     return merge(config, overrides), decisions
+
+
+def _overrides(decisions: list[Decision]) -> dict[str, dict[str, Any]]:
+    """The decisions as a nested config override."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for decision in decisions:
+        section, name = decision.key.split(".")
+        overrides.setdefault(section, {})[name] = decision.value
+    return overrides
+
+
+def _lr(pretrained: bool, freeze: str) -> Decision:
+    if not pretrained:
+        return Decision("optim.lr", 3e-3, "random weights: a high rate")
+    if freeze == "backbone":
+        return Decision("optim.lr", 3e-3, "a linear head on fixed features")
+    return Decision("optim.lr", 1e-3, "pretrained weights")
+
+
+def _backbone_lr_mult(pretrained: bool, freeze: str, unlike_photos: bool) -> Decision:
+    if pretrained and freeze != "backbone" and unlike_photos:
+        # Measured on 28 px digits (efficientnet_lite0 at 32 px, 8 epochs): 0.37% test error at one rate,
+        # 13% with the backbone 10× lower.
+        return Decision("optim.backbone_lr_mult", 1.0,
+                        "images unlike the weights' photos: every layer has to adapt, at one rate")
+    if pretrained and freeze != "backbone":
+        return Decision("optim.backbone_lr_mult", 0.1,
+                        "discriminative rates: pretrained layers move 10× less than the new head")
+    return Decision("optim.backbone_lr_mult", 1.0, "one rate for every layer")
+
+
+def _epochs(pretrained: bool, freeze: str, steps_per_epoch: int) -> Decision:
+    if freeze == "backbone":
+        epochs = min(20, max(10, math.ceil(200 / steps_per_epoch)))
+        reason = "a linear head on cached features: about 200 steps, 10 to 20 epochs"
+    elif pretrained:
+        epochs = _pretrained_epochs(steps_per_epoch)
+        reason = "pretrained weights converge in a few hundred steps"
+    else:
+        epochs = min(30, max(15, math.ceil(600 / steps_per_epoch)))
+        reason = "from scratch: at most about 600 steps, 15 to 30 epochs"
+    return Decision("trainer.epochs", epochs, f"{reason} ({steps_per_epoch} steps per epoch)")

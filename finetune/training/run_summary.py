@@ -71,7 +71,8 @@ def not_learned_message(summary: RunSummary) -> str:
     """One line saying a run stayed at chance, with its figures and what to try."""
     split = summary.reported_on
     interval, error = summary.interval(split), summary.error(split)
-    assert interval is not None and error is not None  # a run is judged on a split it measured
+    assert interval is not None
+    assert error is not None
     low, high = interval
     hints = ["a lower --lr", "more --epochs"]
     if summary.weights == "none":

@@ -30,8 +30,10 @@ def test_ties_on_validation_error_go_to_the_lower_validation_loss(image_folder: 
     assert summary["best_epoch"] == int(best["epoch"]) != int(tied[0]["epoch"])
     assert torch.load(tmp_path / "run" / "best.ckpt", weights_only=True)["epoch"] + 1 == summary["best_epoch"]
     selection = summary["selection"]
-    assert selection["monitor"] == "val_error" and selection["tie_break"] == "val_loss"
-    assert selection["epoch"] == summary["best_epoch"] and selection["epochs_tied"] == len(tied)
+    assert selection["monitor"] == "val_error"
+    assert selection["tie_break"] == "val_loss"
+    assert selection["epoch"] == summary["best_epoch"]
+    assert selection["epochs_tied"] == len(tied)
     assert selection["val_loss"] == selection["lowest_val_loss_of_tied"] == float(best["val/loss"])
 
 
@@ -39,7 +41,8 @@ def test_monitor_val_loss_keeps_the_epoch_of_lowest_validation_loss(image_folder
     summary = _finetune(image_folder, tmp_path / "run", "--epochs", "3", "--monitor", "val_loss")
     rows = run_table(tmp_path / "run", "metrics.csv")
     lowest = min(rows, key=lambda row: float(row["val/loss"]))
-    assert summary["best_epoch"] == int(lowest["epoch"]) and summary["selection"]["monitor"] == "val_loss"
+    assert summary["best_epoch"] == int(lowest["epoch"])
+    assert summary["selection"]["monitor"] == "val_loss"
     assert summary["val_loss"] == float(lowest["val/loss"])
 
 
@@ -87,19 +90,23 @@ def test_more_epochs_on_a_finished_run_train_with_a_warm_restart(image_folder: P
     assert [row["epoch"] for row in rows] == ["1", "2", "3", "4"], "numbering continues"
     rates = [float(row["lr"]) for row in rows]
     # The first schedule ended at 0; the new epochs start near the full rate again and decay to 0 over themselves.
-    assert rates[1] < 1e-6 and rates[2] > 0.4 * 0.003 and rates[3] < 1e-6
+    assert rates[1] < 1e-6
+    assert rates[2] > 0.4 * 0.003
+    assert rates[3] < 1e-6
     assert run_summary(run)["epochs"] == 4
 
 
 def test_tta_measures_the_test_split_and_travels_with_the_model(image_folder: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     summary = _finetune(image_folder, run, "--epochs", "1", "--max-steps", "2", "--tta", "flip")
-    assert summary["tta"] == "flip" and summary["config"]["trainer"]["tta"] == "flip"
+    assert summary["tta"] == "flip"
+    assert summary["config"]["trainer"]["tta"] == "flip"
     assert torch.load(run / "best.ckpt", weights_only=True)["zoo"]["tta"] == "flip"
     # zoo evaluate uses the model's own TTA by default: the very test error the run measured.
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
     measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert measured["tta"] == "flip" and measured["top1_error"] == summary["test_top1_error"]
+    assert measured["tta"] == "flip"
+    assert measured["top1_error"] == summary["test_top1_error"]
     assert measured["loss"] == pytest.approx(summary["test_loss"], abs=1e-5)
     assert main(["export", str(run), "--format", "torchscript", "--out", str(tmp_path / "bundle")]) == 0
     assert json.loads((tmp_path / "bundle" / "zoo.json").read_text())["tta"] == "flip"
@@ -117,7 +124,8 @@ def test_flip_tta_on_a_model_whose_classes_change_under_a_mirror_is_refused(imag
                     ["predict", str(run), str(image_folder)]):
         assert main([*command, "--tta", "flip"]) == 2
         error = capsys.readouterr().err.strip()
-        assert len(error.splitlines()) == 1 and "classes change under a mirror" in error
+        assert len(error.splitlines()) == 1
+        assert "classes change under a mirror" in error
     assert not (tmp_path / "eval").exists()
 
 
@@ -141,7 +149,9 @@ def test_tta_on_a_linear_probe_runs_the_whole_network_on_the_test_images(image_f
                  "--freeze", "backbone", "--image-size", "32", "--epochs", "1", "--max-steps", "2", "--tta", "flip",
                  "--batch-size", "8", "--seed", "0"]) == 0
     summary = run_summary(run)
-    assert summary["tta"] == "flip" and summary["config"]["optim"]["ema"] == "off"
+    assert summary["tta"] == "flip"
+    assert summary["config"]["optim"]["ema"] == "off"
     assert main(["evaluate", str(run), "--out", str(tmp_path / "eval")]) == 0
     measured = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert measured["tta"] == "flip" and measured["loss"] == pytest.approx(summary["test_loss"], abs=1e-4)
+    assert measured["tta"] == "flip"
+    assert measured["loss"] == pytest.approx(summary["test_loss"], abs=1e-4)

@@ -68,7 +68,8 @@ def test_decoded_cache_yields_the_plain_tensors_without_augmentation(
         expected, got = _batches(plain, part), _batches(cached, part)
         assert len(got) == len(expected) > 1
         for (images, labels), (want, want_labels) in zip(got, expected, strict=True):
-            assert images.shape[1:] == (3, image_size, image_size) and torch.equal(labels, want_labels)
+            assert images.shape[1:] == (3, image_size, image_size)
+            assert torch.equal(labels, want_labels)
             assert torch.equal(images, want), f"{part} batch differs from the plain pipeline"
 
 
@@ -87,7 +88,9 @@ def test_batched_random_crops_keep_the_picture(cache_dir: Path) -> None:
     square = torch.zeros(64, 1, 40, 40)
     square[..., 20:] = 1.0
     crops = decoded.random_resized_crops(square, 16, flip=0.0)
-    assert crops.shape == (64, 1, 16, 16) and float(crops.min()) >= 0.0 and float(crops.max()) <= 1.0
+    assert crops.shape == (64, 1, 16, 16)
+    assert float(crops.min()) >= 0.0
+    assert float(crops.max()) <= 1.0
     assert bool((crops[..., 0] <= crops[..., -1]).all()), "left stays left"
     assert 0.3 < float(crops.mean()) < 0.7, "crops are spread over the whole square"
     mirrored = decoded.random_resized_crops(square, 16, flip=1.0)
@@ -119,7 +122,8 @@ def test_decoded_disk_cache_is_reused_and_follows_files_and_sizes(
 
 def test_auto_cache_keeps_small_data_in_memory(odd_split: Split) -> None:
     data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, DataConfig())
-    assert data.cache.value == "memory" and "MiB" in data.cache.reason
+    assert data.cache.value == "memory"
+    assert "MiB" in data.cache.reason
 
 
 def _probe_data(split: Split, module: Classifier, image_size: int = 28, cache: str = "disk",
@@ -174,14 +178,16 @@ def test_feature_cache_is_reused_and_invalidated(odd_split: Split, cache_dir: Pa
     edited = odd_split.val[0].path
     Image.fromarray(skdata.astronaut()[:50, :60]).save(edited, "PNG" if edited.suffix == ".png" else "JPEG")
     assert prepare() == 1, "an edited validation image: new validation features only"
-    assert prepare(cache="memory") == 2 and prepare(cache="memory") == 2, "memory: computed in each run"
+    assert prepare(cache="memory") == 2, "memory: computed in each run"
+    assert prepare(cache="memory") == 2, "memory: computed in each run"
 
 
 def test_augmented_views_are_cached_per_image(odd_split: Split, cache_dir: Path, extractions: list[int]) -> None:
     data = _probe_data(odd_split, _small_cnn_module(2), views=3)
     data.setup("fit")
     train, val = data.datasets["train"], data.datasets["val"]
-    assert train.features.shape == (len(odd_split.train), 3, 625) and val.features.shape == (len(odd_split.val), 1, 625)
+    assert train.features.shape == (len(odd_split.train), 3, 625)
+    assert val.features.shape == (len(odd_split.val), 1, 625)
     assert not torch.equal(train.features[:, 0], train.features[:, 1]), "each view is another random crop"
     again = _probe_data(odd_split, _small_cnn_module(2), views=3)
     again.setup("fit")
@@ -212,11 +218,13 @@ def test_cached_features_train_the_same_head_as_naive_training(
 
     naive, naive_summary = run("naive", "none")
     cached, cached_summary = run("cached", "auto")
-    assert naive.keys() == cached.keys() and any(key.startswith("layer4.") for key in cached), "whole network saved"
+    assert naive.keys() == cached.keys(), "whole network saved"
+    assert any(key.startswith("layer4.") for key in cached), "whole network saved"
     for key, value in naive.items():
         assert torch.allclose(cached[key], value, atol=1e-5), f"{key} differs between naive and cached training"
     assert not torch.allclose(cached["fc.linear.weight"], _initial_head(config)), "the head was trained"
-    assert cached_summary is not None and naive_summary is not None
+    assert cached_summary is not None
+    assert naive_summary is not None
     assert cached_summary.val_top1_error == naive_summary.val_top1_error
 
     monkeypatch.setattr(probe, "extract_features", _fail)
@@ -234,7 +242,8 @@ def test_run_caches_the_augmented_views_it_is_asked_for(
     summary = json.loads((tmp_path / "views" / "summary.json").read_text(encoding="utf-8"))
     expected = [(summary["num_val"], 1, 625), (summary["num_test"], 1, 625), (summary["num_train"], 3, 625)]
     assert shapes == sorted(expected), "3 train views, 1 val view, 1 test view"
-    assert summary["epochs"] == 2 and summary["val_top1_error"] is not None
+    assert summary["epochs"] == 2
+    assert summary["val_top1_error"] is not None
 
     argv[argv.index("backbone")] = "none"
     argv[-1] = str(tmp_path / "full")
@@ -259,8 +268,12 @@ def test_every_augmentation_preset_feeds_batches_with_and_without_the_cache(
     config = DataConfig(cache=cache, augment=augment, batch_size=4, num_workers=0)
     data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, config)
     images, labels = next(iter(data.train_dataloader()))
-    assert images.shape == (4, 3, 28, 28) and images.dtype == torch.float32 and labels.shape == (4,)
-    assert bool(torch.isfinite(images).all()) and -1.0 <= float(images.min()) and float(images.max()) <= 1.0
+    assert images.shape == (4, 3, 28, 28)
+    assert images.dtype == torch.float32
+    assert labels.shape == (4,)
+    assert bool(torch.isfinite(images).all())
+    assert -1.0 <= float(images.min())
+    assert float(images.max()) <= 1.0
     val_images, _ = next(iter(data.val_dataloader()))
     assert val_images.shape[1:] == (3, 28, 28), "validation is never augmented"
 
@@ -274,8 +287,10 @@ def test_mixup_and_cutmix_turn_labels_into_class_probabilities(
     data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, config)
     torch.manual_seed(0)
     images, targets = next(iter(data.train_dataloader()))
-    assert images.shape == (6, 3, 28, 28) and targets.shape == (6, len(odd_split.classes))
-    assert torch.allclose(targets.sum(dim=1), torch.ones(6)) and bool((targets >= 0).all())
+    assert images.shape == (6, 3, 28, 28)
+    assert targets.shape == (6, len(odd_split.classes))
+    assert torch.allclose(targets.sum(dim=1), torch.ones(6))
+    assert bool((targets >= 0).all())
     assert bool((targets.max(dim=1).values < 1).any()), "some images are mixed with another"
     _, val_labels = next(iter(data.val_dataloader()))
     assert val_labels.dim() == 1, "validation keeps hard labels"
@@ -289,7 +304,8 @@ def test_a_run_trains_with_a_policy_and_mixed_batches(image_folder: Path, tmp_pa
             "--cache", cache, "--out", str(out)]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert summary["steps"] == 3 and summary["config"]["data"]["mixup"] == 0.2
+    assert summary["steps"] == 3
+    assert summary["config"]["data"]["mixup"] == 0.2
     assert summary["test_top1_error"] is not None
 
 
@@ -297,7 +313,8 @@ def test_mixing_is_refused_on_cached_features(image_folder: Path, tmp_path: Path
     argv = ["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--freeze", "backbone",
             "--mixup", "0.2", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
-    assert "add --cache none" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert "add --cache none" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_damaged_feature_cache_entry_is_computed_again(image_folder: Path, tmp_path: Path, cache_dir: Path) -> None:

@@ -66,7 +66,8 @@ def test_planted_label_errors_top_the_list(planted: tuple[Path, Path, dict[str, 
     top = {row["path"]: (row["given_label"], row["suggested_label"]) for row in rows[:len(PLANTED)]}
     assert top == expected
     qualities = [float(row["label_quality"]) for row in rows]
-    assert qualities == sorted(qualities) and qualities[len(PLANTED) - 1] < 0.5  # most suspicious first
+    assert qualities == sorted(qualities)
+    assert qualities[len(PLANTED) - 1] < 0.5
     with Image.open(out / "label_issues.png") as picture:
         assert picture.format == "PNG"
 
@@ -81,7 +82,8 @@ def test_a_copy_across_the_split_is_a_near_duplicate(planted: tuple[Path, Path, 
     assert float(copy["similarity"]) == pytest.approx(1.0, abs=1e-5)
     assert {copy["split_a"], copy["split_b"]} == {"train", "val"}
     similarities = [float(row["similarity"]) for row in rows]
-    assert similarities == sorted(similarities, reverse=True) and min(similarities) >= 0.97
+    assert similarities == sorted(similarities, reverse=True)
+    assert min(similarities) >= 0.97
 
 
 def test_the_data_folder_is_never_written(planted: tuple[Path, Path, dict[str, str]], tmp_path: Path,
@@ -90,7 +92,8 @@ def test_the_data_folder_is_never_written(planted: tuple[Path, Path, dict[str, s
     inside = images / "train" / "report"
     assert main(["clean", str(images), "--out", str(inside)]) == 2
     error = capsys.readouterr().err.strip()
-    assert "lies inside the data folder" in error and "\n" not in error
+    assert "lies inside the data folder" in error
+    assert "\n" not in error
     assert _snapshot(images) == before
 
 
@@ -108,7 +111,8 @@ def test_bad_settings_are_one_line_errors(planted: tuple[Path, Path, dict[str, s
     images, _, _ = planted
     assert main(["clean", str(images), "--out", str(tmp_path / "out"), *extra]) == 2
     error = capsys.readouterr().err.strip()
-    assert message in error and "\n" not in error
+    assert message in error
+    assert "\n" not in error
 
 
 def test_a_class_of_one_image_and_a_file_as_out_are_one_line_errors(tmp_path: Path,

@@ -83,25 +83,35 @@ def test_every_architecture_has_a_row_with_numbers(comparison: Comparison) -> No
     assert list(rows) == ARCHS
     for name in ("small_cnn", "resnet18"):
         row = rows[name]
-        assert row["status"] == "ok" and row["reason"] is None and row["weights"] == "none" and row["setting"] == ""
-        assert row["num_test"] == 3 and row["reported_on"] == "test" and row["seeds"] == "0"
+        assert row["status"] == "ok"
+        assert row["reason"] is None
+        assert row["weights"] == "none"
+        assert row["setting"] == ""
+        assert row["num_test"] == 3
+        assert row["reported_on"] == "test"
+        assert row["seeds"] == "0"
         errors = sum(not correct for correct in _correct(comparison.out / "runs" / name).values())
         assert row["test_top1_error"] == pytest.approx(100 * errors / 3, abs=1e-3)
         assert row["test_top1_error_ci95"] == pytest.approx(list(wilson_interval(errors, 3)), abs=1e-3)
         assert row["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)  # 3 balanced classes
         assert row["learned"] == (row["test_top1_error_ci95"][1] < row["chance_top1_error"])
-        assert row["k"] == 2 and 0 <= row["topk_error"] <= row["test_top1_error"]  # 3 classes: top-2
-        assert row["train_seconds"] > 0 and row["train_images_per_second"] > 0
+        assert row["k"] == 2
+        assert 0 <= row["topk_error"] <= row["test_top1_error"]
+        assert row["train_seconds"] > 0
+        assert row["train_images_per_second"] > 0
         low, high = row["predict_ms_per_image_iqr"]
-        assert 0 < low <= row["predict_ms_per_image"] <= high and row["predict_images_per_second"] > 0
+        assert 0 < low <= row["predict_ms_per_image"] <= high
+        assert row["predict_images_per_second"] > 0
         assert row["predict_batch_size"] == 8
     assert (rows["small_cnn"]["depth"], rows["resnet18"]["depth"]) == (5, 18)
     # the trained network (a 3-class head) at the runs' size, not the published 1000-class one
-    assert rows["resnet18"]["params"] == 11_689_512 - 512 * 997 - 997 and rows["resnet18"]["ilsvrc_year"] == 2015
+    assert rows["resnet18"]["params"] == 11_689_512 - 512 * 997 - 997
+    assert rows["resnet18"]["ilsvrc_year"] == 2015
     assert rows["resnet18"]["imagenet_top1_error"] is None  # trained from random weights: no ImageNet figure
     with (comparison.out / "results.csv").open(encoding="utf-8") as file:
         table = list(csv.DictReader(file))
-    assert tuple(table[0]) == RESULT_COLUMNS and set(SPEC_COLUMNS) <= set(RESULT_COLUMNS)
+    assert tuple(table[0]) == RESULT_COLUMNS
+    assert set(SPEC_COLUMNS) <= set(RESULT_COLUMNS)
     assert [row["name"] for row in table] == ARCHS
     assert float(table[0]["test_top1_error"]) == rows["small_cnn"]["test_top1_error"]
 
@@ -115,14 +125,19 @@ def test_p_vs_best_is_the_exact_mcnemar_test_on_the_shared_test_images(compariso
     first, second = (_correct(Path(row["run_dir"])) for row in (best, other))
     assert first.keys() == second.keys()
     expected = mcnemar([first[path] for path in first], [second[path] for path in first]).p_value
-    assert best["p_vs_best"] is None and other["p_vs_best"] == pytest.approx(expected)
+    assert best["p_vs_best"] is None
+    assert other["p_vs_best"] == pytest.approx(expected)
 
 
 def test_a_failing_architecture_is_recorded_and_the_others_finish(comparison: Comparison) -> None:
     assert comparison.first.code == 1
     failed = results(comparison.out)["alexnet"]
-    assert failed["status"] == "failed" and "at least 63 px" in failed["reason"] and "\n" not in failed["reason"]
-    assert failed["test_top1_error"] is None and failed["p_vs_best"] is None and failed["depth"] == 8
+    assert failed["status"] == "failed"
+    assert "at least 63 px" in failed["reason"]
+    assert "\n" not in failed["reason"]
+    assert failed["test_top1_error"] is None
+    assert failed["p_vs_best"] is None
+    assert failed["depth"] == 8
     assert "alexnet failed: alexnet needs images of at least 63 px" in comparison.first.printed
     assert (comparison.out / "runs" / "resnet18" / "summary.json").is_file()  # trained after the failure
 
@@ -142,7 +157,8 @@ def test_runs_are_ordinary_run_folders_on_one_shared_split(comparison: Compariso
 def test_outputs_plots_report_and_printed_table(comparison: Comparison) -> None:
     for plot in ("depth_vs_error.png", "error_vs_cost.png", "curves.png"):
         data = (comparison.out / plot).read_bytes()
-        assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+        assert data.startswith(PNG_SIGNATURE)
+        assert len(data) > 10_000
     report = (comparison.out / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# images: 1 epoch, at most 2 steps, 32 px, weights none, seed 0")
     assert "tested once on 3 images of 3 classes held out from the start" in report
@@ -151,11 +167,14 @@ def test_outputs_plots_report_and_printed_table(comparison: Comparison) -> None:
     for name in ("small_cnn", "resnet18"):
         said = f"{name} did not learn" in report
         assert said == (not rows[name]["learned"]), "every row that did not learn is named, and only those"
-    assert "| small_cnn |  | none | 5 |" in report and "| resnet18 |  | none | 18 |" in report
-    assert "![depth vs error](depth_vs_error.png)" in report and "![error vs cost](error_vs_cost.png)" in report
+    assert "| small_cnn |  | none | 5 |" in report
+    assert "| resnet18 |  | none | 18 |" in report
+    assert "![depth vs error](depth_vs_error.png)" in report
+    assert "![error vs cost](error_vs_cost.png)" in report
     assert "![validation curves](curves.png)" in report
     printed = comparison.first.printed
-    assert "top-1 err % (95% CI)" in printed and f"comparison folder: {comparison.out}" in printed
+    assert "top-1 err % (95% CI)" in printed
+    assert f"comparison folder: {comparison.out}" in printed
     with (comparison.out / "results_per_seed.csv").open(encoding="utf-8") as file:
         assert [row["name"] for row in csv.DictReader(file)] == ARCHS
 
@@ -173,12 +192,15 @@ def test_running_again_skips_finished_architectures(comparison: Comparison) -> N
 
 def test_continuing_with_other_settings_is_refused(comparison: Comparison) -> None:
     refused = zoo(["compare", "--out", str(comparison.out), "--max-steps", "3"])
-    assert refused.code == 2 and "trainer.max_steps" in refused.printed
+    assert refused.code == 2
+    assert "trainer.max_steps" in refused.printed
 
 
 def test_misspelt_architecture_fails_before_any_training(tmp_path: Path) -> None:
     refused = zoo(["compare", "--archs", "small_cnn,resnet19", "--data", str(tmp_path), "--out", str(tmp_path / "c")])
-    assert refused.code == 2 and "resnet19" in refused.printed and not (tmp_path / "c").exists()
+    assert refused.code == 2
+    assert "resnet19" in refused.printed
+    assert not (tmp_path / "c").exists()
 
 
 def test_report_from_existing_runs(comparison: Comparison, tmp_path: Path) -> None:
@@ -198,7 +220,8 @@ def test_report_from_existing_runs(comparison: Comparison, tmp_path: Path) -> No
 
 def test_report_refuses_an_unfinished_run(tmp_path: Path) -> None:
     outcome = zoo(["report", str(tmp_path), "--out", str(tmp_path / "report")])
-    assert outcome.code == 2 and "no summary.json" in outcome.printed
+    assert outcome.code == 2
+    assert "no summary.json" in outcome.printed
 
 
 def _row(comparison: Comparison, name: str, depth: int, error: float, interval: list[float], *, learned: bool = True,
@@ -225,7 +248,8 @@ def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> Non
     assert "vgg11 did not learn: its test error 89.7% (95% CI 85.5-92.8) does not lie below chance, 90.0%" in said
     # Two models that learned: no depth verdict, whatever their order, and vgg11 is not counted.
     assert "Too few models that learned with different depths (2) to judge a depth trend." in said
-    assert "Left out as they did not learn: vgg11." in said and "Deeper was" not in said
+    assert "Left out as they did not learn: vgg11." in said
+    assert "Deeper was" not in said
     assert "No model indistinguishable from resnet18 is measurably faster" in said
 
     small["p_vs_best"] = 0.41
@@ -247,7 +271,8 @@ def test_findings_say_only_what_the_tests_support(comparison: Comparison) -> Non
 
 def test_report_titles_name_the_image_size_the_runs_used() -> None:
     values = to_dict(RunConfig())  # image_size None: each network's own
-    assert "224 px" in title_for([values], [224]) and "None" not in title_for([values], [224])
+    assert "224 px" in title_for([values], [224])
+    assert "None" not in title_for([values], [224])
     assert "each network's default input size" in title_for([values])
 
 
@@ -263,7 +288,8 @@ def test_comparison_config_files(tmp_path: Path) -> None:
     assert all(load_comparison(path)[0].archs for path in files)
     plan, config = load_comparison("configs/compare-classic.yaml")
     assert plan.archs == ["alexnet", "vgg16", "googlenet", "resnet18", "resnet50", "resnet152"]
-    assert config.data.image_size == 224 and config.model.weights == "default"
+    assert config.data.image_size == 224
+    assert config.model.weights == "default"
     bad = tmp_path / "bad.yaml"
     bad.write_text("archs: [resnet18]\ntrainer:\n  epoch: 3\n")
     with pytest.raises(ConfigError, match="trainer.epoch"):
@@ -290,16 +316,19 @@ def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
         errors = [float(seed["test_top1_error"]) for seed in per_seed if seed["setting"] == row["setting"]]
         assert row["test_top1_error"] == pytest.approx(sum(errors) / 2, abs=1e-3)
         assert row["test_top1_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5, abs=1e-3)
-        assert row["num_test"] == 269 and row["learned"] in (True, False)
+        assert row["num_test"] == 269
+        assert row["learned"] in (True, False)
     for setting in ("model.dropout=0", "model.dropout=0.5"):
         for seed in (0, 1):
             run = out / "runs" / "small_cnn" / setting / f"seed-{seed}"
             config = load_config(run / "config.yaml")
-            assert config.trainer.seed == seed and config.model.dropout == float(setting.split("=")[1])
+            assert config.trainer.seed == seed
+            assert config.model.dropout == float(setting.split("=")[1])
     assert (out / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
     report = (out / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# digits: 2 epochs, at most 16 steps, 28 px, weights none, seed 0/1")
-    assert "These runs differ in model.dropout" in report and "mean ± standard deviation over its seeds" in report
+    assert "These runs differ in model.dropout" in report
+    assert "mean ± standard deviation over its seeds" in report
     assert "![validation curves](curves.png)" in report
 
 
@@ -316,7 +345,9 @@ def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
 ])
 def test_bad_seeds_and_vary_are_one_line_errors_before_training(tmp_path: Path, flags: list[str], message: str) -> None:
     outcome = zoo(["compare", "--archs", "small_cnn", "--data", str(tmp_path), "--out", str(tmp_path / "c"), *flags])
-    assert outcome.code == 2 and message in outcome.printed and not (tmp_path / "c").exists()
+    assert outcome.code == 2
+    assert message in outcome.printed
+    assert not (tmp_path / "c").exists()
 
 
 def test_a_seed_where_the_other_row_wins_is_no_evidence_for_the_best(tmp_path: Path) -> None:
@@ -334,7 +365,8 @@ def test_a_seed_where_the_other_row_wins_is_no_evidence_for_the_best(tmp_path: P
     assert paired_p_value(best, other) == pytest.approx(2 / 2**10)
     assert paired_p_value(other, best) == 1.0, "the other run won every disputed image: no evidence for it as best"
     elsewhere = run("elsewhere", set(range(20, 40)))
-    assert paired_p_value(best, elsewhere) < 1.0 and paired_p_value(best, {"run_dir": None}) is None
+    assert paired_p_value(best, elsewhere) < 1.0
+    assert paired_p_value(best, {"run_dir": None}) is None
 
 
 def test_too_few_models_for_a_significant_trend_is_said(comparison: Comparison) -> None:
@@ -369,7 +401,8 @@ def test_latencies_timed_under_load_or_inside_each_others_spread_are_flagged(com
     finally:
         spinner.kill()
         spinner.wait()
-    assert load.cores is not None and load.cores >= 0.5  # the spinning process kept a core busy
+    assert load.cores is not None
+    assert load.cores >= 0.5
 
 
 def test_cost_is_the_trained_networks_at_the_runs_image_size(comparison: Comparison) -> None:
@@ -395,8 +428,10 @@ def test_imagenet_figures_never_share_an_axis_with_the_users_errors(comparison: 
     ours, published = drawn[0].axes
     ours_values = {float(y) for line in ours.get_lines() for y in line.get_ydata()}
     published_values = {float(y) for line in published.get_lines() for y in line.get_ydata()}
-    assert {12.0, 4.0} <= ours_values and not ours_values & {30.24, 3.57}
-    assert published_values == {30.24, 3.57} and "not your data" in published.get_title()
+    assert {12.0, 4.0} <= ours_values
+    assert not ours_values & {30.24, 3.57}
+    assert published_values == {30.24, 3.57}
+    assert "not your data" in published.get_title()
 
 
 def test_ctrl_c_inside_a_comparison_prints_the_compare_command(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -414,4 +449,5 @@ def test_ctrl_c_inside_a_comparison_prints_the_compare_command(tmp_path: Path, m
         main(["compare", "--archs", "small_cnn", "--data", str(images), "--out", str(out), *QUICK])
     assert stopped.value.code == 130
     err = capsys.readouterr().err
-    assert f"continue with: zoo compare --out {out}" in err and "zoo finetune --resume" not in err
+    assert f"continue with: zoo compare --out {out}" in err
+    assert "zoo finetune --resume" not in err

@@ -36,12 +36,15 @@ def test_partial_file_merges_over_defaults_and_flags_override_it(tmp_path: Path)
     path = tmp_path / "run.yaml"
     path.write_text("model:\n  arch: resnet50\ntrainer:\n  epochs: 3\n  devices: 2\n", encoding="utf-8")
     config = load_config(path)
-    assert config.model.arch == "resnet50" and config.trainer.epochs == 3 and config.trainer.devices == "2"
+    assert config.model.arch == "resnet50"
+    assert config.trainer.epochs == 3
+    assert config.trainer.devices == "2"
     assert config.data == RunConfig().data  # untouched sections keep their defaults
     args = build_parser().parse_args(["finetune", "--config", str(path), "--epochs", "5",
                                       "--freeze", "until-epoch", "2"])
     final = merge(config, overrides_from_flags(args))
-    assert final.trainer.epochs == 5 and final.model.arch == "resnet50"
+    assert final.trainer.epochs == 5
+    assert final.model.arch == "resnet50"
     assert (final.optim.freeze, final.optim.unfreeze_epoch) == ("until-epoch", 2)
 
 
@@ -78,7 +81,9 @@ def test_bad_files_are_rejected_naming_the_key(tmp_path: Path, text: str, messag
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as error:
         load_config(path)
-    assert message in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)
+    assert message in str(error.value)
+    assert str(path) in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_yaml_merge_keys_are_read(tmp_path: Path) -> None:
@@ -115,7 +120,8 @@ def test_a_yaml_bomb_under_a_known_key_is_refused_in_a_short_line(tmp_path: Path
     path.write_text("out:\n" + "".join(f"  {line}\n" for line in levels), encoding="utf-8")
     with pytest.raises(ConfigError) as error:
         load_config(path)
-    assert "config key 'out' must be str or null, got dict" in str(error.value) and len(str(error.value)) < 400
+    assert "config key 'out' must be str or null, got dict" in str(error.value)
+    assert len(str(error.value)) < 400
 
 
 def _finetune_parser() -> argparse.ArgumentParser:
@@ -158,7 +164,8 @@ def test_print_config_shows_the_settings_a_run_would_get(tmp_path: Path) -> None
     parser = build_parser()
     config = merge(load_config(path), overrides_from_flags(parser.parse_args(["finetune", "--epochs", "3"])))
     text = commented_yaml(config)
-    assert "  freeze: backbone" in text and "  epochs: 3 " in text
+    assert "  freeze: backbone" in text
+    assert "  epochs: 3 " in text
     written = tmp_path / "printed.yaml"
     written.write_text(text, encoding="utf-8")
     assert load_config(written) == config  # the comments are comments: the file reads back as the run
@@ -184,7 +191,8 @@ def test_the_option_tables_in_docs_are_generated_from_the_parsers() -> None:
     table = option_table("finetune")
     rows = [line for line in table.splitlines() if line.startswith("| `--")]
     documented = {flag for row in rows for flag in re.findall(r"--[a-z][a-z-]*", re.split(r"(?<!\\)\|", row)[1])}
-    assert documented == _flags(_finetune_parser()) and table in text
+    assert documented == _flags(_finetune_parser())
+    assert table in text
     assert "| `--image-size IMAGE_SIZE` |  | input size in px" in table  # the field's own help, one source
 
 

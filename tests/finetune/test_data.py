@@ -169,7 +169,10 @@ def test_image_dataset_returns_transformed_image_and_label(tmp_path: Path) -> No
     samples = [Sample(write_image(tmp_path / "x.png"), 3), Sample(write_image(tmp_path / "y.png", 1), 1)]
     plain = ImageDataset(samples)
     image, label = plain[0]
-    assert len(plain) == 2 and label == 3 and image.mode == "RGB" and image.size == (16, 16)
+    assert len(plain) == 2
+    assert label == 3
+    assert image.mode == "RGB"
+    assert image.size == (16, 16)
     sized = ImageDataset(samples, transform=lambda image: image.size)
     assert sized[1] == ((16, 16), 1)
 
@@ -177,7 +180,8 @@ def test_image_dataset_returns_transformed_image_and_label(tmp_path: Path) -> No
 def _error(root: Path) -> str:
     with pytest.raises(DataError) as caught:
         scan_folder(root)
-    assert isinstance(caught.value, ZooError) and caught.value.exit_code == 2
+    assert isinstance(caught.value, ZooError)
+    assert caught.value.exit_code == 2
     message = str(caught.value)
     assert "\n" not in message
     return message
@@ -185,7 +189,8 @@ def _error(root: Path) -> str:
 
 def test_scan_errors_are_one_line_naming_the_folder(tmp_path: Path) -> None:
     missing = tmp_path / "missing"
-    assert str(missing) in _error(missing) and "does not exist" in _error(missing)
+    assert str(missing) in _error(missing)
+    assert "does not exist" in _error(missing)
     (tmp_path / "file.png").touch()
     assert "is not a folder" in _error(tmp_path / "file.png")
 
@@ -214,17 +219,20 @@ def test_stratified_split(tmp_path: Path) -> None:
     assert split.skipped == []
     everything = scan_folder(tmp_path).samples
     assert sorted(split.train + split.val + split.test, key=lambda s: (s.label, s.path)) == everything
-    assert not set(split.train) & set(split.val) and not set(split.train) & set(split.test)
+    assert not set(split.train) & set(split.val)
+    assert not set(split.train) & set(split.test)
     assert not set(split.val) & set(split.test)
 
     assert split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=0) == split
     other = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=1)
-    assert other.val != split.val and other.test != split.test
+    assert other.val != split.val
+    assert other.test != split.test
     assert class_counts(other.test, other.classes) == class_counts(split.test, split.classes)
     # The test images are cut first: another validation share leaves them where they were.
     assert split_folder(tmp_path, val_fraction=0.3, test_fraction=0.15, seed=0).test == split.test
     no_test = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.0, seed=0)
-    assert no_test.test == [] and class_counts(no_test.val, split.classes) == class_counts(split.val, split.classes)
+    assert no_test.test == []
+    assert class_counts(no_test.val, split.classes) == class_counts(split.val, split.classes)
 
 
 def test_train_and_val_folders_without_test_give_up_training_images_for_it(tmp_path: Path) -> None:
@@ -233,7 +241,9 @@ def test_train_and_val_folders_without_test_give_up_training_images_for_it(tmp_p
     split = split_folder(tmp_path, test_fraction=0.2)
     assert class_counts(split.test, split.classes) == {"a": 2, "b": 2}
     assert all(sample.path.parts[-3] == "train" for sample in split.test + split.train)
-    assert len(split.train) == 16 and len(split.val) == 4 and not set(split.train) & set(split.test)
+    assert len(split.train) == 16
+    assert len(split.val) == 4
+    assert not set(split.train) & set(split.test)
 
 
 def test_split_honours_train_val_test_folders(tmp_path: Path) -> None:
@@ -309,14 +319,17 @@ def test_digits_materialises_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert sorted(path.name for path in folder.iterdir() if path.is_dir()) == [str(digit) for digit in range(10)]
     assert [path.name for path in folder.parent.iterdir()] == ["digits"]  # no staging folder left
     image = load_rgb(folder / "0" / "0.png")
-    assert image.size == (8, 8) and image.mode == "RGB"
+    assert image.size == (8, 8)
+    assert image.mode == "RGB"
     digits = load_digits()
     assert np.array_equal(np.asarray(image)[..., 0], np.rint(digits.images[0] * 255 / 16))  # 0..16 to 0..255
     brightest = int(np.argmax(digits.images.max(axis=(1, 2))))  # an image with the full value 16
     assert np.asarray(load_rgb(folder / str(digits.target[brightest]) / f"{brightest}.png")).max() == 255
 
     scan = scan_folder(folder)
-    assert scan.classes == [str(digit) for digit in range(10)] and len(scan.samples) == 1797 and not scan.skipped
+    assert scan.classes == [str(digit) for digit in range(10)]
+    assert len(scan.samples) == 1797
+    assert not scan.skipped
 
     def fail(folder: Path) -> None:
         raise AssertionError("digits written twice")

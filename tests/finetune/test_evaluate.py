@@ -34,12 +34,14 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
     metrics = _metrics(out)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
     val = load_split(run_dir).val
-    assert metrics["split"] == "val" and metrics["num_images"] == len(val) == summary["num_val"]
+    assert metrics["split"] == "val"
+    assert metrics["num_images"] == len(val) == summary["num_val"]
     # The same model, images and preprocessing as the run's validation: the same figures.
     assert metrics["top1_error"] == pytest.approx(summary["val_top1_error"], abs=1e-3)
     assert metrics["top1_error_ci95"] == pytest.approx(summary["val_top1_error_ci95"], abs=1e-3)
     assert metrics["loss"] == pytest.approx(summary["val_loss"], abs=1e-4)
-    assert metrics["k"] == 2 and metrics["topk_error"] <= metrics["top1_error"]  # 3 classes: top-2
+    assert metrics["k"] == 2
+    assert metrics["topk_error"] <= metrics["top1_error"]
     # The calibration error after the temperature, on the images the run fitted it on: the run's own figure
     # (evaluate runs in fp32, the run in its own precision, bf16 on this CPU: logits differ in the 3rd digit).
     assert metrics["temperature"] == summary["temperature"]
@@ -49,7 +51,8 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
 
     with (out / "confusion_matrix.csv").open(encoding="utf-8") as file:
         header, *rows = list(csv.reader(file))
-    assert header == ["true \\ predicted", *CLASSES] and [row[0] for row in rows] == CLASSES
+    assert header == ["true \\ predicted", *CLASSES]
+    assert [row[0] for row in rows] == CLASSES
     matrix = [[int(value) for value in row[1:]] for row in rows]
     correct = sum(matrix[i][i] for i in range(3))
     assert sum(map(sum, matrix)) == len(val)
@@ -58,15 +61,22 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
         assert row["recall"] == pytest.approx(matrix[i][i] / row["support"], abs=1e-4)
 
     with Image.open(out / "confusion_matrix.png") as image:
-        assert image.format == "PNG" and image.width >= 500
+        assert image.format == "PNG"
+        assert image.width >= 500
     with Image.open(out / "calibration.png") as image:
-        assert image.format == "PNG" and image.height >= 500
+        assert image.format == "PNG"
+        assert image.height >= 500
     report = (out / "report.md").read_text(encoding="utf-8")
-    assert "top-2 error" in report and all(f"| {name} |" in report for name in CLASSES)
-    assert "confusion_matrix.png" in report and "calibration.png" in report and "95% Wilson interval" in report
+    assert "top-2 error" in report
+    assert all(f"| {name} |" in report for name in CLASSES)
+    assert "confusion_matrix.png" in report
+    assert "calibration.png" in report
+    assert "95% Wilson interval" in report
     assert "chose the checkpoint" in report, "validation figures say they are optimistic"
     printed = capsys.readouterr()
-    assert "top-1 error" in printed.out and "top-2 error" in printed.out and all(n in printed.out for n in CLASSES)
+    assert "top-1 error" in printed.out
+    assert "top-2 error" in printed.out
+    assert all(n in printed.out for n in CLASSES)
     assert "chose the checkpoint" in printed.err
 
 
@@ -74,10 +84,12 @@ def test_a_run_folder_is_evaluated_on_its_test_split_by_default(run_dir: Path) -
     assert main(["evaluate", str(run_dir)]) == 0
     metrics = _metrics(run_dir / "eval-test")
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    assert metrics["split"] == "test" and metrics["num_images"] == summary["num_test"] == 3
+    assert metrics["split"] == "test"
+    assert metrics["num_images"] == summary["num_test"] == 3
     assert metrics["top1_error"] == pytest.approx(summary["test_top1_error"], abs=1e-3)
     assert metrics["top1_error_ci95"] == pytest.approx(summary["test_top1_error_ci95"], abs=1e-3)
-    assert metrics["chance_top1_error"] == summary["chance_top1_error"] and metrics["learned"] == summary["learned"]
+    assert metrics["chance_top1_error"] == summary["chance_top1_error"]
+    assert metrics["learned"] == summary["learned"]
 
 
 def test_metrics_with_more_than_five_classes() -> None:
@@ -91,14 +103,19 @@ def test_metrics_with_more_than_five_classes() -> None:
 
     metrics, confusion = compute_metrics(logits, labels, classes)
 
-    assert metrics["k"] == 5 and metrics["num_images"] == 8
-    assert metrics["top1_error"] == pytest.approx(25.0) and metrics["topk_error"] == pytest.approx(12.5)
+    assert metrics["k"] == 5
+    assert metrics["num_images"] == 8
+    assert metrics["top1_error"] == pytest.approx(25.0)
+    assert metrics["topk_error"] == pytest.approx(12.5)
     rows = {row["class"]: row for row in metrics["per_class"]}
     assert (rows["class0"]["precision"], rows["class0"]["recall"], rows["class0"]["support"]) == (0.5, 0.5, 2)
-    assert rows["class1"]["precision"] == pytest.approx(2 / 3, abs=1e-4) and rows["class1"]["recall"] == 1.0
+    assert rows["class1"]["precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert rows["class1"]["recall"] == 1.0
     assert rows["class1"]["f1"] == pytest.approx(0.8, abs=1e-4)
     assert (rows["class5"]["precision"], rows["class5"]["recall"], rows["class5"]["support"]) == (0.0, 0.0, 1)
-    assert confusion[5, 0] == 1 and confusion[0, 1] == 1 and confusion.sum() == 8
+    assert confusion[5, 0] == 1
+    assert confusion[0, 1] == 1
+    assert confusion.sum() == 8
 
 
 def test_unknown_class_folders_are_an_error(run_dir: Path, tmp_path: Path, capsys) -> None:
@@ -108,7 +125,9 @@ def test_unknown_class_folders_are_an_error(run_dir: Path, tmp_path: Path, capsy
     assert main(["evaluate", str(run_dir), "--data", str(data), "--out", str(out)]) == 2
 
     error = capsys.readouterr().err
-    assert "unknown to the model" in error and "dog, zebra" in error and not out.exists()
+    assert "unknown to the model" in error
+    assert "dog, zebra" in error
+    assert not out.exists()
 
 
 def test_known_classes_missing_from_the_data_are_a_warning(run_dir: Path, tmp_path: Path, capsys) -> None:
@@ -119,7 +138,8 @@ def test_known_classes_missing_from_the_data_are_a_warning(run_dir: Path, tmp_pa
 
     assert "warning: no images of the known classes coffee" in capsys.readouterr().err
     metrics = _metrics(out)
-    assert metrics["split"] == "all" and metrics["num_images"] == 6
+    assert metrics["split"] == "all"
+    assert metrics["num_images"] == 6
     assert [row["support"] for row in metrics["per_class"]] == [3, 3, 0]
     assert "coffee" in (out / "report.md").read_text(encoding="utf-8")
 
@@ -158,7 +178,11 @@ def test_the_reliability_diagram_keeps_a_long_title_inside_and_fades_bins_of_few
     figure.tight_layout()
     canvas.draw()
     extent = figure._suptitle.get_window_extent(canvas.get_renderer())  # type: ignore[union-attr]
-    assert 0 <= extent.x0 and extent.x1 <= figure.bbox.x1 and extent.y1 <= figure.bbox.y1
+    assert 0 <= extent.x0
+    assert extent.x1 <= figure.bbox.x1
+    assert extent.y1 <= figure.bbox.y1
     bars = [patch for patch in figure.axes[0].patches if patch.get_height() > 0]
     faded = [bar for bar in bars if bar.get_alpha() == 0.25]
-    assert FEW_IMAGES > 2 and len(faded) == 1 and faded[0].get_x() < 0.55 < faded[0].get_x() + faded[0].get_width()
+    assert FEW_IMAGES > 2
+    assert len(faded) == 1
+    assert faded[0].get_x() < 0.55 < faded[0].get_x() + faded[0].get_width()

@@ -45,22 +45,29 @@ def pretrained_explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
 def test_the_heat_map_of_a_pretrained_network_points_at_the_object(pretrained_explained: tuple[Path, dict]) -> None:
     out, report = pretrained_explained
-    assert report["arch"] == "efficientnet_lite0" and report["method"] == "gradcam"
+    assert report["arch"] == "efficientnet_lite0"
+    assert report["method"] == "gradcam"
     for entry, quadrant in zip(report["images"], ((0, 0), (1, 1)), strict=True):
         heat = np.load(out / entry["files"][1])
-        assert heat.shape == (SIDE, SIDE) and heat.dtype == np.float32  # the image's own size
-        assert 0.0 <= heat.min() and heat.max() <= 1.0 and heat.max() > 0.9
+        assert heat.shape == (SIDE, SIDE)
+        assert heat.dtype == np.float32
+        assert 0.0 <= heat.min()
+        assert heat.max() <= 1.0
+        assert heat.max() > 0.9
         peak = np.unravel_index(heat.argmax(), heat.shape)
         assert (peak[0] >= SIDE // 2, peak[1] >= SIDE // 2) == (bool(quadrant[0]), bool(quadrant[1])), peak
         assert heat[:14].max() == 0.0  # outside the centre crop the model saw nothing
-        assert entry["layer"] == "bn2" and entry["crop"] == [14.0, 14.0, 210.0, 210.0]
+        assert entry["layer"] == "bn2"
+        assert entry["crop"] == [14.0, 14.0, 210.0, 210.0]
         top = entry["predictions"]
-        assert len(top) == 5 and top[0]["class"] == entry["target_class"] == "Egyptian cat"
+        assert len(top) == 5
+        assert top[0]["class"] == entry["target_class"] == "Egyptian cat"
         assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
         for name in entry["files"]:
             assert (out / name).is_file()
     with Image.open(out / "filters.png") as filters, Image.open(out / "top-left.feature_maps.png") as maps:
-        assert filters.format == maps.format == "PNG" and maps.height > 500  # five stages of efficientnet_lite0
+        assert filters.format == maps.format == "PNG"
+        assert maps.height > 500
 
 
 def test_the_heat_map_changes_when_the_weights_are_randomised(tmp_path: Path) -> None:
@@ -88,14 +95,18 @@ def test_the_default_layer_is_the_last_convolutional_stage(name: str, stage: str
     stages = run(network, torch.zeros(1, 3, 96, 96)).stages
     assert stages[-1].name == stage
     sizes = [tuple(s.activations.shape[-2:]) for s in stages]
-    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == len(sizes)  # one stage per map size
+    assert sizes == sorted(sizes, reverse=True)
+    assert len(set(sizes)) == len(sizes)
 
 
 def test_the_heat_map_is_placed_on_the_crop_the_model_saw() -> None:
     box = crop_box(400, 300, 256, 224)  # resized to 341×256, crop 224 at (58, 16): in the image ×300/256
     assert box == pytest.approx((58 * 300 / 256, 16 * 300 / 256, 282 * 300 / 256, 240 * 300 / 256), abs=0.5)
     heat = on_image(np.ones((224, 224), dtype=np.float32), 400, 300, box)
-    assert heat.shape == (300, 400) and heat[150, 200] == 1.0 and heat[150, 10] == 0.0 and heat[5, 200] == 0.0
+    assert heat.shape == (300, 400)
+    assert heat[150, 200] == 1.0
+    assert heat[150, 10] == 0.0
+    assert heat[5, 200] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -116,12 +127,16 @@ def test_explain_a_run_folder_a_bundle_and_a_checkpoint(trained: tuple[Path, Pat
     argv = ["explain", str(source), str(images), "--out", str(out), "--method", method, "--class", "coffee"]
     assert main([*argv, "--layer", "features.1", "--top-k", "2"]) == 0
     report = json.loads((out / "explain.json").read_text(encoding="utf-8"))
-    assert report["method"] == method and len(report["images"]) == 3
+    assert report["method"] == method
+    assert len(report["images"]) == 3
     for entry in report["images"]:
-        assert entry["target_class"] == "coffee" and entry["layer"] == "features.1" and len(entry["predictions"]) == 2
+        assert entry["target_class"] == "coffee"
+        assert entry["layer"] == "features.1"
+        assert len(entry["predictions"]) == 2
         with Image.open(entry["path"]) as image:
             assert np.load(out / entry["files"][1]).shape == (image.height, image.width)
-    assert (out / "filters.png").is_file() and "coffee" in capsys.readouterr().out
+    assert (out / "filters.png").is_file()
+    assert "coffee" in capsys.readouterr().out
 
 
 def test_images_with_one_name_get_their_own_files(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -129,7 +144,8 @@ def test_images_with_one_name_get_their_own_files(trained: tuple[Path, Path, Pat
     out = tmp_path / "out"
     assert main(["explain", str(run_dir), str(images / "chelsea" / "0.jpg"), str(images / "coffee" / "0.jpg"),
                  "--out", str(out)]) == 0
-    assert (out / "0.gradcam.npy").is_file() and (out / "0-2.gradcam.npy").is_file()
+    assert (out / "0.gradcam.npy").is_file()
+    assert (out / "0-2.gradcam.npy").is_file()
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -144,7 +160,8 @@ def test_bad_requests_are_one_line_errors(trained: tuple[Path, Path, Path], tmp_
     run_dir, _, images = trained
     assert main(["explain", str(run_dir), str(images), "--out", str(tmp_path / "out"), *extra]) == 2
     error = capsys.readouterr().err.strip()
-    assert message in error and "\n" not in error
+    assert message in error
+    assert "\n" not in error
 
 
 def test_bad_images_sources_and_out_folders_are_one_line_errors(trained: tuple[Path, Path, Path], tmp_path: Path,
@@ -161,5 +178,6 @@ def test_bad_images_sources_and_out_folders_are_one_line_errors(trained: tuple[P
     for argv, message in cases:
         assert main(["explain", *argv]) == 2
         error = capsys.readouterr().err.strip()
-        assert message in error and "\n" not in error
+        assert message in error
+        assert "\n" not in error
     assert not (tmp_path / "out").exists()

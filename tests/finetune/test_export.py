@@ -51,8 +51,10 @@ def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Pat
     assert {path.name for path in bundle.iterdir()} == BUNDLE_FILES  # no temporary files left behind
     metadata = json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    assert metadata["arch"] == "small_cnn" and metadata["classes"] == summary["classes"]
-    assert metadata["num_classes"] == 3 and metadata["preprocessing"] == {
+    assert metadata["arch"] == "small_cnn"
+    assert metadata["classes"] == summary["classes"]
+    assert metadata["num_classes"] == 3
+    assert metadata["preprocessing"] == {
         "crop": 28, "resize": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
         "crop_fraction": 0.875}
     assert metadata["weights"] == "none"
@@ -63,10 +65,12 @@ def test_the_bundle_holds_every_file_and_its_metadata(run_dir: Path, bundle: Pat
             "topk_error": summary[f"{split}_topk_error"], "loss": summary[f"{split}_loss"],
         }
     assert metadata["temperature"] == summary["temperature"] > 0
-    assert metadata["zoo_version"] == zoo.__version__ and metadata["torch_version"] == torch.__version__
+    assert metadata["zoo_version"] == zoo.__version__
+    assert metadata["torch_version"] == torch.__version__
     assert set(metadata["exports"]) == set(EXPORT_FORMATS)
     for name, entry in metadata["exports"].items():
-        assert (bundle / entry["file"]).is_file() and 0.0 <= entry["max_abs_diff"] <= TOLERANCE, name
+        assert (bundle / entry["file"]).is_file(), name
+        assert 0.0 <= entry["max_abs_diff"] <= TOLERANCE, name
 
 
 def test_zoo_load_predicts_like_the_checkpoint(
@@ -99,8 +103,10 @@ def test_zoo_load_predict_names_the_classes_of_a_path_a_str_a_list_or_a_tensor(
     assert top1(model.predict([str(path) for path in photos], top_k=1)) == rounded
     assert top1(model.predict(batch, top_k=1)) == rounded
     top = model.predict(photos[0], top_k=99)[0]  # capped at the class count, best first
-    assert sorted(name for name, _ in top) == model.classes and [p for _, p in top] == sorted(
-        (p for _, p in top), reverse=True) and sum(p for _, p in top) == pytest.approx(1.0)
+    assert sorted(name for name, _ in top) == model.classes
+    assert [p for _, p in top] == sorted(
+        (p for _, p in top), reverse=True)
+    assert sum(p for _, p in top) == pytest.approx(1.0)
 
 
 def test_zoo_load_needs_no_lightning(bundle: Path, photos: list[Path]) -> None:
@@ -154,7 +160,8 @@ def test_one_format_with_the_weights_and_the_printed_check(run_dir: Path, tmp_pa
     printed = capsys.readouterr().out
     assert "max |logit difference|" in printed
     for name, entry in exports.items():
-        assert f"{entry['max_abs_diff']:.2e}" in printed and name in printed
+        assert f"{entry['max_abs_diff']:.2e}" in printed
+        assert name in printed
 
 
 def test_a_non_empty_folder_is_refused_without_force(run_dir: Path, bundle: Path, tmp_path: Path, capsys) -> None:
@@ -176,7 +183,8 @@ def test_a_non_empty_folder_is_refused_without_force(run_dir: Path, bundle: Path
     # A README.md or config.json beside no zoo.json is the user's (a project's), not an old bundle's model card.
     (out / "README.md").write_text("the user's project")
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 2
-    assert "README.md" in capsys.readouterr().err and (out / "README.md").read_text() == "the user's project"
+    assert "README.md" in capsys.readouterr().err
+    assert (out / "README.md").read_text() == "the user's project"
     (out / "README.md").unlink()
     assert main(["export", str(run_dir), "--format", "safetensors", "--out", str(out), "--force"]) == 0
     # No file of the old bundle passes as the new one's.
@@ -208,7 +216,8 @@ def test_an_interrupted_export_leaves_nothing_that_looks_complete(run_dir: Path,
     with pytest.raises(KeyboardInterrupt):
         export(run_dir, ["torchscript"], out)
 
-    assert not out.exists() and not list(out.parent.glob(".*tmp-*"))
+    assert not out.exists()
+    assert not list(out.parent.glob(".*tmp-*"))
     with pytest.raises(zoo.ZooError, match="not a zoo bundle"):
         zoo.load(out)
 

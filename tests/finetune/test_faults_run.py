@@ -129,9 +129,12 @@ def test_sigterm_saves_last_checkpoint_says_how_to_resume_and_exits_non_zero(
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signal.SIGTERM, err[-2000:]
-    assert "stopped by SIGTERM" in err and f"zoo finetune --resume {out}" in err and "Traceback" not in err
+    assert "stopped by SIGTERM" in err
+    assert f"zoo finetune --resume {out}" in err
+    assert "Traceback" not in err
     done = _checkpoint_epochs(out / "last.ckpt")
-    assert done and not (out / "summary.json").exists()
+    assert done
+    assert not (out / "summary.json").exists()
     assert main(["finetune", "--resume", str(out), "--epochs", str(done[-1] + 1)]) == 0
     assert _epochs(out) == list(range(1, done[-1] + 2))
 
@@ -142,7 +145,9 @@ def test_a_full_disk_is_one_line_and_the_previous_checkpoint_survives(
     _fail_saving(monkeypatch, "last.ckpt", 2, OSError(errno.ENOSPC, "No space left on device"))
     assert main(_start(image_folder, out, "--epochs", "3")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "No space left on device" in err and str(out) in err
+    assert err.count("\n") == 1
+    assert "No space left on device" in err
+    assert str(out) in err
     assert f"zoo finetune --resume {out}" in err
     assert _checkpoint_epochs(out / "last.ckpt") == [1]
     assert not [path for path in out.iterdir() if ".tmp-" in path.name]
@@ -165,7 +170,9 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(
     assert "--resume" in capsys.readouterr().err
     assert main(["finetune", "--resume", str(out)]) == 0
     assert "starting it again from epoch 1" in capsys.readouterr().out
-    assert not stray.exists() and _epochs(out) == [1, 2] and run_summary(out)["epochs"] == 2
+    assert not stray.exists()
+    assert _epochs(out) == [1, 2]
+    assert run_summary(out)["epochs"] == 2
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +205,9 @@ def test_a_broken_last_checkpoint_on_resume_is_one_line(finished_run: Path, tmp_
     damage(run / "last.ckpt")
     assert main(["finetune", "--resume", str(run), "--epochs", "2"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "delete" in err, err
+    assert err.count("\n") == 1, err
+    assert message in err, err
+    assert "delete" in err, err
 
 
 def _relabel(path: Path, **metadata: object) -> None:
@@ -218,7 +227,9 @@ def test_resume_refuses_changing_what_the_run_is(finished_run: Path, tmp_path: P
     run = _copy_run(finished_run, tmp_path)
     assert main(["finetune", "--resume", str(run), *flags]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "new run" in err
+    assert err.count("\n") == 1
+    assert message in err
+    assert "new run" in err
 
 
 def test_resume_with_fewer_epochs_than_trained_or_with_a_config_changes_nothing(
@@ -232,7 +243,8 @@ def test_resume_with_fewer_epochs_than_trained_or_with_a_config_changes_nothing(
                            (["--config", str(config)], "--config would be ignored")):
         assert main(["finetune", "--resume", str(run), *flags]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and message in err, err
+        assert err.count("\n") == 1, err
+        assert message in err, err
     assert (run / "config.yaml").read_bytes() == before  # still resumable with its own settings
 
 
@@ -252,7 +264,8 @@ def test_a_run_folder_in_use_is_refused_to_a_second_process(finished_run: Path, 
                                f"lock_run_folder(__import__('pathlib').Path({str(run)!r})); print('held', flush=True); "
                                "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match="is in use by another zoo process"):
             lock_run_folder(run)
         assert main(["finetune", "--resume", str(run), "--epochs", "2"]) == 2
@@ -267,9 +280,11 @@ def test_a_run_folder_in_use_is_refused_to_a_second_process(finished_run: Path, 
 def test_a_moved_run_resumes_with_its_settings_and_its_best_checkpoint(finished_run: Path, tmp_path: Path) -> None:
     run = _copy_run(finished_run, tmp_path)  # another path: Lightning alone would forget the best score
     assert main(["finetune", "--resume", str(run), "--arch", "small_cnn", "--epochs", "3"]) == 0
-    assert _epochs(run) == [1, 2, 3] and "epochs: 3" in (run / "config.yaml").read_text()
+    assert _epochs(run) == [1, 2, 3]
+    assert "epochs: 3" in (run / "config.yaml").read_text()
     best_epoch = run_summary(run)["best_epoch"]
-    assert best_epoch == 1 and torch.load(run / "best.ckpt", weights_only=True)["epoch"] + 1 == best_epoch
+    assert best_epoch == 1
+    assert torch.load(run / "best.ckpt", weights_only=True)["epoch"] + 1 == best_epoch
 
 
 @pytest.mark.parametrize(("flags", "message"), [
@@ -290,7 +305,8 @@ def test_settings_that_would_hang_or_crash_are_one_line(image_folder: Path, tmp_
     out = tmp_path / "run"
     assert main(_start(image_folder, out, *flags)) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err, err
+    assert err.count("\n") == 1, err
+    assert message in err, err
     assert not out.exists()  # refused before the run folder is made
 
 
@@ -309,7 +325,9 @@ def test_an_out_that_cannot_be_a_folder_is_one_line(image_folder: Path, tmp_path
     out = blocker if where == "file" else blocker / "run"
     assert main(_start(image_folder, out)) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--out" in err and blocker.read_text() == "keep me"
+    assert err.count("\n") == 1
+    assert "--out" in err
+    assert blocker.read_text() == "keep me"
 
 
 @pytest.mark.slow
@@ -349,7 +367,9 @@ def test_a_split_without_validation_images_is_refused(tmp_path: Path, capsys: py
     images = make_image_folder(tmp_path / "images", per_class=1, classes=("a", "b", "c", "d"))
     assert main(_start(images, tmp_path / "run")) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no validation images" in err and not (tmp_path / "run").exists()
+    assert err.count("\n") == 1
+    assert "no validation images" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_classes_without_validation_images_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -384,9 +404,14 @@ def test_an_image_damaged_during_training_stops_with_the_resume_command(
     finally:
         Classifier.on_train_epoch_end = original
     err = capsys.readouterr().err
-    assert code == 2 and err.count("error:") == 1 and err.endswith("\n") and "Traceback" not in err, err
+    assert code == 2, err
+    assert err.count("error:") == 1, err
+    assert err.endswith("\n"), err
+    assert "Traceback" not in err, err
     err = err.splitlines()[-1]
-    assert str(victim) in err and "truncated" in err and f"zoo finetune --resume {out}" in err
+    assert str(victim) in err
+    assert "truncated" in err
+    assert f"zoo finetune --resume {out}" in err
     assert _checkpoint_epochs(out / "last.ckpt") == [1]
 
 
@@ -402,4 +427,5 @@ def test_resuming_a_run_that_finished_its_epochs_adds_no_row(finished_run: Path,
     run = _copy_run(finished_run, tmp_path)  # as if killed while it wrote its summary
     (run / "summary.json").unlink()
     assert main(["finetune", "--resume", str(run)]) == 0
-    assert _epochs(run) == [1] and (run / "summary.json").is_file()
+    assert _epochs(run) == [1]
+    assert (run / "summary.json").is_file()

@@ -39,25 +39,33 @@ def test_cpu_precision_follows_the_flags_and_the_probe(
 def test_auto_cache_takes_memory_within_its_budget_and_never_disk() -> None:
     assert choose_cache("auto", 1 * GIB, 8 * GIB).value == "memory"
     too_big = choose_cache("auto", 3 * GIB, 8 * GIB)
-    assert too_big.value == "none" and "budget" in too_big.reason
+    assert too_big.value == "none"
+    assert "budget" in too_big.reason
     assert choose_cache("disk", 100 * GIB, 1 * GIB).value == "disk"
 
 
 def test_the_cache_never_exceeds_its_budget_and_streams_past_it() -> None:
     assert choose_cache("memory", 1 * GIB, 8 * GIB).value == "memory"
     over = choose_cache("memory", 3 * GIB, 8 * GIB)
-    assert over.value == "none" and "exceed its budget" in over.reason and "loader workers" in over.reason
+    assert over.value == "none"
+    assert "exceed its budget" in over.reason
+    assert "loader workers" in over.reason
     assert choose_cache("disk", 10 * GIB, 1 * GIB, free_disk=100 * GIB).value == "disk"
     full = choose_cache("disk", 100 * GIB, 1 * GIB, free_disk=100 * GIB)
-    assert full.value == "none" and "100.0 GiB free" in full.reason and "ZOO_CACHE" in full.reason
+    assert full.value == "none"
+    assert "100.0 GiB free" in full.reason
+    assert "ZOO_CACHE" in full.reason
 
 
 def test_loader_settings_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "usable_cores", lambda: 16)
     gpu = choose_loader(None, 10_000, gpu=True)
-    assert gpu.num_workers == 8 and gpu.pin_memory and gpu.persistent_workers
+    assert gpu.num_workers == 8
+    assert gpu.pin_memory
+    assert gpu.persistent_workers
     cpu = choose_loader(None, 10_000, gpu=False)
-    assert cpu.num_workers == 7 and not cpu.pin_memory
+    assert cpu.num_workers == 7
+    assert not cpu.pin_memory
     assert choose_loader(None, 100, gpu=True).num_workers == 0, "a tiny data set is read in the main process"
     assert choose_loader(3, 100, gpu=False).num_workers == 3
     monkeypatch.setattr(hardware, "usable_cores", lambda: 2)
@@ -74,14 +82,17 @@ def test_depthwise_networks_are_timed_in_both_precisions_on_a_cpu(
     from finetune.runtime.hardware import has_depthwise_convolutions
 
     lite, resnet = zoo.create_model("efficientnet_lite0", 3), zoo.create_model("resnet18", 3)
-    assert has_depthwise_convolutions(lite) and not has_depthwise_convolutions(resnet)
+    assert has_depthwise_convolutions(lite)
+    assert not has_depthwise_convolutions(resnet)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: {"amx_bf16"})
     timed: list[int] = []
     monkeypatch.setattr(hardware, "network_bf16_speedup", lambda network, size: timed.append(size) or speedup)
-    assert choose_precision("auto", "cpu", resnet, 64).value == "bf16-mixed" and not timed, \
-        "no depthwise layer: no timing"
+    assert choose_precision("auto", "cpu", resnet, 64).value == "bf16-mixed", "no depthwise layer: no timing"
+    assert not timed, "no depthwise layer: no timing"
     chosen = choose_precision("auto", "cpu", lite, 320, "efficientnet_lite0")
-    assert chosen.value == expected and "depthwise convolutions" in chosen.reason and f"{speedup:.2f}×" in chosen.reason
+    assert chosen.value == expected
+    assert "depthwise convolutions" in chosen.reason
+    assert f"{speedup:.2f}×" in chosen.reason
     assert timed == [224], "timed at the run's size, at most 224 px"
     assert choose_precision("32", "cpu", lite, 64).reason == "as requested"
 
@@ -91,7 +102,8 @@ def test_the_bf16_timing_of_a_real_network_is_a_ratio() -> None:
 
     # Its size depends on the CPU: without native bf16 the emulated kernels ran 11× slower on one CI machine.
     speedup = hardware.network_bf16_speedup(zoo.create_model("efficientnet_lite0", 3), 32, batch=2, repeats=1)
-    assert math.isfinite(speedup) and speedup > 0
+    assert math.isfinite(speedup)
+    assert speedup > 0
 
 
 def test_a_precision_probe_runs_once_per_machine_and_says_so(
@@ -107,8 +119,10 @@ def test_a_precision_probe_runs_once_per_machine_and_says_so(
     first = choose_precision("auto", "cpu", lite, 64, "efficientnet_lite0")
     assert "timing efficientnet_lite0 at 64 px in bf16" in capsys.readouterr().out, "the probe is never silent"
     again = choose_precision("auto", "cpu", lite, 64, "efficientnet_lite0")
-    assert timed == [64] and first.value == again.value == "32", "timed once, then read back"
-    assert "timed on this CPU before" in again.reason and str(tmp_path) in again.reason
+    assert timed == [64], "timed once, then read back"
+    assert first.value == again.value == "32", "timed once, then read back"
+    assert "timed on this CPU before" in again.reason
+    assert str(tmp_path) in again.reason
     choose_precision("auto", "cpu", lite, 96, "efficientnet_lite0")
     assert timed == [64, 96], "another input size is another timing"
 
@@ -131,7 +145,8 @@ def test_threads_come_from_the_free_cores(monkeypatch: pytest.MonkeyPatch, cores
     monkeypatch.setattr(hardware, "TORCH_DEFAULT_THREADS", 32)
     choice = hardware.choose_threads(None, workers, processes)
     assert int(choice.value) == expected
-    assert f"{cores} usable cores" in choice.reason and f"{busy:.1f} kept busy by other processes" in choice.reason
+    assert f"{cores} usable cores" in choice.reason
+    assert f"{busy:.1f} kept busy by other processes" in choice.reason
     assert (f"{processes} training processes" in choice.reason) == (processes > 1)
     assert hardware.choose_threads(3, workers, processes) == hardware.Choice("3", "as requested")
     monkeypatch.setattr(hardware, "TORCH_DEFAULT_THREADS", 1)  # OMP_NUM_THREADS=1: nothing to measure
@@ -159,7 +174,8 @@ def test_a_run_prints_its_threads_records_them_and_gives_torch_back_its_own(
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--epochs", "1",
                  "--max-steps", "1", "--image-size", "28", "--out", str(out)]) == 0
     assert "zoo: trainer.threads: 2 (2 usable cores, 0.0 kept busy by other processes" in capsys.readouterr().out
-    assert load_config(out / "config.yaml").trainer.threads == 2 and torch.get_num_threads() == before
+    assert load_config(out / "config.yaml").trainer.threads == 2
+    assert torch.get_num_threads() == before
     monkeypatch.setattr(hardware, "others_busy_cores", lambda: 2.0)  # busy now: the run keeps its own numbers
     assert resume_config(out, {}).trainer.threads == 2
     assert resume_config(out, {"trainer": {"threads": 1}}).trainer.threads == 1

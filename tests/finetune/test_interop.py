@@ -100,7 +100,8 @@ def test_the_weights_file_and_the_onnx_graph_carry_the_classes_and_preprocessing
                 "flips_change_class": False}
     with safe_open(str(small_bundle / "model.safetensors"), "pt") as weights:
         assert json.loads(weights.metadata()["zoo"]) == expected
-        assert "classifier.weight" in weights.keys() and "classifier.linear.weight" not in weights.keys()
+        assert "classifier.weight" in weights.keys()
+        assert "classifier.linear.weight" not in weights.keys()
     props = {prop.key: prop.value for prop in onnx.load(str(small_bundle / "model.onnx")).metadata_props}
     assert json.loads(props["zoo"]) == expected
 
@@ -180,7 +181,8 @@ def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) ->
                                      "tags": ["image-classification", "zoo", "torchvision"]}
     assert (torchvision_bundle / "README.md").read_text(encoding="utf-8") == card
     test = metadata.test
-    assert test is not None and metadata.data is not None
+    assert test is not None
+    assert metadata.data is not None
     low, high = test["top1_error_ci95"]
     assert f"| test | 3 | {test['top1_error']:.2f}% | {low:.2f}–{high:.2f}% |" in body
     assert "18 training, 3 validation and 3 test images" in body
@@ -193,7 +195,8 @@ def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) ->
     assert "did not learn" not in model_card(learned)
     assert "trained from scratch with zoo" in body  # weights none
     no_test = model_card(metadata.model_copy(update={"test": None}))
-    assert "| test |" not in no_test and "No error was measured on held-out test images" in no_test
+    assert "| test |" not in no_test
+    assert "No error was measured on held-out test images" in no_test
 
 
 def test_a_timm_card_names_its_base_model() -> None:

@@ -22,10 +22,13 @@ from zoo_cli.main import main
 def test_the_rate_holds_then_anneals_from_the_plateau_or_over_the_last_fifth() -> None:
     warmup, total = 10, 110  # the default anneal: the last 20 of 100 steps
     assert [lr_factor(step, warmup, total, None) for step in (10, 60, 90)] == [1.0, 1.0, 1.0]
-    assert lr_factor(100, warmup, total, None) == pytest.approx(0.5) and lr_factor(110, warmup, total, None) == 0.0
+    assert lr_factor(100, warmup, total, None) == pytest.approx(0.5)
+    assert lr_factor(110, warmup, total, None) == 0.0
     plateau = (40, 20)
-    assert lr_factor(39, warmup, total, plateau) == 1.0 and lr_factor(50, warmup, total, plateau) == pytest.approx(0.5)
-    assert lr_factor(60, warmup, total, plateau) == 0.0 and lr_factor(100, warmup, total, plateau) == 0.0
+    assert lr_factor(39, warmup, total, plateau) == 1.0
+    assert lr_factor(50, warmup, total, plateau) == pytest.approx(0.5)
+    assert lr_factor(60, warmup, total, plateau) == 0.0
+    assert lr_factor(100, warmup, total, plateau) == 0.0
     assert lr_factor(100, warmup, total, (95, 5)) == pytest.approx(0.5), "a plateau inside the last fifth: no change"
 
 
@@ -34,7 +37,8 @@ def test_zoo_chooses_the_plateau_only_for_the_epochs_of_a_from_scratch_run(image
     spec = zoo.get_spec("small_cnn")
     scratch = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}})
     resolved, decisions = choose(scratch, spec, split, 28, pretrained=False, on_gpu=False)
-    assert resolved.optim.schedule == "plateau" and resolved.trainer.epochs == 30, "30 epochs: the ceiling"
+    assert resolved.optim.schedule == "plateau", "30 epochs: the ceiling"
+    assert resolved.trainer.epochs == 30, "30 epochs: the ceiling"
     assert "the run stops there" in next(d.reason for d in decisions if d.key == "optim.schedule")
     given = merge(scratch, {"trainer": {"epochs": 4}})
     assert choose(given, spec, split, 28, pretrained=False, on_gpu=False)[0].optim.schedule == "auto"  # cosine
@@ -51,8 +55,10 @@ def test_a_flat_validation_loss_anneals_after_the_floor_and_stops(image_folder: 
     assert "the learning rate anneals over 2 epochs and the run stops after epoch 7" in capsys.readouterr().out
     rows = run_table(out, "metrics.csv")
     rates = [float(row["lr"]) / 1e-9 for row in rows]
-    assert len(rows) == 7 and rates[3:5] == pytest.approx([1.0, 1.0])
-    assert rates[5] == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)), abs=0.05) and rates[6] == 0.0
+    assert len(rows) == 7
+    assert rates[3:5] == pytest.approx([1.0, 1.0])
+    assert rates[5] == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)), abs=0.05)
+    assert rates[6] == 0.0
 
 
 def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path: Path,
@@ -79,7 +85,9 @@ def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path:
     monkeypatch.undo()
     assert main(["finetune", "--resume", str(out)]) == 0
     rates = [float(row["lr"]) / 1e-9 for row in run_table(out, "metrics.csv")]
-    assert len(rates) == 7 and rates[5] == pytest.approx(0.5, abs=0.05) and rates[6] == 0.0, rates
+    assert len(rates) == 7, rates
+    assert rates[5] == pytest.approx(0.5, abs=0.05), rates
+    assert rates[6] == 0.0, rates
 
 
 def test_a_fall_inside_the_validation_losss_noise_is_not_an_improvement() -> None:

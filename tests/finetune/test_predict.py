@@ -44,11 +44,14 @@ def test_json_lists_every_image_and_the_unreadable_one_with_its_error(run_dir: P
     ]
     assert all(set(result) == {"path", "predictions", "error"} for result in results)
     broken = results.pop(4)
-    assert broken["predictions"] == [] and "not an image" in broken["error"]
+    assert broken["predictions"] == []
+    assert "not an image" in broken["error"]
     for result in results:
-        assert result["error"] is None and len(result["predictions"]) == 2
+        assert result["error"] is None
+        assert len(result["predictions"]) == 2
         first, second = result["predictions"]
-        assert {first["class"], second["class"]} <= set(CLASSES) and first["class"] != second["class"]
+        assert {first["class"], second["class"]} <= set(CLASSES)
+        assert first["class"] != second["class"]
         assert 1.0 >= first["probability"] >= second["probability"] > 0.0
 
 
@@ -77,7 +80,8 @@ def test_the_table_names_each_image_and_a_missing_file(run_dir: Path, photos: Pa
     assert main(["predict", str(run_dir / "best.ckpt"), str(good), str(photos / "gone.png")]) == 1
 
     captured = capsys.readouterr()
-    assert str(good) in captured.out and "error: no such file" in captured.out
+    assert str(good) in captured.out
+    assert "error: no such file" in captured.out
     assert "1 of 2 images could not be read" in captured.err
 
 
@@ -98,8 +102,10 @@ def test_class_names_never_reach_the_terminal_as_control_codes(run_dir: Path, tm
     capsys.readouterr()
     assert main(["predict", str(bundle), str(photo), "--format", fmt, "--top-k", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "\x1b" not in printed and "\x9b" not in printed, "no escape sequence reaches the terminal"
-    assert ("\\x1b[2J" in printed or "\\u001b[2J" in printed) and "[bold]markup[/bold]" in printed
+    assert "\x1b" not in printed, "no escape sequence reaches the terminal"
+    assert "\x9b" not in printed, "no escape sequence reaches the terminal"
+    assert ("\\x1b[2J" in printed or "\\u001b[2J" in printed)
+    assert "[bold]markup[/bold]" in printed
 
 
 def test_a_registry_name_predicts_imagenet_classes_with_its_installed_weights(tmp_path: Path, capsys) -> None:
@@ -111,6 +117,7 @@ def test_a_registry_name_predicts_imagenet_classes_with_its_installed_weights(tm
     # efficientnet_lite0's ImageNet weights ship in a pip package; the names are torchvision's ImageNet categories.
     assert main(["predict", "efficientnet_lite0", str(cat), "--format", "json", "--top-k", "3"]) == 0
     top = json.loads(capsys.readouterr().out)[0]["predictions"]
-    assert top[0]["class"] in {"tabby", "tiger cat", "Egyptian cat"} and top[0]["probability"] > 0.3
+    assert top[0]["class"] in {"tabby", "tiger cat", "Egyptian cat"}
+    assert top[0]["probability"] > 0.3
     assert main(["predict", "small_cnn", str(cat)]) == 2  # no pretrained weights: one line saying what to pass
     assert "small_cnn has no pretrained weights" in capsys.readouterr().err

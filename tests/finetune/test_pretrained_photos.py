@@ -40,7 +40,8 @@ def test_efficientnet_lite0_recognises_real_photos(
 def test_package_checkpoint_maps_in_order_onto_timm_keys() -> None:
     spec = zoo.get_spec("efficientnet_lite0")
     state_dict, _ = resolve_state_dict(spec, "default", spec.build())
-    assert len(state_dict) == 296 and next(iter(state_dict)) == "conv_stem.weight"
+    assert len(state_dict) == 296
+    assert next(iter(state_dict)) == "conv_stem.weight"
     model = zoo.create_model("efficientnet_lite0", num_classes=4, weights="default")
     assert torch.equal(model.conv_stem.weight, state_dict["conv_stem.weight"])
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 4)

@@ -27,7 +27,8 @@ def test_a_long_phase_in_a_log_says_its_rate_and_time_left_every_ten_seconds(
     for _ in tracked(range(40), 40, "decode", "decoding images once", None):
         clock.now += 1.0  # one image a second
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "zoo: decoding images once (40) …" and lines[-1] == "zoo: decoding images once: done in 40.0 s"
+    assert lines[0] == "zoo: decoding images once (40) …"
+    assert lines[-1] == "zoo: decoding images once: done in 40.0 s"
     middle = lines[1:-1]
     # The first after 5 s, then at most one every 10 s: a 40 s phase gets 4, not one per image.
     assert [line.split(":")[2].split()[0] for line in middle] == ["5/40", "15/40", "25/40", "35/40"]

@@ -39,25 +39,31 @@ def test_digits_from_scratch_get_no_augmentation_a_high_rate_and_enough_steps() 
     config = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}, "data": {"image_size": 28}})
     resolved, decisions = _decided(config, resolve_data("digits"), pretrained=False)
     assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("none", "none", 3e-3)
-    assert resolved.optim.backbone_lr_mult == 1.0 and resolved.trainer.epochs == 15  # 40 steps an epoch, 600 steps
+    assert resolved.optim.backbone_lr_mult == 1.0
+    assert resolved.trainer.epochs == 15
     assert "glyph-like" in decisions["data.augment"].reason
 
 
 def test_grey_faces_are_not_glyphs(tmp_path: Path) -> None:
     profile = profile_data(split_folder(faces_folder(tmp_path / "faces")))
-    assert profile.grey and profile.side == 25 and not profile.glyph_like
+    assert profile.grey
+    assert profile.side == 25
+    assert not profile.glyph_like
     config = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}, "data": {"image_size": 28}})
     resolved, _ = _decided(config, tmp_path / "faces", pretrained=False)
-    assert resolved.data.augment == "standard" and resolved.trainer.epochs == 30  # 5 steps an epoch: capped
+    assert resolved.data.augment == "standard"
+    assert resolved.trainer.epochs == 30
 
 
 def test_pretrained_photos_on_a_cpu_train_a_head_on_cached_features(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     resolved, decisions = _decided(RunConfig(), folder, pretrained=True)
     assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("light", "backbone", 3e-3)
-    assert resolved.optim.backbone_lr_mult == 1.0 and 10 <= resolved.trainer.epochs <= 20
+    assert resolved.optim.backbone_lr_mult == 1.0
+    assert 10 <= resolved.trainer.epochs <= 20
     reason = decisions["optim.freeze"].reason
-    assert "a full fine-tune of resnet18" in reason and "--freeze until-epoch 1" in reason
+    assert "a full fine-tune of resnet18" in reason
+    assert "--freeze until-epoch 1" in reason
 
 
 def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbone_rate(tmp_path: Path) -> None:
@@ -65,7 +71,8 @@ def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbon
     resolved, _ = _decided(RunConfig(), folder, pretrained=True, on_gpu=True)
     optim = resolved.optim
     assert (optim.freeze, optim.unfreeze_epoch, optim.backbone_lr_mult) == ("until-epoch", 1, 0.1)
-    assert resolved.optim.lr == 1e-3 and 5 <= resolved.trainer.epochs <= 20
+    assert resolved.optim.lr == 1e-3
+    assert 5 <= resolved.trainer.epochs <= 20
 
 
 def test_a_long_fine_tune_on_a_gpu_starts_with_a_probe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,7 +81,8 @@ def test_a_long_fine_tune_on_a_gpu_starts_with_a_probe(tmp_path: Path, monkeypat
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     monkeypatch.setattr(recipe, "GPU_THROUGHPUT", 1e6)  # a GPU so slow that 60 images take hours
     resolved, decisions = _decided(RunConfig(), folder, pretrained=True, on_gpu=True)
-    assert resolved.optim.freeze == "backbone" and "pretrained weights on a GPU" in decisions["optim.freeze"].reason
+    assert resolved.optim.freeze == "backbone"
+    assert "pretrained weights on a GPU" in decisions["optim.freeze"].reason
 
 
 def test_a_given_value_always_wins(tmp_path: Path) -> None:
@@ -84,7 +92,8 @@ def test_a_given_value_always_wins(tmp_path: Path) -> None:
     resolved, decisions = _decided(given, folder, pretrained=True)
     assert (resolved.data.augment, resolved.optim.lr, resolved.optim.freeze, resolved.trainer.epochs) == \
         ("trivial", 0.01, "none", 3)
-    assert set(decisions) == {"optim.backbone_lr_mult"} and resolved.optim.backbone_lr_mult == 0.1
+    assert set(decisions) == {"optim.backbone_lr_mult"}
+    assert resolved.optim.backbone_lr_mult == 0.1
     everything = merge(given, {"optim": {"backbone_lr_mult": 1.0}})
     assert _decided(everything, folder, pretrained=True) == (everything, {})
 
@@ -112,16 +121,19 @@ def test_small_glyphs_on_a_pretrained_network_train_near_their_size_with_a_full_
         ("until-epoch", 1, 1.0)
     assert "glyph-like images, unlike the photos" in decisions["optim.freeze"].reason
     assert "is estimated at" in decisions["optim.freeze"].reason
-    assert isinstance(resolved.optim.ema, float) and 0.9 <= resolved.optim.ema < 1
+    assert isinstance(resolved.optim.ema, float)
+    assert 0.9 <= resolved.optim.ema < 1
 
 
 def test_ema_is_on_where_the_backbone_trains_and_off_for_a_head_on_cached_features(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     probe, decisions = _decided(RunConfig(), folder, pretrained=True)
-    assert probe.optim.freeze == "backbone" and probe.optim.ema == "off"
+    assert probe.optim.freeze == "backbone"
+    assert probe.optim.ema == "off"
     scratch, decisions = _decided(merge(RunConfig(), {"model": {"weights": "none"}}), folder, pretrained=False)
     # 42 training images, 2 steps an epoch, 30 epochs: 60 steps, an average over the last 6 (the lowest decay).
-    assert scratch.optim.ema == 0.9 and "60 steps" in decisions["optim.ema"].reason
+    assert scratch.optim.ema == 0.9
+    assert "60 steps" in decisions["optim.ema"].reason
 
 
 @pytest.mark.parametrize("flag", [["--augment", "none"], []])
@@ -134,7 +146,8 @@ def test_finetune_prints_each_choice_with_its_reason(
             "--max-steps", "2", "--out", str(tmp_path / "run"), *flag]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert ("zoo: data.augment:" in printed) == (not flag) and "zoo: optim.lr: 0.003 (random weights" in printed
+    assert ("zoo: data.augment:" in printed) == (not flag)
+    assert "zoo: optim.lr: 0.003 (random weights" in printed
     assert "trainer.epochs" not in printed, "a given value is not chosen again"
 
 
@@ -144,5 +157,6 @@ def test_an_entry_without_pretrained_weights_records_none_not_default(image_fold
     config = merge(RunConfig(), {"model": {"arch": "small_cnn"}, "data": {"path": str(image_folder)}})
     assert config.model.weights == "default"
     chosen = choose_settings(config, split_folder(image_folder))
-    assert chosen.model.weights == "none" and chosen.optim.freeze == "none"  # what config.yaml then says
+    assert chosen.model.weights == "none"
+    assert chosen.optim.freeze == "none"
     assert "model.weights: none (small_cnn has no pretrained weights" in capsys.readouterr().out

@@ -19,7 +19,8 @@ def run_dir(small_run: Path) -> Path:
 def test_a_summary_reads_back_as_it_was_written(run_dir: Path, tmp_path: Path) -> None:
     summary = RunSummary.read(run_dir)
     assert summary.to_dict() == json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    assert summary.error(summary.reported_on) == summary.test_top1_error and summary.config.model.arch == "small_cnn"
+    assert summary.error(summary.reported_on) == summary.test_top1_error
+    assert summary.config.model.arch == "small_cnn"
     summary.write(tmp_path)
     assert RunSummary.read(tmp_path) == summary
 
@@ -36,7 +37,8 @@ def test_a_field_of_the_wrong_type_is_named(run_dir: Path, tmp_path: Path, chang
     (tmp_path / "summary.json").write_text(json.dumps(content), encoding="utf-8")
     with pytest.raises(ZooError) as error:
         RunSummary.read(tmp_path)
-    assert message in str(error.value) and "\n" not in str(error.value)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_the_learning_curves_mark_the_epoch_whose_checkpoint_was_kept() -> None:
@@ -47,7 +49,8 @@ def test_the_learning_curves_mark_the_epoch_whose_checkpoint_was_kept() -> None:
     figure = learning_curves_figure(rows, "small_cnn on digits", chosen_epoch=3)
     for axis in figure.axes:
         marks = [line for line in axis.get_lines() if line.get_label() == "chosen: epoch 3"]
-        assert len(marks) == 1 and list(marks[0].get_xdata()) == [3, 3]
+        assert len(marks) == 1
+        assert list(marks[0].get_xdata()) == [3, 3]
         assert "chosen: epoch 3" in [text.get_text() for text in axis.get_legend().get_texts()]
     star = [line for line in figure.axes[1].get_lines() if line.get_marker() == "*"]
     assert [(list(line.get_xdata()), list(line.get_ydata())) for line in star] == [([3], [1.0])]

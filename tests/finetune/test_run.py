@@ -31,37 +31,47 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
                  *QUICK]) == 0
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     summary = run_summary(out)
-    assert summary["arch"] == "small_cnn" and summary["classes"] == ["astronaut", "chelsea", "coffee"]
+    assert summary["arch"] == "small_cnn"
+    assert summary["classes"] == ["astronaut", "chelsea", "coffee"]
     assert (summary["num_train"], summary["num_val"], summary["num_test"], summary["num_skipped"]) == (18, 3, 3, 0)
-    assert summary["epochs"] == 2 and summary["precision"] in {"32", "bf16-mixed"}
+    assert summary["epochs"] == 2
+    assert summary["precision"] in {"32", "bf16-mixed"}
     # 3 classes: the top-3 always hits, so top-k is top-2, the largest k that can still miss.
-    assert summary["k"] == 2 and summary["val_topk_error"] <= summary["val_top1_error"]
-    assert summary["train_images_per_second"] > 0 and Path(summary["best_checkpoint"]).is_file()
+    assert summary["k"] == 2
+    assert summary["val_topk_error"] <= summary["val_top1_error"]
+    assert summary["train_images_per_second"] > 0
+    assert Path(summary["best_checkpoint"]).is_file()
     # The phases split the wall time from the process's start without overlapping: together they are at most it.
     phases = summary["phase_seconds"]
     assert {"startup", "scan", "setup", "precision", "decode", "train", "calibration", "held_out",
             "report"} <= set(phases)
-    assert all(seconds >= 0 for seconds in phases.values()) and sum(phases.values()) <= summary["wall_seconds"]
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert sum(phases.values()) <= summary["wall_seconds"]
     rows = run_table(out, "metrics.csv")
-    assert [row["epoch"] for row in rows] == ["1", "2"] and "val/topk_error" in rows[0]
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert "val/topk_error" in rows[0]
     # Every validation figure of the summary is the best epoch's row, counted from 1 as in the file.
     best = min(rows, key=lambda row: (float(row["val/top1_error"]), float(row["val/loss"])))
-    assert summary["best_epoch"] == int(best["epoch"]) and summary["val_loss"] == float(best["val/loss"])
+    assert summary["best_epoch"] == int(best["epoch"])
+    assert summary["val_loss"] == float(best["val/loss"])
     assert summary["val_top1_error"] == float(best["val/top1_error"])
     assert summary["val_topk_error"] == float(best["val/topk_error"])
     assert (out / "learning_curves.png").stat().st_size > 10_000
     saved = load_config(out / "config.yaml")
     # The precision as chosen, which every process of a DDP launch then reads (each would time bf16 anew); the
     # config keeps auto, so a resume on other hardware chooses again.
-    assert saved.model.arch == "small_cnn" and saved.trainer.precision == "auto"
+    assert saved.model.arch == "small_cnn"
+    assert saved.trainer.precision == "auto"
     assert (out / "precision.txt").read_text() == f"{summary['precision']}\n"
     printed = capsys.readouterr()
-    assert "test top-1 error (once, best checkpoint)" in printed.out and f"run folder: {out}" in printed.out
+    assert "test top-1 error (once, best checkpoint)" in printed.out
+    assert f"run folder: {out}" in printed.out
     # Not a terminal: one line per epoch, counted from 1, and no progress-bar redraws in the log.
     epochs = [line for line in printed.out.splitlines() if line.startswith("epoch ")]
     assert [line.split("  ")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
     assert all("val top-1 error" in line and "img/s" in line and "left ~" in line for line in epochs)
-    assert "\r" not in printed.out and "it/s" not in printed.out + printed.err
+    assert "\r" not in printed.out
+    assert "it/s" not in printed.out + printed.err
     assert "GPU available" not in printed.out + printed.err, "Lightning's start-up chatter is dropped"
 
 
@@ -71,7 +81,8 @@ def test_a_terminal_gets_the_live_progress_bar(image_folder: Path, tmp_path: Pat
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "1", "--out", str(out),
                  *QUICK]) == 0
     printed = capsys.readouterr().out
-    assert "Epoch 1/1: 100%" in printed and "loss=" in printed, "the bar counts epochs from 1 and shows the step loss"
+    assert "Epoch 1/1: 100%" in printed, "the bar counts epochs from 1 and shows the step loss"
+    assert "loss=" in printed, "the bar counts epochs from 1 and shows the step loss"
     assert not [line for line in printed.splitlines() if line.startswith("epoch 1/1  ")]
 
 
@@ -81,9 +92,12 @@ def test_digits_builtin_dataset_with_its_config(tmp_path: Path) -> None:
             "--out", str(out)]
     assert main(argv) == 0
     summary = run_summary(out)
-    assert summary["num_classes"] == 10 and summary["num_train"] + summary["num_val"] + summary["num_test"] == 1797
+    assert summary["num_classes"] == 10
+    assert summary["num_train"] + summary["num_val"] + summary["num_test"] == 1797
     assert summary["num_test"] == summary["num_val"] == 269  # 15% each, stratified over 10 classes
-    assert summary["steps"] == 5 and summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
+    assert summary["steps"] == 5
+    assert summary["test_top1_error"] is not None
+    assert (out / "best.ckpt").is_file()
 
 
 def test_resnet18_at_a_small_size(image_folder: Path, tmp_path: Path) -> None:
@@ -92,7 +106,9 @@ def test_resnet18_at_a_small_size(image_folder: Path, tmp_path: Path) -> None:
             "--max-steps", "2", "--out", str(out), *QUICK]
     assert main(argv) == 0
     summary = run_summary(out)
-    assert summary["steps"] == 2 and summary["image_size"] == 32 and summary["memory_format"] == "channels_last"
+    assert summary["steps"] == 2
+    assert summary["image_size"] == 32
+    assert summary["memory_format"] == "channels_last"
 
 
 @pytest.fixture
@@ -165,7 +181,10 @@ def test_missing_weights_offline_is_one_line_naming_the_file(image_folder: Path,
     out = tmp_path / "never"
     assert main(["finetune", "--arch", "resnet50", "--data", str(image_folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "resnet50-11ad3fa6.pth" in err and "hub/checkpoints" in err and "--weights none" in err
+    assert "\n" not in err
+    assert "resnet50-11ad3fa6.pth" in err
+    assert "hub/checkpoints" in err
+    assert "--weights none" in err
     assert not out.exists(), "a failed start leaves no run folder behind"
 
 
@@ -177,7 +196,8 @@ def test_unreadable_files_are_skipped_and_listed(image_folder: Path, tmp_path: P
                  *QUICK]) == 0
     with (out / "skipped.csv").open(encoding="utf-8") as file:
         skipped = {Path(row["path"]).name: row["reason"] for row in csv.DictReader(file)}
-    assert set(skipped) == {"truncated.jpg", "empty.png"} and all(skipped.values())
+    assert set(skipped) == {"truncated.jpg", "empty.png"}
+    assert all(skipped.values())
     assert "skipped 2 unreadable files" in capsys.readouterr().err
     assert run_summary(out)["num_skipped"] == 2
 
@@ -192,7 +212,8 @@ def test_unreadable_files_are_skipped_and_listed(image_folder: Path, tmp_path: P
 def test_bad_data_folders_are_one_line_errors(tmp_path: Path, make, message: str, capsys) -> None:
     assert main(["finetune", "--arch", "small_cnn", "--data", str(make(tmp_path)), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and message in err
+    assert "\n" not in err
+    assert message in err
 
 
 def test_existing_run_folder_is_refused(image_folder: Path, tmp_path: Path, capsys) -> None:
@@ -200,7 +221,8 @@ def test_existing_run_folder_is_refused(image_folder: Path, tmp_path: Path, caps
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--out", str(out)]) == 2
-    assert "--resume" in capsys.readouterr().err and (out / "notes.txt").read_text() == "keep me"
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
     assert [p.name for p in out.iterdir()] == ["notes.txt"]
 
 
@@ -222,7 +244,8 @@ def test_interrupt_saves_last_checkpoint_and_resume_finishes(
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     assert stopped.value.code == 130  # 128 + SIGINT, what a shell reports for Ctrl-C
-    assert (out / "last.ckpt").is_file() and f"zoo finetune --resume {out}" in capsys.readouterr().err
+    assert (out / "last.ckpt").is_file()
+    assert f"zoo finetune --resume {out}" in capsys.readouterr().err
     monkeypatch.setattr(Classifier, "training_step", original)
     assert main(["finetune", "--resume", str(out)]) == 0
     assert [row["epoch"] for row in run_table(out, "metrics.csv")] == ["1", "2", "3"]
@@ -258,13 +281,15 @@ def test_ddp_with_two_cpu_processes(image_folder: Path, tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = run_summary(out)
-    assert summary["test_top1_error"] is not None and (out / "best.ckpt").is_file()
+    assert summary["test_top1_error"] is not None
+    assert (out / "best.ckpt").is_file()
     assert len((out / "test_predictions.csv").read_text().splitlines()) == 1 + summary["num_test"]
     # Resumed, both processes continue from last.ckpt: the folder is handed to the second one on resume too.
     resumed = subprocess.run([sys.executable, "-m", "zoo_cli.main", "finetune", "--resume", str(out), "--epochs", "2"],
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert [row["epoch"] for row in run_table(out, "metrics.csv")] == ["1", "2"] and run_summary(out)["epochs"] == 2
+    assert [row["epoch"] for row in run_table(out, "metrics.csv")] == ["1", "2"]
+    assert run_summary(out)["epochs"] == 2
 
 
 @pytest.mark.slow
@@ -291,7 +316,8 @@ def test_ddp_validation_counts_each_image_once(image_folder: Path, tmp_path: Pat
     assert float(row["val/top1_error"]) == pytest.approx(by_hand.top1_error, abs=1e-3)
     assert float(row["val/loss"]) == pytest.approx(by_hand.loss, abs=1e-4)
     summary = run_summary(out)
-    assert summary["num_val"] == 3 and summary["val_top1_error_ci95"] == by_hand.top1_error_ci95
+    assert summary["num_val"] == 3
+    assert summary["val_top1_error_ci95"] == by_hand.top1_error_ci95
     # The temperature is fitted on rank 0 over the whole validation split.
     assert summary["val_nll_before"] == pytest.approx(by_hand.loss, abs=1e-4)
 
@@ -322,9 +348,11 @@ def test_biases_and_normalisation_get_no_weight_decay() -> None:
     groups = Classifier(network, heads=("fc",), num_classes=3, optim=optim).parameter_groups()
     names = {id(p): name for name, p in network.named_parameters()}
     by_setting = {(group["lr"], group["weight_decay"]): {names[id(p)] for p in group["params"]} for group in groups}
-    assert by_setting[(1e-3, 0.05)] == {"fc.linear.weight"} and by_setting[(1e-3, 0.0)] == {"fc.linear.bias"}
+    assert by_setting[(1e-3, 0.05)] == {"fc.linear.weight"}
+    assert by_setting[(1e-3, 0.0)] == {"fc.linear.bias"}
     backbone_decay, backbone_plain = by_setting[(1e-4, 0.05)], by_setting[(1e-4, 0.0)]
-    assert "conv1.weight" in backbone_decay and all("conv" in name or "downsample.0" in name for name in backbone_decay)
+    assert "conv1.weight" in backbone_decay
+    assert all("conv" in name or "downsample.0" in name for name in backbone_decay)
     assert {"bn1.weight", "bn1.bias", "layer1.0.bn2.weight"} <= backbone_plain
     assert all(network.get_parameter(name).ndim == 1 for name in backbone_plain)
     assert sum(len(group["params"]) for group in groups) == len(list(network.parameters()))
@@ -350,9 +378,11 @@ def test_lr_auto_finds_a_rate_on_the_training_split_and_records_it(image_folder:
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "1", "--lr", "auto",
                  "--out", str(out), *QUICK]) == 0
     finding = json.loads((out / "lr_find.json").read_text(encoding="utf-8"))
-    assert finding["split"] == "train" and len(finding["lr"]) == len(finding["loss"]) > 10
+    assert finding["split"] == "train"
+    assert len(finding["lr"]) == len(finding["loss"]) > 10
     assert finding["steps"] == len(finding["lr"]) <= finding["max_steps"] == lr_finder.STEPS  # as the log shows
-    assert 1e-6 <= finding["suggestion"] <= 1.0 and finding["suggestion"] in finding["lr"]
+    assert 1e-6 <= finding["suggestion"] <= 1.0
+    assert finding["suggestion"] in finding["lr"]
     assert (out / "lr_find.png").stat().st_size > 10_000
     assert load_config(out / "config.yaml").optim.lr == finding["suggestion"], "config.yaml holds the number"
     assert run_summary(out)["config"]["optim"]["lr"] == finding["suggestion"]
@@ -370,10 +400,14 @@ def test_lr_find_alone_prints_a_suggestion_and_touches_no_held_out_image(image_f
     monkeypatch.setattr(ImageDataModule, "test_dataloader", refuse)
     assert main(["lr-find", "--arch", "small_cnn", "--data", str(image_folder), *QUICK]) == 0
     printed = capsys.readouterr().out
-    assert "suggested learning rate for small_cnn: " in printed and "-step range test on the training split" in printed
+    assert "suggested learning rate for small_cnn: " in printed
+    assert "-step range test on the training split" in printed
     # set against the rate zoo's recipe would train with, and only the settings that apply to the test
-    assert "zoo's recipe trains this run at 3e-03" in printed and "the suggestion" in printed
-    assert "trainer.epochs" not in printed and "optim.lr:" not in printed and "optim.freeze: none" in printed
+    assert "zoo's recipe trains this run at 3e-03" in printed
+    assert "the suggestion" in printed
+    assert "trainer.epochs" not in printed
+    assert "optim.lr:" not in printed
+    assert "optim.freeze: none" in printed
     assert main(["lr-find", "--arch", "small_cnn", "--data", str(image_folder), *QUICK, "--lr", "0.01"]) == 0
     assert "use it with --lr" in capsys.readouterr().out  # a rate of one's own: no recipe to compare with
     assert not Path("lr_find.png").exists(), "without --out nothing is written"
@@ -403,14 +437,16 @@ def test_a_logger_whose_package_is_missing_is_one_line(image_folder: Path, tmp_p
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--logger", logger,
                  "--out", str(tmp_path / "run"), *QUICK]) == 2
-    assert command in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert command in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("flag", [["--lr", "nan"], ["--lr", "inf"], ["--weight-decay", "nan"],
                                   ["--label-smoothing", "nan"], ["--dropout", "nan"]])
 def test_non_finite_settings_are_refused(image_folder: Path, tmp_path: Path, capsys, flag: list[str]) -> None:
     assert main(["finetune", "--data", str(image_folder), "--out", str(tmp_path / "run"), *flag]) == 2
-    assert flag[0].lstrip("-").replace("-", "_") in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert flag[0].lstrip("-").replace("-", "_") in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line(image_folder: Path, tmp_path: Path, capsys,
@@ -428,7 +464,8 @@ def test_a_loss_that_stops_being_finite_ends_the_run_in_one_line(image_folder: P
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "3", "--out", str(out),
                  *QUICK]) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "the training loss became nan at epoch 2, step 3" in error and "lower --lr" in error
+    assert "the training loss became nan at epoch 2, step 3" in error
+    assert "lower --lr" in error
 
 
 @pytest.mark.slow

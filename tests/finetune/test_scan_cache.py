@@ -29,17 +29,20 @@ def test_a_second_scan_decodes_only_changed_files(image_folder: Path, decoded: l
     first = scan.scan_folder(image_folder)
     assert len(decoded) == 24
     decoded.clear()
-    assert scan.scan_folder(image_folder) == first and decoded == []
+    assert scan.scan_folder(image_folder) == first
+    assert decoded == []
     touched = image_folder / "coffee" / "3.jpg"
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))  # edited: a new mtime
     damaged = image_folder / "chelsea" / "5.jpg"
     damaged.write_bytes(damaged.read_bytes()[:200])  # cut short: a new size
     again = scan.scan_folder(image_folder)
     assert sorted(decoded) == sorted([touched, damaged])
-    assert [file.path for file in again.skipped] == [damaged] and len(again.samples) == 23
+    assert [file.path for file in again.skipped] == [damaged]
+    assert len(again.samples) == 23
     decoded.clear()
     (image_folder / "astronaut" / "new.png").write_bytes((image_folder / "astronaut" / "0.jpg").read_bytes())
-    assert len(scan.scan_folder(image_folder).samples) == 24 and decoded == [image_folder / "astronaut" / "new.png"]
+    assert len(scan.scan_folder(image_folder).samples) == 24
+    assert decoded == [image_folder / "astronaut" / "new.png"]
 
 
 def test_an_unwritable_cache_only_costs_checking_again(image_folder: Path, decoded: list[Path], tmp_path: Path,
@@ -48,7 +51,8 @@ def test_an_unwritable_cache_only_costs_checking_again(image_folder: Path, decod
     blocked.write_text("a file where the cache folder should be")
     monkeypatch.setenv("ZOO_CACHE", str(blocked))
     assert len(scan.scan_folder(image_folder).samples) == 24
-    assert len(scan.scan_folder(image_folder).samples) == 24 and len(decoded) == 48
+    assert len(scan.scan_folder(image_folder).samples) == 24
+    assert len(decoded) == 48
 
 
 class _Damages(pl.Callback):
@@ -78,7 +82,9 @@ def test_a_folder_changed_during_a_run_names_the_file_and_the_next_scan_skips_it
     with pytest.raises(UnreadableImageError) as raised:
         train(config, watchers=[_Damages(damaged)])
     message = str(raised.value)
-    assert f"cannot read {damaged}" in message and "the file changed since" in message
-    assert "zoo finetune --resume" in message and len(message.splitlines()) == 1
+    assert f"cannot read {damaged}" in message
+    assert "the file changed since" in message
+    assert "zoo finetune --resume" in message
+    assert len(message.splitlines()) == 1
     # Its size changed, so the next scan checks it again rather than trusting the verdict it had.
     assert [file.path for file in scan.scan_folder(image_folder).skipped] == [damaged]

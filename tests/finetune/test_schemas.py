@@ -48,7 +48,8 @@ def test_a_zoo_json_key_it_does_not_know_or_of_the_wrong_type_is_named(bundle: P
     (damaged / "zoo.json").write_text(json.dumps({**_content(bundle), **change}), encoding="utf-8")
     with pytest.raises(ZooError) as error:
         zoo.load(damaged)
-    assert message in str(error.value) and "make the file again" in str(error.value)
+    assert message in str(error.value)
+    assert "make the file again" in str(error.value)
     assert "\n" not in str(error.value)
 
 
@@ -85,5 +86,6 @@ def test_a_summary_key_it_does_not_know_or_of_the_wrong_type_is_named(small_run:
     (tmp_path / "summary.json").write_text(json.dumps(content), encoding="utf-8")
     with pytest.raises(ZooError) as error:
         RunSummary.read(tmp_path)
-    assert f"{tmp_path / 'summary.json'}" in str(error.value) and message in str(error.value)
+    assert f"{tmp_path / 'summary.json'}" in str(error.value)
+    assert message in str(error.value)
     assert "train the run again" in str(error.value)

@@ -141,14 +141,16 @@ def test_predict_gives_the_models_own_probabilities(server: Server, bundle: Path
 @pytest.mark.parametrize(("query", "count"), [("?top_k=1", 1), ("?top_k=2", 2), ("?top_k=99", 3)])
 def test_top_k(server: Server, photo: Path, query: str, count: int) -> None:
     response = post_image(server, photo.read_bytes(), query=query)
-    assert response.status_code == 200 and len(response.json()["predictions"]) == count
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == count
 
 
 def test_health_and_metadata(server: Server, bundle: Path, run_dir: Path) -> None:
     assert requests.get(server.url + "health", timeout=TIMEOUT).json() == {"status": "ok"}
     metadata = requests.get(server.url + "metadata", timeout=TIMEOUT).json()
     summary, bundled = run_summary(run_dir), json.loads((bundle / "zoo.json").read_text(encoding="utf-8"))
-    assert metadata["arch"] == "small_cnn" and metadata["classes"] == bundled["classes"]
+    assert metadata["arch"] == "small_cnn"
+    assert metadata["classes"] == bundled["classes"]
     preprocessing = bundled["preprocessing"]
     assert metadata["preprocessing"] == {"image_size": preprocessing["crop"], **{
         key: preprocessing[key] for key in ("resize", "interpolation", "mean", "std")}}
@@ -178,7 +180,8 @@ def test_explain_draws_the_grad_cam_of_the_top_class_over_the_image(server: Serv
 def test_explain_refuses_bad_input(server: Server, photo: Path, query: str, data: bytes | None, words: str) -> None:
     upload = photo.read_bytes() if data is None else data
     response = requests.post(server.url + "explain" + query, files={"file": ("a.jpg", upload)}, timeout=TIMEOUT)
-    assert response.status_code == 400 and words in response.json()["error"]
+    assert response.status_code == 400
+    assert words in response.json()["error"]
 
 
 def test_listens_on_localhost_by_default(server: Server) -> None:
@@ -227,7 +230,8 @@ def test_a_real_decompression_bomb_is_refused_before_decoding(server: Server) ->
     Image.new("1", (9_500, 9_500)).save(buffer, "PNG")  # 90 megapixels in 11 kB
     response = requests.post(server.url + "predict", data=buffer.getvalue(), headers={"Content-Type": "image/png"},
                              timeout=TIMEOUT)
-    assert response.status_code == 413 and "9500×9500" in response.json()["error"]
+    assert response.status_code == 413
+    assert "9500×9500" in response.json()["error"]
 
 
 def test_an_81_megapixel_image_is_answered_from_a_reduced_copy(server: Server) -> None:
@@ -235,20 +239,23 @@ def test_an_81_megapixel_image_is_answered_from_a_reduced_copy(server: Server) -
     Image.new("1", (9_000, 9_000)).save(buffer, "PNG")  # under the pixel budget: decoded, then reduced at once
     response = requests.post(server.url + "predict", data=buffer.getvalue(), headers={"Content-Type": "image/png"},
                              timeout=TIMEOUT)
-    assert response.status_code == 200 and len(response.json()["predictions"]) == 3
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 3
 
 
 @pytest.mark.parametrize("path", ["health", "metadata", ""])
 def test_head_answers_as_get_does_without_a_body(server: Server, path: str) -> None:
     response = requests.head(server.url + path, timeout=TIMEOUT)
-    assert response.status_code == 200 and response.content == b""
+    assert response.status_code == 200
+    assert response.content == b""
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [("get", "nothing", 404), ("delete", "health", 405),
                                                         ("get", "predict", 405)])
 def test_other_paths_answer_json_errors(server: Server, method: str, path: str, status: int) -> None:
     response = requests.request(method, server.url + path, timeout=TIMEOUT)
-    assert response.status_code == status and path in response.json()["error"]
+    assert response.status_code == status
+    assert path in response.json()["error"]
 
 
 def test_concurrent_requests_all_answered_alike(server: Server, photo: Path) -> None:
@@ -302,7 +309,9 @@ def test_bad_options_are_one_line(bundle: Path, capsys: pytest.CaptureFixture[st
                                   words: str) -> None:
     assert main(["serve", str(bundle), *arguments]) == 2
     error = capsys.readouterr().err
-    assert error.startswith("zoo serve: error: ") and words in error and error.count("\n") == 1
+    assert error.startswith("zoo serve: error: ")
+    assert words in error
+    assert error.count("\n") == 1
 
 
 def test_a_missing_source_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -429,4 +438,5 @@ def test_serve_tta_averages_over_the_mirror_and_is_refused_where_mirrors_change_
     (sensitive / "zoo.json").write_text(json.dumps({**metadata, "flips_change_class": True}))
     assert main(["serve", str(sensitive), "--tta", "flip", "--port", "0"]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "classes change under a mirror" in error
+    assert error.count("\n") == 1
+    assert "classes change under a mirror" in error

@@ -68,7 +68,8 @@ def test_each_process_reads_its_own_share_once_per_epoch(shards: Path, workers: 
     assert len(everything) == len(set(everything)), "a sample was read twice in one epoch"
     # Both take the same number of whole batches (DDP waits on each step's gradients): of the 18 images, fewer than
     # a batch per process is left out of the epoch (LitData's drop_last), none read twice.
-    assert len(seen[0]) == len(seen[1]) and len(seen[0]) % 2 == 0
+    assert len(seen[0]) == len(seen[1])
+    assert len(seen[0]) % 2 == 0
     assert len(split.train) - 2 * 2 < len(everything) <= len(split.train)
 
 
@@ -107,13 +108,15 @@ def test_finetune_streams_shards_and_resumes_mid_epoch(shards: Path, image_folde
     # Continued where it stopped: the epoch's images once in all, not the epoch read again from its start.
     assert (before.count, before.count + after.count) == (8, whole.count)
     summary = run_summary(out)
-    assert summary["steps"] == run_summary(tmp_path / "whole")["steps"] and summary["num_train"] == 18
+    assert summary["steps"] == run_summary(tmp_path / "whole")["steps"]
+    assert summary["num_train"] == 18
     assert len(run_table(out, "test_predictions.csv")) == summary["num_test"] == 3
     # zoo evaluate reads the shards as it reads a folder: the same figures on the same images.
     shutil.move(image_folder, tmp_path / "elsewhere")  # the original files are not needed
     assert main(["evaluate", str(out), "--data", str(shards), "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["num_images"] == 3
+    assert metrics["split"] == "test"
+    assert metrics["num_images"] == 3
     assert metrics["top1_error"] == run_summary(out)["test_top1_error"]
     assert (tmp_path / "eval" / "top_losses.png").is_file()
     # Without --data, a run trained on shards is measured on them.
@@ -151,7 +154,8 @@ def test_two_nodes_on_shards_measure_as_one_process(shards: Path, tmp_path: Path
     assert float(row["val/loss"]) == pytest.approx(by_hand.loss, abs=1e-4)
     summary = run_summary(tmp_path / "nodes")
     # 18 images, 2 processes, batches of 4: 2 steps of 8 images, every test image measured once on rank 0.
-    assert summary["num_val"] == len(val) and summary["steps"] == 2
+    assert summary["num_val"] == len(val)
+    assert summary["steps"] == 2
     assert len(run_table(tmp_path / "nodes", "test_predictions.csv")) == summary["num_test"] == 3
 
 
@@ -161,8 +165,10 @@ def test_a_folder_that_is_not_zoo_shards_is_refused(tmp_path: Path, capsys: pyte
     (foreign / "index.json").write_text(json.dumps({"chunks": [], "config": {}}))
     assert main(["finetune", "--data", str(foreign), *QUICK, "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
-    assert "LitData chunks without zoo's manifest" in error and "zoo data optimize" in error
-    assert len(error.splitlines()) == 1 and not (tmp_path / "run").exists()
+    assert "LitData chunks without zoo's manifest" in error
+    assert "zoo data optimize" in error
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_damaged_chunk_is_refused_before_any_work(shards: Path, tmp_path: Path,
@@ -171,7 +177,9 @@ def test_a_damaged_chunk_is_refused_before_any_work(shards: Path, tmp_path: Path
     chunk.write_bytes(chunk.read_bytes()[:-100])  # a copy cut short
     assert main(["finetune", "--data", str(shards), *QUICK, "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
-    assert f"chunk {chunk}" in error and "damaged" in error and len(error.splitlines()) == 1
+    assert f"chunk {chunk}" in error
+    assert "damaged" in error
+    assert len(error.splitlines()) == 1
     assert not (tmp_path / "run").exists()
 
 
@@ -192,8 +200,11 @@ def test_an_unreachable_url_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     url = "s3://zoo-no-such-bucket-for-tests/shards"
     assert main(["finetune", "--data", url, *QUICK, "--out", str(tmp_path / "run")]) == 2
     error = capsys.readouterr().err.strip()
-    assert f"cannot read {url}/{MANIFEST}" in error and "check the URL" in error and "credentials" in error
-    assert len(error.splitlines()) == 1 and not (tmp_path / "run").exists()
+    assert f"cannot read {url}/{MANIFEST}" in error
+    assert "check the URL" in error
+    assert "credentials" in error
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_optimize_refuses_a_folder_that_holds_files(image_folder: Path, tmp_path: Path,
@@ -202,7 +213,8 @@ def test_optimize_refuses_a_folder_that_holds_files(image_folder: Path, tmp_path
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert main(["data", "optimize", str(image_folder), "--out", str(out)]) == 2
-    assert "already holds files" in capsys.readouterr().err and (out / "notes.txt").read_text() == "mine"
+    assert "already holds files" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_cache_on_shards_is_refused_and_auto_streams(shards: Path, tmp_path: Path,
@@ -216,7 +228,8 @@ def test_clean_names_the_image_folder_the_shards_came_from(shards: Path, image_f
     assert main(["clean", str(shards), "--out", str(tmp_path / "clean")]) == 2
     error = capsys.readouterr().err.strip()
     assert f"zoo clean reads image files, not shards: pass {image_folder}, the folder {shards}" in error
-    assert len(error.splitlines()) == 1 and not (tmp_path / "clean").exists()
+    assert len(error.splitlines()) == 1
+    assert not (tmp_path / "clean").exists()
 
 
 def test_split_fractions_on_shards_are_refused_before_any_work(shards: Path, tmp_path: Path,
@@ -226,7 +239,8 @@ def test_split_fractions_on_shards_are_refused_before_any_work(shards: Path, tmp
     error = capsys.readouterr().err.strip()
     assert f"--val-fraction 0.3 cannot change the split of the shards {shards}" in error
     assert "zoo data optimize IMAGES --out NEW --val-fraction 0.3" in error
-    assert len(error.splitlines()) == 1 and not out.exists()
+    assert len(error.splitlines()) == 1
+    assert not out.exists()
     assert load_shards(str(shards)).fractions == {"val_fraction": 0.15, "test_fraction": 0.15}  # as written
 
 
@@ -260,4 +274,5 @@ def test_decoded_squares_too_small_are_refused(image_folder: Path, tmp_path: Pat
     assert main(["data", "optimize", str(image_folder), "--out", str(tmp_path / "s"), "--decoded", "4"]) == 2
     assert "--decoded 4 is too small to train on" in capsys.readouterr().err
     assert main(["data", "optimize", str(image_folder), "--out", str(tmp_path / "s"), "--decoded", "100000"]) == 2
-    assert "at most 1024 px" in capsys.readouterr().err and not (tmp_path / "s").exists()
+    assert "at most 1024 px" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()

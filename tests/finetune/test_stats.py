@@ -60,7 +60,8 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_pairs(
 def test_chance_level_and_the_learned_verdict() -> None:
     assert chance_error([0, 0, 0, 1]) == 25.0  # always class 0: wrong once in four
     assert chance_error(list(range(10)) * 27) == pytest.approx(90.0)
-    assert learned((10.0, 20.0), 25.0) and not learned((10.0, 25.0), 25.0)  # the whole interval below chance
+    assert learned((10.0, 20.0), 25.0)
+    assert not learned((10.0, 25.0), 25.0)
 
 
 def test_top_k_stays_below_the_class_count() -> None:
@@ -74,10 +75,13 @@ def test_error_rates_of_fixed_predictions() -> None:
     logits[8] = torch.tensor([1.0, 4.0, 0.0])  # images 8 and 9: the truth ranks last, a miss either way
     logits[9] = torch.tensor([0.0, 4.0, 1.0])
     rates = error_rates(logits, labels)
-    assert rates.top1_error == 30.0 and rates.k == 2 and rates.topk_error == 20.0
+    assert rates.top1_error == 30.0
+    assert rates.k == 2
+    assert rates.topk_error == 20.0
     assert rates.top1_error_ci95 == pytest.approx(wilson_by_hand(3, 10), abs=1e-3)
     two_classes = error_rates(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
-    assert two_classes.k is None and two_classes.topk_error is None, "top-2 of 2 classes would always hit"
+    assert two_classes.k is None, "top-2 of 2 classes would always hit"
+    assert two_classes.topk_error is None, "top-2 of 2 classes would always hit"
 
 
 def test_spearman_trend_needs_three_points_with_spread() -> None:
@@ -85,11 +89,16 @@ def test_spearman_trend_needs_three_points_with_spread() -> None:
     assert spearman([8, 18, 50], [20.0, 20.0, 20.0]) is None
     trend = spearman([5, 8, 18, 50], [30.0, 20.0, 25.0, 10.0])
     # Exact: of the 24 orderings, |ρ| ≥ 0.8 for the two perfect ones and the six at ±0.8 → 8/24.
-    assert trend.rho == pytest.approx(-0.8) and trend.count == 4 and trend.p_value == pytest.approx(8 / 24)
+    assert trend.rho == pytest.approx(-0.8)
+    assert trend.count == 4
+    assert trend.p_value == pytest.approx(8 / 24)
     perfect = spearman([8, 18, 50], [20.0, 15.0, 10.0])
-    assert perfect.rho == pytest.approx(-1.0) and perfect.p_value == pytest.approx(2 / 6) and not perfect.significant
+    assert perfect.rho == pytest.approx(-1.0)
+    assert perfect.p_value == pytest.approx(2 / 6)
+    assert not perfect.significant
     five = spearman([5, 8, 11, 16, 19], [50.0, 40.0, 30.0, 20.0, 10.0])
-    assert five.p_value == pytest.approx(2 / 120) and five.significant
+    assert five.p_value == pytest.approx(2 / 120)
+    assert five.significant
 
 
 def test_temperature_scaling_recovers_a_known_overconfidence() -> None:
@@ -102,7 +111,8 @@ def test_temperature_scaling_recovers_a_known_overconfidence() -> None:
     assert negative_log_likelihood(overconfident, labels, temperature) < negative_log_likelihood(overconfident, labels)
     before = calibration_error(overconfident.softmax(dim=1), labels)
     after = calibration_error((overconfident / temperature).softmax(dim=1), labels)
-    assert after < before / 3 and after < 3.0  # percent
+    assert after < before / 3
+    assert after < 3.0
     assert torch.equal((overconfident / temperature).argmax(1), overconfident.argmax(1)), "no prediction changes"
 
 

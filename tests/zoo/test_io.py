@@ -25,8 +25,11 @@ def test_a_failed_write_keeps_the_previous_file_and_says_where_in_one_line(tmp_p
     with pytest.raises(DiskError) as error:
         write_atomic(target, disk_full)
     message = str(error.value)
-    assert "\n" not in message and "No space left on device" in message and str(tmp_path) in message
-    assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["summary.json"]
+    assert "\n" not in message
+    assert "No space left on device" in message
+    assert str(tmp_path) in message
+    assert target.read_text() == "old"
+    assert [path.name for path in tmp_path.iterdir()] == ["summary.json"]
 
 
 def _bundle(folder: Path, text: str) -> None:
@@ -36,13 +39,19 @@ def _bundle(folder: Path, text: str) -> None:
 
 def test_a_replaced_folder_survives_a_failure_inside_the_block(tmp_path: Path) -> None:
     _bundle(tmp_path / "bundle", "old")
-    with pytest.raises(ValueError), replacing_folder(tmp_path / "bundle") as staging:
-        (staging / "zoo.json").write_text("new")
-        raise ValueError("the check failed")
-    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+    def fail_inside() -> None:
+        with replacing_folder(tmp_path / "bundle") as staging:
+            (staging / "zoo.json").write_text("new")
+            raise ValueError("the check failed")
+
+    with pytest.raises(ValueError, match="the check failed"):
+        fail_inside()
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old"
+    assert len(list(tmp_path.iterdir())) == 1
     with replacing_folder(tmp_path / "bundle") as staging:
         (staging / "zoo.json").write_text("new")
-    assert (tmp_path / "bundle" / "zoo.json").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "new"
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_ctrl_c_between_the_two_renames_puts_the_old_folder_back(tmp_path: Path, monkeypatch) -> None:
@@ -59,14 +68,16 @@ def test_ctrl_c_between_the_two_renames_puts_the_old_folder_back(tmp_path: Path,
     with pytest.raises(KeyboardInterrupt), replacing_folder(tmp_path / "bundle") as staging:
         (staging / "zoo.json").write_text("new")
     monkeypatch.undo()
-    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old"
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_a_kill_between_the_renames_is_repaired_by_the_next_replace(tmp_path: Path) -> None:
     _bundle(tmp_path / ".bundle.tmp-previous", "old")  # where kill -9 left the old bundle
-    with pytest.raises(ValueError), replacing_folder(tmp_path / "bundle"):
+    with pytest.raises(ValueError, match="this export fails too"), replacing_folder(tmp_path / "bundle"):
         raise ValueError("this export fails too")
-    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+    assert (tmp_path / "bundle" / "zoo.json").read_text() == "old"
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_leftovers_of_a_killed_process_are_removed(tmp_path: Path) -> None:
@@ -98,7 +109,8 @@ sys.exit(1)
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "cannot write big.ckpt" in result.stdout and "File too large" in result.stdout
+    assert "cannot write big.ckpt" in result.stdout
+    assert "File too large" in result.stdout
     assert list(tmp_path.iterdir()) == []
 
 
@@ -112,4 +124,6 @@ def test_a_staging_folder_left_by_a_killed_export_is_removed_by_the_next(tmp_pat
     mine.mkdir()
     with replacing_folder(tmp_path / "bundle") as staging:
         (staging / "zoo.json").write_text("{}")
-    assert not left.exists() and mine.is_dir() and (tmp_path / "bundle" / "zoo.json").is_file()
+    assert not left.exists()
+    assert mine.is_dir()
+    assert (tmp_path / "bundle" / "zoo.json").is_file()

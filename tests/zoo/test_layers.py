@@ -44,7 +44,8 @@ def test_small_cnn_matches_the_hand_worked_table() -> None:
     conv = rows[0].to_dict()
     assert (conv["kernel"], conv["stride"], conv["padding"], conv["dilation"], conv["groups"]) == (
         [3, 3], [1, 1], [1, 1], [1, 1], 1)
-    assert conv["params"] == 3 * 32 * 9 + 32 and conv["flops"] == 2 * 28 * 28 * 32 * 3 * 9
+    assert conv["params"] == 3 * 32 * 9 + 32
+    assert conv["flops"] == 2 * 28 * 28 * 32 * 3 * 9
 
 
 ALEXNET_SHAPES = [  # every layer in order: conv1 floor((224 + 4 - 11) / 4) + 1 = 55, pool1 (55 - 3) // 2 + 1 = 27 …
@@ -59,7 +60,8 @@ def test_alexnet_sizes_and_receptive_fields_and_vgg16s_212_px() -> None:
     rows = _rows("alexnet")
     for name, (shape, field) in ALEXNET_STAGES.items():
         assert (rows[name].output_shape, rows[name].receptive_field) == (shape, (field, field)), name
-    assert rows["features.0"].geometry.kernel == (11, 11) and rows["features.0"].geometry.stride == (4, 4)
+    assert rows["features.0"].geometry.kernel == (11, 11)
+    assert rows["features.0"].geometry.stride == (4, 4)
     vgg = _rows("vgg16")
     assert {name: vgg[name].receptive_field[0] for name in VGG16_POOLS} == VGG16_POOLS
 
@@ -70,7 +72,8 @@ def test_a_residual_join_takes_the_largest_field_of_its_paths() -> None:
     assert rows["layer2.0.conv2"].receptive_field == (67, 67)
     assert rows["layer2.0.downsample.0"].receptive_field == (43, 43)
     assert rows["layer2.0.relu#2"].receptive_field == (67, 67)  # the ReLU after the sum: the block's second call
-    assert rows["layer2.0.relu"].params == 0 and rows["layer4.1.conv2"].receptive_field == (435, 435)
+    assert rows["layer2.0.relu"].params == 0
+    assert rows["layer4.1.conv2"].receptive_field == (435, 435)
     timm_rows = _rows("timm/resnet18")  # timm's ResNet-18 is the same network, written differently
     assert timm_rows["layer4.1.conv2"].receptive_field == (435, 435)
 
@@ -78,7 +81,8 @@ def test_a_residual_join_takes_the_largest_field_of_its_paths() -> None:
 def test_timm_same_padding_is_the_padding_the_forward_applies() -> None:
     rows = _rows("efficientnet_lite0")
     stem = rows["conv_stem"].to_dict()
-    assert stem["type"] == "Conv2dSame" and stem["padding"] == [[0, 1], [0, 1]]
+    assert stem["type"] == "Conv2dSame"
+    assert stem["padding"] == [[0, 1], [0, 1]]
     assert stem["output_shape"] == [32, 112, 112]
     assert rows["blocks.2.0.conv_dw"].to_dict()["padding"] == [[1, 2], [1, 2]]
     assert all(row.receptive_field is not None for row in rows.values())
@@ -107,7 +111,8 @@ def test_a_layer_whose_forward_disagrees_with_its_formula_is_an_error() -> None:
 def test_an_operation_without_a_rule_leaves_the_field_empty_with_its_reason() -> None:
     network = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Upsample(scale_factor=2), nn.Conv2d(4, 4, 3))
     rows = trace_layers(network, 8).rows
-    assert rows[0].receptive_field == (3, 3) and rows[0].note is None
+    assert rows[0].receptive_field == (3, 3)
+    assert rows[0].note is None
     assert [row.receptive_field for row in rows[1:]] == [None, None]
     assert all("upsample" in row.note for row in rows[1:])
     assert rows[2].output_shape == (4, 14, 14)  # sizes are still shown
@@ -118,10 +123,12 @@ def test_zoo_info_layers_formats(capsys: pytest.CaptureFixture[str]) -> None:
     rows = json.loads(capsys.readouterr().out)
     assert list(rows[0]) == ["name", "type", "kernel", "stride", "padding", "dilation", "groups", "output_shape",
                              "receptive_field", "params", "flops"]
-    assert rows[2]["output_shape"] == [32, 16, 16] and rows[-1]["receptive_field"] == [46, 46]
+    assert rows[2]["output_shape"] == [32, 16, 16]
+    assert rows[-1]["receptive_field"] == [46, 46]
     assert main(["info", "alexnet", "--layers", "--format", "csv"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("name,type,kernel") and "features.12,MaxPool2d,3×3,2,0,1,,256×6×6,195," in lines[13]
+    assert lines[0].startswith("name,type,kernel")
+    assert "features.12,MaxPool2d,3×3,2,0,1,,256×6×6,195," in lines[13]
     assert main(["info", "alexnet", "--layers"]) == 0
     assert "195" in capsys.readouterr().out
 
@@ -135,5 +142,6 @@ def test_bad_layer_requests_are_one_line_errors(argv: list[str], message: str,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
-    assert message in error and "\n" not in error
+    assert message in error
+    assert "\n" not in error
 

@@ -35,7 +35,8 @@ def test_preprocessing_at_another_crop_keeps_the_weights_ratio() -> None:
     assert v2.at(224) is v2
     # ⌊crop × 232 / 224⌋: 112 → 116 exactly, 160 → ⌊165.71⌋ = 165, 32 → ⌊33.14⌋ = 33.
     assert [(v2.at(crop).crop, v2.at(crop).resize) for crop in (112, 160, 32)] == [(112, 116), (160, 165), (32, 33)]
-    assert v2.at(160).mean == IMAGENET_MEAN and v2.at(160).interpolation == "bilinear"
+    assert v2.at(160).mean == IMAGENET_MEAN
+    assert v2.at(160).interpolation == "bilinear"
 
 
 def test_zoo_info_shows_the_default_weights_preprocessing() -> None:

@@ -28,7 +28,8 @@ def _trace(network: nn.Module, size: int) -> Field | Unknown:
 
 def _map(network: nn.Module, size: int) -> tuple[Axis, Axis]:
     field = _trace(network, size)
-    assert isinstance(field, Field) and field.kind == MAP, field
+    assert isinstance(field, Field), field
+    assert field.kind == MAP, field
     return field.axes
 
 
@@ -118,7 +119,8 @@ class _Tokens(nn.Module):
 def test_vit_tokens_keep_their_patch_as_field_through_flatten_norm_and_mlp() -> None:
     field = _trace(_Tokens(), 32)
     # A 32 px image in 8×8 patches: 4×4 tokens, token (i, j) sees its own patch, 8 apart.
-    assert isinstance(field, Field) and (field.kind, field.dims) == (FLAT, (-2,))
+    assert isinstance(field, Field)
+    assert (field.kind, field.dims) == (FLAT, (-2,))
     units = np.arange(4)
     for axis in field.axes:
         _assert_axis(axis, 8 * units, 8 * units + 7, 8)
@@ -126,7 +128,9 @@ def test_vit_tokens_keep_their_patch_as_field_through_flatten_norm_and_mlp() -> 
 
 def test_vit_mean_of_the_tokens_sees_the_whole_image() -> None:
     field = _trace(nn.Sequential(_Tokens(), _MeanTokens(), nn.Linear(16, 10)), 32)
-    assert isinstance(field, Field) and field.kind == WHOLE and field.size == (32, 32)
+    assert isinstance(field, Field)
+    assert field.kind == WHOLE
+    assert field.size == (32, 32)
 
 
 class _MeanTokens(nn.Module):
@@ -143,7 +147,8 @@ class _MeanTokens(nn.Module):
 ])
 def test_where_spatial_structure_ends_the_field_is_unknown_with_its_reason(network: nn.Module, reason: str) -> None:
     field = _trace(network, 32)
-    assert isinstance(field, Unknown) and reason in field.reason
+    assert isinstance(field, Unknown)
+    assert reason in field.reason
 
 
 def test_average_pools_with_and_without_padding() -> None:
@@ -190,7 +195,8 @@ def test_dilated_convolutions_and_a_dilated_max_pool() -> None:
     # 2o-1, 2o+1, 2o+3: 2o-7..2o+9, 1 + 4 + 8 + 4 = 17 px centred on 2o + 1, jump 2.
     units = np.arange(7)
     field = _trace(network, 16)
-    assert isinstance(field, Field) and field.size == (17, 17)
+    assert isinstance(field, Field)
+    assert field.size == (17, 17)
     for axis in field.axes:
         _assert_axis(axis, 2 * units - 7, 2 * units + 9, 2)
         assert ((axis.lo + axis.hi) / 2).tolist() == (2 * units + 1).tolist()

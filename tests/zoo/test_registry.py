@@ -35,11 +35,13 @@ def test_create_model_replaces_head_and_runs(name: str) -> None:
     model = zoo.create_model(name, num_classes=3, dropout=0.3)
     head = model.get_submodule(spec.head)
     assert isinstance(head, zoo.ClassifierHead)
-    assert head.dropout.p == 0.3 and head.linear.out_features == 3
+    assert head.dropout.p == 0.3
+    assert head.linear.out_features == 3
     size = max(spec.min_input_size, 32)
     model.train()  # GoogLeNet must give a plain tensor in training mode too
     out = model(torch.randn(2, 3, size, size))
-    assert isinstance(out, torch.Tensor) and out.shape == (2, 3)
+    assert isinstance(out, torch.Tensor)
+    assert out.shape == (2, 3)
 
 
 @pytest.mark.parametrize("name", CLASSIC)
@@ -106,7 +108,9 @@ def test_small_cnn_accepts_any_size_from_28_px() -> None:
 
 def test_timm_models_are_reachable_by_name() -> None:
     spec = zoo.get_spec("timm/resnet10t")
-    assert isinstance(spec, ArchSpec) and spec.head == "fc" and spec.depth > 10
+    assert isinstance(spec, ArchSpec)
+    assert spec.head == "fc"
+    assert spec.depth > 10
     model = zoo.create_model("timm/resnet10t", num_classes=5)
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5)
     with pytest.raises(zoo.UnknownModelError, match="timm/resnet10x"):

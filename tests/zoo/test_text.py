@@ -25,7 +25,8 @@ def _controls(text: str) -> set[str]:
 @given(TEXTS)
 def test_one_line_leaves_no_control_character_and_no_line_break(text: str) -> None:
     line = one_line(text)
-    assert not _controls(line) and len(line.splitlines()) <= 1
+    assert not _controls(line)
+    assert len(line.splitlines()) <= 1
     assert one_line(line) == line, "escaping twice changes nothing: the escapes are printable ASCII"
 
 
@@ -37,7 +38,8 @@ def test_printable_keeps_only_line_breaks_and_tabs(text: str) -> None:
 @given(TEXTS)
 def test_text_without_controls_is_unchanged(text: str) -> None:
     plain = "".join(c for c in text if not _controls(c))
-    assert escaped(plain) == plain and printable(plain) == plain
+    assert escaped(plain) == plain
+    assert printable(plain) == plain
 
 
 def test_escapes_are_pythons() -> None:

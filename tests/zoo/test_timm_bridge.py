@@ -51,7 +51,8 @@ def test_default_tag_is_timms(name: str, tag: str) -> None:
 
 def test_a_tag_in_the_name_is_the_default() -> None:
     weights = zoo.get_spec("timm/convnext_tiny.fb_in1k").weights
-    assert weights is not None and weights.default_tag == "fb_in1k"
+    assert weights is not None
+    assert weights.default_tag == "fb_in1k"
 
 
 def test_preprocessing_of_each_tag_is_timms_data_config() -> None:
@@ -67,7 +68,8 @@ def test_preprocessing_of_each_tag_is_timms_data_config() -> None:
     assert (by_tag["in12k_ft_in1k_384"].crop, by_tag["in12k_ft_in1k_384"].resize) == (384, 384)  # crop_pct 1.0
     # The entry's own settings (from scratch) are its default tag's; BiT's mean and std are 0.5.
     assert spec.preprocessing == by_tag["in12k_ft_in1k"]
-    assert spec.input_size == 224 and spec.crop_fraction == 0.95
+    assert spec.input_size == 224
+    assert spec.crop_fraction == 0.95
     bit = zoo.get_spec(BIT).preprocessing
     assert (bit.mean, bit.std, bit.resize) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), math.floor(224 / 0.875))
 
@@ -81,12 +83,14 @@ def test_zoo_info_shows_timms_default_weights_and_their_preprocessing(capsys: py
                                         "std": [0.229, 0.224, 0.225]}
     assert main(["info", "timm/convnext_tiny"]) == 0
     table = capsys.readouterr().out
-    assert "in12k_ft_in1k" in table and "resize the shorter side to 235 px (bicubic), centre crop 224" in table
+    assert "in12k_ft_in1k" in table
+    assert "resize the shorter side to 235 px (bicubic), centre crop 224" in table
 
 
 def test_distilled_deit_names_both_heads() -> None:
     spec = zoo.get_spec(DEIT)
-    assert spec.heads == ("head", "head_dist") and spec.head == "head"
+    assert spec.heads == ("head", "head_dist")
+    assert spec.head == "head"
     assert zoo.describe(spec)["heads"] == ["head", "head_dist"]
 
 
@@ -105,12 +109,16 @@ def _one_step(model: nn.Module, size: int, num_classes: int) -> float:
 def test_bit_conv_head_is_replaced_through_timm_and_trains() -> None:
     model = zoo.create_model(BIT, num_classes=4, dropout=0.3)
     head = model.get_submodule("head.fc")
-    assert isinstance(head, zoo.ClassifierHead) and head.dropout.p == 0.3
-    assert isinstance(head.linear, nn.Conv2d) and (head.linear.in_channels, head.linear.out_channels) == (2048, 4)
-    assert head.linear.kernel_size == (1, 1) and model.num_classes == 4  # timm's own record of the head
+    assert isinstance(head, zoo.ClassifierHead)
+    assert head.dropout.p == 0.3
+    assert isinstance(head.linear, nn.Conv2d)
+    assert (head.linear.in_channels, head.linear.out_channels) == (2048, 4)
+    assert head.linear.kernel_size == (1, 1)
+    assert model.num_classes == 4
     before = head.linear.weight.detach().clone()
     loss = _one_step(model, 64, 4)
-    assert math.isfinite(loss) and not torch.equal(head.linear.weight, before)
+    assert math.isfinite(loss)
+    assert not torch.equal(head.linear.weight, before)
     assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 4)
 
 
@@ -136,12 +144,14 @@ def test_weights_in_the_hub_cache_are_found_offline_and_load(hub_cache: Path) ->
     assert info.path == hub_cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "main" / "model.safetensors"
     placed = _place_in_hub_cache(hub_cache, repo, published)
     info = zoo.get_spec(DEIT).weights.available()[0]
-    assert info.cached and info.path == placed
+    assert info.cached
+    assert info.path == placed
     assert zoo.summarize(zoo.get_spec(DEIT))["weights_cached"] is True
     model = zoo.create_model(DEIT, num_classes=3, weights="default")
     loaded = model.state_dict()
     backbone = [key for key in published if not key.startswith(("head.", "head_dist."))]
-    assert backbone and all(torch.equal(loaded[key], published[key]) for key in backbone)
+    assert backbone
+    assert all(torch.equal(loaded[key], published[key]) for key in backbone)
     assert loaded["head_dist.linear.weight"].shape == (3, 192)
 
 
@@ -159,7 +169,8 @@ def test_missing_hub_weights_offline_name_the_folder_and_url(hub_cache: Path) ->
     with pytest.raises(zoo.WeightsError) as caught:
         zoo.create_model("timm/resnet10t", num_classes=2, weights="default")
     message = str(caught.value)
-    assert "\n" not in message and "timm/resnet10t:c3_in1k" in message
+    assert "\n" not in message
+    assert "timm/resnet10t:c3_in1k" in message
     assert "https://huggingface.co/timm/resnet10t.c3_in1k/resolve/main/model.safetensors" in message
     assert str(hub_cache / "models--timm--resnet10t.c3_in1k" / "snapshots" / "main") in message
     assert "--weights none" in message

@@ -23,8 +23,10 @@ def test_flip_averages_the_logits_of_the_image_and_its_mirror() -> None:
 def test_flip_crop_adds_four_corner_crops_at_the_input_size() -> None:
     batch = torch.arange(2 * 3 * 20 * 20, dtype=torch.float32).reshape(2, 3, 20, 20)
     seen = views(batch, "flip-crop")
-    assert len(seen) == 6 and all(view.shape == batch.shape for view in seen)
-    assert torch.equal(seen[1], batch.flip(-1)) and not torch.equal(seen[2], seen[5]), "different corners"
+    assert len(seen) == 6
+    assert all(view.shape == batch.shape for view in seen)
+    assert torch.equal(seen[1], batch.flip(-1)), "different corners"
+    assert not torch.equal(seen[2], seen[5]), "different corners"
 
 
 def test_an_unknown_mode_or_a_mirror_on_a_model_whose_classes_change_is_one_line() -> None:

