@@ -48,6 +48,15 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         return train_small_run(tmp_path_factory.mktemp("small-run"))
 
 
+@pytest.fixture(scope="session")
+def small_bundle(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``small_run`` exported as a safetensors bundle, once per session, for tests that only read it (a test that
+    damages a bundle copies it first)."""
+    from finetune.shipping.export import export
+
+    return export(small_run, ["safetensors"], tmp_path_factory.mktemp("small-bundle") / "bundle").out_dir
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")

@@ -11,7 +11,6 @@ import pytest
 import zoo
 from finetune.results.records import RunSummary
 from finetune.schemas import SCHEMA_FOLDER, SCHEMAS, render
-from finetune.shipping.export import export
 from zoo.errors import ZooError
 from zoo.records import BundleMetadata, check_metadata
 
@@ -23,10 +22,8 @@ def test_the_schema_files_in_docs_are_generated_from_the_records(name: str) -> N
 
 
 @pytest.fixture(scope="module")
-def bundle(small_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("schemas") / "bundle"
-    export(small_run, [], out)
-    return out
+def bundle(small_bundle: Path) -> Path:
+    return small_bundle
 
 
 def _content(bundle: Path) -> dict:

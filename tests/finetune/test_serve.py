@@ -33,7 +33,6 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 import zoo
-from finetune.shipping.export import export
 from finetune.shipping.serve.batching import Batcher
 from tests.helpers import run_summary
 from zoo_cli.main import main
@@ -57,8 +56,8 @@ def run_dir(small_run: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(run_dir, ["safetensors"], tmp_path_factory.mktemp("serve") / "bundle").out_dir
+def bundle(small_bundle: Path) -> Path:
+    return small_bundle
 
 
 @pytest.fixture(scope="module")

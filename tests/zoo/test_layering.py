@@ -47,3 +47,11 @@ def test_the_registry_commands_run_without_torch() -> None:
                                 text=True, timeout=300)
         assert result.returncode == 0, (argv, result.stderr[-2000:])
         assert result.stdout, (argv, result.stderr[-2000:])
+
+
+def test_the_runtime_folder_serves_the_flow_and_imports_none_of_it() -> None:
+    # finetune/runtime is what every stage shares with the machine: training, results, comparison, inspection and
+    # shipping build on it, never the reverse.
+    flow = ("finetune.training", "finetune.results", "finetune.compare", "finetune.inspection", "finetune.shipping")
+    result = _imports_without("finetune.runtime", ("zoo_cli", *flow))
+    assert result.returncode == 0, result.stderr[-2000:]
