@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -27,12 +30,28 @@ def _metrics(folder: Path) -> dict:
     return json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
 
 
-def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys) -> None:
-    assert main(["evaluate", str(run_dir), "--split", "val"]) == 0
+@dataclass(frozen=True)
+class Evaluated:
+    out: Path
+    metrics: dict
+    summary: dict
+    printed: str
+    warned: str
 
+
+@pytest.fixture(scope="module")
+def evaluated_val(run_dir: Path) -> Evaluated:
+    """``zoo evaluate RUN --split val``, once for the tests that read what it wrote and printed."""
+    printed, warned = io.StringIO(), io.StringIO()
+    with redirect_stdout(printed), redirect_stderr(warned):
+        assert main(["evaluate", str(run_dir), "--split", "val"]) == 0
     out = run_dir / "eval-val"
-    metrics = _metrics(out)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+    return Evaluated(out, _metrics(out), summary, printed.getvalue(), warned.getvalue())
+
+
+def test_a_run_folder_is_evaluated_on_its_validation_split(evaluated_val: Evaluated, run_dir: Path) -> None:
+    metrics, summary = evaluated_val.metrics, evaluated_val.summary
     val = load_split(run_dir).val
     assert metrics["split"] == "val"
     assert metrics["num_images"] == len(val) == summary["num_val"]
@@ -42,14 +61,19 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
     assert metrics["loss"] == pytest.approx(summary["val_loss"], abs=1e-4)
     assert metrics["k"] == 2
     assert metrics["topk_error"] <= metrics["top1_error"]
-    # The calibration error after the temperature, on the images the run fitted it on: the run's own figure
-    # (evaluate runs in fp32, the run in its own precision, bf16 on this CPU: logits differ in the 3rd digit).
-    assert metrics["temperature"] == summary["temperature"]
-    assert metrics["ece"] == pytest.approx(summary["val_ece_after"], abs=0.1)
+
+
+def test_the_calibration_error_is_the_runs_own(evaluated_val: Evaluated) -> None:
+    # After the temperature, on the images the run fitted it on (evaluate runs in fp32, a run in its own precision).
+    assert evaluated_val.metrics["temperature"] == evaluated_val.summary["temperature"]
+    assert evaluated_val.metrics["ece"] == pytest.approx(evaluated_val.summary["val_ece_after"], abs=0.1)
+
+
+def test_the_confusion_matrix_agrees_with_the_per_class_figures(evaluated_val: Evaluated, run_dir: Path) -> None:
+    metrics, val = evaluated_val.metrics, load_split(run_dir).val
     assert [row["class"] for row in metrics["per_class"]] == CLASSES
     assert [row["support"] for row in metrics["per_class"]] == list(class_counts(val, CLASSES).values())
-
-    with (out / "confusion_matrix.csv").open(encoding="utf-8") as file:
+    with (evaluated_val.out / "confusion_matrix.csv").open(encoding="utf-8") as file:
         header, *rows = list(csv.reader(file))
     assert header == ["true \\ predicted", *CLASSES]
     assert [row[0] for row in rows] == CLASSES
@@ -60,24 +84,31 @@ def test_a_run_folder_is_evaluated_on_its_validation_split(run_dir: Path, capsys
     for i, row in enumerate(metrics["per_class"]):
         assert row["recall"] == pytest.approx(matrix[i][i] / row["support"], abs=1e-4)
 
-    with Image.open(out / "confusion_matrix.png") as image:
+
+def test_the_figures_are_readable_pictures(evaluated_val: Evaluated) -> None:
+    with Image.open(evaluated_val.out / "confusion_matrix.png") as image:
         assert image.format == "PNG"
         assert image.width >= 500
-    with Image.open(out / "calibration.png") as image:
+    with Image.open(evaluated_val.out / "calibration.png") as image:
         assert image.format == "PNG"
         assert image.height >= 500
-    report = (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_the_report_shows_every_class_and_says_validation_is_optimistic(evaluated_val: Evaluated) -> None:
+    report = (evaluated_val.out / "report.md").read_text(encoding="utf-8")
     assert "top-2 error" in report
     assert all(f"| {name} |" in report for name in CLASSES)
     assert "confusion_matrix.png" in report
     assert "calibration.png" in report
     assert "95% Wilson interval" in report
     assert "chose the checkpoint" in report, "validation figures say they are optimistic"
-    printed = capsys.readouterr()
-    assert "top-1 error" in printed.out
-    assert "top-2 error" in printed.out
-    assert all(n in printed.out for n in CLASSES)
-    assert "chose the checkpoint" in printed.err
+
+
+def test_the_printed_table_shows_the_errors_and_the_warning(evaluated_val: Evaluated) -> None:
+    assert "top-1 error" in evaluated_val.printed
+    assert "top-2 error" in evaluated_val.printed
+    assert all(n in evaluated_val.printed for n in CLASSES)
+    assert "chose the checkpoint" in evaluated_val.warned
 
 
 def test_a_run_folder_is_evaluated_on_its_test_split_by_default(run_dir: Path) -> None:
