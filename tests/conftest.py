@@ -15,7 +15,7 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 import pytest
 
-from tests.helpers import make_image_folder, train_small_run
+from tests.helpers import CommandRun, make_image_folder, run_command, train_small_run
 
 
 def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,6 +46,18 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as monkeypatch:  # made before any test's own environment
         _hermetic(tmp_path_factory, monkeypatch)
         return train_small_run(tmp_path_factory.mktemp("small-run"))
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory: pytest.TempPathFactory) -> CommandRun:
+    """``zoo finetune`` of small_cnn for 2 epochs on 3 classes × 8 photos, through the command line, once per
+    session for the tests that read its folder and output."""
+    root = tmp_path_factory.mktemp("cli-run")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _hermetic(tmp_path_factory, monkeypatch)
+        images = make_image_folder(root / "images")
+        return run_command(["finetune", "--arch", "small_cnn", "--data", str(images), "--epochs", "2", "--out",
+                            str(root / "run"), "--batch-size", "8", "--augment", "none", "--seed", "0"], root / "run")
 
 
 @pytest.fixture(scope="session")

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import pickle
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +111,24 @@ def publish_under_own_digest(monkeypatch: pytest.MonkeyPatch, arch: str, file: P
 
     monkeypatch.setattr(metadata, "torchvision_weights", published)
     return name
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """What a ``zoo`` command wrote to its folder and printed."""
+
+    out: Path
+    printed: str
+    warned: str
+
+
+def run_command(argv: list[str], out: Path) -> CommandRun:
+    """``zoo ARGV`` in this process (expected to succeed), with what it printed; stdout is not a terminal."""
+    from zoo_cli.main import main
+
+    printed, warned = io.StringIO(), io.StringIO()
+    with redirect_stdout(printed), redirect_stderr(warned):
+        status = main(argv)
+    assert status == 0, warned.getvalue()[-2000:]
+    return CommandRun(out, printed.getvalue(), warned.getvalue())
+

@@ -15,7 +15,7 @@ import torch
 import zoo
 from finetune.config import RunConfig, load_config
 from finetune.training import lr_finder
-from tests.helpers import run_summary, run_table
+from tests.helpers import CommandRun, run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--batch-size", "8", "--augment", "none", "--seed", "0"]
@@ -25,10 +25,8 @@ RUN_FILES = {
 }
 
 
-def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "run"
-    assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--epochs", "2", "--out", str(out),
-                 *QUICK]) == 0
+def test_a_run_writes_its_files_and_a_summary_of_what_it_trained(cli_run: CommandRun) -> None:
+    out = cli_run.out
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     summary = run_summary(out)
     assert summary["arch"] == "small_cnn"
@@ -41,13 +39,20 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert summary["val_topk_error"] <= summary["val_top1_error"]
     assert summary["train_images_per_second"] > 0
     assert Path(summary["best_checkpoint"]).is_file()
-    # The phases split the wall time from the process's start without overlapping: together they are at most it.
+    assert (out / "learning_curves.png").stat().st_size > 10_000
+
+
+def test_the_phases_split_the_wall_time_without_overlapping(cli_run: CommandRun) -> None:
+    summary = run_summary(cli_run.out)
     phases = summary["phase_seconds"]
     assert {"startup", "scan", "setup", "precision", "decode", "train", "calibration", "held_out",
             "report"} <= set(phases)
     assert all(seconds >= 0 for seconds in phases.values())
     assert sum(phases.values()) <= summary["wall_seconds"]
-    rows = run_table(out, "metrics.csv")
+
+
+def test_the_summary_gives_the_best_epochs_row_of_metrics_csv(cli_run: CommandRun) -> None:
+    summary, rows = run_summary(cli_run.out), run_table(cli_run.out, "metrics.csv")
     assert [row["epoch"] for row in rows] == ["1", "2"]
     assert "val/topk_error" in rows[0]
     # Every validation figure of the summary is the best epoch's row, counted from 1 as in the file.
@@ -56,23 +61,28 @@ def test_small_cnn_on_an_image_folder(image_folder: Path, tmp_path: Path, capsys
     assert summary["val_loss"] == float(best["val/loss"])
     assert summary["val_top1_error"] == float(best["val/top1_error"])
     assert summary["val_topk_error"] == float(best["val/topk_error"])
-    assert (out / "learning_curves.png").stat().st_size > 10_000
-    saved = load_config(out / "config.yaml")
+
+
+def test_the_config_keeps_auto_precision_and_the_run_folder_the_chosen_one(cli_run: CommandRun) -> None:
     # The precision as chosen, which every process of a DDP launch then reads (each would time bf16 anew); the
     # config keeps auto, so a resume on other hardware chooses again.
+    saved = load_config(cli_run.out / "config.yaml")
     assert saved.model.arch == "small_cnn"
     assert saved.trainer.precision == "auto"
-    assert (out / "precision.txt").read_text() == f"{summary['precision']}\n"
-    printed = capsys.readouterr()
-    assert "test top-1 error (once, best checkpoint)" in printed.out
-    assert f"run folder: {out}" in printed.out
+    assert (cli_run.out / "precision.txt").read_text() == f"{run_summary(cli_run.out)['precision']}\n"
+
+
+def test_a_log_gets_one_line_per_epoch_and_no_lightning_chatter(cli_run: CommandRun) -> None:
+    printed = cli_run.printed
+    assert "test top-1 error (once, best checkpoint)" in printed
+    assert f"run folder: {cli_run.out}" in printed
     # Not a terminal: one line per epoch, counted from 1, and no progress-bar redraws in the log.
-    epochs = [line for line in printed.out.splitlines() if line.startswith("epoch ")]
+    epochs = [line for line in printed.splitlines() if line.startswith("epoch ")]
     assert [line.split("  ")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
     assert all("val top-1 error" in line and "img/s" in line and "left ~" in line for line in epochs)
-    assert "\r" not in printed.out
-    assert "it/s" not in printed.out + printed.err
-    assert "GPU available" not in printed.out + printed.err, "Lightning's start-up chatter is dropped"
+    assert "\r" not in printed
+    assert "it/s" not in printed + cli_run.warned
+    assert "GPU available" not in printed + cli_run.warned, "Lightning's start-up chatter is dropped"
 
 
 def test_a_terminal_gets_the_live_progress_bar(image_folder: Path, tmp_path: Path, capsys, monkeypatch) -> None:
