@@ -78,36 +78,56 @@ def _correct(run_dir: Path) -> dict[str, bool]:
         return {row["path"]: row["label"] == row["predicted"] for row in csv.DictReader(file)}
 
 
-def test_every_architecture_has_a_row_with_numbers(comparison: Comparison) -> None:
+def test_every_architecture_has_a_row_in_order(comparison: Comparison) -> None:
+    assert list(results(comparison.out)) == ARCHS
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_a_finished_run_is_a_row_of_its_own_settings(comparison: Comparison, name: str) -> None:
+    row = results(comparison.out)[name]
+    assert row["status"] == "ok"
+    assert row["reason"] is None
+    assert row["weights"] == "none"
+    assert row["setting"] == ""
+    assert row["num_test"] == 3
+    assert row["reported_on"] == "test"
+    assert row["seeds"] == "0"
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_a_rows_test_error_is_its_runs_predictions_with_a_wilson_interval(comparison: Comparison, name: str) -> None:
+    row = results(comparison.out)[name]
+    errors = sum(not correct for correct in _correct(comparison.out / "runs" / name).values())
+    assert row["test_top1_error"] == pytest.approx(100 * errors / 3, abs=1e-3)
+    assert row["test_top1_error_ci95"] == pytest.approx(list(wilson_interval(errors, 3)), abs=1e-3)
+    assert row["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)  # 3 balanced classes
+    assert row["learned"] == (row["test_top1_error_ci95"][1] < row["chance_top1_error"])
+    assert row["k"] == 2
+    assert 0 <= row["topk_error"] <= row["test_top1_error"]
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18"])
+def test_a_row_gives_training_and_prediction_speed(comparison: Comparison, name: str) -> None:
+    row = results(comparison.out)[name]
+    assert row["train_seconds"] > 0
+    assert row["train_images_per_second"] > 0
+    low, high = row["predict_ms_per_image_iqr"]
+    assert 0 < low <= row["predict_ms_per_image"] <= high
+    assert row["predict_images_per_second"] > 0
+    assert row["predict_batch_size"] == 8
+
+
+def test_a_row_describes_the_trained_network(comparison: Comparison) -> None:
     rows = results(comparison.out)
-    assert list(rows) == ARCHS
-    for name in ("small_cnn", "resnet18"):
-        row = rows[name]
-        assert row["status"] == "ok"
-        assert row["reason"] is None
-        assert row["weights"] == "none"
-        assert row["setting"] == ""
-        assert row["num_test"] == 3
-        assert row["reported_on"] == "test"
-        assert row["seeds"] == "0"
-        errors = sum(not correct for correct in _correct(comparison.out / "runs" / name).values())
-        assert row["test_top1_error"] == pytest.approx(100 * errors / 3, abs=1e-3)
-        assert row["test_top1_error_ci95"] == pytest.approx(list(wilson_interval(errors, 3)), abs=1e-3)
-        assert row["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)  # 3 balanced classes
-        assert row["learned"] == (row["test_top1_error_ci95"][1] < row["chance_top1_error"])
-        assert row["k"] == 2
-        assert 0 <= row["topk_error"] <= row["test_top1_error"]
-        assert row["train_seconds"] > 0
-        assert row["train_images_per_second"] > 0
-        low, high = row["predict_ms_per_image_iqr"]
-        assert 0 < low <= row["predict_ms_per_image"] <= high
-        assert row["predict_images_per_second"] > 0
-        assert row["predict_batch_size"] == 8
     assert (rows["small_cnn"]["depth"], rows["resnet18"]["depth"]) == (5, 18)
     # the trained network (a 3-class head) at the runs' size, not the published 1000-class one
     assert rows["resnet18"]["params"] == 11_689_512 - 512 * 997 - 997
     assert rows["resnet18"]["ilsvrc_year"] == 2015
     assert rows["resnet18"]["imagenet_top1_error"] is None  # trained from random weights: no ImageNet figure
+
+
+def test_results_csv_holds_the_same_rows_as_results_json(comparison: Comparison) -> None:
+    rows = results(comparison.out)
     with (comparison.out / "results.csv").open(encoding="utf-8") as file:
         table = list(csv.DictReader(file))
     assert tuple(table[0]) == RESULT_COLUMNS
