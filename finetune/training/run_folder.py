@@ -3,13 +3,12 @@ change what the run is may differ), and the schedule more epochs on an ended run
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import zoo
-from finetune.config import CONFIG_FILE, ConfigError, RunConfig, load_config, merge, resumable_settings
+from finetune.config import CONFIG_FILE, ConfigError, RunConfig, config_fields, load_config, merge, resumable_settings
 from finetune.data.split import has_split, load_split
 from finetune.runtime.console import is_launched_worker, say
 from finetune.shipping.sources import read_checkpoint
@@ -40,14 +39,11 @@ def new_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-RESUMABLE = {tuple(key.split(".")) for key in resumable_settings()}  # (section, name), as _fields gives them
-
-
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The saved configuration of ``run_dir`` with ``overrides`` (e.g. more epochs) applied.
 
-    Only settings in ``RESUMABLE`` may differ from the saved ones; a broken ``last.ckpt`` is refused in
-    one line before Lightning opens it.
+    Only settings declared resumable (``resumable_settings``) may differ from the saved ones; a broken
+    ``last.ckpt`` is refused in one line before Lightning opens it.
     """
     if not (run_dir / CONFIG_FILE).is_file():
         raise ConfigError(f"cannot resume {run_dir}: it is not a run folder of zoo finetune (no {CONFIG_FILE}); "
@@ -56,8 +52,10 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     config = merge(saved, {**{key: value for key, value in overrides.items() if key != "out"}, "out": str(run_dir)})
     if overrides.get("out") is not None and Path(overrides["out"]).resolve() != run_dir.resolve():
         raise ConfigError(f"--resume continues {run_dir} in place: leave out --out, or start a new run with --out")
-    changed = [f"{section}.{name}" for section, name in _fields(config)
-               if (section, name) not in RESUMABLE and _value(config, section, name) != _value(saved, section, name)]
+    resumable = resumable_settings()
+    # Every section's settings; the top-level out is the run folder itself, checked above.
+    changed = [key for key, _, _ in config_fields()
+               if "." in key and key not in resumable and _value(config, key) != _value(saved, key)]
     if changed:
         them = "it" if len(changed) == 1 else "them"
         raise ConfigError(f"--resume continues {run_dir} with its saved settings, and {', '.join(changed)} would "
@@ -91,14 +89,10 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     return config
 
 
-def _fields(config: RunConfig) -> list[tuple[str, str]]:
-    return [(section, item.name) for section in ("data", "model", "optim", "trainer")
-            for item in dataclasses.fields(getattr(config, section))]
-
-
-def _value(config: RunConfig, section: str, name: str) -> Any:
+def _value(config: RunConfig, key: str) -> Any:
+    section, name = key.split(".")
     value = getattr(getattr(config, section), name)
-    return str(Path(value).resolve()) if (section, name) == ("data", "path") and Path(value).exists() else value
+    return str(Path(value).resolve()) if key == "data.path" and Path(value).exists() else value
 
 
 def restart_schedule(checkpoint: Path, config: RunConfig, setup: Setup, worker: bool) -> bool:

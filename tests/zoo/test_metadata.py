@@ -9,7 +9,8 @@ import torch
 
 from zoo import metadata
 from zoo.catalog import CLASSIC
-from zoo.weights.torchvision_hub import HASH_PATTERN, TorchvisionWeights, torch_hub_checkpoints
+from zoo.weights.source import HASH_PATTERN
+from zoo.weights.torchvision_hub import TorchvisionWeights, torch_hub_checkpoints
 
 
 def test_the_file_was_made_with_the_installed_versions() -> None:

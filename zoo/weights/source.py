@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are read: zoo list, info an
 
 ALL_TAGS = "all"
 CHUNK = 1 << 20
+HASH_PATTERN = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX, without importing torch
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ def pick(infos: tuple[WeightsInfo, ...], tag: str, arch: str) -> WeightsInfo:
         if info.tag == tag:
             return info
     tags = ", ".join(info.tag for info in infos) or "none"
-    raise WeightsError(f"{arch} has no weights tagged '{tag}' (available: {tags})")
+    raise WeightsError(f"{arch} has no weights tagged '{tag}' (available: {tags}; or a file path, or none)")
 
 
 def select_tags(spec: ArchSpec, tag: str | None) -> list[WeightsInfo]:
@@ -100,7 +102,12 @@ def select_tags(spec: ArchSpec, tag: str | None) -> list[WeightsInfo]:
     infos = spec.weights.available()
     if tag == ALL_TAGS:
         return list(infos)
-    return [pick(infos, spec.weights.default_tag if tag in (None, "default") else tag, spec.name)]
+    wanted = spec.weights.default_tag if tag in (None, "default") else tag
+    chosen = [info for info in infos if info.tag == wanted]
+    if not chosen:  # zoo weights: a tag, or all of them
+        tags = ", ".join(info.tag for info in infos) or "none"
+        raise WeightsError(f"{spec.name} has no weights tagged '{wanted}' (available: {tags}, or all)")
+    return chosen
 
 
 def sha256(file: Path) -> str:
@@ -121,3 +128,10 @@ def unreadable(file: Path, error: OSError) -> WeightsError:
 
 def size_mib(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 3)
+
+
+def hash_prefix(file_name: str) -> str | None:
+    """The SHA-256 prefix a torchvision / torch.hub file name carries (``resnet18-f37072fd.pth``: ``f37072fd``),
+    read with torch.hub's own pattern; ``None`` when it has none."""
+    match = HASH_PATTERN.search(file_name)
+    return match.group(1) if match and match.group(1) else None

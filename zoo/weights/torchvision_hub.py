@@ -4,7 +4,6 @@ of its SHA-256 (``resnet18-f37072fd.pth``), the check torch.hub itself makes on 
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,12 +14,11 @@ from zoo._io import write_atomic
 from zoo.errors import WeightsError
 from zoo.spec import ArchSpec, Preprocessing, WeightsInfo, rgb
 from zoo.weights.loading import fetch, read_state_dict
-from zoo.weights.source import InstallPlan, WeightFile, pick, select_tags, sha256, size_mib
+from zoo.weights.source import InstallPlan, WeightFile, hash_prefix, pick, select_tags, sha256, size_mib
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
 
-HASH_PATTERN = re.compile(r"-([a-f0-9]*)\.")  # torch.hub.HASH_REGEX, without importing torch
 
 
 def torch_hub_checkpoints() -> Path:
@@ -28,13 +26,6 @@ def torch_hub_checkpoints() -> Path:
     ``torch.hub.get_dir()`` finds it (``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch``)."""
     home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "torch")
     return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
-
-
-def hash_prefix(file_name: str) -> str | None:
-    """The SHA-256 prefix a torchvision / torch.hub file name carries (``resnet18-f37072fd.pth``: ``f37072fd``),
-    read with torch.hub's own pattern; ``None`` when it has none."""
-    match = HASH_PATTERN.search(file_name)
-    return match.group(1) if match and match.group(1) else None
 
 
 def download(info: WeightsInfo) -> Path:
