@@ -1,16 +1,16 @@
 """The one typed configuration of a fine-tuning run, and its YAML form.
 
 A YAML file in ``configs/`` uses exactly these section and field names; a partial file merges over the
-defaults; unknown keys and wrong types are rejected naming the key. Precedence: defaults < YAML < CLI.
-Each field carries its ``--help`` text (``option``): the CLI makes its flags from these fields.
+defaults; unknown keys, wrong types and values out of their bounds are rejected naming the key, by the schema
+layer every file of zoo goes through (``zoo.schema``). Precedence: defaults < YAML < CLI. Each field carries its
+``--help`` text (``option``): the CLI makes its flags from these fields. The bounds are ``annotated_types``
+markers, so the command line reads this module without importing pydantic.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
-import math
 import reprlib
 import textwrap
 import types
@@ -18,15 +18,13 @@ import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from annotated_types import Ge, Gt, Le, Lt
 
 from zoo._io import read_text, write_text_atomic
 from zoo.errors import ZooError, first_line
-
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
 
 MAX_SEED = 2**32 - 1
 _QUOTE = reprlib.Repr()  # keyword arguments only from Python 3.12
@@ -34,10 +32,25 @@ _QUOTE.maxlevel, _QUOTE.maxlist, _QUOTE.maxdict, _QUOTE.maxstring, _QUOTE.maxoth
 CONFIG_FILE = "config.yaml"  # in every run folder: the resolved settings of the run
 MAX_IMAGE_SIZE = 4096  # pixels; zoo.bundle.MAX_SIDE, what a bundle accepts
 CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; a bigger file is not one
+MAX_VALUES = 10_000  # a config holds a few dozen values; YAML aliases can make billions of a few lines
+# Each section refuses keys it does not know and numbers that are not finite.
+_STRICT = {"extra": "forbid", "allow_inf_nan": False}
+
+Count = Annotated[int, Ge(1)]
+Whole = Annotated[int, Ge(0)]
+NonNegative = Annotated[float, Ge(0.0)]
+Fraction = Annotated[float, Ge(0.0), Lt(1.0)]  # a share of something that must leave some of it
+Share = Annotated[float, Gt(0.0), Lt(1.0)]  # some of it, not all
+ImageSize = Annotated[int, Ge(8), Le(MAX_IMAGE_SIZE)]  # a batch of larger images fills any memory
+Seed = Annotated[int, Ge(0), Le(MAX_SEED)]  # numpy's range
 
 
 class ConfigError(ZooError):
     """A configuration value or key that zoo cannot use."""
+
+
+class SettingsConflict(ConfigError, ValueError):
+    """Settings that cannot go together; a ValueError, so that the schema layer names the file it came from."""
 
 
 FreezeMode = Literal["auto", "none", "backbone", "until-epoch"]  # named: the CLI's --freeze MODE [N] checks it
@@ -56,110 +69,79 @@ def option(default: Any, help: str, *, resumable: bool = False, not_varied: str 
     return field(default=default, metadata={"help": help, **policy, **cli})
 
 
-def _choice(section: str, name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{section}.{name} must be one of {', '.join(choices)}, got '{value}'")
-
-
-def _check_choices(section: str, config: DataclassInstance) -> None:
-    """Every ``Literal`` field of ``config`` holds one of its values."""
-    for name, annotation in _hints(type(config)).items():
-        if typing.get_origin(annotation) is Literal:
-            _choice(section, name, getattr(config, name), typing.get_args(annotation))
-
-
-def _at_most(section: str, name: str, value: float | None, maximum: float, why: str) -> None:
-    if value is not None and value > maximum:
-        raise ConfigError(f"{section}.{name} must be at most {maximum} ({why}), got {value}")
-
-
-def _at_least(section: str, name: str, value: float | None, minimum: float) -> None:
-    # NaN compares False with everything, so "value < minimum" alone would let it through.
-    if value is not None and (not math.isfinite(value) or value < minimum):
-        raise ConfigError(f"{section}.{name} must be a finite number of at least {minimum}, got {value}")
-
-
 @dataclass(frozen=True)
 class DataConfig:
     """Where the images are and how they are fed."""
 
+    __pydantic_config__ = _STRICT
+
     path: str = option("digits", "image folder (one sub-folder per class), a built-in dataset: digits, or shards "
                                  "of zoo data optimize (a folder or a URL: s3://…)", flag="--data",
                         not_varied="one data set per comparison")
-    image_size: int | None = option(None, "input size in px (default: the architecture's)")
-    val_fraction: float = option(0.15, "share of images held out to choose the checkpoint (and fit the softmax "
+    image_size: ImageSize | None = option(None, "input size in px (default: the architecture's)")
+    val_fraction: Share = option(0.15, "share of images held out to choose the checkpoint (and fit the softmax "
                                        "temperature) when there is no val/ folder (0.15)",
                                        not_varied="the split is shared")
-    test_fraction: float = option(0.15, "share held out from the start and measured once at the end when there is "
+    test_fraction: Fraction = option(0.15, "share held out from the start and measured once at the end when there is "
                                         "no test/ folder (0.15; 0: none, every figure is then validation)",
                                         not_varied="the split is shared")
-    batch_size: int = option(32, "images per training batch (32)")
-    num_workers: int | None = option(None, "data-loader processes (default: from the machine)", resumable=True)
+    batch_size: Count = option(32, "images per training batch (32)")
+    num_workers: Whole | None = option(None, "data-loader processes (default: from the machine)", resumable=True)
     # auto: finetune.training.recipe; the presets: finetune.data.transforms
     augment: Literal["auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none"] = option(
         "auto", "auto: from the images and weights; standard: random resized crop + flip; light: milder crops; "
                 "trivial, randaugment, autoaugment, augmix: standard + that torchvision policy; none")
-    mixup: float = option(0.0, "MixUp training batches with Beta(α, α) (0: off)", metavar="ALPHA")
-    cutmix: float = option(0.0, "CutMix training batches with α (0: off; with both on, each batch gets one of them)",
-                           metavar="ALPHA")
+    mixup: NonNegative = option(0.0, "MixUp training batches with Beta(α, α) (0: off)", metavar="ALPHA")
+    cutmix: NonNegative = option(
+        0.0, "CutMix training batches with α (0: off; with both on, each batch gets one of them)", metavar="ALPHA")
     class_weights: bool = option(False, "inverse-frequency loss weights")
     cache: Literal["auto", "memory", "disk", "none"] = option(
         "auto", "decode-once image cache (and, with --freeze backbone, cached backbone features); none: neither",
         resumable=True)
-    feature_views: int = option(0, "with --freeze backbone: cache K augmented views per image (default 0: one plain "
+    feature_views: Whole = option(0, "with --freeze backbone: cache K augmented views per image (default 0: one plain "
                                    "view)", metavar="K")
     flips_change_class: bool = option(False, "a mirror image is another class (text, digits, arrows): flip "
                                              "test-time augmentation is refused for this model")
 
     def __post_init__(self) -> None:
-        _check_choices("data", self)
-        _at_least("data", "batch_size", self.batch_size, 1)
-        _at_least("data", "image_size", self.image_size, 8)
-        _at_most("data", "image_size", self.image_size, MAX_IMAGE_SIZE, "a batch of larger images fills any memory")
-        _at_least("data", "num_workers", self.num_workers, 0)
-        _at_least("data", "feature_views", self.feature_views, 0)
-        _at_least("data", "mixup", self.mixup, 0.0)
-        _at_least("data", "cutmix", self.cutmix, 0.0)
         if self.feature_views and self.augment == "none":
-            raise ConfigError(f"data.feature_views = {self.feature_views} asks for augmented views but data.augment is "
-                              "none: set --augment standard (or another preset), or --feature-views 0")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"data.val_fraction must lie between 0 and 1, got {self.val_fraction}")
-        if not 0.0 <= self.test_fraction < 1.0 or self.val_fraction + self.test_fraction >= 1.0:
-            raise ConfigError(f"data.test_fraction must lie in [0, 1) and leave training images beside "
-                              f"data.val_fraction {self.val_fraction}, got {self.test_fraction}")
+            raise SettingsConflict(f"data.feature_views = {self.feature_views} asks for augmented views but "
+                                   "data.augment is none: set --augment standard (or another preset), or "
+                                   "--feature-views 0")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise SettingsConflict(f"data.test_fraction must leave training images beside data.val_fraction "
+                                   f"{self.val_fraction}, got {self.test_fraction}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network, which starting weights, and the new head."""
 
+    __pydantic_config__ = _STRICT
+
     arch: str = option("resnet18", "registry name or timm/<name> (default: resnet18)", flag="--arch",
                             not_varied="list them under archs", compared=False)
     weights: str = option("default", "default | none | a weight tag | a .pth/.safetensors file")
-    dropout: float = option(0.2, "dropout before the new linear head (0.2)")
+    dropout: Fraction = option(0.2, "dropout before the new linear head (0.2)")
     memory_format: Literal["auto", "channels_last", "contiguous"] = option(
         "auto", "auto: channels_last for convolutional networks")
-
-    def __post_init__(self) -> None:
-        _check_choices("model", self)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
 
 
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimiser, schedule and what is trained when."""
 
+    __pydantic_config__ = _STRICT
+
     optimizer: Literal["adamw", "sgd"] = option(
         "adamw", "the optimiser; the learning rate follows --schedule after a linear warm-up")
-    lr: float | Literal["auto"] | None = option(
+    lr: NonNegative | Literal["auto"] | None = option(
         None, "a number, or auto: a range test on the training split picks it (default: from the recipe)")
-    weight_decay: float = option(0.01, "weight decay, not on biases and normalisation parameters (0.01)")
-    momentum: float = option(0.9, "sgd's momentum (a config file setting)", flag=None)
-    warmup_fraction: float = option(0.05, "share of steps with linear warm-up before the cosine decay (a config "
+    weight_decay: NonNegative = option(0.01, "weight decay, not on biases and normalisation parameters (0.01)")
+    momentum: NonNegative = option(0.9, "sgd's momentum (a config file setting)", flag=None)
+    warmup_fraction: Fraction = option(0.05, "share of steps with linear warm-up before the cosine decay (a config "
                                           "file setting)", flag=None)
-    label_smoothing: float = option(0.0, "label smoothing of the loss (0: off)")
+    label_smoothing: Fraction = option(0.0, "label smoothing of the loss (0: off)")
     schedule: Literal["auto", "cosine", "plateau"] = option(
         "auto", "the rate after the warm-up: cosine over --epochs; plateau: held until the validation loss falls "
                 "no more than its noise (1%, half its standard error) in 3 epochs (after 5), then annealed over a "
@@ -167,56 +149,43 @@ class OptimConfig:
                 "chooses a from-scratch run's epochs, else cosine")
     freeze: FreezeMode = option("auto", "auto (from the weights and device) | none | backbone (linear probe) | "
                                         "until-epoch N (freeze, then unfreeze at epoch N)", metavar="MODE")
-    unfreeze_epoch: int = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
+    unfreeze_epoch: Count = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
                                     "--freeze until-epoch N)", flag=None)
-    backbone_lr_mult: float | None = option(
+    backbone_lr_mult: NonNegative | None = option(
         None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune of photos, else 1)")
-    ema: float | Literal["auto", "off"] = option(
+    ema: Share | Literal["auto", "off"] = option(
         "auto", "exponential moving average of the weights: its decay (e.g. 0.999), off, or auto (from the "
                 "recipe); the averaged weights are validated, chosen and exported", metavar="DECAY")
-
-    def __post_init__(self) -> None:
-        _check_choices("optim", self)
-        if isinstance(self.lr, str) and self.lr != "auto":
-            raise ConfigError(f"optim.lr must be a number or auto, got '{self.lr}'")
-        if isinstance(self.ema, str) and self.ema not in ("auto", "off"):
-            raise ConfigError(f"optim.ema must be a decay between 0 and 1, off or auto, got '{self.ema}'")
-        if isinstance(self.ema, float) and not 0.0 < self.ema < 1.0:
-            raise ConfigError(f"optim.ema must be a decay between 0 and 1 (e.g. 0.999), off or auto, got {self.ema}")
-        for name in ("lr", "weight_decay", "momentum", "warmup_fraction", "label_smoothing", "backbone_lr_mult"):
-            if not isinstance(getattr(self, name), str):  # None (left to the recipe) passes, like a number
-                _at_least("optim", name, getattr(self, name), 0.0)
-        _at_least("optim", "unfreeze_epoch", self.unfreeze_epoch, 1)
-        if self.warmup_fraction >= 1 or self.label_smoothing >= 1:
-            raise ConfigError("optim.warmup_fraction and optim.label_smoothing must be below 1")
 
 
 @dataclass(frozen=True)
 class TrainerConfig:
     """Lightning's side: length, precision, devices, distribution, seed."""
 
-    epochs: int | None = option(None, "training epochs (default: from the data size and the weights)",
+    __pydantic_config__ = _STRICT
+
+    epochs: Count | None = option(None, "training epochs (default: from the data size and the weights)",
                                 resumable=True)
     max_steps: int = option(-1, "stop after this many optimiser steps (quick trials; -1: no limit)",
                                 resumable=True)
-    patience: int | None = option(None, "stop after N epochs without a lower validation top-1 error (counted after "
+    patience: Count | None = option(None, "stop after N epochs without a lower validation top-1 error (counted after "
                                         "unfreezing; default: never)", metavar="N", resumable=True)
     precision: Literal["auto", "32", "bf16-mixed", "16-mixed"] = option(
         "auto", "auto: bf16-mixed where the hardware runs it natively, else 32", resumable=True)
-    threads: int | None = option(None, "intra-op threads of each training process (default: the cores other processes "
-                                       "and the loader workers leave free; recorded in config.yaml)", metavar="N",
-                                resumable=True)
+    threads: Count | None = option(None, "intra-op threads of each training process (default: the cores other "
+                                         "processes and the loader workers leave free; recorded in config.yaml)",
+                                   metavar="N", resumable=True)
     accelerator: str = option("auto", "auto | cpu | gpu (Lightning's)", resumable=True)
     # a string: Lightning reads "2" and "0,1"
     devices: str = option("auto", "auto, a count, or a list like 0,1", resumable=True)
-    num_nodes: int = option(1, "machines of a distributed run (Lightning's)", resumable=True)
+    num_nodes: Count = option(1, "machines of a distributed run (Lightning's)", resumable=True)
     strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, fsdp …", resumable=True)
-    seed: int = option(0, "seed of the split, the initial head and the batches (same seed and --threads, same metrics "
-                          "on CPU)", not_varied="list them under seeds (--seeds)", compared=False)
-    checkpoint_interval: float = option(60.0, "seconds of training last.ckpt may leave unsaved: it is written at the "
-                                              "end of an epoch when the next would end later (60; 0: every epoch); "
-                                              "Ctrl-C and SIGTERM always write it", metavar="SECONDS",
-                                      resumable=True)
+    seed: Seed = option(0, "seed of the split, the initial head and the batches (same seed and --threads, same "
+                           "metrics on CPU)", not_varied="list them under seeds (--seeds)", compared=False)
+    checkpoint_interval: NonNegative = option(60.0, "seconds of training last.ckpt may leave unsaved: it is written at "
+                                                    "the end of an epoch when the next would end later (60; 0: every "
+                                                    "epoch); Ctrl-C and SIGTERM always write it", metavar="SECONDS",
+                                              resumable=True)
     logger: Literal["none", "csv", "tensorboard", "mlflow"] = option(
         "none", "also log to Lightning's CSV, TensorBoard or MLflow logger, in the run folder", resumable=True)
     monitor: Literal["val_error", "val_loss"] = option(
@@ -228,22 +197,15 @@ class TrainerConfig:
                 "checkpoint", resumable=True)
 
     def __post_init__(self) -> None:
-        _check_choices("trainer", self)
-        _at_least("trainer", "epochs", self.epochs, 1)
-        _at_least("trainer", "num_nodes", self.num_nodes, 1)
-        _at_least("trainer", "patience", self.patience, 1)
-        _at_least("trainer", "threads", self.threads, 1)
-        _at_least("trainer", "checkpoint_interval", self.checkpoint_interval, 0.0)
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ConfigError(f"trainer.seed must be a whole number from 0 to {MAX_SEED} (numpy's range), "
-                              f"got {self.seed}")
         if self.max_steps != -1 and self.max_steps < 1:
-            raise ConfigError(f"trainer.max_steps must be -1 (no limit) or at least 1, got {self.max_steps}")
+            raise SettingsConflict(f"trainer.max_steps must be -1 (no limit) or at least 1, got {self.max_steps}")
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one fine-tuning run needs; each component receives only its own section."""
+
+    __pydantic_config__ = _STRICT
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -254,8 +216,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.trainer.tta != "none" and self.data.flips_change_class:
-            raise ConfigError(f"trainer.tta {self.trainer.tta} mirrors the test images, but data.flips_change_class "
-                              "says a mirror image is another class: use --tta none")
+            raise SettingsConflict(f"trainer.tta {self.trainer.tta} mirrors the test images, but "
+                                   "data.flips_change_class says a mirror image is another class: use --tta none")
 
 
 @functools.cache
@@ -321,51 +283,32 @@ def commented_yaml(config: RunConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    # A Literal stands for its values' type here; the dataclass then names the values it takes.
-    options = tuple(type(typing.get_args(kind)[0]) if typing.get_origin(kind) is Literal else kind
-                    for kind in alternatives(annotation))
-    if value is None and type(None) in options:
-        return None
-    for kind in options:
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool) and key.endswith(".devices"):
-            return str(value)
-        if kind in (int, float, str, bool) and type(value) is kind:
-            return value
-    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    raise ConfigError(f"config key '{key}' must be {names}, got {type(value).__name__} {quoted(value)}")
-
-
 def quoted(value: object) -> str:
     """``repr(value)`` cut to a few dozen characters: a YAML bomb's value must not be expanded into a message."""
     return _QUOTE.repr(value)
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str, base: Any) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"config key '{prefix.rstrip('.') or 'top level'}' must be a mapping of fields")
-    hints = _hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1) if isinstance(key, str) else []
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
-            raise ConfigError(f"unknown config key {quoted(f'{prefix}{key}')}{hint}")
-    updates = {}
-    for name, value in values.items():
-        annotation = hints[name]
-        if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
-            updates[name] = _build(annotation, value, f"{prefix}{name}.", getattr(base, name))
-        else:
-            updates[name] = _check_type(f"{prefix}{name}", value, annotation)
-    return dataclasses.replace(base, **updates)
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` laid over it, section by section (a section that is not a mapping replaces)."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        below = merged.get(key)
+        merged[key] = _merged(below, value) if isinstance(below, dict) and isinstance(value, dict) else value
+    return merged
 
 
-def merge(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """``config`` with the nested ``overrides`` applied (validated like a YAML file)."""
-    return _build(RunConfig, overrides, "", config)
+def merge(config: RunConfig, overrides: dict[str, Any], origin: str = "") -> RunConfig:
+    """``config`` with the nested ``overrides`` applied, checked as a whole (a ``ConfigError`` naming ``origin``,
+    the key and what it must be)."""
+    from zoo.schema import validate  # pydantic: only where settings are read, never for the registry commands
+
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{origin or 'the settings'} must be a mapping of sections (data, model, optim, trainer)")
+    values = _merged(to_dict(config), overrides)
+    trainer = values.get("trainer")
+    if isinstance(trainer, dict) and type(trainer.get("devices")) is int:  # YAML's devices: 2 is Lightning's "2"
+        trainer["devices"] = str(trainer["devices"])
+    return validate(RunConfig, values, origin, unknown_hint=None, error=ConfigError)
 
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -380,7 +323,9 @@ class _StrictLoader(yaml.SafeLoader):
             if key_node.tag == MERGE_TAG:  # "<<: *defaults": its keys may be given again here, on purpose
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, typing.Hashable) and key in seen:
+            if not isinstance(key, typing.Hashable):  # a list as a key: PyYAML's own error names it
+                break
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {quoted(key)} appears twice in one mapping: keep one", key_node.start_mark)
             seen.add(key)
@@ -409,17 +354,31 @@ def read_yaml(path: Path, kind: str = "config") -> dict[str, Any]:
                           "settings") from error
     if not isinstance(values, dict):
         raise ConfigError(f"{kind} file {path} must hold a mapping of sections (data, model, optim, trainer)")
+    if _more_values_than(values, MAX_VALUES):
+        raise ConfigError(f"{kind} file {path} holds more than {MAX_VALUES} values (YAML aliases?): a {kind} holds a "
+                          "few dozen settings")
     return values
+
+
+def _more_values_than(values: object, limit: int) -> bool:
+    """Whether ``values`` holds more than ``limit`` values, counted without expanding them all."""
+    pending, count = [values], 0
+    while pending:
+        value = pending.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(value, dict):
+            pending += value.values()
+        elif isinstance(value, (list, tuple, set)):
+            pending += value
+    return False
 
 
 def load_config(path: str | Path, base: RunConfig | None = None) -> RunConfig:
     """Read a YAML file over ``base`` (the defaults when omitted)."""
     path = Path(path)
-    values = read_yaml(path)
-    try:
-        return merge(base or RunConfig(), values)
-    except ConfigError as error:
-        raise ConfigError(f"{path}: {error}") from None
+    return merge(base or RunConfig(), read_yaml(path), origin=str(path))
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:

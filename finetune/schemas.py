@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from finetune.config import RunConfig
 from finetune.results.records import RunSummary
 from zoo.records import BundleMetadata
-from zoo.schema import Record, json_schema
+from zoo.schema import json_schema
 
 SCHEMA_FOLDER = Path(__file__).resolve().parent.parent / "docs" / "schema"
-SCHEMAS: dict[str, type[Record]] = {"zoo.schema.json": BundleMetadata, "summary.schema.json": RunSummary}
+SCHEMAS: dict[str, type] = {"zoo.schema.json": BundleMetadata, "summary.schema.json": RunSummary,
+                             "config.schema.json": RunConfig}
 
 
-def render(record: type[Record]) -> str:
+def render(record: type) -> str:
     """The schema file of ``record``."""
     return json.dumps(json_schema(record), indent=2, ensure_ascii=False) + "\n"
 

@@ -269,14 +269,14 @@ def _summary(run_dir: Path) -> dict:
                  "lacks test_top1_error", id="a key missing"),
     pytest.param(lambda text, summary: json.dumps({k: v for k, v in summary.items() if k != "config"}),
                  "lacks config", id="no config"),
-    pytest.param(lambda text, summary: json.dumps({**summary, "accuracy": 0.9}), "has unknown keys accuracy",
+    pytest.param(lambda text, summary: json.dumps({**summary, "accuracy": 0.9}), "has unknown key accuracy",
                  id="a field of another version"),
     pytest.param(lambda text, summary: json.dumps({**summary, "learned": "yes"}), "learned must be true or false",
                  id="text for a bool"),
     pytest.param(lambda text, summary: json.dumps({**summary, "val_top1_error_ci95": "20-90"}),
                  "val_top1_error_ci95 must be", id="text for an interval"),
     pytest.param(lambda text, summary: json.dumps({**summary, "config": {**summary["config"], "data": 5}}),
-                 "config key 'data' must be a mapping", id="a number for a config section"),
+                 "config.data must be a mapping, got 5", id="a number for a config section"),
 ])
 def test_report_names_a_damaged_summary(run_dir: Path, tmp_path: Path, damage, expected: str, capsys) -> None:
     damaged = tmp_path / "run"
@@ -454,7 +454,7 @@ def test_zoo_json_reads_back_as_a_typed_record_and_unknown_keys_are_named(bundle
     _edit_metadata(bundle, accuracy=0.99)
     with pytest.raises(zoo.ZooError) as error:
         zoo.load(bundle)
-    assert "unknown keys accuracy" in str(error.value)
+    assert "unknown key accuracy" in str(error.value)
     assert "\n" not in str(error.value)
 
 

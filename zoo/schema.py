@@ -1,17 +1,20 @@
-"""The files zoo writes and reads back (``zoo.json``, ``summary.json``) as strict pydantic records.
+"""The files zoo writes and reads back (``zoo.json``, ``summary.json``, a run's ``config.yaml``) as strict records.
 
 A file read back must hold exactly its record's keys, each of its type; whatever is wrong becomes one line naming
-the file and the key, in zoo's "problem: fix" style (``check``). pydantic is imported by the modules that read such
-files only, never by ``import zoo`` or the registry commands.
+the file and the key, in zoo's "problem: fix" style (``check``, ``validate``). A record is a pydantic model
+(``Record``) or a plain dataclass whose fields carry ``annotated_types`` bounds (the run config, whose module the
+command line imports without pydantic). pydantic is imported by the modules that read such files only, never by
+``import zoo`` or the registry commands.
 """
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from zoo.errors import ZooError, short_repr
 
@@ -45,50 +48,85 @@ class FieldProblem(ValueError):
 
 
 RecordT = TypeVar("RecordT", bound=Record)
+T = TypeVar("T")
+ANOTHER_VERSION = "written by another version of zoo?"
 
 
 def check(record: type[RecordT], content: Any, origin: str, fix: str) -> RecordT:
     """``content`` (parsed JSON) as a ``record``, or a ``ZooError`` naming ``origin``, the key and ``fix``."""
     if not isinstance(content, dict):
         raise ZooError(f"{origin} holds a JSON {type(content).__name__}, not a mapping of keys: {fix}")
-    content = record.upgrade(content)
+    return validate(record, record.upgrade(content), origin, fix)
+
+
+def validate(kind: type[T], content: dict[str, Any], origin: str, fix: str = "", *,
+             unknown_hint: str | None = ANOTHER_VERSION, error: type[ZooError] = ZooError) -> T:
+    """``content`` as a ``kind`` (a ``Record`` or a dataclass), or an ``error`` naming ``origin``, the key and
+    ``fix``. An unknown key names the known key close to it, else ``unknown_hint``, else (None) the keys known."""
     try:
-        # Validated as JSON text: strict mode takes a JSON array for a tuple, a Python list it would refuse.
-        return record.model_validate_json(json.dumps(content), strict=True)
-    except ValidationError as error:
-        raise ZooError(f"{problem(record, error, content, origin)}: {fix}") from error
+        # Validated as JSON text: strict mode takes a JSON array for a tuple, a Python list it would refuse. A value
+        # JSON lacks (a YAML date) is its text, refused by any field but a text one.
+        return _adapter(kind).validate_json(json.dumps(content, default=str), strict=True)
+    except ValidationError as problems:
+        line = problem(kind, problems, content, origin, unknown_hint=unknown_hint)
+        raise error(f"{line}: {fix}" if fix else line) from None
 
 
-def problem(record: type[Record], error: ValidationError, content: dict[str, Any], origin: str) -> str:
-    """What is wrong with file ``origin``, in a line: the keys missing, else the keys unknown, else the first value
-    that does not fit, with what it must be."""
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}  # building one costs milliseconds; a config is checked often
+
+
+def _adapter(kind: type[T]) -> TypeAdapter[T]:
+    if kind not in _ADAPTERS:
+        _ADAPTERS[kind] = TypeAdapter(kind)
+    return _ADAPTERS[kind]
+
+
+def problem(record: type, error: ValidationError, content: dict[str, Any], origin: str, *,
+            unknown_hint: str | None = ANOTHER_VERSION) -> str:
+    """What is wrong with file ``origin`` (or, with none, with the values given), in a line: the keys missing, else
+    the keys unknown (see ``validate``), else the first value that does not fit, with what it must be."""
     errors = error.errors()
     # A missing item of a tuple (its loc ends in an index) is a list too short: a wrong value, not a missing key.
     missing = [_key(item["loc"]) for item in errors if item["type"] in MISSING and isinstance(item["loc"][-1], str)]
-    unknown = [_key(item["loc"]) for item in errors if item["type"] in UNKNOWN]
-    if missing or unknown:
-        what = f"lacks {', '.join(missing[:3])}" if missing else f"has unknown keys {', '.join(unknown[:3])}"
-        return f"{origin} {what} (written by another version of zoo?)"
+    if missing:
+        return f"{origin} lacks {', '.join(missing[:3])} ({ANOTHER_VERSION})"
+    unknown = [item["loc"] for item in errors if item["type"] in UNKNOWN]
+    if unknown:
+        keys = ", ".join(_key(loc) for loc in unknown[:3])
+        what = f"{origin} has unknown key" if origin else "unknown key"
+        return f"{what}{'s' * (len(unknown) > 1)} {keys} ({_unknown_hint(record, unknown[0], unknown_hint)})"
     first = errors[0]
     cause = (first.get("ctx") or {}).get("error")
     if isinstance(cause, FieldProblem):
         key, expected = cause.key, cause.expected
     else:
         key, schema = _field(record, first["loc"])
-        if first["type"] == "value_error":  # a record's own check, in its own words
-            return f"{origin}: {key}: {cause}"
+        if first["type"] == "value_error":  # a record's own check, in its own words (naming its keys)
+            return f"{origin}: {cause}" if origin else str(cause)
         expected = describe(schema)
     value: Any = content
     for part in key.split("."):
         value = value.get(part) if isinstance(value, dict) else None
-    return f"{origin}: {key} must be {expected}, got {short_repr(value)}"
+    wrong = f"{key} must be {expected}, got {short_repr(value)}"
+    return f"{origin}: {wrong}" if origin else wrong
 
 
 def _key(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _field(record: type[Record], loc: tuple[int | str, ...]) -> tuple[str, dict[str, Any]]:
+def _unknown_hint(record: type, loc: tuple[int | str, ...], hint: str | None) -> str:
+    """``did you mean a.b?`` for the known key nearest to unknown ``loc``; else ``hint``; else the known keys."""
+    _, parent = _field(record, loc[:-1])  # the mapping that holds the key
+    names = list(parent.get("properties", {}))
+    close = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    if close or hint is None:
+        keys = [_key((*loc[:-1], name)) for name in close or names]
+        return f"did you mean {keys[0]}?" if close else f"known: {', '.join(keys)}"
+    return hint
+
+
+def _field(record: type, loc: tuple[int | str, ...]) -> tuple[str, dict[str, Any]]:
     """The dotted key of the record's field that ``loc`` lies in, and that field's JSON schema."""
     full = json_schema(record)
     schema: dict[str, Any] = full
@@ -103,9 +141,9 @@ def _field(record: type[Record], loc: tuple[int | str, ...]) -> tuple[str, dict[
 
 
 @functools.cache
-def json_schema(record: type[Record]) -> dict[str, Any]:
+def json_schema(record: type) -> dict[str, Any]:
     """The JSON Schema of ``record``'s file (docs/schema holds them)."""
-    return record.model_json_schema(mode="serialization")
+    return _adapter(record).json_schema(mode="serialization")
 
 
 def _resolve(full: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -132,11 +170,18 @@ def describe(schema: dict[str, Any]) -> str:
     names = {"null": "null", "number": "a number", "integer": "a whole number", "string": "text",
              "boolean": "true or false"}
     text = names.get(str(kind), "a value")
-    low, high = schema.get("minimum"), schema.get("maximum", schema.get("exclusiveMaximum"))
+    return f"{text} {_bounds(schema)}".rstrip()
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    """A number's bounds in words: ``from 0 to 1``, ``above 0 and below 1``, ``of at least 1``."""
+    low, high = schema.get("minimum"), schema.get("maximum")
+    above, below = schema.get("exclusiveMinimum"), schema.get("exclusiveMaximum")
     if low is not None and high is not None:
-        upto = "up to (not including) " if "exclusiveMaximum" in schema else ""
-        return f"{text} from {low} {'to ' if not upto else ''}{upto}{high}"
-    return text if low is None else f"{text} of at least {low}"
+        return f"from {low} to {high}"
+    lower = f"of at least {low}" if low is not None else f"above {above}" if above is not None else ""
+    upper = f"at most {high}" if high is not None else f"below {below}" if below is not None else ""
+    return " and ".join(part for part in (lower, upper) if part)
 
 
 def _plural(text: str) -> str:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from finetune.config import config_fields
+from finetune.shipping.settings import byte_count, byte_text
 from zoo_cli.flags import flag_of
 
 OPTIONS_FILE = Path(__file__).parents[1] / "docs" / "options.md"
@@ -55,6 +56,8 @@ def option_table(command: str) -> str:
             name = name[:-1] + f" {value}`"
         flag = action.option_strings[0] if action.option_strings else None
         default = defaults.get((flag, meaning), action.default) if flag else None
+        if action.type is byte_count and isinstance(default, int):
+            default = byte_text(default)
         shown = "" if default is None or default is False or default == argparse.SUPPRESS else f"`{default}`"
         lines.append(f"| {_cell(name)} | {_cell(shown)} | {_cell(meaning)} |")
     return "\n".join(lines) + "\n"

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
-
-from finetune.config import ConfigError, RunConfig, merge, to_dict
+from finetune.config import RunConfig
 from zoo._io import write_text_atomic
 from zoo.errors import ZooError, describe_error
 from zoo.schema import Record, check
@@ -31,23 +29,6 @@ class ErrorFigures(Record):
     k: int | None  # top-k's k: min(5, classes - 1); None for 2 classes
     topk_error: float | None
     loss: float | None
-
-
-def _config(value: Any) -> RunConfig:
-    """A run's config: its settings merged over the defaults, checked by ``finetune.config``."""
-    if isinstance(value, RunConfig):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError(f"must be a mapping of settings, got {type(value).__name__}")
-    try:
-        return merge(RunConfig(), value)
-    except ConfigError as error:
-        raise ValueError(str(error)) from error
-
-
-# finetune.config checks the settings (docs/options.md lists them); the schema says only that they are a mapping.
-Config = Annotated[RunConfig, PlainValidator(_config), PlainSerializer(to_dict),
-                   WithJsonSchema({"type": "object", "description": "the run's settings (docs/options.md)"})]
 
 
 class RunSummary(Record):
@@ -101,7 +82,7 @@ class RunSummary(Record):
     best_checkpoint: str
     last_checkpoint: str
     seed: int
-    config: Config
+    config: RunConfig  # checked by the schema layer like a config file (docs/options.md lists the settings)
 
     def error(self, split: Split) -> float | None:
         """The top-1 error on ``split``."""

@@ -26,6 +26,14 @@ def byte_count(text: str) -> int:
     return int(match[1]) * UNITS[(match[2] or "").lower()]
 
 
+def byte_text(count: int) -> str:
+    """``count`` bytes as ``byte_count`` reads them back: ``20MB``, ``512KiB``, or plain bytes."""
+    for unit, size in sorted(UNITS.items(), key=lambda item: -item[1]):
+        if size > 1 and count % size == 0:
+            return f"{count // size}{unit[0].upper()}{unit[1:]}B"
+    return str(count)
+
+
 @dataclass(frozen=True)
 class PredictSettings:
     """How ``predict`` runs and what ``zoo predict`` prints."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
-from finetune.config import CONFIG_FILE, RunConfig, save_config
+from finetune.config import CONFIG_FILE, RunConfig, merge, save_config
 from finetune.data.shards import is_shards
 from finetune.data.split import Split, has_split, load_split, save_split
 from finetune.results.records import RunSummary
@@ -94,6 +94,7 @@ def _prepare(config: RunConfig, resume: Path | None, split: Split | None, times:
     """Split, resolve the settings, build the network and data, then make or reopen the run folder and write
     its config and split (the other processes of a DDP run read them instead)."""
     role = process_role(resume)
+    config = merge(config, {})  # a config built in Python is checked like a file: types, bounds, conflicts
     config, resume = starting_settings(role, config, resume)
     first = role is Role.FIRST
     restart = resume is not None and not (resume / LAST_CHECKPOINT).is_file()

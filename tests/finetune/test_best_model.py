@@ -50,7 +50,7 @@ def test_monitor_val_loss_keeps_the_epoch_of_lowest_validation_loss(image_folder
     (["--monitor", "val_acc"], "--monitor"),
     (["--tta", "mirror"], "--tta"),
     (["--ema", "often"], "--ema takes a number or auto or off"),
-    (["--ema", "1.5"], "optim.ema must be a decay between 0 and 1"),
+    (["--ema", "1.5"], "optim.ema must be a number above 0.0 and below 1.0 or auto or off, got 1.5"),
     (["--tta", "flip", "--flips-change-class"], "says a mirror image is another class: use --tta none"),
 ])
 def test_bad_choices_are_one_line_before_any_work(flags: list[str], message: str, image_folder: Path,

@@ -355,10 +355,10 @@ def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("flags", "message"), [
     (["--vary", "trainer.seed=1,2"], "list them under seeds (--seeds)"),
     (["--vary", "data.test_fraction=0,0.2"], "the split is shared"),
-    (["--vary", "model.dropuot=0,0.5"], "unknown config key 'model.dropuot'"),
+    (["--vary", "model.dropuot=0,0.5"], "unknown key model.dropuot (did you mean model.dropout?)"),
     (["--vary", "model.dropout=0.5"], "needs two or more different values"),
     (["--vary", "model.dropout"], "--vary takes KEY=V1,V2"),
-    (["--vary", "model.dropout=0,2"], "model.dropout must lie in [0, 1)"),
+    (["--vary", "model.dropout=0,2"], "model.dropout must be a number of at least 0.0 and below 1.0, got 2"),
     (["--seeds", "0,x"], "--seeds takes whole numbers"),
     (["--seeds", ","], "--seeds takes whole numbers"),
     (["--seeds", "1,1"], "seeds repeat"),

@@ -297,7 +297,7 @@ def test_a_moved_run_resumes_with_its_settings_and_its_best_checkpoint(finished_
     # Round two: a TypeError after the run folder was made, a bogus metrics row, 39 GB, 1,000 processes.
     (["--devices", "-1"], "at least 1"),
     (["--strategy", "ddp_spawn"], "use ddp"),
-    (["--image-size", "100000"], "data.image_size must be at most 4096"),
+    (["--image-size", "100000"], "data.image_size must be a whole number from 8 to 4096 or null, got 100000"),
     (["--num-workers", "1000"], "cores of this machine"),
 ])
 def test_settings_that_would_hang_or_crash_are_one_line(image_folder: Path, tmp_path: Path, flags: list[str],

@@ -31,9 +31,9 @@ def _content(bundle: Path) -> dict:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"accuracy": 0.9}, "zoo.json has unknown keys accuracy"),
+    ({"accuracy": 0.9}, "zoo.json has unknown key accuracy"),
     ({"preprocessing": {"crop": 28, "resize": 32, "interpolation": "bilinear", "mean": [0.5] * 3, "std": [0.5] * 3,
-                        "gamma": 2.2}}, "zoo.json has unknown keys preprocessing.gamma"),
+                        "gamma": 2.2}}, "zoo.json has unknown key preprocessing.gamma"),
     ({"tta": "rotate"}, "zoo.json: tta must be one of none, flip, flip-crop, got 'rotate'"),
     ({"flips_change_class": "no"}, "zoo.json: flips_change_class must be true or false, got 'no'"),
     ({"preprocessing": {"crop": 28.0, "resize": 32, "interpolation": "bilinear", "mean": [0.5] * 3,
@@ -73,7 +73,7 @@ def test_a_zoo_json_reads_back_as_it_was_written(bundle: Path) -> None:
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"accuracy": 0.9}, "has unknown keys accuracy"),
+    ({"accuracy": 0.9}, "has unknown key accuracy"),
     ({"learned": 1}, "learned must be true or false, got 1"),
     ({"selection": {"epoch": [1]}}, "selection must be a mapping to a whole number or a number or text or null"),
 ])

@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import requests
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -334,6 +336,13 @@ def test_max_bytes_takes_units(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "bundle", "--max-bytes", "lots"])
     assert "'lots' is not a size" in capsys.readouterr().err
+
+
+@given(st.integers(min_value=0, max_value=2**50))
+def test_a_size_written_for_people_reads_back_as_the_same_bytes(count: int) -> None:
+    from finetune.shipping.settings import byte_count, byte_text
+
+    assert byte_count(byte_text(count)) == count
 
 
 @pytest.mark.slow
