@@ -1,7 +1,7 @@
 """Good results by default: the no-flag run against the best of a small hand-tuned grid, on the same split.
 
     python -m benchmarks.defaults [--data digits mnist faces textures photos digits28 textures-large]
-                                  [--full-finetune] [--ema-check] [--extend]
+                                  [--full-finetune] [--ema-check] [--extend] [--seeds 1]
     python -m benchmarks.defaults --budgets [--data digits mnist faces] [--rounds 1]
 
 Five kinds of real data that ship with pip packages: small_cnn from scratch on scikit-learn's digits,
@@ -12,6 +12,11 @@ gravel photos) and on a small folder of colour photos. Each data set gets one sp
 default run sets only the architecture and the data, every grid run sets augmentation, learning rate
 and epochs (and freezing as the default chose it, unless ``--full-finetune`` adds a full fine-tune).
 Figures are test errors with their 95% Wilson intervals; time is the whole ``train`` call.
+
+``--seeds K`` runs the default and every grid setting on K splits (seeds 0 to K-1) and pools their test images:
+one image of 30 is 3.3 points, so a 1-point target needs several splits of a small set. The pooled error is the
+errors over the test images of every split, its interval Wilson's on that count, the time the mean of the runs;
+the kept checkpoint and the calibration are judged on each split's worst.
 
 Two cases check the model a run hands over: ``digits28``, efficientnet_lite0 with its ImageNet weights on
 scikit-learn's digits drawn at 28 px (grey glyphs far below the network's 224 px), against small_cnn from scratch
@@ -44,6 +49,7 @@ from benchmarks.common import photos_folder, silenced, spread, table, write_resu
 from finetune.config import RunConfig, merge
 from finetune.data.builtin import resolve_data
 from finetune.results.records import RunSummary
+from finetune.results.stats import wilson_interval
 from finetune.runtime.hardware import choose_threads
 from finetune.training.run import train
 from finetune.training.run_folder import resume_config
@@ -138,6 +144,27 @@ def _figures(summary: RunSummary, seconds: float) -> dict[str, Any]:
     }
 
 
+def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One setting's runs on several splits as one: their test images pooled, the mean time, the worst checkpoint
+    choice and calibration; the settings are the first split's (the recipe reads the data, not the seed)."""
+    if len(runs) == 1:
+        return {**runs[0], "split0": runs[0]}
+    wrong = sum(round(run["error"] * run["num_test"] / 100) for run in runs)
+    total = sum(run["num_test"] for run in runs)
+    return {**runs[0], "error": 100 * wrong / total, "interval": list(wilson_interval(wrong, total)),
+            "num_test": total, "seconds": statistics.mean(run["seconds"] for run in runs),
+            "loss_ratio": max(run["loss_ratio"] for run in runs),
+            "ece_before": max(run["ece_before"] for run in runs), "ece_after": max(run["ece_after"] for run in runs),
+            "ran": max(run["ran"] for run in runs), "split0": runs[0]}
+
+
+def _seeded(base: RunConfig, overrides: dict[str, Any], seeds: int) -> dict[str, Any]:
+    """The run of ``overrides`` on each of ``seeds`` splits (``out`` gets the seed), pooled."""
+    return _pooled([_run(merge(base, {**overrides, "out": f"{overrides['out']}-seed{seed}",
+                                      "trainer": {**overrides.get("trainer", {}), "seed": seed}}))
+                    for seed in range(seeds)])
+
+
 def _describe(run: dict[str, Any]) -> str:
     ema = f"ema {run['ema']}" if run["ema"] != "off" else "no ema"
     epochs = f"{run['epochs']} epochs" if run["ran"] == run["epochs"] else f"{run['ran']} of {run['epochs']} epochs"
@@ -163,20 +190,20 @@ def extras(name: str, workdir: Path, base: RunConfig, default: dict[str, Any], e
         rows.append({"data": name, "run": f"no flags but --ema {flipped} ({_describe(run)})",
                      "test error % (95% CI)": _error(run), "seconds": f"{run['seconds']:.0f}"})
     if extend:
-        run_dir = workdir / f"{name}-default"
+        run_dir = workdir / f"{name}-default-seed0"  # the first split's: a resume continues one run
         started = time.perf_counter()
         with silenced():
-            summary = train(resume_config(run_dir, {"trainer": {"epochs": 2 * default["epochs"]}}),
+            summary = train(resume_config(run_dir, {"trainer": {"epochs": 2 * default["split0"]["epochs"]}}),
                             resume=run_dir).summary
         assert summary is not None
         run = _figures(summary, time.perf_counter() - started)
         rows.append({"data": name, "run": f"the no-flag run resumed to {run['epochs']} epochs (warm restart)",
-                     "test error % (95% CI)": f"{_error(run)}; before: {_error(default)}",
+                     "test error % (95% CI)": f"{_error(run)}; before: {_error(default['split0'])}",
                      "seconds": f"{run['seconds']:.0f}"})
     return rows
 
 
-def benchmark(name: str, workdir: Path, full_finetune: bool
+def benchmark(name: str, workdir: Path, full_finetune: bool, seeds: int = 1
               ) -> tuple[RunConfig, dict[str, Any], list[dict[str, Any]]]:
     arch, weights, build, grid = DATASETS[name]
     folder = build(workdir / name)
@@ -185,7 +212,7 @@ def benchmark(name: str, workdir: Path, full_finetune: bool
     # A throwaway run first: the first run of a process pays for building oneDNN's kernels, which would
     # count against whichever setting ran first.
     _run(merge(base, {"trainer": {"epochs": 1, "max_steps": 2}, "out": str(workdir / f"{name}-warm-up")}))
-    default = _run(merge(base, {"out": str(workdir / f"{name}-default")}))
+    default = _seeded(base, {"out": str(workdir / f"{name}-default")}, seeds)
     print(f"{name}: default ({_describe(default)}): {default['error']:.2f} % in {default['seconds']:.0f} s", flush=True)
     runs = []
     settings = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
@@ -194,7 +221,7 @@ def benchmark(name: str, workdir: Path, full_finetune: bool
         overrides = {"data": {"augment": setting["augment"]}, "optim": {"lr": setting["lr"], "freeze": freeze,
                      "backbone_lr_mult": 0.1 if freeze == "until-epoch" else 1.0, "unfreeze_epoch": 1},
                      "trainer": {"epochs": setting["epochs"]}, "out": str(workdir / f"{name}-grid-{index}")}
-        runs.append(_run(merge(base, overrides)))
+        runs.append(_seeded(base, overrides, seeds))
         print(f"{name}: grid {_describe(runs[-1])}: {runs[-1]['error']:.2f} % in {runs[-1]['seconds']:.0f} s",
               flush=True)
     return base, default, runs
@@ -254,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", action="store_true",
                         help="race the plateau rule against the fixed epoch budgets on the from-scratch data sets")
     parser.add_argument("--rounds", type=int, default=1, help="with --budgets: pairs of runs per data set")
+    parser.add_argument("--seeds", type=int, default=1, help="splits per data set, their test images pooled")
     args = parser.parse_args(argv)
     if args.budgets:
         names = [name for name in args.data if DATASETS[name][1] == "none"]
@@ -269,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else []
     with tempfile.TemporaryDirectory(prefix="zoo-defaults-") as workdir:
         for name in args.data:
-            base, default, runs = benchmark(name, Path(workdir), args.full_finetune)
+            base, default, runs = benchmark(name, Path(workdir), args.full_finetune, args.seeds)
             others += extras(name, Path(workdir), base, default, args.ema_check, args.extend)
             handed += [{"data": name, "run": "no flags" if run is default else _describe(run),
                         "best epoch": run["best_epoch"], "kept val loss / lowest tied": f"{run['loss_ratio']:.2f}",
@@ -290,7 +318,9 @@ def main(argv: list[str] | None = None) -> None:
             })
             grids += [{"data": name, "settings": _describe(run), "test error %": f"{run['error']:.2f}",
                        "seconds": f"{run['seconds']:.0f}"} for run in runs]
-    body = (f"Each data set split once (seed 0, 70/15/15); the default run sets only --arch and --data (and "
+    splits = "split once (seed 0" if args.seeds == 1 else f"split {args.seeds} times (seeds 0–{args.seeds - 1}, " \
+        "test images pooled over the splits"
+    body = (f"Each data set {splits}, 70/15/15); the default run sets only --arch and --data (and "
             f"--accelerator cpu); targets: within 1 point of the grid's best test error, at most 1.5× its time. "
             f"With a few dozen test images one image is several points: read the intervals.\n\n{table(pairs)}\n\n"
             f"The grid:\n\n{table(grids)}\n\nThe model handed over: the checkpoint kept against the epochs tied with "
