@@ -22,8 +22,8 @@ Two cases check the model a run hands over: ``digits28``, efficientnet_lite0 wit
 scikit-learn's digits drawn at 28 px (grey glyphs far below the network's 224 px), against small_cnn from scratch
 on the same split; ``textures-large``, 720 texture patches whose validation error saturates at once, where the
 checkpoint must still be chosen on the validation loss and the softmax calibrated on 100+ validation images.
-``--ema-check`` adds the no-flag run with the weight average switched the other way; ``--extend`` resumes the
-no-flag run for twice its epochs (a warm restart) and measures it again.
+``--ema-check`` adds the no-flag run (first split) with the weight average switched the other way; ``--extend``
+resumes each split's no-flag run for twice its epochs (a warm restart) and measures them again, pooled.
 
 ``--budgets`` races the from-scratch default (its epochs a ceiling, stopped at the validation loss's plateau)
 against the same run on today's fixed budget (``--schedule cosine`` over the same epochs), the two in turns
@@ -136,7 +136,8 @@ def _figures(summary: RunSummary, seconds: float) -> dict[str, Any]:
     return {
         "augment": chosen.data.augment, "lr": chosen.optim.lr, "epochs": chosen.trainer.epochs,
         "freeze": chosen.optim.freeze, "ema": chosen.optim.ema, "image_size": summary.image_size,
-        "error": summary.test_top1_error, "interval": summary.test_top1_error_ci95, "seconds": seconds,
+        "out": chosen.out, "error": summary.test_top1_error, "interval": summary.test_top1_error_ci95,
+        "seconds": seconds,
         "num_test": summary.num_test, "num_val": summary.num_val, "ece_before": summary.val_ece_before,
         "ece_after": summary.val_ece_after, "best_epoch": summary.best_epoch, "ran": summary.epochs,
         # best.ckpt's validation loss against the lowest of the epochs tied with it on validation error.
@@ -148,14 +149,14 @@ def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One setting's runs on several splits as one: their test images pooled, the mean time, the worst checkpoint
     choice and calibration; the settings are the first split's (the recipe reads the data, not the seed)."""
     if len(runs) == 1:
-        return {**runs[0], "split0": runs[0]}
+        return {**runs[0], "splits": runs}
     wrong = sum(round(run["error"] * run["num_test"] / 100) for run in runs)
     total = sum(run["num_test"] for run in runs)
     return {**runs[0], "error": 100 * wrong / total, "interval": list(wilson_interval(wrong, total)),
             "num_test": total, "seconds": statistics.mean(run["seconds"] for run in runs),
             "loss_ratio": max(run["loss_ratio"] for run in runs),
             "ece_before": max(run["ece_before"] for run in runs), "ece_after": max(run["ece_after"] for run in runs),
-            "ran": max(run["ran"] for run in runs), "split0": runs[0]}
+            "ran": max(run["ran"] for run in runs), "splits": runs}
 
 
 def _seeded(base: RunConfig, overrides: dict[str, Any], seeds: int) -> dict[str, Any]:
@@ -190,15 +191,18 @@ def extras(name: str, workdir: Path, base: RunConfig, default: dict[str, Any], e
         rows.append({"data": name, "run": f"no flags but --ema {flipped} ({_describe(run)})",
                      "test error % (95% CI)": _error(run), "seconds": f"{run['seconds']:.0f}"})
     if extend:
-        run_dir = workdir / f"{name}-default-seed0"  # the first split's: a resume continues one run
         started = time.perf_counter()
-        with silenced():
-            summary = train(resume_config(run_dir, {"trainer": {"epochs": 2 * default["split0"]["epochs"]}}),
-                            resume=run_dir).summary
-        assert summary is not None
-        run = _figures(summary, time.perf_counter() - started)
+        extended = []
+        for split in default["splits"]:  # each split's no-flag run, resumed in its own folder
+            with silenced():
+                summary = train(resume_config(Path(split["out"]), {"trainer": {"epochs": 2 * split["epochs"]}}),
+                                resume=Path(split["out"])).summary
+            assert summary is not None
+            extended.append(_figures(summary, time.perf_counter() - started))
+            started = time.perf_counter()
+        run = _pooled(extended)
         rows.append({"data": name, "run": f"the no-flag run resumed to {run['epochs']} epochs (warm restart)",
-                     "test error % (95% CI)": f"{_error(run)}; before: {_error(default['split0'])}",
+                     "test error % (95% CI)": f"{_error(run)}; before: {_error(default)}",
                      "seconds": f"{run['seconds']:.0f}"})
     return rows
 
