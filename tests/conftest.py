@@ -15,28 +15,19 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 
 import pytest
 
-from tests.helpers import CommandRun, make_image_folder, run_command, train_small_run
-
-
-def _hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path_factory.getbasetemp() / "zoo-cache"
-    monkeypatch.setenv("ZOO_CACHE", str(cache))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "torch-home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path_factory.getbasetemp() / "hf-hub"))  # timm's weights
-    monkeypatch.setenv("ZOO_OFFLINE", "1")
+from tests.helpers import CommandRun, hermetic, make_image_folder, run_command, shorten_measurements, train_small_run
 
 
 @pytest.fixture(autouse=True)
 def hermetic_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's caches; weights are never downloaded."""
-    _hermetic(tmp_path_factory, monkeypatch)
+    hermetic(tmp_path_factory, monkeypatch)
 
 
 @pytest.fixture(autouse=True)
 def short_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
     """Shorter timings and range tests than a user's: the tests check what they produce, not their figures."""
-    monkeypatch.setattr("finetune.compare.speed.MIN_RUN_SECONDS", 0.05)  # a user's: 1 s per speed figure
-    monkeypatch.setattr("finetune.training.lr_finder.STEPS", 30)  # a user's: 100 steps
+    shorten_measurements(monkeypatch)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +35,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One short small_cnn run (``train_small_run``) for every test that only reads it: training it once per
     session instead of once per module. A test writes what it makes outside it, or in a new sub-folder."""
     with pytest.MonkeyPatch.context() as monkeypatch:  # made before any test's own environment
-        _hermetic(tmp_path_factory, monkeypatch)
+        hermetic(tmp_path_factory, monkeypatch)
         return train_small_run(tmp_path_factory.mktemp("small-run"))
 
 
@@ -54,7 +45,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> CommandRun:
     session for the tests that read its folder and output."""
     root = tmp_path_factory.mktemp("cli-run")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _hermetic(tmp_path_factory, monkeypatch)
+        hermetic(tmp_path_factory, monkeypatch)
         images = make_image_folder(root / "images")
         return run_command(["finetune", "--arch", "small_cnn", "--data", str(images), "--epochs", "2", "--out",
                             str(root / "run"), "--batch-size", "8", "--augment", "none", "--seed", "0"], root / "run")

@@ -11,7 +11,8 @@ import io
 import json
 import os
 import pickle
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,31 @@ from PIL import Image
 
 from finetune.config import RunConfig, merge
 from finetune.training.run import train
+
+
+def hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point zoo's, torch's and Hugging Face's caches into the session's temporary folder and keep zoo offline."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("ZOO_CACHE", str(base / "zoo-cache"))
+    monkeypatch.setenv("TORCH_HOME", str(base / "torch-home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(base / "hf-hub"))  # timm's weights
+    monkeypatch.setenv("ZOO_OFFLINE", "1")
+
+
+def shorten_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shorter timings and range tests than a user's: the tests check what they produce, not their figures."""
+    monkeypatch.setattr("finetune.compare.speed.MIN_RUN_SECONDS", 0.05)  # a user's: 1 s per speed figure
+    monkeypatch.setattr("finetune.training.lr_finder.STEPS", 30)  # a user's: 100 steps
+
+
+@contextmanager
+def per_test_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pytest.MonkeyPatch]:
+    """The environment conftest gives every test (hermetic caches, short measurements), for a module-scoped fixture:
+    it is made before any test's own, so it sets its own up, and undoes it before the tests run."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        hermetic(tmp_path_factory, monkeypatch)
+        shorten_measurements(monkeypatch)
+        yield monkeypatch
 
 
 def run_summary(run_dir: Path) -> dict:

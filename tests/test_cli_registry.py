@@ -7,10 +7,12 @@ import io
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 
 import zoo
+from tests.helpers import per_test_environment, run_command
 from zoo_cli.main import main
 
 SCHEMA = {
@@ -38,28 +40,57 @@ def test_list_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert small["imagenet_top1_error"] is None
 
 
-def test_list_says_winner_or_runner_up_marks_ensembles_and_gives_one_networks_figure(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["list", "--format", "json"]) == 0
-    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+@dataclass(frozen=True)
+class Listing:
+    """``zoo list`` as JSON rows by name and as table lines 200 columns wide, and ``zoo info vgg16``."""
+
+    rows: dict[str, dict]
+    lines: list[str]
+    info: str
+
+    def line(self, name: str) -> str:
+        """The table's line of ``name``."""
+        return next(line for line in self.lines if line.startswith(f"│ {name} "))
+
+
+@pytest.fixture(scope="module")
+def listing(tmp_path_factory: pytest.TempPathFactory) -> Listing:
+    out = tmp_path_factory.mktemp("list")
+    with per_test_environment(tmp_path_factory) as monkeypatch:
+        rows = {row["name"]: row for row in json.loads(run_command(["list", "--format", "json"], out).printed)}
+        monkeypatch.setenv("COLUMNS", "200")
+        lines = run_command(["list"], out).printed.splitlines()
+        return Listing(rows, lines, run_command(["info", "vgg16"], out).printed)
+
+
+def test_list_gives_the_ilsvrc_place_and_how_many_networks_the_entry_was(listing: Listing) -> None:
+    rows = listing.rows
     assert (rows["vgg16"]["ilsvrc_place"], rows["vgg16"]["ilsvrc_models"]) == (2, 7)
     assert (rows["resnet18"]["ilsvrc_top5_error"], rows["resnet18"]["ilsvrc_models"]) == (3.57, 6)
+
+
+def test_list_gives_one_networks_figure_only_to_the_network_it_was_measured_on(listing: Listing) -> None:
+    rows = listing.rows
     # ResNet-152's single-model 4.49% is its own, not resnet18's; AlexNet's one CNN: 18.2%
     assert rows["resnet18"]["ilsvrc_single_model_top5_error"] is None
     assert rows["resnet152"]["ilsvrc_single_model_top5_error"] == 4.49
     assert rows["alexnet"]["ilsvrc_single_model_top5_error"] == 18.2
-    monkeypatch.setenv("COLUMNS", "200")
-    assert main(["list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    row = {name: next(line for line in lines if line.startswith(f"│ {name} ")) for name in ("vgg16", "resnet152")}
-    assert "2014 runner-up" in row["vgg16"]
-    assert "7.3 ×7" in row["vgg16"]
-    assert "2015 winner" in row["resnet152"]
-    assert "3.57 ×6" in row["resnet152"]
-    assert "4.49 (val)" in row["resnet152"]
-    assert any("×N: an ensemble of N networks" in line for line in lines)
-    assert main(["info", "vgg16"]) == 0
-    assert "ILSVRC 2014, runner-up: top-5 error 7.3% (ensemble of 7)" in capsys.readouterr().out
+
+
+def test_the_table_says_winner_or_runner_up_and_marks_ensembles(listing: Listing) -> None:
+    assert "2014 runner-up" in listing.line("vgg16")
+    assert "7.3 ×7" in listing.line("vgg16")
+    assert "2015 winner" in listing.line("resnet152")
+    assert "3.57 ×6" in listing.line("resnet152")
+    assert any("×N: an ensemble of N networks" in line for line in listing.lines)
+
+
+def test_the_table_gives_one_networks_figure_on_validation(listing: Listing) -> None:
+    assert "4.49 (val)" in listing.line("resnet152")
+
+
+def test_info_says_the_place_and_the_size_of_the_ensemble(listing: Listing) -> None:
+    assert "ILSVRC 2014, runner-up: top-5 error 7.3% (ensemble of 7)" in listing.info
 
 
 def test_list_pattern_csv_and_markdown(capsys: pytest.CaptureFixture[str]) -> None:

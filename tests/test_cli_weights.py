@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import publish_under_own_digest
+from tests.helpers import per_test_environment, publish_under_own_digest, run_command
 from zoo.weights.torchvision_hub import torch_hub_checkpoints
 from zoo_cli.main import main
 
@@ -29,26 +30,56 @@ def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     return captured.err
 
 
-def test_listing_as_json_and_as_a_table(capsys: pytest.CaptureFixture[str], checkpoints: Path) -> None:
-    assert main(["weights", "resnet50", "--format", "json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+@dataclass(frozen=True)
+class Listings:
+    """What ``zoo weights`` printed: resnet50 as JSON, as CSV of every tag and as a table; efficientnet_lite0."""
+
+    checkpoints: Path  # torch's checkpoint folder, empty
+    json: str
+    csv: str
+    table: str
+    pip_package: str
+
+
+@pytest.fixture(scope="module")
+def listings(tmp_path_factory: pytest.TempPathFactory) -> Listings:
+    root = tmp_path_factory.mktemp("weights-listings")
+    with per_test_environment(tmp_path_factory) as monkeypatch:
+        monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
+        printed = [run_command(["weights", *argv], root).printed for argv in (
+            ["resnet50", "--format", "json"], ["resnet50", "--tag", "all", "--format", "csv"], ["resnet50"],
+            ["efficientnet_lite0"])]
+        return Listings(torch_hub_checkpoints(), *printed)
+
+
+def test_json_lists_the_default_tag_with_its_file_and_url(listings: Listings) -> None:
+    (row,) = json.loads(listings.json)
     assert row["tag"] == "IMAGENET1K_V2"
     assert row["default"] is True
     assert row["file"] == "resnet50-11ad3fa6.pth"
     assert row["sha256_prefix"] == "11ad3fa6"
     assert row["url"] == "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"
-    assert row["folder"] == str(checkpoints)
+
+
+def test_json_says_where_the_file_would_go_and_that_it_is_not_there(listings: Listings) -> None:
+    (row,) = json.loads(listings.json)
+    assert row["folder"] == str(listings.checkpoints)
     assert row["installed"] is False
-    assert main(["weights", "resnet50", "--tag", "all", "--format", "csv"]) == 0
-    header, *rows = capsys.readouterr().out.strip().splitlines()
+
+
+def test_csv_of_all_tags_has_a_row_per_tag_under_a_header(listings: Listings) -> None:
+    header, *rows = listings.csv.strip().splitlines()
     assert len(rows) == 2
     assert header.split(",")[:5] == ["arch", "tag", "default", "source", "file"]
-    assert main(["weights", "resnet50"]) == 0
-    table = capsys.readouterr().out
-    for part in ("resnet50:IMAGENET1K_V2 (default)", "resnet50-11ad3fa6.pth", "11ad3fa6", str(checkpoints)):
-        assert part in table
-    assert main(["weights", "efficientnet_lite0"]) == 0
-    assert "pip package" in capsys.readouterr().out
+
+
+def test_the_table_names_the_default_tag_its_file_and_folder(listings: Listings) -> None:
+    for part in ("resnet50:IMAGENET1K_V2 (default)", "resnet50-11ad3fa6.pth", "11ad3fa6", str(listings.checkpoints)):
+        assert part in listings.table
+
+
+def test_weights_from_a_pip_package_say_so(listings: Listings) -> None:
+    assert "pip package" in listings.pip_package
 
 
 def test_errors_are_one_line_with_status_2(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -22,7 +22,7 @@ from finetune.compare.report import title_for
 from finetune.compare.results import RESULT_COLUMNS
 from finetune.config import ConfigError, RunConfig, load_config, to_dict
 from finetune.results.stats import mcnemar, wilson_interval
-from tests.helpers import make_image_folder
+from tests.helpers import make_image_folder, per_test_environment, run_command
 from zoo_cli.main import main
 
 ARCHS = ["small_cnn", "alexnet", "resnet18"]  # alexnet needs 63 px: at 32 px it fails between the other two
@@ -174,27 +174,43 @@ def test_runs_are_ordinary_run_folders_on_one_shared_split(comparison: Compariso
     assert (small.data, small.optim, small.trainer) == (resnet.data, resnet.optim, resnet.trainer)
 
 
-def test_outputs_plots_report_and_printed_table(comparison: Comparison) -> None:
-    for plot in ("depth_vs_error.png", "error_vs_cost.png", "curves.png"):
-        data = (comparison.out / plot).read_bytes()
-        assert data.startswith(PNG_SIGNATURE)
-        assert len(data) > 10_000
+@pytest.mark.parametrize("plot", ["depth_vs_error.png", "error_vs_cost.png", "curves.png"])
+def test_each_plot_is_a_drawn_png(comparison: Comparison, plot: str) -> None:
+    data = (comparison.out / plot).read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 10_000
+
+
+def test_the_report_says_how_the_runs_were_trained_and_tested(comparison: Comparison) -> None:
     report = (comparison.out / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# images: 1 epoch, at most 2 steps, 32 px, weights none, seed 0")
     assert "tested once on 3 images of 3 classes held out from the start" in report
+
+
+def test_the_report_names_the_failure_and_every_run_that_did_not_learn(comparison: Comparison) -> None:
+    report = (comparison.out / "report.md").read_text(encoding="utf-8")
     assert "alexnet failed: " in report
     rows = results(comparison.out)
     for name in ("small_cnn", "resnet18"):
         said = f"{name} did not learn" in report
         assert said == (not rows[name]["learned"]), "every row that did not learn is named, and only those"
+
+
+def test_the_report_has_a_row_per_finished_network_and_shows_the_plots(comparison: Comparison) -> None:
+    report = (comparison.out / "report.md").read_text(encoding="utf-8")
     assert "| small_cnn |  | none | 5 |" in report
     assert "| resnet18 |  | none | 18 |" in report
     assert "![depth vs error](depth_vs_error.png)" in report
     assert "![error vs cost](error_vs_cost.png)" in report
     assert "![validation curves](curves.png)" in report
-    printed = comparison.first.printed
-    assert "top-1 err % (95% CI)" in printed
-    assert f"comparison folder: {comparison.out}" in printed
+
+
+def test_compare_prints_the_table_and_where_the_comparison_is(comparison: Comparison) -> None:
+    assert "top-1 err % (95% CI)" in comparison.first.printed
+    assert f"comparison folder: {comparison.out}" in comparison.first.printed
+
+
+def test_results_per_seed_csv_has_a_row_per_architecture(comparison: Comparison) -> None:
     with (comparison.out / "results_per_seed.csv").open(encoding="utf-8") as file:
         assert [row["name"] for row in csv.DictReader(file)] == ARCHS
 
@@ -319,33 +335,67 @@ def test_comparison_config_files(tmp_path: Path) -> None:
         load_comparison(bad)
 
 
-def test_seeds_and_vary_on_digits(tmp_path: Path) -> None:
-    out = tmp_path / "dropout"
-    outcome = zoo(["compare", "--archs", "small_cnn", "--data", "digits", "--weights", "none", "--epochs", "2",
-                   "--max-steps", "16", "--batch-size", "64", "--augment", "none", "--seeds", "0,1",
-                   "--vary", "model.dropout=0,0.5", "--out", str(out)])
-    assert outcome.code == 0, outcome.printed[-2000:]
-    rows = json.loads((out / "results.json").read_text(encoding="utf-8"))
+SETTINGS = ["model.dropout=0", "model.dropout=0.5"]
+
+
+@pytest.fixture(scope="module")
+def on_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``zoo compare`` of small_cnn on digits with two seeds and two dropouts (16 steps a run), once for the tests."""
+    out = tmp_path_factory.mktemp("compare-digits") / "dropout"
+    with per_test_environment(tmp_path_factory):
+        run_command(["compare", "--archs", "small_cnn", "--data", "digits", "--weights", "none", "--epochs", "2",
+                     "--max-steps", "16", "--batch-size", "64", "--augment", "none", "--seeds", "0,1",
+                     "--vary", "model.dropout=0,0.5", "--out", str(out)], out)
+    return out
+
+
+def _rows(out: Path) -> dict[str, dict]:
+    """results.json's rows by setting."""
+    return {row["setting"]: row for row in json.loads((out / "results.json").read_text(encoding="utf-8"))}
+
+
+def _per_seed(out: Path) -> list[dict[str, str]]:
+    with (out / "results_per_seed.csv").open(encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def test_a_setting_is_one_row_over_all_its_seeds(on_digits: Path) -> None:
+    rows = json.loads((on_digits / "results.json").read_text(encoding="utf-8"))
     assert [(row["name"], row["setting"], row["seeds"]) for row in rows] == [
         ("small_cnn", "model.dropout=0", "0,1"), ("small_cnn", "model.dropout=0.5", "0,1")]
-    with (out / "results_per_seed.csv").open(encoding="utf-8") as file:
-        per_seed = list(csv.DictReader(file))
-    assert [(row["setting"], row["seeds"]) for row in per_seed] == [
+
+
+def test_results_per_seed_csv_has_a_row_per_setting_and_seed(on_digits: Path) -> None:
+    assert [(row["setting"], row["seeds"]) for row in _per_seed(on_digits)] == [
         ("model.dropout=0", "0"), ("model.dropout=0", "1"), ("model.dropout=0.5", "0"), ("model.dropout=0.5", "1")]
-    for row in rows:
-        errors = [float(seed["test_top1_error"]) for seed in per_seed if seed["setting"] == row["setting"]]
-        assert row["test_top1_error"] == pytest.approx(sum(errors) / 2, abs=1e-3)
-        assert row["test_top1_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5, abs=1e-3)
-        assert row["num_test"] == 269
-        assert row["learned"] in (True, False)
-    for setting in ("model.dropout=0", "model.dropout=0.5"):
-        for seed in (0, 1):
-            run = out / "runs" / "small_cnn" / setting / f"seed-{seed}"
-            config = load_config(run / "config.yaml")
-            assert config.trainer.seed == seed
-            assert config.model.dropout == float(setting.split("=")[1])
-    assert (out / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
-    report = (out / "report.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_a_settings_error_is_the_mean_and_deviation_over_its_seeds(on_digits: Path, setting: str) -> None:
+    row = _rows(on_digits)[setting]
+    errors = [float(seed["test_top1_error"]) for seed in _per_seed(on_digits) if seed["setting"] == setting]
+    assert row["test_top1_error"] == pytest.approx(sum(errors) / 2, abs=1e-3)
+    assert row["test_top1_error_std"] == pytest.approx(abs(errors[0] - errors[1]) / 2 ** 0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_a_settings_row_is_tested_on_the_whole_digits_test_split(on_digits: Path, setting: str) -> None:
+    row = _rows(on_digits)[setting]
+    assert row["num_test"] == 269
+    assert row["learned"] in (True, False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("setting", SETTINGS)
+def test_each_run_has_its_own_seed_and_setting(on_digits: Path, setting: str, seed: int) -> None:
+    config = load_config(on_digits / "runs" / "small_cnn" / setting / f"seed-{seed}" / "config.yaml")
+    assert config.trainer.seed == seed
+    assert config.model.dropout == float(setting.split("=")[1])
+
+
+def test_the_report_says_what_the_runs_vary_and_how_their_seeds_are_summed_up(on_digits: Path) -> None:
+    assert (on_digits / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
+    report = (on_digits / "report.md").read_text(encoding="utf-8")
     assert report.startswith("# digits: 2 epochs, at most 16 steps, 28 px, weights none, seed 0/1")
     assert "These runs differ in model.dropout" in report
     assert "mean ± standard deviation over its seeds" in report

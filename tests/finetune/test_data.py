@@ -17,7 +17,8 @@ from finetune.data import builtin
 from finetune.data.builtin import BUILTIN_DATASETS, resolve_data
 from finetune.data.images import ImageDataset
 from finetune.data.scan import IMAGE_SUFFIXES, DataError, Sample, SkippedFile, scan_folder
-from finetune.data.split import class_counts, imbalance_ratio, load_split, save_split, split_folder
+from finetune.data.split import Split, class_counts, imbalance_ratio, load_split, save_split, split_folder
+from tests.helpers import per_test_environment
 from zoo.errors import ZooError
 from zoo.images import load_rgb
 
@@ -208,29 +209,60 @@ def test_scan_errors_are_one_line_naming_the_folder(tmp_path: Path) -> None:
     assert f"class folder {empty / 'b'} has no usable image (2 skipped)" in _error(empty)
 
 
-def test_stratified_split(tmp_path: Path) -> None:
-    make_folder(tmp_path, {"many": 20, "few": 5, "two": 2, "single": 1})
-    split = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=0)
+@pytest.fixture(scope="module")
+def stratified(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Split]:
+    """A folder of 4 classes of 20, 5, 2 and 1 images, and its split with seed 0 (20% val, 15% test)."""
+    root = make_folder(tmp_path_factory.mktemp("stratified"), {"many": 20, "few": 5, "two": 2, "single": 1})
+    with per_test_environment(tmp_path_factory):
+        return root, split_folder(root, val_fraction=0.2, test_fraction=0.15, seed=0)
+
+
+def test_a_split_names_the_classes_in_order_and_skips_nothing(stratified: tuple[Path, Split]) -> None:
+    _, split = stratified
     assert split.classes == ["few", "many", "single", "two"]
+    assert split.skipped == []
+
+
+def test_each_class_is_split_in_proportion_and_short_classes_keep_one_for_training(
+        stratified: tuple[Path, Split]) -> None:
+    _, split = stratified
     # 20 images: 3 test (15%), 4 val (20%); short classes keep one for training and serve validation first.
     assert class_counts(split.train, split.classes) == {"few": 3, "many": 13, "single": 1, "two": 1}
     assert class_counts(split.val, split.classes) == {"few": 1, "many": 4, "single": 0, "two": 1}
     assert class_counts(split.test, split.classes) == {"few": 1, "many": 3, "single": 0, "two": 0}
-    assert split.skipped == []
-    everything = scan_folder(tmp_path).samples
+
+
+def test_train_val_and_test_are_disjoint_and_hold_every_image(stratified: tuple[Path, Split]) -> None:
+    root, split = stratified
+    everything = scan_folder(root).samples
     assert sorted(split.train + split.val + split.test, key=lambda s: (s.label, s.path)) == everything
     assert not set(split.train) & set(split.val)
     assert not set(split.train) & set(split.test)
     assert not set(split.val) & set(split.test)
 
-    assert split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=0) == split
-    other = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.15, seed=1)
+
+def test_the_same_seed_gives_the_same_split(stratified: tuple[Path, Split]) -> None:
+    root, split = stratified
+    assert split_folder(root, val_fraction=0.2, test_fraction=0.15, seed=0) == split
+
+
+def test_another_seed_picks_other_images_in_the_same_proportions(stratified: tuple[Path, Split]) -> None:
+    root, split = stratified
+    other = split_folder(root, val_fraction=0.2, test_fraction=0.15, seed=1)
     assert other.val != split.val
     assert other.test != split.test
     assert class_counts(other.test, other.classes) == class_counts(split.test, split.classes)
+
+
+def test_the_test_images_are_cut_first_whatever_the_validation_share(stratified: tuple[Path, Split]) -> None:
+    root, split = stratified
     # The test images are cut first: another validation share leaves them where they were.
-    assert split_folder(tmp_path, val_fraction=0.3, test_fraction=0.15, seed=0).test == split.test
-    no_test = split_folder(tmp_path, val_fraction=0.2, test_fraction=0.0, seed=0)
+    assert split_folder(root, val_fraction=0.3, test_fraction=0.15, seed=0).test == split.test
+
+
+def test_without_a_test_share_validation_is_as_it_was(stratified: tuple[Path, Split]) -> None:
+    root, split = stratified
+    no_test = split_folder(root, val_fraction=0.2, test_fraction=0.0, seed=0)
     assert no_test.test == []
     assert class_counts(no_test.val, split.classes) == class_counts(split.val, split.classes)
 

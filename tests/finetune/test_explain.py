@@ -43,28 +43,71 @@ def pretrained_explained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
     return out, json.loads((out / "explain.json").read_text(encoding="utf-8"))
 
 
-def test_the_heat_map_of_a_pretrained_network_points_at_the_object(pretrained_explained: tuple[Path, dict]) -> None:
+QUADRANTS = {"top-left.png": (0, 0), "bottom-right.png": (1, 1)}
+
+
+def _explained(pretrained_explained: tuple[Path, dict], image: str) -> tuple[Path, dict]:
+    """The output folder and the report's entry for ``image``."""
     out, report = pretrained_explained
+    return out, next(entry for entry in report["images"] if Path(entry["path"]).name == image)
+
+
+def test_the_report_names_the_network_the_method_and_each_images_layer(pretrained_explained: tuple[Path, dict]) -> None:
+    _, report = pretrained_explained
     assert report["arch"] == "efficientnet_lite0"
     assert report["method"] == "gradcam"
-    for entry, quadrant in zip(report["images"], ((0, 0), (1, 1)), strict=True):
-        heat = np.load(out / entry["files"][1])
-        assert heat.shape == (SIDE, SIDE)
-        assert heat.dtype == np.float32
-        assert 0.0 <= heat.min()
-        assert heat.max() <= 1.0
-        assert heat.max() > 0.9
-        peak = np.unravel_index(heat.argmax(), heat.shape)
-        assert (peak[0] >= SIDE // 2, peak[1] >= SIDE // 2) == (bool(quadrant[0]), bool(quadrant[1])), peak
-        assert heat[:14].max() == 0.0  # outside the centre crop the model saw nothing
-        assert entry["layer"] == "bn2"
-        assert entry["crop"] == [14.0, 14.0, 210.0, 210.0]
-        top = entry["predictions"]
-        assert len(top) == 5
-        assert top[0]["class"] == entry["target_class"] == "Egyptian cat"
-        assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
-        for name in entry["files"]:
-            assert (out / name).is_file()
+    assert [Path(entry["path"]).name for entry in report["images"]] == list(QUADRANTS)  # each image, in order
+    assert all(entry["layer"] == "bn2" for entry in report["images"])
+
+
+@pytest.mark.parametrize("image", QUADRANTS)
+def test_the_heat_map_is_a_float_map_of_the_input_scaled_to_1(pretrained_explained: tuple[Path, dict],
+                                                               image: str) -> None:
+    out, entry = _explained(pretrained_explained, image)
+    heat = np.load(out / entry["files"][1])
+    assert heat.shape == (SIDE, SIDE)
+    assert heat.dtype == np.float32
+    assert 0.0 <= heat.min()
+    assert heat.max() <= 1.0
+    assert heat.max() > 0.9
+
+
+@pytest.mark.parametrize("image", QUADRANTS)
+def test_the_heat_map_peaks_in_the_quadrant_of_the_object(pretrained_explained: tuple[Path, dict], image: str) -> None:
+    out, entry = _explained(pretrained_explained, image)
+    heat = np.load(out / entry["files"][1])
+    peak = np.unravel_index(heat.argmax(), heat.shape)
+    quadrant = QUADRANTS[image]
+    assert (peak[0] >= SIDE // 2, peak[1] >= SIDE // 2) == (bool(quadrant[0]), bool(quadrant[1])), peak
+
+
+@pytest.mark.parametrize("image", QUADRANTS)
+def test_the_heat_map_covers_only_the_centre_crop_the_model_saw(pretrained_explained: tuple[Path, dict],
+                                                                image: str) -> None:
+    out, entry = _explained(pretrained_explained, image)
+    assert entry["crop"] == [14.0, 14.0, 210.0, 210.0]
+    assert np.load(out / entry["files"][1])[:14].max() == 0.0  # outside the centre crop the model saw nothing
+
+
+@pytest.mark.parametrize("image", QUADRANTS)
+def test_the_top_5_predictions_are_sorted_and_the_first_is_the_target(pretrained_explained: tuple[Path, dict],
+                                                                      image: str) -> None:
+    _, entry = _explained(pretrained_explained, image)
+    top = entry["predictions"]
+    assert len(top) == 5
+    assert top[0]["class"] == entry["target_class"] == "Egyptian cat"
+    assert [p["probability"] for p in top] == sorted((p["probability"] for p in top), reverse=True)
+
+
+@pytest.mark.parametrize("image", QUADRANTS)
+def test_every_file_an_image_lists_is_written(pretrained_explained: tuple[Path, dict], image: str) -> None:
+    out, entry = _explained(pretrained_explained, image)
+    for name in entry["files"]:
+        assert (out / name).is_file()
+
+
+def test_filters_and_feature_maps_are_drawn_as_pngs(pretrained_explained: tuple[Path, dict]) -> None:
+    out, _ = pretrained_explained
     with Image.open(out / "filters.png") as filters, Image.open(out / "top-left.feature_maps.png") as maps:
         assert filters.format == maps.format == "PNG"
         assert maps.height > 500

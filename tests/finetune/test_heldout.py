@@ -11,38 +11,67 @@ from PIL import Image
 from finetune.data.split import load_split
 from finetune.results.stats import wilson_interval
 from finetune.shipping.sources import load_source, read_checkpoint
-from tests.helpers import run_summary, run_table
+from tests.helpers import CommandRun, make_image_folder, per_test_environment, run_command, run_summary, run_table
 from zoo_cli.main import main
 
 QUICK = ["--arch", "small_cnn", "--weights", "none", "--batch-size", "8", "--augment", "none", "--seed", "0"]
 
 
-def test_the_test_split_is_measured_once_and_written(image_folder: Path, tmp_path: Path, capsys) -> None:
-    out = tmp_path / "run"
-    assert main(["finetune", "--data", str(image_folder), "--epochs", "2", "--out", str(out), *QUICK]) == 0
-    summary, split = run_summary(out), load_split(out)
-    rows = run_table(out, "test_predictions.csv")
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> CommandRun:
+    """``zoo finetune`` for 2 epochs on 3 classes × 8 photos, once for the tests that read what its test split gave."""
+    root = tmp_path_factory.mktemp("held-out")
+    with per_test_environment(tmp_path_factory):
+        images = make_image_folder(root / "images")
+        return run_command(["finetune", "--data", str(images), "--epochs", "2", "--out", str(root / "run"), *QUICK],
+                           root / "run")
+
+
+def test_test_predictions_csv_has_a_row_per_test_image_in_split_order(held_out: CommandRun) -> None:
+    split, rows = load_split(held_out.out), run_table(held_out.out, "test_predictions.csv")
     assert list(rows[0]) == ["path", "label", "predicted", "probability"]
     assert [Path(row["path"]) for row in rows] == [sample.path.absolute() for sample in split.test]
     assert [row["label"] for row in rows] == [split.classes[sample.label] for sample in split.test]
-    assert all(row["predicted"] in split.classes and 1 / 3 <= float(row["probability"]) <= 1 for row in rows)
+
+
+def test_a_test_prediction_is_one_of_the_classes_with_its_probability(held_out: CommandRun) -> None:
+    split, rows = load_split(held_out.out), run_table(held_out.out, "test_predictions.csv")
+    assert all(row["predicted"] in split.classes for row in rows)
+    assert all(1 / 3 <= float(row["probability"]) <= 1 for row in rows)  # the top one of 3 classes
+
+
+def test_the_test_error_is_measured_once_on_the_test_split_with_a_wilson_interval(held_out: CommandRun) -> None:
+    summary, rows = run_summary(held_out.out), run_table(held_out.out, "test_predictions.csv")
     errors = sum(row["label"] != row["predicted"] for row in rows)
     assert summary["num_test"] == len(rows) == 3
     assert summary["selected_on"] == "val"
+    assert summary["reported_on"] == "test"
     assert summary["test_top1_error"] == pytest.approx(100 * errors / 3, abs=1e-3)
     assert summary["test_top1_error_ci95"] == pytest.approx(list(wilson_interval(errors, 3)), abs=1e-3)
-    assert summary["reported_on"] == "test"
-    assert summary["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)
+
+
+def test_the_run_learned_when_its_test_interval_lies_below_chance(held_out: CommandRun) -> None:
+    summary = run_summary(held_out.out)
+    assert summary["chance_top1_error"] == pytest.approx(200 / 3, abs=1e-3)  # 3 balanced classes
     assert summary["learned"] == (summary["test_top1_error_ci95"][1] < summary["chance_top1_error"])
-    # The temperature is fitted on validation, stored with the best checkpoint, and used by predict.
+
+
+def test_the_temperature_is_fitted_on_validation_and_stored_with_the_best_checkpoint(held_out: CommandRun) -> None:
+    summary = run_summary(held_out.out)
     assert summary["val_nll_after"] <= summary["val_nll_before"]
-    assert read_checkpoint(out / "best.ckpt")["zoo"]["temperature"] == summary["temperature"] > 0
-    model = load_source(out).model
+    assert read_checkpoint(held_out.out / "best.ckpt")["zoo"]["temperature"] == summary["temperature"] > 0
+
+
+def test_predict_divides_the_logits_by_the_temperature(held_out: CommandRun) -> None:
+    summary, split = run_summary(held_out.out), load_split(held_out.out)
+    model = load_source(held_out.out).model
     batch = torch.stack([model.transform(Image.open(sample.path).convert("RGB")) for sample in split.test])
     assert torch.allclose(model.predict_proba(batch), (model.logits(batch) / summary["temperature"]).softmax(dim=1))
-    printed = capsys.readouterr().out
-    assert "test top-1 error (once, best checkpoint)" in printed
-    assert "n = 3" in printed
+
+
+def test_the_test_error_is_printed_once_with_its_number_of_images(held_out: CommandRun) -> None:
+    assert "test top-1 error (once, best checkpoint)" in held_out.printed
+    assert "n = 3" in held_out.printed
 
 
 def test_test_images_never_influence_training_or_selection(image_folder: Path, tmp_path: Path) -> None:

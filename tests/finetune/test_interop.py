@@ -173,28 +173,52 @@ def test_timms_crop_fraction_round_trips_every_resize(sizes: tuple[int, int]) ->
     assert math.floor(size / crop_pct(size, resize)) == resize
 
 
-def test_the_model_card_says_what_the_data_supports(torchvision_bundle: Path) -> None:
-    metadata = read_metadata(torchvision_bundle)
-    card = model_card(metadata)
-    front, body = card.removeprefix("---\n").split("---\n", 1)
+def _card(bundle: Path) -> tuple[BundleMetadata, str, str]:
+    """A bundle's metadata and its model card's front matter and body."""
+    metadata = read_metadata(bundle)
+    front, body = model_card(metadata).removeprefix("---\n").split("---\n", 1)
+    return metadata, front, body
+
+
+def test_the_model_card_is_the_bundles_readme_tagged_for_the_hub(torchvision_bundle: Path) -> None:
+    metadata, front, _ = _card(torchvision_bundle)
     assert yaml.safe_load(front) == {"pipeline_tag": "image-classification",
                                      "tags": ["image-classification", "zoo", "torchvision"]}
-    assert (torchvision_bundle / "README.md").read_text(encoding="utf-8") == card
+    assert (torchvision_bundle / "README.md").read_text(encoding="utf-8") == model_card(metadata)
+
+
+def test_the_model_card_gives_the_test_error_with_its_interval(torchvision_bundle: Path) -> None:
+    metadata, _, body = _card(torchvision_bundle)
     test = metadata.test
     assert test is not None
-    assert metadata.data is not None
     low, high = test["top1_error_ci95"]
     assert f"| test | 3 | {test['top1_error']:.2f}% | {low:.2f}–{high:.2f}% |" in body
+
+
+def test_the_model_card_describes_the_data_and_the_preprocessing(torchvision_bundle: Path) -> None:
+    _, _, body = _card(torchvision_bundle)
     assert "18 training, 3 validation and 3 test images" in body
     assert "`astronaut`, `chelsea`, `coffee`" in body
     assert "Resize the shorter side to 36 px (bilinear, antialiased), centre-crop 32×32" in body
+    assert "trained from scratch with zoo" in body  # weights none
+
+
+def test_the_model_card_has_a_section_for_each_thing_a_user_asks(torchvision_bundle: Path) -> None:
+    _, _, body = _card(torchvision_bundle)
     assert all(f"## {section}" in body for section in ("Data", "Results", "Preprocessing", "Intended use",
                                                        "Limitations"))
+
+
+def test_the_model_card_says_so_when_the_network_did_not_learn(torchvision_bundle: Path) -> None:
+    metadata, _, body = _card(torchvision_bundle)
+    assert metadata.data is not None
     learned = metadata.model_copy(update={"data": {**metadata.data, "learned": True}})
     assert ("did not learn" in body) is (not metadata.data["learned"])
     assert "did not learn" not in model_card(learned)
-    assert "trained from scratch with zoo" in body  # weights none
-    no_test = model_card(metadata.model_copy(update={"test": None}))
+
+
+def test_without_a_test_error_the_model_card_says_none_was_measured(torchvision_bundle: Path) -> None:
+    no_test = model_card(read_metadata(torchvision_bundle).model_copy(update={"test": None}))
     assert "| test |" not in no_test
     assert "No error was measured on held-out test images" in no_test
 
