@@ -64,7 +64,8 @@ def comparison(tmp_path_factory: pytest.TempPathFactory) -> Comparison:
     root = tmp_path_factory.mktemp("compare")
     images = make_image_folder(root / "images")
     out = root / "comparison"
-    first = zoo(["compare", "--archs", ",".join(ARCHS), "--data", str(images), "--out", str(out), *QUICK])
+    with per_test_environment(tmp_path_factory):  # the tests' short speed measurements, for its three runs
+        first = zoo(["compare", "--archs", ",".join(ARCHS), "--data", str(images), "--out", str(out), *QUICK])
     return Comparison(out, images, first)
 
 
