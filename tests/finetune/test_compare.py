@@ -341,11 +341,11 @@ SETTINGS = ["model.dropout=0", "model.dropout=0.5"]
 
 @pytest.fixture(scope="module")
 def on_digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``zoo compare`` of small_cnn on digits with two seeds and two dropouts (16 steps a run), once for the tests."""
+    """``zoo compare`` of small_cnn on digits with two seeds and two dropouts (6 steps a run), once for the tests."""
     out = tmp_path_factory.mktemp("compare-digits") / "dropout"
     with per_test_environment(tmp_path_factory):
         run_command(["compare", "--archs", "small_cnn", "--data", "digits", "--weights", "none", "--epochs", "2",
-                     "--max-steps", "16", "--batch-size", "64", "--augment", "none", "--seeds", "0,1",
+                     "--max-steps", "6", "--batch-size", "64", "--augment", "none", "--seeds", "0,1",
                      "--vary", "model.dropout=0,0.5", "--out", str(out)], out)
     return out
 
@@ -397,7 +397,7 @@ def test_each_run_has_its_own_seed_and_setting(on_digits: Path, setting: str, se
 def test_the_report_says_what_the_runs_vary_and_how_their_seeds_are_summed_up(on_digits: Path) -> None:
     assert (on_digits / "curves.png").read_bytes().startswith(PNG_SIGNATURE)
     report = (on_digits / "report.md").read_text(encoding="utf-8")
-    assert report.startswith("# digits: 2 epochs, at most 16 steps, 28 px, weights none, seed 0/1")
+    assert report.startswith("# digits: 2 epochs, at most 6 steps, 28 px, weights none, seed 0/1")
     assert "These runs differ in model.dropout" in report
     assert "mean ± standard deviation over its seeds" in report
     assert "![validation curves](curves.png)" in report

@@ -30,18 +30,29 @@ def test_public_names_are_all_listed_and_load() -> None:
 
 @pytest.mark.parametrize("name", CLASSIC)
 def test_create_model_replaces_head_and_runs(name: str) -> None:
+    # On the meta device: the wiring and every shape, without the seconds VGG's random init of 120M weights takes.
     spec = zoo.get_spec(name)
-    torch.manual_seed(0)
-    model = zoo.create_model(name, num_classes=3, dropout=0.3)
-    head = model.get_submodule(spec.head)
-    assert isinstance(head, zoo.ClassifierHead)
-    assert head.dropout.p == 0.3
-    assert head.linear.out_features == 3
-    size = max(spec.min_input_size, 32)
-    model.train()  # GoogLeNet must give a plain tensor in training mode too
-    out = model(torch.randn(2, 3, size, size))
+    with torch.device("meta"):
+        model = zoo.create_model(name, num_classes=3, dropout=0.3)
+        head = model.get_submodule(spec.head)
+        assert isinstance(head, zoo.ClassifierHead)
+        assert head.dropout.p == 0.3
+        assert head.linear.out_features == 3
+        size = max(spec.min_input_size, 32)
+        model.train()  # GoogLeNet must give a plain tensor in training mode too
+        out = model(torch.randn(2, 3, size, size))
     assert isinstance(out, torch.Tensor)
     assert out.shape == (2, 3)
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "googlenet", "efficientnet_lite0"])
+def test_a_created_model_gives_finite_class_scores(name: str) -> None:
+    torch.manual_seed(0)
+    model = zoo.create_model(name, num_classes=3, dropout=0.3).train()
+    size = max(zoo.get_spec(name).min_input_size, 32)
+    out = model(torch.randn(2, 3, size, size))
+    assert out.shape == (2, 3)
+    assert torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("name", CLASSIC)
