@@ -148,7 +148,8 @@ def _figures(summary: RunSummary, seconds: float) -> dict[str, Any]:
         "out": chosen.out, "error": summary.test_top1_error, "interval": summary.test_top1_error_ci95,
         "seconds": seconds,
         "num_test": summary.num_test, "num_val": summary.num_val, "ece_before": summary.val_ece_before,
-        "ece_after": summary.val_ece_after, "best_epoch": summary.best_epoch, "ran": summary.epochs,
+        "ece_after": summary.val_ece_after, "ece_noise": summary.val_ece_noise, "best_epoch": summary.best_epoch,
+        "ran": summary.epochs,
         # best.ckpt's validation loss against the lowest of the epochs tied with it on validation error.
         "loss_ratio": kept / lowest if isinstance(kept, float) and isinstance(lowest, float) and lowest > 0 else 1.0,
     }
@@ -159,12 +160,14 @@ def _pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
     choice and calibration; the settings are the first split's (the recipe reads the data, not the seed)."""
     if len(runs) == 1:
         return {**runs[0], "splits": runs}
+    worst = max(runs, key=lambda run: run["ece_after"])  # the least calibrated split, with its ECE floor
     wrong = sum(round(run["error"] * run["num_test"] / 100) for run in runs)
     total = sum(run["num_test"] for run in runs)
     return {**runs[0], "error": 100 * wrong / total, "interval": list(wilson_interval(wrong, total)),
             "num_test": total, "seconds": statistics.mean(run["seconds"] for run in runs),
             "loss_ratio": max(run["loss_ratio"] for run in runs),
-            "ece_before": max(run["ece_before"] for run in runs), "ece_after": max(run["ece_after"] for run in runs),
+            "ece_before": max(run["ece_before"] for run in runs),
+            **{key: worst[key] for key in ("ece_after", "ece_noise")},
             "ran": max(run["ran"] for run in runs), "splits": runs}
 
 
@@ -320,8 +323,9 @@ def _measure(args: argparse.Namespace) -> None:
             others += extras(name, Path(workdir), base, default, args.ema_check, args.extend)
             handed += [{"data": name, "run": "no flags" if run is default else _describe(run),
                         "best epoch": run["best_epoch"], "kept val loss / lowest tied": f"{run['loss_ratio']:.2f}",
-                        "val ECE % before → after (n val)":
-                            f"{run['ece_before']:.1f} → {run['ece_after']:.1f} ({run['num_val']})"}
+                        "val ECE % before → after (floor; n val)":
+                            f"{run['ece_before']:.1f} → {run['ece_after']:.1f} "
+                            f"({run['ece_noise']:.1f}; {run['num_val']})"}
                        for run in (default, *runs)]
             best = min(runs, key=lambda run: (run["error"], run["seconds"]))
             pairs.append({
@@ -344,7 +348,8 @@ def _measure(args: argparse.Namespace) -> None:
             f"With a few dozen test images one image is several points: read the intervals.\n\n{table(pairs)}\n\n"
             f"The grid:\n\n{table(grids)}\n\nThe model handed over: the checkpoint kept against the epochs tied with "
             f"it on validation error (target: val loss at most 2× the lowest), and validation calibration (target: "
-            f"ECE after ≤ 5% with 100+ validation images):\n\n{table(handed)}")
+            f"ECE after ≤ 5% with 100+ validation images; the floor is the ECE a perfectly calibrated model with the "
+            f"calibrated probabilities shows on as many images):\n\n{table(handed)}")
     if others:
         body += f"\n\nBeside the no-flag runs:\n\n{table(others)}"
     body += f"\n\nLoad average at the end (1, 5, 15 min): {' '.join(load)} → {_load_now()} (a shared machine)."

@@ -113,9 +113,10 @@ def result_rows(summary: RunSummary) -> list[dict[str, Any]]:
     rows.append({"key": "val top-1 error (chose the checkpoint: optimistic)", "value": _error(summary, "val")})
     if k:
         rows.append({"key": f"val top-{k} error", "value": summary.val_topk_error})
-    ece = (f"{summary.val_ece_before:.2f} -> {summary.val_ece_after:.2f}"
+    ece = (f"{summary.val_ece_before:.2f} -> {summary.val_ece_after:.2f} (a perfectly calibrated model "
+           f"scores {summary.val_ece_noise:.2f} on {summary.num_val} images)"
            if summary.val_ece_before is not None and summary.val_ece_after is not None
-           else "not finite (the run diverged)")
+           and summary.val_ece_noise is not None else "not finite (the run diverged)")
     rows += [
         {"key": f"chance top-1 error ({summary.reported_on}: most frequent class)", "value": summary.chance_top1_error},
         {"key": "learned (interval below chance)", "value": summary.learned},

@@ -63,7 +63,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         {"key": "chance top-1 error (%)", "value": metrics["chance_top1_error"]},
         {"key": "learned (interval below chance)", "value": metrics["learned"]},
         {"key": "loss", "value": f"{metrics['loss']:.4f}"},
-        {"key": "ECE (%), 15 bins", "value": f"{metrics['ece']:.2f}" if metrics["ece"] is not None else "not finite"},
+        {"key": "ECE (%), 15 bins", "value": f"{metrics['ece']:.2f} (a perfectly calibrated model scores "
+                                             f"{metrics['ece_noise']:.2f} on as many)"
+         if metrics["ece"] is not None else "not finite"},
     ]
     print_table(rows, {"key": "metric", "value": "value"}, title=f"evaluation on {metrics['data']}")
     columns = {"class": "class", "precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}

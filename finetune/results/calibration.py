@@ -30,6 +30,7 @@ TITLE_CHARACTERS = 70  # of the title at 10 pt that fit the 6-inch figure
 # The temperature is sought in this range. Every validation image right leaves the likelihood rising as T falls
 # to 0: the fit then stops at the lower bound, sharpening a softmax that was under-confident on images it got right.
 TEMPERATURE_RANGE = (0.05, 20.0)
+NOISE_DRAWS = 200  # simulated label draws behind the ECE a perfectly calibrated model shows on as many images
 
 
 def negative_log_likelihood(logits: Tensor, labels: Tensor, temperature: float = 1.0) -> float:
@@ -58,6 +59,21 @@ def calibration_error(probabilities: Tensor, labels: Tensor) -> float:
     num_classes = probabilities.shape[1]
     return 100.0 * multiclass_calibration_error(probabilities.float(), labels, num_classes, n_bins=ECE_BINS,
                                                 norm="l1").item()
+
+
+def calibration_noise(probabilities: Tensor, draws: int = NOISE_DRAWS, seed: int = 0) -> float:
+    """The ECE (percent) that a perfectly calibrated model with these top-1 probabilities shows on as many images:
+    the mean over ``draws`` simulated label sets, each prediction right with its own probability.
+
+    ECE's bins hold few images on a small set, so it sits above 0 even for a calibrated model (one image at
+    confidence 0.5 scores 50 points whatever happens); a measured ECE near this floor is the sample, not the model.
+    """
+    confidence, predicted = probabilities.float().max(dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    other = (predicted + 1) % probabilities.shape[1]  # any class but the predicted one: a wrong answer
+    errors = [calibration_error(probabilities, torch.where(
+        torch.rand(confidence.shape, generator=generator) < confidence, predicted, other)) for _ in range(draws)]
+    return float(np.mean(errors))
 
 
 def plot_reliability(probabilities: Tensor, labels: Tensor, path: Path, title: str) -> None:

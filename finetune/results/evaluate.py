@@ -30,7 +30,7 @@ from finetune.data.scan import DataError, Sample, scan_folder
 from finetune.data.shards import ShardSplit, is_shards, load_shards, shard_dataset
 from finetune.data.split import PARTS, load_split
 from finetune.names import EVALUATION_SPLITS
-from finetune.results.calibration import ECE_BINS, calibration_error, plot_reliability
+from finetune.results.calibration import ECE_BINS, calibration_error, calibration_noise, plot_reliability
 from finetune.results.confusion import plot_confusion_matrix, write_confusion_csv
 from finetune.results.heldout import collect_logits, error_rates
 from finetune.results.image_grid import plot_image_grid
@@ -199,15 +199,16 @@ def compute_metrics(logits: Tensor, labels: Tensor, classes: Sequence[str],
     )
     rates = error_rates(logits, labels)
     chance = chance_error(labels.tolist())
+    finite = bool(torch.isfinite(logits).all())  # a diverged model's logits: no probabilities to calibrate
+    probabilities = (logits / temperature).softmax(dim=1)
     metrics = {
         "num_classes": count,
         **rates.to_dict(),
         "chance_top1_error": round(chance, 4),
         "learned": learned(rates.top1_error_ci95, chance),
         "temperature": temperature,
-        # A diverged model's logits are not finite: no probabilities to calibrate.
-        "ece": round(calibration_error((logits / temperature).softmax(dim=1), labels), 4)
-        if bool(torch.isfinite(logits).all()) else None,
+        "ece": round(calibration_error(probabilities, labels), 4) if finite else None,
+        "ece_noise": round(calibration_noise(probabilities), 4) if finite else None,
         "per_class": [
             {"class": name, "precision": round(p, 4), "recall": round(r, 4), "f1": round(f, 4), "support": n}
             for name, p, r, f, n in per_class
@@ -230,7 +231,8 @@ def _report(metrics: dict[str, Any], warnings: Sequence[str]) -> str:
         + ("the model beats it" if metrics["learned"] else "**the model does not beat it: it did not learn**"),
         f"- loss (cross-entropy): {metrics['loss']:.4f}",
         f"- calibration: ECE {metrics['ece']:.2f} % ({ECE_BINS} bins) at softmax temperature "
-        f"{metrics['temperature']:.3g}" if metrics["ece"] is not None
+        f"{metrics['temperature']:.3g}; a perfectly calibrated model with these probabilities scores "
+        f"{metrics['ece_noise']:.2f} % on as many images" if metrics["ece"] is not None
         else "- calibration: none, the model's outputs are not finite numbers",
         *(f"- warning: {warning}" for warning in warnings),
         "",

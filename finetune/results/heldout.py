@@ -23,7 +23,12 @@ from finetune.data.datamodule import ImageDataModule
 from finetune.data.images import ImageDataset
 from finetune.data.scan import Sample
 from finetune.data.split import Split
-from finetune.results.calibration import calibration_error, fit_temperature, negative_log_likelihood
+from finetune.results.calibration import (
+    calibration_error,
+    calibration_noise,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from finetune.results.records import ErrorFigures
 from finetune.results.stats import chance_error, learned, top_k, wilson_interval
 from finetune.runtime.progress import PhaseTimes, tracked
@@ -107,12 +112,14 @@ def read_predictions(path: Path) -> dict[str, bool]:
 
 @dataclass(frozen=True)
 class Calibration:
-    """The fitted temperature and the validation ECE (percent) and NLL before and after it; None when the
+    """The fitted temperature and the validation ECE (percent) and NLL before and after it, and the ECE a perfectly
+    calibrated model with the calibrated probabilities would show on these images (``ece_noise``); None when the
     logits are not finite (a diverged run keeps temperature 1)."""
 
     temperature: float
     ece_before: float | None
     ece_after: float | None
+    ece_noise: float | None
     nll_before: float | None
     nll_after: float | None
 
@@ -120,12 +127,14 @@ class Calibration:
 def calibrate(logits: Tensor, labels: Tensor) -> Calibration:
     """Fit the temperature on validation ``logits`` and measure what it changed."""
     if not torch.isfinite(logits).all():
-        return Calibration(1.0, None, None, None, None)
+        return Calibration(1.0, None, None, None, None, None)
     temperature = fit_temperature(logits, labels)
+    calibrated = (logits / temperature).softmax(dim=1)
     return Calibration(
         temperature=round(temperature, 6),
         ece_before=round(calibration_error(logits.softmax(dim=1), labels), 4),
-        ece_after=round(calibration_error((logits / temperature).softmax(dim=1), labels), 4),
+        ece_after=round(calibration_error(calibrated, labels), 4),
+        ece_noise=round(calibration_noise(calibrated), 4),
         nll_before=round(negative_log_likelihood(logits, labels), 6),
         nll_after=round(negative_log_likelihood(logits, labels, temperature), 6),
     )
@@ -191,7 +200,8 @@ def measure_best(trainer: pl.Trainer, module: Classifier, data: ImageDataModule,
                                                      label_smoothing=module.loss.label_smoothing).item(), 6)
         figures.update(judgement(test.top1_error_ci95, test_labels.tolist(), "test"))
     figures.update({"tta": tta, "temperature": calibration.temperature, "val_ece_before": calibration.ece_before,
-                    "val_ece_after": calibration.ece_after, "val_nll_before": calibration.nll_before,
+                    "val_ece_after": calibration.ece_after, "val_ece_noise": calibration.ece_noise,
+                    "val_nll_before": calibration.nll_before,
                     "val_nll_after": calibration.nll_after})
     return figures
 

@@ -73,6 +73,7 @@ class RunSummary(Record):
     temperature: float  # softmax temperature fitted on validation
     val_ece_before: float | None
     val_ece_after: float | None
+    val_ece_noise: float | None  # the ECE a perfectly calibrated model with the calibrated softmax shows on num_val
     val_nll_before: float | None
     val_nll_after: float | None
     train_seconds: float

@@ -67,6 +67,11 @@ def test_the_calibration_error_is_the_runs_own(evaluated_val: Evaluated) -> None
     # After the temperature, on the images the run fitted it on (evaluate runs in fp32, a run in its own precision).
     assert evaluated_val.metrics["temperature"] == evaluated_val.summary["temperature"]
     assert evaluated_val.metrics["ece"] == pytest.approx(evaluated_val.summary["val_ece_after"], abs=0.1)
+    # And the floor a perfectly calibrated model would show on those images, the same draws over the same softmax.
+    assert evaluated_val.metrics["ece_noise"] == pytest.approx(evaluated_val.summary["val_ece_noise"], abs=0.5)
+    assert 0 < evaluated_val.metrics["ece_noise"] < 100
+    assert f"scores {evaluated_val.metrics['ece_noise']:.2f} % on as many images" in (
+        evaluated_val.out / "report.md").read_text(encoding="utf-8")
 
 
 def test_the_confusion_matrix_agrees_with_the_per_class_figures(evaluated_val: Evaluated, run_dir: Path) -> None:

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from finetune.results.calibration import TEMPERATURE_RANGE, calibration_error, fit_temperature, negative_log_likelihood
+from finetune.results.calibration import (
+    TEMPERATURE_RANGE,
+    calibration_error,
+    calibration_noise,
+    fit_temperature,
+    negative_log_likelihood,
+)
 from finetune.results.heldout import error_rates
 from finetune.results.stats import chance_error, learned, mcnemar, spearman, top_k, wilson_interval
 
@@ -126,3 +132,25 @@ def test_temperature_is_fitted_even_when_every_validation_image_is_right() -> No
     assert calibration_error((logits / temperature).softmax(dim=1), labels) < 1.0 < calibration_error(
         logits.softmax(dim=1), labels)
     assert fit_temperature(torch.full((4, 3), float("nan")), torch.tensor([0, 1, 2, 0])) == 1.0
+
+
+def test_a_perfectly_calibrated_models_ece_is_what_its_sample_allows() -> None:
+    # One image at confidence 0.5 is right or wrong: |accuracy − 0.5| is 0.5 whatever happens, ECE 50 points.
+    assert calibration_noise(torch.tensor([[0.5, 0.5]])) == pytest.approx(50.0)
+    # Two in one bin: accuracy 0, 0.5 or 1 with chances 1/4, 1/2, 1/4, so the ECE is 25 points on average.
+    assert calibration_noise(torch.tensor([[0.5, 0.5], [0.5, 0.5]])) == pytest.approx(25.0, abs=6.0)
+    # Sure and right: nothing to miss.
+    assert calibration_noise(torch.tensor([[1.0, 0.0, 0.0]] * 50)) == pytest.approx(0.0)
+    # 1,000 images at 0.7 (one bin): E|mean − p| ≈ sqrt(2 p (1 − p) / (π n)) = 1.16 points.
+    expected = 100 * math.sqrt(2 * 0.7 * 0.3 / (math.pi * 1000))
+    assert calibration_noise(torch.tensor([[0.7, 0.3]] * 1000)) == pytest.approx(expected, rel=0.15)
+
+
+def test_a_calibrated_softmax_measures_near_its_noise_and_an_overconfident_one_far_above() -> None:
+    generator = torch.Generator().manual_seed(1)
+    logits = torch.randn(300, 10, generator=generator) * 2
+    labels = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)  # calibrated by construction
+    noise = calibration_noise(logits.softmax(dim=1))
+    assert 2.0 < noise < 10.0  # 300 images over 15 bins
+    assert calibration_error(logits.softmax(dim=1), labels) < 2 * noise
+    assert calibration_error((logits * 3).softmax(dim=1), labels) > 3 * noise
