@@ -16,7 +16,7 @@ from torchvision.transforms import InterpolationMode
 from finetune.config import ConfigError, DataConfig
 from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
-from finetune.data.shards import ShardSplit, shard_dataset
+from finetune.data.shards import ShardSplit, Squares, shard_dataset
 from finetune.data.split import Split
 from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
 from finetune.runtime.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader, free_disk
@@ -71,7 +71,8 @@ class ImageDataModule(pl.LightningDataModule):
             if self.split.decoded is not None:
                 return Choice("none", f"streamed from the shards, decoded when they were written ({self.split.decoded} "
                                       "px squares)")
-            return Choice("none", "streamed from the shards, each image decoded in a loader worker as it arrives")
+            return Choice("none", "streamed from the shards, each image decoded in a loader worker as it arrives, "
+                                  "cropped batch by batch")
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, self.preprocessing.resize)
         return choose_cache(self.config.cache, needed, available_memory(), free_disk(cache_root()))
@@ -106,9 +107,10 @@ class ImageDataModule(pl.LightningDataModule):
             # could get no validation image at all).
             # prepare() seeded every process alike, and LitData needs one shuffle seed across them.
             batched = self._batched_shards(part)
+            square = Squares(self.preprocessing.resize, self.image_size, self.preprocessing.interpolation)
             return shard_dataset(self.split, part, None if batched else self.transforms[part], shuffle=part == "train",
                                  seed=torch.initial_seed() % 2**31, alone=part != "train",
-                                 square=self.preprocessing.resize if batched else None)
+                                 square=square if batched else None)
         if self.cache.value == "none":
             return ImageDataset(samples, self.transforms[part])
         labels = [sample.label for sample in samples]
@@ -117,10 +119,10 @@ class ImageDataModule(pl.LightningDataModule):
         return DecodedImages(self._pixels(part), labels, self.transforms[part] if by_image else None)
 
     def _batched_shards(self, part: str) -> bool:
-        """Whether ``part`` streams decoded squares that CropBatch crops batch by batch (a policy that exists only
-        per image, like TrivialAugment, takes each image through the usual transforms instead)."""
-        return (isinstance(self.split, ShardSplit) and self.split.decoded is not None
-                and not (part == "train" and per_image(self.config.augment)))
+        """Whether ``part`` streams squares that CropBatch crops batch by batch, as a folder's decode-once cache does
+        (a policy that exists only per image, like TrivialAugment, takes each image through the usual transforms
+        instead). Byte shards are decoded to those squares in the loader workers."""
+        return isinstance(self.split, ShardSplit) and not (part == "train" and per_image(self.config.augment))
 
     def _collate(self, part: str) -> Callable[[list[Any]], tuple[Tensor, Tensor]] | None:
         dataset = self.datasets[part]

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
@@ -47,7 +48,12 @@ def _centred_start(length: int, side: int, crop: int) -> int:
 
 def decode_square(path: Path, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
     """``path`` as a 3×side×side uint8 tensor: shorter side resized to ``side``, centred for ``crop``."""
-    image = F.resize(F.to_image(read_scanned_image(path)), [side], interpolation=interpolation, antialias=True)
+    return square_of(read_scanned_image(path), side, crop, interpolation)
+
+
+def square_of(picture: Image.Image, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
+    """``picture`` as the decode-once cache holds it (see ``decode_square``)."""
+    image = F.resize(F.to_image(picture), [side], interpolation=interpolation, antialias=True)
     height, width = image.shape[-2:]
     top, left = _centred_start(height, side, crop), _centred_start(width, side, crop)
     return image[:, top : top + side, left : left + side]

@@ -4,7 +4,8 @@
 the image file's own bytes and its label, in the order of the split; ``SHARDS/zoo_shards.json``, written
 last, names the classes, each sample's label and original file, and the training images' profile (what
 the recipe looks at), so a run plans itself without opening a chunk. Images are decoded in the loader's
-workers as they stream, each DDP process and node reading its own share.
+workers as they stream (to the squares the decode-once cache would hold, cropped batch by batch as a folder's
+are), each DDP process and node reading its own share.
 
 With ``decoded`` each sample holds the image already decoded, a uint8 square of that side (shorter side resized,
 centred, bilinear), as the decode-once cache stores it: larger chunks, but training only crops whole batches.
@@ -229,13 +230,23 @@ def shard_cache_dir() -> str:
     return str(cache_root() / "shards")
 
 
+@dataclass(frozen=True)
+class Squares:
+    """Images as uint8 squares for ``CropBatch`` to crop whole batches: shorter side resized to ``side`` with
+    ``interpolation``, centred for crops of ``crop`` px (the decode-once cache's squares)."""
+
+    side: int
+    crop: int
+    interpolation: str = "bilinear"
+
+
 class DecodeSample:
     """Turn a streamed ``{"image": bytes, "label": int}`` (or ``"pixels"``, a decoded square) into
-    ``(transform(image), label)``; with ``square``, a decoded square as a uint8 tensor of that side, for
-    ``CropBatch`` to crop whole batches."""
+    ``(transform(image), label)``; with ``square``, a uint8 square tensor instead (decoded shards' pixels only
+    resized to its side when they differ)."""
 
     def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str,
-                 square: int | None = None) -> None:
+                 square: Squares | None = None) -> None:
         self.transform = transform
         self.location = location
         self.square = square
@@ -252,6 +263,14 @@ class DecodeSample:
             raise DataError(f"sample {item.get('index')} of {self.location} is not a readable image "
                             f"({first_line(error)}): the shards are damaged; write them again with zoo data "
                             "optimize") from None
+        if self.square is not None:  # the worker's share of the work: decode and resize; crops come by the batch
+            from torchvision.transforms import InterpolationMode
+
+            from finetune.data.decoded import square_of
+
+            square = self.square
+            return square_of(image, square.side, square.crop, InterpolationMode(square.interpolation)), \
+                int(item["label"])
         return (image if self.transform is None else self.transform(image)), int(item["label"])
 
     def _square(self, item: dict[str, Any]) -> Any:
@@ -261,19 +280,19 @@ class DecodeSample:
 
         pixels = torch.from_numpy(np.asarray(item["pixels"]))
         if self.square is not None:  # batches cropped by CropBatch: only the size to match
-            same = pixels.shape[-1] == self.square
-            return pixels if same else F.resize(pixels, [self.square], antialias=True)
+            same = pixels.shape[-1] == self.square.side
+            return pixels if same else F.resize(pixels, [self.square.side], antialias=True)
         image = F.to_pil_image(pixels)
         return image if self.transform is None else self.transform(image)
 
 
 def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image], Any] | None, *, shuffle: bool,
-                  seed: int, alone: bool = False, square: int | None = None) -> Any:
+                  seed: int, alone: bool = False, square: Squares | None = None) -> Any:
     """A LitData ``StreamingDataset`` of ``part``, decoding each image in the worker that reads it.
 
     Made inside each process (in ``setup``), it reads that process's share of a distributed run; ``alone``
     gives every sample by its index, in order, whatever the processes (for a sampler to share out); ``square``
-    (decoded shards only) gives uint8 squares of that side instead of ``transform``'s output.
+    gives uint8 squares (``Squares``) instead of ``transform``'s output.
     """
     from litdata import StreamingDataset
 

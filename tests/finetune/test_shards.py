@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from finetune.data.shards import MANIFEST, load_shards, shard_dataset
+from finetune.data.shards import MANIFEST, Squares, load_shards, shard_dataset
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
@@ -254,7 +254,7 @@ def test_decoded_shards_hold_the_folder_caches_squares_and_train(image_folder: P
     assert main(["data", "optimize", str(image_folder), "--out", str(shards), "--decoded", "36"]) == 0
     split = load_shards(str(shards))
     assert split.decoded == 36
-    square, label = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True, square=36)[0]
+    square, label = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True, square=Squares(36, 32))[0]
     # The pixels the folder's decode-once cache holds for 32 px crops of this (square) image.
     assert torch.equal(square, decode_square(split.val[0].path, 36, 32, InterpolationMode.BILINEAR))
     assert label == split.val[0].label
@@ -267,6 +267,21 @@ def test_decoded_shards_hold_the_folder_caches_squares_and_train(image_folder: P
     assert len(run_table(out, "test_predictions.csv")) == run_summary(out)["num_test"] == len(split.test)
     assert main(["evaluate", str(out), "--out", str(tmp_path / "eval")]) == 0
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == len(split.test)
+
+
+def test_byte_shards_stream_the_folder_caches_squares(shards: Path) -> None:
+    from torchvision.transforms import InterpolationMode
+
+    from finetune.data.decoded import decode_square
+
+    split = load_shards(str(shards))
+    for index in (0, len(split.train) - 1):
+        square, label = shard_dataset(split, "train", None, shuffle=False, seed=0, alone=True,
+                                      square=Squares(40, 32, "bicubic"))[index]
+        # Decoded in the loader worker to the very pixels the folder's decode-once cache holds: batches are then
+        # cropped alike, whichever the data came from.
+        assert torch.equal(square, decode_square(split.train[index].path, 40, 32, InterpolationMode.BICUBIC))
+        assert label == split.train[index].label
 
 
 def test_decoded_squares_too_small_are_refused(image_folder: Path, tmp_path: Path,
