@@ -87,9 +87,14 @@ def profile_data(split: Split) -> DataProfile:
 
 
 def _augment(profile: DataProfile, pretrained: bool, feature_views: int) -> Decision:
-    if profile.glyph_like and feature_views:
-        return Decision("data.augment", "light", f"glyph-like images, but {feature_views} augmented feature views "
-                                                 "were asked for: the mildest crops")
+    decision = _augment_images(profile, pretrained)
+    if decision.value == "none" and feature_views:
+        return Decision("data.augment", "light", f"{decision.reason.split(':')[0]}, but {feature_views} augmented "
+                                                 "feature views were asked for: the mildest crops")
+    return decision
+
+
+def _augment_images(profile: DataProfile, pretrained: bool) -> Decision:
     if profile.glyph_like:
         return Decision("data.augment", "none", f"small grey glyph-like images ({profile.side} px, ink on a plain "
                                                 "background): crops and flips would turn them into other symbols")
