@@ -12,10 +12,11 @@ import torch
 from pytorch_lightning.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torchmetrics import MeanMetric, SumMetric
+from torchmetrics import CatMetric, MeanMetric, SumMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from finetune.config import OptimConfig
+from finetune.results.calibration import fit_temperature
 from finetune.results.stats import top_k
 from finetune.training.plateau import lr_factor
 from zoo.bundle import ModelMetadata
@@ -30,6 +31,18 @@ def standard_error(mean: Tensor, mean_of_squares: Tensor, count: Tensor) -> Tens
     """The standard error of a mean of ``count`` values from their mean and mean square (sample variance)."""
     variance = (mean_of_squares - mean.square()).clamp(min=0) * count / (count - 1).clamp(min=1)
     return (variance / count.clamp(min=1)).sqrt()
+
+
+def calibrated_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """The NLL of ``logits`` at the temperature that minimises it, and its standard error over the images.
+
+    Without augmentation, or once every validation image is right, a network keeps sharpening its softmax and
+    the plain loss keeps falling with nothing learned; at its best temperature that gain is gone, and what is
+    left falls only while the network ranks the classes better.
+    """
+    per_image = nn.functional.cross_entropy(logits / fit_temperature(logits, labels), labels, reduction="none")
+    count = torch.tensor(float(len(per_image)))
+    return per_image.mean(), standard_error(per_image.mean(), per_image.square().mean(), count)
 
 
 class Classifier(pl.LightningModule):
@@ -74,6 +87,10 @@ class Classifier(pl.LightningModule):
         # The per-image losses' first two moments and count give the validation loss's standard error, the
         # noise the plateau rule (finetune.training.plateau) looks past.
         self.val_image_loss, self.val_image_loss_sq, self.val_count = MeanMetric(), MeanMetric(), SumMetric()
+        # The plateau schedule judges the validation loss at its best temperature (calibrated_loss): it needs every
+        # validation logit of the epoch (kept in bf16: N × classes × 2 bytes).
+        self.val_logits = CatMetric() if optim.schedule == "plateau" else None
+        self.val_labels = CatMetric() if optim.schedule == "plateau" else None
         self.val_top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro", validate_args=False)
         self.val_topk = (MulticlassAccuracy(num_classes, top_k=self.top_k, average="micro", validate_args=False)
                          if self.top_k else None)
@@ -116,6 +133,9 @@ class Classifier(pl.LightningModule):
         self.val_top1.update(logits, labels)
         if self.val_topk is not None:
             self.val_topk.update(logits, labels)
+        if self.val_logits is not None and self.val_labels is not None:
+            self.val_logits.update(logits.detach().to(torch.bfloat16))
+            self.val_labels.update(labels)
 
     def on_validation_epoch_end(self) -> None:
         # Every per-epoch figure is logged here, so callbacks read one consistent set at on_validation_end.
@@ -129,8 +149,17 @@ class Classifier(pl.LightningModule):
         if self.val_topk is not None:
             self.log("val/topk_error", 100.0 * (1.0 - self.val_topk.compute()))
             self.val_topk.reset()
+        if self.val_logits is not None and self.val_labels is not None and self.val_logits.update_called:
+            self._log_calibrated_loss(self.val_logits.compute().float(), self.val_labels.compute().long())
+            self.val_logits.reset()
+            self.val_labels.reset()
         for metric in (self.val_loss, self.val_top1, self.val_image_loss, self.val_image_loss_sq, self.val_count):
             metric.reset()
+
+    def _log_calibrated_loss(self, logits: Tensor, labels: Tensor) -> None:
+        loss, error = calibrated_loss(logits, labels)
+        self.log("val/calibrated_loss", loss)
+        self.log("val/calibrated_loss_se", error)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Head and backbone at their own rates, each split into weights that decay and those that do not.

@@ -6,6 +6,11 @@ count, and on 200 face crops the best epoch was 4 of 30. Stopping a cosine sched
 rate, so the rate holds instead and the anneal (where most of the last gain comes from) starts at the plateau,
 as in warmup-stable-decay schedules.
 
+The loss watched is the validation NLL at its best temperature (one fitted each epoch, as after training):
+without augmentation, or once every validation image is right, a network keeps sharpening its softmax and the plain
+loss keeps falling with nothing more learned (200 face crops without crops ran their whole ceiling of 30 epochs; in
+bf16 sklearn's digits ran all 15), while at the best temperature only a better ranking of the classes counts.
+
 A fall counts only when it is larger than 1% of the best loss and half the loss's standard error over the
 validation images (about the noise of the paired difference between two epochs on the same images). On
 sklearn's digits the loss still fell 4-6% an epoch inside its noise (0.024, 0.019, 0.018 at epochs 8-10, standard
@@ -75,11 +80,13 @@ class PlateauStop(Callback):
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        loss = trainer.callback_metrics.get("val/loss")
+        metrics = trainer.callback_metrics
+        calibrated = "val/calibrated_loss" in metrics  # the module's (a plateau-schedule Classifier's)
+        loss = metrics.get("val/calibrated_loss" if calibrated else "val/loss")
         if loss is None:
             return
         epoch = trainer.current_epoch + 1
-        standard_error = trainer.callback_metrics.get("val/loss_se")
+        standard_error = metrics.get("val/calibrated_loss_se" if calibrated else "val/loss_se")
         if improved(float(loss), self.best, float(standard_error) if standard_error is not None else 0.0):
             self.best, self.waited = float(loss), 0
         else:
@@ -94,6 +101,7 @@ class PlateauStop(Callback):
         self.decay = (trainer.global_step, anneal * steps_per_epoch)
         self.stop_epoch = epoch + anneal
         cast("Classifier", pl_module).decay = self.decay
-        say(f"validation loss fell no more than its noise in {PATIENCE} epochs (the larger of "
+        watched = "validation loss at its best temperature" if calibrated else "validation loss"
+        say(f"{watched} fell no more than its noise in {PATIENCE} epochs (the larger of "
             f"{MIN_IMPROVEMENT:.0%} and {SE_SHARE:g} × its standard error over the validation images): the learning "
             f"rate anneals over {anneal} epochs and the run stops after epoch {self.stop_epoch}")

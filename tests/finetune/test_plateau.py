@@ -12,7 +12,8 @@ import torch
 import zoo
 from finetune.config import RunConfig, merge
 from finetune.data.split import split_folder
-from finetune.training.module import standard_error
+from finetune.results.calibration import fit_temperature
+from finetune.training.module import calibrated_loss, standard_error
 from finetune.training.plateau import improved, lr_factor
 from finetune.training.recipe import choose
 from tests.helpers import run_table
@@ -103,3 +104,18 @@ def test_the_standard_error_of_the_validation_loss_is_the_per_image_losses_one()
     expected = statistics.stdev(losses.tolist()) / math.sqrt(5)  # sample standard deviation over √n
     got = standard_error(losses.mean(), losses.square().mean(), torch.tensor(5.0))
     assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_plateau_watches_the_loss_at_its_best_temperature_which_sharpening_alone_leaves_unchanged() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(300, 5, generator=generator)
+    labels = torch.multinomial(logits.softmax(dim=1), 1, generator=generator).squeeze(1)
+    loss, error = calibrated_loss(logits, labels)
+    sharper, _ = calibrated_loss(4 * logits, labels)
+    plain = torch.nn.functional.cross_entropy
+    assert plain(4 * logits, labels) > 1.5 * plain(logits, labels), "the plain loss moves with the scale alone"
+    assert float(sharper) == pytest.approx(float(loss), rel=1e-3), "the calibrated one does not"
+    better, _ = calibrated_loss(logits + 2 * torch.nn.functional.one_hot(labels, 5), labels)
+    assert float(better) < float(loss) - 3 * float(error), "a better ranking of the classes lowers it"
+    per_image = plain(logits / fit_temperature(logits, labels), labels, reduction="none")
+    assert float(error) == pytest.approx(statistics.stdev(per_image.tolist()) / math.sqrt(300), rel=1e-4)
