@@ -21,8 +21,9 @@ the kept checkpoint and the calibration are judged on each split's worst.
 
 Two cases check the model a run hands over: ``digits28``, efficientnet_lite0 with its ImageNet weights on
 scikit-learn's digits drawn at 28 px (grey glyphs far below the network's 224 px), against small_cnn from scratch
-on the same split; ``textures-large``, 720 texture patches whose validation error saturates at once, where the
-checkpoint must still be chosen on the validation loss and the softmax calibrated on 100+ validation images.
+on the same splits (pooled like the default); ``textures-large``, 720 texture patches whose validation error
+saturates at once, where the checkpoint must still be chosen on the validation loss and the softmax calibrated on
+100+ validation images.
 ``--ema-check`` adds the no-flag run (first split) with the weight average switched the other way; ``--extend``
 resumes each split's no-flag run for twice its epochs (a warm restart) and measures them again, pooled.
 
@@ -122,7 +123,7 @@ DATASETS: dict[str, tuple[str, str, Callable[[Path], Path], dict[str, list[Any]]
     "textures-large": ("efficientnet_lite0", "default", lambda root: textures_folder(root, per_class=240),
                        PROBE_GRID),
 }
-BASELINES = {"digits28": "small_cnn"}  # from scratch on the same split, beside the pretrained network
+BASELINES = {"digits28": "small_cnn"}  # from scratch on the same splits, beside the pretrained network
 # Caches a second run on the same folder would read: every timed run starts without them, in the benchmark's own
 # $ZOO_CACHE, so no setting is timed on the features or scan of one that ran before it.
 COLD_CACHES = ("features", "decoded", "scan")
@@ -192,9 +193,9 @@ def extras(name: str, workdir: Path, base: RunConfig, default: dict[str, Any], e
            extend: bool) -> list[dict[str, Any]]:
     """The baseline from scratch, the default with EMA the other way, and the default extended by a resume."""
     rows: list[dict[str, Any]] = []
-    if name in BASELINES:
-        run = _run(merge(base, {"model": {"arch": BASELINES[name], "weights": "none"},
-                                "out": str(workdir / f"{name}-baseline")}))
+    if name in BASELINES:  # on the same splits as the default, pooled alike
+        run = _seeded(base, {"model": {"arch": BASELINES[name], "weights": "none"},
+                             "out": str(workdir / f"{name}-baseline")}, len(default["splits"]))
         rows.append({"data": name, "run": f"{BASELINES[name]} from scratch, no flags ({_describe(run)})",
                      "test error % (95% CI)": _error(run), "seconds": f"{run['seconds']:.0f}"})
     if ema_check:
