@@ -1,7 +1,9 @@
 """A split written as LitData chunks (``zoo data optimize``) and streamed back, locally or from a URL (s3://…).
 
 ``SHARDS/<part>/`` holds each part's chunks (LitData's ``index.json`` and ``chunk-*.bin``), every sample
-the image file's own bytes and its label, in the order of the split; ``SHARDS/zoo_shards.json``, written
+the image file's own bytes and its label: validation and test in the order of the split, training in a seeded
+random order (LitData shuffles the chunks and the samples inside each, so chunks written class by class would
+give batches of one class); ``SHARDS/zoo_shards.json``, written
 last, names the classes, each sample's label and original file, and the training images' profile (what
 the recipe looks at), so a run plans itself without opening a chunk. Images are decoded in the loader's
 workers as they stream (to the squares the decode-once cache would hold, cropped batch by batch as a folder's
@@ -17,10 +19,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
 MANIFEST = "zoo_shards.json"
 LITDATA_INDEX = "index.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: training samples in class order
 MAX_DECODED_SIDE = 1024  # a decoded square of 1024 px is 3 MB: 21 images fill a chunk
 CHUNK_BYTES = "64MB"  # LitData's advice: chunks of tens of MB stream well from object storage
 
@@ -110,6 +113,8 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = OptimizeSetting
         raise DataError(f"--out {out} already holds files: choose a new folder for the shards")
     split = split_folder(root, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     profile = asdict(profile_data(split))
+    order = np.random.default_rng(seed).permutation(len(split.train))
+    split = replace(split, train=[split.train[index] for index in order])
     workers = workers or max(1, min(os.cpu_count() or 1, 8))
     with replacing_folder(out) as staging:
         for part in PARTS:
@@ -118,7 +123,7 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = OptimizeSetting
                 continue
             items = [(str(sample.path), sample.label, index) + (() if decoded is None else (decoded,))
                      for index, sample in enumerate(samples)]
-            # keep_data_ordered: the chunks hold the samples in the split's order, which predictions.csv follows.
+            # keep_data_ordered: the chunks hold the samples in the order given (predictions.csv follows it).
             optimize(fn=_read_image if decoded is None else _read_square, inputs=items,
                      output_dir=str(staging / part), chunk_bytes=CHUNK_BYTES,
                      num_workers=min(workers, len(items)), keep_data_ordered=True, verbose=False,
@@ -167,6 +172,10 @@ def _read_manifest(location: str) -> dict[str, Any]:
             raise DataError(f"cannot read {folder / MANIFEST}: {error.strerror or error}; make it readable") from error
     try:
         manifest = json.loads(text)
+        if isinstance(manifest.get("format"), int) and manifest["format"] < FORMAT_VERSION:
+            raise DataError(f"{location} was written by an older zoo (shard format {manifest['format']}, its training "
+                            "images in class order: every batch would hold one class); write the shards again with "
+                            "zoo data optimize")
         if manifest.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {manifest.get('format')}, not {FORMAT_VERSION}")
     except (ValueError, AttributeError) as error:
@@ -300,6 +309,8 @@ def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image
     try:
         # Training drops the last few samples so every process takes as many steps (DDP waits on each step's
         # gradients).
+        # LitData shuffles the chunks, and blocks of 256 samples in each (a block is read from the chunk at once):
+        # batches mix the classes because the training samples were written in a random order.
         dataset = StreamingDataset(location, cache_dir=shard_cache_dir() if is_url(location) else None,
                                    shuffle=shuffle, drop_last=shuffle, seed=seed,
                                    transform=DecodeSample(transform, location, square))

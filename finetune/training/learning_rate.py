@@ -9,7 +9,7 @@ from pathlib import Path
 from finetune.config import CONFIG_FILE, ConfigError, RunConfig, merge
 from finetune.runtime.console import lightning_quieted, say
 from finetune.runtime.folders import check_out_folder
-from finetune.runtime.hardware import threads_restored
+from finetune.runtime.hardware import run_arithmetic
 from finetune.training.data_split import make_split
 from finetune.training.lr_finder import LrFinding
 from finetune.training.setup import Setup, choose_settings, learning_rate_finding, prepare
@@ -29,7 +29,7 @@ LR_FIND_UNUSED = ("trainer.epochs", "optim.schedule", "optim.lr")
 
 def find_learning_rate(config: RunConfig, folder: Path | None = None) -> LrFindResult:
     """``zoo lr-find``: the range test for ``config`` (plot and curve written to ``folder``)."""
-    with lightning_quieted(), threads_restored():
+    with lightning_quieted(), run_arithmetic():
         return _find_learning_rate(config, folder)
 
 

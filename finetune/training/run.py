@@ -20,7 +20,7 @@ from finetune.data.shards import is_shards
 from finetune.data.split import Split, has_split, load_split, save_split
 from finetune.results.records import RunSummary
 from finetune.runtime.console import lightning_quieted, say
-from finetune.runtime.hardware import threads_restored
+from finetune.runtime.hardware import run_arithmetic
 from finetune.runtime.processes import check_devices
 from finetune.runtime.progress import PhaseTimes
 from finetune.training.data_split import make_split
@@ -67,7 +67,7 @@ def train(config: RunConfig, *, resume: Path | None = None, split: Split | None 
     times = PhaseTimes()
     if started is not None and started < entered:
         times.add("startup", entered - started)
-    with lightning_quieted(), launch_marks(), threads_restored(), _releasing_run_folders():
+    with lightning_quieted(), launch_marks(), run_arithmetic(), _releasing_run_folders():
         with times.phase("setup"):  # less its scan, precision probe, decoding and lr finding, timed on their own
             run = _prepare(config, resume, split, times)
             trainer, watched = build_trainer(run, watchers)

@@ -176,9 +176,24 @@ def test_a_run_prints_its_threads_records_them_and_gives_torch_back_its_own(
     assert "zoo: trainer.threads: 2 (2 usable cores, 0.0 kept busy by other processes" in capsys.readouterr().out
     assert load_config(out / "config.yaml").trainer.threads == 2
     assert torch.get_num_threads() == before
+    assert torch.tensor([1e-40]).mul(1.0).item() != 0.0  # denormals flushed in the run only
     monkeypatch.setattr(hardware, "others_busy_cores", lambda: 2.0)  # busy now: the run keeps its own numbers
     assert resume_config(out, {}).trainer.threads == 2
     assert resume_config(out, {"trainer": {"threads": 1}}).trainer.threads == 1
+
+
+@pytest.mark.parametrize("flushed_before", [False, True])
+def test_a_run_counts_denormals_as_zero_and_gives_the_flag_back(flushed_before: bool) -> None:
+    import torch
+
+    denormal = torch.tensor([1e-40])
+    torch.set_flush_denormal(flushed_before)
+    try:
+        with hardware.run_arithmetic():
+            assert denormal.mul(1.0).item() == 0.0
+        assert (denormal.mul(1.0).item() == 0.0) == flushed_before
+    finally:
+        torch.set_flush_denormal(False)
 
 
 def test_ddp_processes_share_the_cores() -> None:

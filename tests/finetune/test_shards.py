@@ -37,14 +37,45 @@ def test_optimize_keeps_the_split_and_every_image(shards: Path, image_folder: Pa
 
     split, folder = load_shards(str(shards)), split_folder(image_folder)
     assert split.classes == folder.classes
+    # Training samples are written in a seeded random order (the folder's is class by class), the others in the
+    # split's order.
+    assert split.train != folder.train
+    assert sorted(split.train, key=str) == sorted(folder.train, key=str)
     for part in ("train", "val", "test"):
-        assert getattr(split, part) == getattr(folder, part)
+        if part != "train":
+            assert getattr(split, part) == getattr(folder, part)
         dataset = shard_dataset(split, part, None, shuffle=False, seed=0, alone=True)
         streamed = [dataset[index] for index in range(len(dataset))]
-        # The streamed images are the files' own pixels, with their labels, in the split's order.
-        for (image, label), sample in zip(streamed, getattr(folder, part), strict=True):
+        # The streamed images are the files' own pixels, with their labels, in the manifest's order.
+        for (image, label), sample in zip(streamed, getattr(split, part), strict=True):
             assert label == sample.label
             assert np.array_equal(np.asarray(image), np.asarray(Image.open(sample.path).convert("RGB")))
+
+
+def test_training_batches_mix_the_classes(tmp_path: Path) -> None:
+    # More images than LitData's in-chunk shuffle block (256), in a folder sorted class by class.
+    folder, per_class = tmp_path / "sorted", 300
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        for index in range(per_class):
+            Image.new("RGB", (4, 4), (index % 256, 0, 0)).save(folder / name / f"{index:03d}.png")
+    assert main(["data", "optimize", str(folder), "--out", str(tmp_path / "shards")]) == 0
+    split = load_shards(str(tmp_path / "shards"))
+    dataset = shard_dataset(split, "train", None, shuffle=True, seed=0)
+    del dataset.transform  # the raw items: their labels, nothing decoded
+    labels = [int(item["label"]) for item in dataset]
+    # Every batch of 32 holds both classes: batches of one class teach a network nothing (BatchNorm normalises
+    # each batch by its one class).
+    assert all(len(set(labels[start:start + 32])) == 2 for start in range(0, len(labels) - 32, 32))
+
+
+def test_shards_of_an_older_format_are_refused(shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = json.loads((shards / MANIFEST).read_text())
+    (shards / MANIFEST).write_text(json.dumps({**manifest, "format": 1}))
+    assert main(["finetune", "--data", str(shards), *QUICK, "--epochs", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "written by an older zoo (shard format 1, its training images in class order" in error
+    assert "write the shards again with zoo data optimize" in error
 
 
 def _indices(items: list[dict]) -> list[int]:
