@@ -118,11 +118,14 @@ def child(spec: dict[str, Any]) -> None:
     started = time.perf_counter()
     timer = FirstStep(started)
     train(config, watchers=[timer])
+    summary = json.loads((Path(spec["out"]) / "summary.json").read_text())
     assert timer.mark is not None, "too few steps to measure the speed"
     assert timer.last is not None, "too few steps to measure the speed"
     print("RESULT " + json.dumps({
         "first_step_s": timer.first_step,
         "images_per_s": timer.images / (timer.last - timer.mark),
+        # Speed counts only if the run learns: a network at chance has no tiny gradients to slow it down.
+        "val_error": summary["val_top1_error"],
         # Linux reports KiB; the workers are children (their largest), the run itself is this process.
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
@@ -195,6 +198,7 @@ def report(results: list[dict[str, Any]], load: str) -> str:
                 "first step (s)": f"{run['first_step_s']:.1f}",
                 "peak RSS MiB (workers)": f"{run['peak_rss_mib']:.0f} ({run['worker_peak_rss_mib']:.0f})",
                 "train img/s": f"{run['images_per_s']:.0f}",
+                "val error % (chance 90)": f"{run['val_error']:.1f}",
             })
     sizes = [item["images"] for item in results]
     lines = [table(rows), ""]
@@ -227,6 +231,8 @@ def report(results: list[dict[str, Any]], load: str) -> str:
         f"- the same on shards of decoded {RESIZE} px squares (zoo data optimize --decoded {RESIZE}): "
         f"{', '.join(f'{ratio:.0%}' for ratio in decoded_ratios)} "
         f"(target >= 90%: {verdict(min(decoded_ratios) >= 0.90)})",
+        f"- every run learned the task (validation error under 10%): "
+        f"{verdict(all(item[name]['val_error'] < 10 for item in results for name in RUNS))}",
         f"- load average before / after: {load}",
     ]
     return "\n".join(lines)
