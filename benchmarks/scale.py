@@ -117,15 +117,15 @@ def child(spec: dict[str, Any]) -> None:
     })
     started = time.perf_counter()
     timer = FirstStep(started)
-    train(config, watchers=[timer])
-    summary = json.loads((Path(spec["out"]) / "summary.json").read_text())
+    summary = train(config, watchers=[timer]).summary
+    assert summary is not None  # one process: it reports
     assert timer.mark is not None, "too few steps to measure the speed"
     assert timer.last is not None, "too few steps to measure the speed"
     print("RESULT " + json.dumps({
         "first_step_s": timer.first_step,
         "images_per_s": timer.images / (timer.last - timer.mark),
         # Speed counts only if the run learns: a network at chance has no tiny gradients to slow it down.
-        "val_error": summary["val_top1_error"],
+        "val_error": summary.val_top1_error,
         # Linux reports KiB; the workers are children (their largest), the run itself is this process.
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "worker_peak_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,

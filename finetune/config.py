@@ -146,8 +146,7 @@ class OptimConfig:
         "auto", "the rate after the warm-up: cosine over --epochs; plateau: held until the validation loss (at its "
                 "best temperature) falls no more than its noise (1%, half its standard error) in 3 epochs (after "
                 "5), then annealed over a third as many epochs, and the run stops there (--epochs: the ceiling); "
-                "auto: plateau when zoo "
-                "chooses a from-scratch run's epochs, else cosine")
+                "auto: plateau when zoo chooses a from-scratch run's epochs, else cosine")
     freeze: FreezeMode = option("auto", "auto (from the weights and device) | none | backbone (linear probe) | "
                                         "until-epoch N (freeze, then unfreeze at epoch N)", metavar="MODE")
     unfreeze_epoch: Count = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "
