@@ -247,7 +247,8 @@ def benchmark(name: str, workdir: Path, full_finetune: bool, seeds: int = 1
 
 
 def budgets(names: list[str], workdir: Path, rounds: int) -> str:
-    """The plateau rule against the fixed budgets, ``rounds`` interleaved pairs per from-scratch data set."""
+    """The plateau rule against the fixed budgets, ``rounds`` interleaved pairs per from-scratch data set, round i on
+    split (and seed) i: a same-seed repeat would only repeat the errors."""
     threads = int(choose_threads(None, 0).value)  # one count for every run: the race is between epoch budgets
     rows = []
     for name in names:
@@ -262,23 +263,21 @@ def budgets(names: list[str], workdir: Path, rounds: int) -> str:
             order = ["plateau", "fixed"] if index % 2 == 0 else ["fixed", "plateau"]
             for variant in order:
                 schedule = {} if variant == "plateau" else {"optim": {"schedule": "cosine"}}
-                runs[variant].append(_run(merge(base, {**schedule, "out": str(workdir / f"{name}-{variant}-{index}")})))
+                runs[variant].append(_run(merge(base, {**schedule, "trainer": {"seed": index},
+                                                       "out": str(workdir / f"{name}-{variant}-{index}")})))
                 print(f"{name} {variant}: {runs[variant][-1]['ran']} of {runs[variant][-1]['epochs']} epochs, "
                       f"{runs[variant][-1]['error']:.2f} % in {runs[variant][-1]['seconds']:.0f} s", flush=True)
             loads.append(os.getloadavg()[0])
         plateau, fixed = runs["plateau"], runs["fixed"]
         ratios = [p["seconds"] / f["seconds"] for p, f in zip(plateau, fixed, strict=True)]
-        errors = {variant: statistics.median(run["error"] for run in runs[variant]) for variant in runs}
+        pooled = {variant: _pooled(runs[variant]) for variant in runs}
         paired = [_paired(p, f) for p, f in zip(plateau, fixed, strict=True)]
         worse = any(test.only_second_right > test.only_first_right and test.p_value < SIGNIFICANCE for test in paired)
-        first = plateau[0]
         rows.append({
-            "data": f"{name} ({arch}, {first['num_test']} test images)",
-            "plateau: epochs run": ", ".join(str(run["ran"]) for run in plateau) + f" of {first['epochs']}",
-            "plateau: test error % (95% CI)": f"{errors['plateau']:.2f} ({first['interval'][0]:.1f}–"
-                                              f"{first['interval'][1]:.1f})",
-            "fixed: test error % (95% CI)": f"{errors['fixed']:.2f} ({fixed[0]['interval'][0]:.1f}–"
-                                            f"{fixed[0]['interval'][1]:.1f})",
+            "data": f"{name} ({arch}, {plateau[0]['num_test']} test images a split)",
+            "plateau: epochs run": ", ".join(str(run["ran"]) for run in plateau) + f" of {plateau[0]['epochs']}",
+            "plateau: test error % pooled (95% CI)": _error(pooled["plateau"]),
+            "fixed: test error % pooled (95% CI)": _error(pooled["fixed"]),
             "plateau s": spread([run["seconds"] for run in plateau], 0),
             "fixed s": spread([run["seconds"] for run in fixed], 0),
             "time ratio": spread(ratios, 2),
@@ -288,10 +287,11 @@ def budgets(names: list[str], workdir: Path, rounds: int) -> str:
             "load average (1 min)": spread(loads),
         })
     return (f"small_cnn from scratch, the default run against the same run on the fixed budget it had before the "
-            f"plateau rule (cosine over the same 15–30 epochs); {rounds} round(s), the two runs in turns; every run "
-            f"on {threads} torch thread(s); time is the whole train() call. The intervals are the first round's. "
-            f"No worse: in no round does the fixed budget get more of the same test images right with an exact "
-            f"McNemar p < {SIGNIFICANCE:g} (a difference of a few images on a few hundred is noise, not a ranking).\n\n"
+            f"plateau rule (cosine over the same 15–30 epochs); {rounds} round(s), the two runs in turns, round i on "
+            f"split and seed i; every run on {threads} torch thread(s); time is the whole train() call; test errors "
+            f"pooled over the rounds' test images. No worse: in no round does the fixed budget get more of the same "
+            f"test images right with an exact McNemar p < {SIGNIFICANCE:g} (a difference of a few images on a few "
+            f"hundred is noise, not a ranking).\n\n"
             f"{table(rows)}")
 
 
