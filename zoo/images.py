@@ -126,6 +126,27 @@ def load_rgb(source: Path | bytes, fit: int | None = None) -> Image.Image:
         return to_rgb(image.reduce(factor))
 
 
+def load_rgb_pixels(source: Path | bytes) -> Tensor:
+    """``load_rgb(source)`` as a 3×H×W uint8 tensor, the whole image.
+
+    A plain image (an 8-bit RGB or grey PNG or JPEG, without transparency or EXIF) is decoded by TorchCodec
+    (libpng, libjpeg-turbo) to the same pixels, without PIL's work around the decoder: for a 32 px PNG that work
+    costs three times the decoding (0.13 ms against 0.04).
+    """
+    from torchcodec.decoders import decode_image
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    with opened(source) as image:
+        plain = (image.format in ("PNG", "JPEG") and image.mode in ("RGB", "L")
+                 and "transparency" not in image.info and "exif" not in image.info)
+        if plain:
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            # A PNG's header chunk comes first: its bit depth is byte 24 (16-bit samples are scaled otherwise).
+            if image.format == "JPEG" or data[24] == 8:
+                return decode_image(data, mode="RGB")
+    return pil_to_tensor(load_rgb(source))
+
+
 def _reduction(width: int, height: int, fit: int | None) -> int:
     """The whole factor that brings an image read for ``fit`` near ``WORK_PIXELS``, its shorter side kept ≥ fit."""
     if fit is None or width * height <= WORK_PIXELS:

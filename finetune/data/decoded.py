@@ -18,14 +18,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from finetune.data.cache_store import cache_key, cache_path
-from finetune.data.images import read_scanned_image
+from finetune.data.images import read_scanned_pixels
 from finetune.data.scan import Sample
 from finetune.runtime.hardware import usable_cores
 from finetune.runtime.progress import PhaseTimes, tracked
@@ -48,12 +47,12 @@ def _centred_start(length: int, side: int, crop: int) -> int:
 
 def decode_square(path: Path, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
     """``path`` as a 3×side×side uint8 tensor: shorter side resized to ``side``, centred for ``crop``."""
-    return square_of(read_scanned_image(path), side, crop, interpolation)
+    return square_of(read_scanned_pixels(path), side, crop, interpolation)
 
 
-def square_of(picture: Image.Image, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
-    """``picture`` as the decode-once cache holds it (see ``decode_square``)."""
-    image = F.resize(F.to_image(picture), [side], interpolation=interpolation, antialias=True)
+def square_of(pixels: Tensor, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
+    """An image's 3×H×W uint8 ``pixels`` as the decode-once cache holds them (see ``decode_square``)."""
+    image = F.resize(pixels, [side], interpolation=interpolation, antialias=True)
     height, width = image.shape[-2:]
     top, left = _centred_start(height, side, crop), _centred_start(width, side, crop)
     return image[:, top : top + side, left : left + side]

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from finetune.data.scan import DataError, Sample, check_image
 from zoo.errors import describe_error
-from zoo.images import load_rgb
+from zoo.images import load_rgb, load_rgb_pixels
 from zoo.text import one_line
+
+Loaded = TypeVar("Loaded")
 
 
 class UnreadableImageError(DataError):
@@ -28,8 +31,17 @@ class UnreadableImageError(DataError):
 
 def read_scanned_image(path: Path) -> Image.Image:
     """``load_rgb`` for an image the scan already read; a failure now means the file changed since."""
+    return _read_scanned(path, load_rgb)
+
+
+def read_scanned_pixels(path: Path) -> Tensor:
+    """``read_scanned_image`` as a 3×H×W uint8 tensor (``load_rgb_pixels``)."""
+    return _read_scanned(path, load_rgb_pixels)
+
+
+def _read_scanned(path: Path, load: Callable[[Path], Loaded]) -> Loaded:
     try:
-        return load_rgb(path)
+        return load(path)
     except Exception as error:  # noqa: BLE001 - image plugins raise many kinds of error on a damaged file
         raise UnreadableImageError(
             f"cannot read {path} ({check_image(path) or describe_error(error)}), though the scan read it: "

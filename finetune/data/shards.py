@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from finetune.data.images import Loaded
 from finetune.data.scan import DataError, Sample
 from finetune.data.settings import OptimizeSettings
 from finetune.data.split import PARTS, Split, split_folder
@@ -34,7 +35,7 @@ from finetune.runtime.folders import check_out_folder
 from zoo._io import replacing_folder, write_text_atomic
 from zoo.cache import cache_root
 from zoo.errors import first_line
-from zoo.images import load_rgb
+from zoo.images import load_rgb, load_rgb_pixels
 
 if TYPE_CHECKING:
     from finetune.training.recipe import DataProfile
@@ -263,24 +264,25 @@ class DecodeSample:
     def __call__(self, item: dict[str, Any]) -> tuple[Any, int]:
         if "pixels" in item:
             return self._square(item), int(item["label"])
-        import io
-
-        try:
-            # PIL opens a file object as it opens a path.
-            image = load_rgb(io.BytesIO(bytes(item["image"])))  # type: ignore[arg-type]
-        except Exception as error:  # noqa: BLE001 - image plugins raise many kinds of error on damaged bytes
-            raise DataError(f"sample {item.get('index')} of {self.location} is not a readable image "
-                            f"({first_line(error)}): the shards are damaged; write them again with zoo data "
-                            "optimize") from None
         if self.square is not None:  # the worker's share of the work: decode and resize; crops come by the batch
             from torchvision.transforms import InterpolationMode
 
             from finetune.data.decoded import square_of
 
             square = self.square
-            return square_of(image, square.side, square.crop, InterpolationMode(square.interpolation)), \
+            pixels = self._decoded(item, load_rgb_pixels)
+            return square_of(pixels, square.side, square.crop, InterpolationMode(square.interpolation)), \
                 int(item["label"])
+        image = self._decoded(item, load_rgb)
         return (image if self.transform is None else self.transform(image)), int(item["label"])
+
+    def _decoded(self, item: dict[str, Any], load: Callable[[bytes], Loaded]) -> Loaded:
+        try:
+            return load(bytes(item["image"]))
+        except Exception as error:  # noqa: BLE001 - image plugins raise many kinds of error on damaged bytes
+            raise DataError(f"sample {item.get('index')} of {self.location} is not a readable image "
+                            f"({first_line(error)}): the shards are damaged; write them again with zoo data "
+                            "optimize") from None
 
     def _square(self, item: dict[str, Any]) -> Any:
         import numpy as np

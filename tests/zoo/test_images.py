@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from zoo import images
@@ -71,3 +72,59 @@ def test_decodes_wait_for_pixels_when_the_budget_is_taken() -> None:
     assert order == ["first done", "second"]
     with budget.taken(10**9):  # more than the whole budget: waits for all of it, never forever
         pass
+
+
+def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _photo_variants() -> dict[str, bytes]:
+    from skimage import data
+
+    photo = Image.fromarray(data.astronaut()).resize((96, 72))  # a real photo, small: the loader's common case
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: shown turned a quarter
+    transparent = photo.convert("RGBA")
+    transparent.putalpha(Image.linear_gradient("L").resize(photo.size))
+    return {
+        "png rgb": _encoded(photo, "PNG"), "png grey": _encoded(photo.convert("L"), "PNG"),
+        "png 16-bit": _encoded(photo.convert("I").point(lambda value: value * 256).convert("I;16"), "PNG"),
+        "png palette": _encoded(photo.convert("P"), "PNG"), "png 1-bit": _encoded(photo.convert("1"), "PNG"),
+        "png alpha": _encoded(transparent, "PNG"),
+        "jpeg 4:2:0": _encoded(photo, "JPEG", quality=80), "jpeg 4:4:4": _encoded(photo, "JPEG", subsampling=0),
+        "jpeg progressive": _encoded(photo, "JPEG", progressive=True),
+        "jpeg grey": _encoded(photo.convert("L"), "JPEG"),
+        "jpeg exif-rotated": _encoded(photo, "JPEG", exif=exif), "bmp": _encoded(photo, "BMP"),
+    }
+
+
+@pytest.mark.parametrize("kind", list(_photo_variants()))
+def test_pixels_as_a_tensor_are_load_rgbs_pixels_exactly(kind: str, tmp_path: Path) -> None:
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    encoded = _photo_variants()[kind]
+    expected = pil_to_tensor(load_rgb(encoded))
+    path = tmp_path / "image"
+    path.write_bytes(encoded)
+    for source in (encoded, path):
+        pixels = images.load_rgb_pixels(source)
+        assert pixels.dtype == torch.uint8
+        assert pixels.shape == expected.shape
+        assert torch.equal(pixels, expected), f"{kind} from {type(source).__name__} differs from load_rgb"
+
+
+@pytest.mark.parametrize("kind", ["png rgb", "png grey", "jpeg 4:2:0", "jpeg grey"])
+def test_plain_images_skip_pil_decoding(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    encoded = _photo_variants()[kind]
+    monkeypatch.setattr(images, "load_rgb", lambda *args, **kwargs: pytest.fail("decoded through PIL"))
+    assert images.load_rgb_pixels(encoded).shape[0] == 3
+
+
+def test_pixels_as_a_tensor_keep_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    bomb = _bomb(9_500, 9_500, "L")  # a plain grey PNG: the kind decoded without PIL
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("the pixels were decoded"))
+    monkeypatch.setattr("torchcodec.decoders.decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
+    with pytest.raises(ImageSizeError, match="9500×9500 pixels"):
+        images.load_rgb_pixels(bomb)
