@@ -143,7 +143,10 @@ def load_rgb_pixels(source: Path | bytes) -> Tensor:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
             # A PNG's header chunk comes first: its bit depth is byte 24 (16-bit samples are scaled otherwise).
             if image.format == "JPEG" or data[24] == 8:
-                return decode_image(data, mode="RGB")
+                try:
+                    return decode_image(data, mode="RGB")
+                except Exception:  # noqa: BLE001 - an image TorchCodec refuses: PIL reads it, or says why not
+                    pass
     return pil_to_tensor(load_rgb(source))
 
 

@@ -128,3 +128,14 @@ def test_pixels_as_a_tensor_keep_the_pixel_budget(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr("torchcodec.decoders.decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
     with pytest.raises(ImageSizeError, match="9500×9500 pixels"):
         images.load_rgb_pixels(bomb)
+
+
+def test_an_image_torchcodec_refuses_is_read_by_pil(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("unsupported")
+
+    encoded = _photo_variants()["png rgb"]
+    monkeypatch.setattr("torchcodec.decoders.decode_image", refuse)
+    assert torch.equal(images.load_rgb_pixels(encoded), pil_to_tensor(load_rgb(encoded)))
