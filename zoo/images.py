@@ -1,9 +1,10 @@
 """Images as zoo feeds them to a network: any file or mode as 8-bit RGB, and evaluation preprocessing.
 
-Every command reads images through ``load_rgb``: one loader that bounds memory. An image's pixel count is
-checked from its header before a pixel is decoded (a 10 KB PNG can claim 81 megapixels), the images decoded at
-once in a process share ``DECODE_BUDGET`` pixels, and an image read for a model (``fit``) is reduced right after
-decoding to about ``WORK_PIXELS``, so a huge one never reaches the resize whole.
+Every command reads images through ``load_rgb`` (or ``load_rgb_pixels``, its pixels as a tensor): one loader that
+bounds memory. An image's pixel count is checked from its header before a pixel is decoded (a 10 KB PNG can claim
+81 megapixels), the images decoded at once in a process share ``DECODE_BUDGET`` pixels, and an image read for a
+model (``fit``) is reduced right after decoding to about ``WORK_PIXELS``, so a huge one never reaches the resize
+whole.
 """
 
 from __future__ import annotations
