@@ -26,6 +26,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from benchmarks.common import digits_folder, interleaved, median, photos_folder, spread, table, write_results
 from zoo.images import load_rgb, load_rgb_pixels
 
+MAX_ROUNDS = 100
+MAX_IMAGES = 1797  # the built-in digits there are
 LOADERS: dict[str, Callable[[bytes], Tensor]] = {
     "PIL": lambda data: pil_to_tensor(load_rgb(data)), "load_rgb_pixels": load_rgb_pixels}
 
@@ -58,10 +60,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=400, help="images of each kind")
     args = parser.parse_args(argv)
+    if not 1 <= args.rounds <= MAX_ROUNDS:
+        parser.error(f"--rounds {args.rounds}: give 1 to {MAX_ROUNDS} rounds")
+    if not 5 <= args.images <= MAX_IMAGES:  # the photos come 5 a class
+        parser.error(f"--images {args.images}: give 5 to {MAX_IMAGES} images of each kind")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="zoo-decode-") as workdir:
+        digits = digits_folder(Path(workdir) / "digits", -(-args.images // 10), 0)  # 10 classes
         kinds = {
-            "digits (8×8 grey PNG)": files(digits_folder(Path(workdir) / "digits", 40, 0), args.images),
+            "digits (8×8 grey PNG)": files(digits, args.images),
             "32 px RGB PNG": noise_pngs(args.images),
             "500×375 JPEG photo": files(photos_folder(Path(workdir) / "photos", 5, args.images // 5), args.images),
         }

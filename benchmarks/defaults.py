@@ -125,6 +125,7 @@ DATASETS: dict[str, tuple[str, str, Callable[[Path], Path], dict[str, list[Any]]
     "textures-large": ("efficientnet_lite0", "default", lambda root: textures_folder(root, per_class=240),
                        PROBE_GRID),
 }
+MAX_REPEATS = 50  # rounds or splits: each is a whole training run per setting
 BASELINES = {"digits28": "small_cnn"}  # from scratch on the same splits, beside the pretrained network
 # Caches a second run on the same folder would read: every timed run starts without them, in the benchmark's own
 # $ZOO_CACHE, so no setting is timed on the features or scan of one that ran before it.
@@ -322,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="with --budgets: pairs of runs per data set")
     parser.add_argument("--seeds", type=int, default=1, help="splits per data set, their test images pooled")
     args = parser.parse_args(argv)
+    for flag, value in (("--rounds", args.rounds), ("--seeds", args.seeds)):
+        if not 1 <= value <= MAX_REPEATS:
+            parser.error(f"{flag} {value}: give 1 to {MAX_REPEATS}")
     with tempfile.TemporaryDirectory(prefix="zoo-defaults-cache-") as cache:
         os.environ["ZOO_CACHE"] = cache  # its data caches emptied before each run, never the user's
         _measure(args)
