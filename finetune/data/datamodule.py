@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import InterpolationMode
 
 from finetune.config import ConfigError, DataConfig
-from finetune.data.decoded import CropBatch, DecodedImages, decoded_bytes, decoded_pixels
+from finetune.data.decoded import CropBatch, DecodedImages, Squares, decoded_bytes, decoded_pixels
 from finetune.data.images import ImageDataset
-from finetune.data.shards import ShardSplit, Squares, shard_dataset
+from finetune.data.shards import ShardSplit, shard_dataset
 from finetune.data.split import Split
 from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
 from finetune.runtime.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader, free_disk
@@ -107,10 +107,8 @@ class ImageDataModule(pl.LightningDataModule):
             # could get no validation image at all).
             # prepare() seeded every process alike, and LitData needs one shuffle seed across them.
             batched = self._batched_shards(part)
-            square = Squares(self.preprocessing.resize, self.image_size, self.preprocessing.interpolation)
             return shard_dataset(self.split, part, None if batched else self.transforms[part], shuffle=part == "train",
-                                 seed=torch.initial_seed() % 2**31, alone=part != "train",
-                                 square=square if batched else None)
+                                 seed=torch.initial_seed() % 2**31, alone=part != "train", pixels=batched)
         if self.cache.value == "none":
             return ImageDataset(samples, self.transforms[part])
         labels = [sample.label for sample in samples]
@@ -121,7 +119,7 @@ class ImageDataModule(pl.LightningDataModule):
     def _batched_shards(self, part: str) -> bool:
         """Whether ``part`` streams squares that CropBatch crops batch by batch, as a folder's decode-once cache does
         (a policy that exists only per image, like TrivialAugment, takes each image through the usual transforms
-        instead). Byte shards are decoded to those squares in the loader workers."""
+        instead). Byte shards are decoded in the loader workers, and resized to those squares batch by batch."""
         return isinstance(self.split, ShardSplit) and not (part == "train" and per_image(self.config.augment))
 
     def _collate(self, part: str) -> Callable[[list[Any]], tuple[Tensor, Tensor]] | None:
@@ -129,8 +127,10 @@ class ImageDataModule(pl.LightningDataModule):
         crop = None
         if (isinstance(dataset, DecodedImages) and dataset.transform is None) or self._batched_shards(part):
             augment = part == "train" and self.config.augment != "none"
+            squares = (Squares(self.preprocessing.resize, self.image_size, self.preprocessing.interpolation)
+                       if self._batched_shards(part) else None)
             crop = CropBatch(self.image_size, self.preprocessing.mean, self.preprocessing.std, augment,
-                             crop_scale(self.config.augment))
+                             crop_scale(self.config.augment), squares)
         mixing = (batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train"
                   else None)
         return crop if mixing is None else MixBatch(crop or default_collate, mixing)

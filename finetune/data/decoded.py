@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,36 @@ def decode_square(path: Path, side: int, crop: int, interpolation: Interpolation
 
 
 def square_of(pixels: Tensor, side: int, crop: int, interpolation: InterpolationMode) -> Tensor:
-    """An image's 3×H×W uint8 ``pixels`` as the decode-once cache holds them (see ``decode_square``)."""
+    """An image's 3×H×W uint8 ``pixels`` (or N×3×H×W, images of one size) as the decode-once cache holds them (see
+    ``decode_square``)."""
     image = F.resize(pixels, [side], interpolation=interpolation, antialias=True)
     height, width = image.shape[-2:]
     top, left = _centred_start(height, side, crop), _centred_start(width, side, crop)
-    return image[:, top : top + side, left : left + side]
+    return image[..., top : top + side, left : left + side]
+
+
+@dataclass(frozen=True)
+class Squares:
+    """Images as the decode-once cache's uint8 squares: shorter side resized to ``side`` with ``interpolation``,
+    centred for crops of ``crop`` px."""
+
+    side: int
+    crop: int
+    interpolation: str = "bilinear"
+
+    def of(self, images: Sequence[Tensor]) -> list[Tensor]:
+        """``images`` (3×H×W uint8, of any sizes) as these squares, in order. Images of one size are resized
+        together: for 32 px PNGs about 13 µs an image, against 33-68 µs one at a time."""
+        squares: list[Tensor] = list(images)
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            by_size.setdefault(tuple(image.shape), []).append(index)
+        for indices in by_size.values():
+            batch = torch.stack([images[index] for index in indices])
+            for index, square in zip(indices, square_of(batch, self.side, self.crop,
+                                                        InterpolationMode(self.interpolation)), strict=True):
+                squares[index] = square
+        return squares
 
 
 def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: InterpolationMode, out: np.ndarray,
@@ -122,19 +148,22 @@ class CropBatch:
     Per-image transforms cost about a millisecond of Python per image, more than a small network's
     share of a step; on the batch, a step's crops take a few tensor operations. With ``augment``:
     RandomResizedCrop's crops (area share ``scale``) and a horizontal flip (see ``random_resized_crops``).
-    Without: the centre crop, which gives exactly the plain pipeline's tensors.
+    Without: the centre crop, which gives exactly the plain pipeline's tensors. With ``squares``, the samples
+    hold whole decoded images of any size, made those squares first (byte shards).
     """
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool,
-                 scale: tuple[float, float] = (0.08, 1.0)) -> None:
+                 scale: tuple[float, float] = (0.08, 1.0), squares: Squares | None = None) -> None:
         self.image_size = image_size
         self.mean = list(mean)
         self.std = list(std)
         self.augment = augment
         self.scale = scale
+        self.squares = squares
 
     def __call__(self, samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
-        images = torch.stack([image for image, _ in samples])
+        pixels = [image for image, _ in samples]
+        images = torch.stack(pixels if self.squares is None else self.squares.of(pixels))
         labels = torch.tensor([label for _, label in samples])
         if self.augment:
             crops = random_resized_crops(F.to_dtype(images, torch.float32, scale=True), self.image_size,

@@ -5,9 +5,9 @@ the image file's own bytes and its label: validation and test in the order of th
 random order (LitData shuffles the chunks and the samples inside each, so chunks written class by class would
 give batches of one class); ``SHARDS/zoo_shards.json``, written
 last, names the classes, each sample's label and original file, and the training images' profile (what
-the recipe looks at), so a run plans itself without opening a chunk. Images are decoded in the loader's
-workers as they stream (to the squares the decode-once cache would hold, cropped batch by batch as a folder's
-are), each DDP process and node reading its own share.
+the recipe looks at), so a run plans itself without opening a chunk. Images are decoded as they stream (in the
+loader's workers, or in the training process where it has none), then made the squares the decode-once cache
+would hold and cropped, batch by batch as a folder's are, each DDP process and node reading its own share.
 
 With ``decoded`` each sample holds the image already decoded, a uint8 square of that side (shorter side resized,
 centred, bilinear), as the decode-once cache stores it: larger chunks, but training only crops whole batches.
@@ -240,41 +240,30 @@ def shard_cache_dir() -> str:
     return str(cache_root() / "shards")
 
 
-@dataclass(frozen=True)
-class Squares:
-    """Images as uint8 squares for ``CropBatch`` to crop whole batches: shorter side resized to ``side`` with
-    ``interpolation``, centred for crops of ``crop`` px (the decode-once cache's squares)."""
-
-    side: int
-    crop: int
-    interpolation: str = "bilinear"
-
-
 class DecodeSample:
     """Turn a streamed ``{"image": bytes, "label": int}`` (or ``"pixels"``, a decoded square) into
-    ``(transform(image), label)``; with ``square``, a uint8 square tensor instead (decoded shards' pixels only
-    resized to its side when they differ)."""
+    ``(transform(image), label)``; with ``pixels``, the image's uint8 pixels (3×H×W) instead, for
+    ``CropBatch(squares=...)`` to make squares of and crop batch by batch."""
 
-    def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str,
-                 square: Squares | None = None) -> None:
+    def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str, pixels: bool = False) -> None:
         self.transform = transform
         self.location = location
-        self.square = square
+        self.pixels = pixels
 
     def __call__(self, item: dict[str, Any]) -> tuple[Any, int]:
+        label = int(item["label"])
         if "pixels" in item:
-            return self._square(item), int(item["label"])
-        if self.square is not None:  # the worker's share of the work: decode and resize; crops come by the batch
-            from torchvision.transforms import InterpolationMode
+            import torch
+            from torchvision.transforms.v2 import functional as F
 
-            from finetune.data.decoded import square_of
+            pixels = torch.from_numpy(np.asarray(item["pixels"]))
+            return (pixels, label) if self.pixels else (self._transformed(F.to_pil_image(pixels)), label)
+        if self.pixels:  # decoding is the worker's share of the work; squares and crops are made batch by batch
+            return self._decoded(item, load_rgb_pixels), label
+        return self._transformed(self._decoded(item, load_rgb)), label
 
-            square = self.square
-            pixels = self._decoded(item, load_rgb_pixels)
-            return square_of(pixels, square.side, square.crop, InterpolationMode(square.interpolation)), \
-                int(item["label"])
-        image = self._decoded(item, load_rgb)
-        return (image if self.transform is None else self.transform(image)), int(item["label"])
+    def _transformed(self, image: Image.Image) -> Any:
+        return image if self.transform is None else self.transform(image)
 
     def _decoded(self, item: dict[str, Any], load: Callable[[bytes], Loaded]) -> Loaded:
         try:
@@ -284,26 +273,14 @@ class DecodeSample:
                             f"({first_line(error)}): the shards are damaged; write them again with zoo data "
                             "optimize") from None
 
-    def _square(self, item: dict[str, Any]) -> Any:
-        import numpy as np
-        import torch
-        from torchvision.transforms.v2 import functional as F
-
-        pixels = torch.from_numpy(np.asarray(item["pixels"]))
-        if self.square is not None:  # batches cropped by CropBatch: only the size to match
-            same = pixels.shape[-1] == self.square.side
-            return pixels if same else F.resize(pixels, [self.square.side], antialias=True)
-        image = F.to_pil_image(pixels)
-        return image if self.transform is None else self.transform(image)
-
 
 def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image], Any] | None, *, shuffle: bool,
-                  seed: int, alone: bool = False, square: Squares | None = None) -> Any:
+                  seed: int, alone: bool = False, pixels: bool = False) -> Any:
     """A LitData ``StreamingDataset`` of ``part``, decoding each image in the worker that reads it.
 
     Made inside each process (in ``setup``), it reads that process's share of a distributed run; ``alone``
-    gives every sample by its index, in order, whatever the processes (for a sampler to share out); ``square``
-    gives uint8 squares (``Squares``) instead of ``transform``'s output.
+    gives every sample by its index, in order, whatever the processes (for a sampler to share out); ``pixels``
+    gives each image's uint8 pixels instead of ``transform``'s output (``DecodeSample``).
     """
     from litdata import StreamingDataset
 
@@ -315,7 +292,7 @@ def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image
         # batches mix the classes because the training samples were written in a random order.
         dataset = StreamingDataset(location, cache_dir=shard_cache_dir() if is_url(location) else None,
                                    shuffle=shuffle, drop_last=shuffle, seed=seed,
-                                   transform=DecodeSample(transform, location, square))
+                                   transform=DecodeSample(transform, location, pixels))
     except Exception as error:  # noqa: BLE001 - LitData and the storage clients raise many kinds of error
         raise DataError(f"cannot open the shards {location} ({first_line(error)}): check the path or URL, your "
                         "storage credentials and the network") from None

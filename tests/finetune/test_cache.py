@@ -97,6 +97,21 @@ def test_batched_random_crops_keep_the_picture(cache_dir: Path) -> None:
     assert bool((mirrored[..., 0] >= mirrored[..., -1]).all()), "flipped: left and right swap"
 
 
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_squares_of_a_mixed_batch_equal_each_images_own(interpolation: str) -> None:
+    # Byte shards resize a batch's images of one size together: the squares must be those of one image at a time,
+    # in the batch's order, whatever sizes are mixed in it.
+    from torchvision.transforms import InterpolationMode
+
+    photo = torch.from_numpy(skdata.astronaut()).permute(2, 0, 1)
+    images = [photo[:, :40, :40], photo[:, 100:130, 50:90], photo[:, 200:240, 200:240], photo[:, :300, :180],
+              photo[:, 300:330, 10:50]]
+    squares = decoded.Squares(36, 32, interpolation).of(images)
+    assert [tuple(square.shape) for square in squares] == [(3, 36, 36)] * len(images)
+    for image, square in zip(images, squares, strict=True):
+        assert torch.equal(square, decoded.square_of(image, 36, 32, InterpolationMode(interpolation)))
+
+
 def test_decoded_disk_cache_is_reused_and_follows_files_and_sizes(
     odd_split: Split, cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

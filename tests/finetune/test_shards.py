@@ -16,7 +16,8 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
-from finetune.data.shards import MANIFEST, Squares, load_shards, shard_dataset
+from finetune.data.decoded import Squares
+from finetune.data.shards import MANIFEST, load_shards, shard_dataset
 from tests.helpers import run_summary, run_table
 from zoo_cli.main import main
 
@@ -285,8 +286,9 @@ def test_decoded_shards_hold_the_folder_caches_squares_and_train(image_folder: P
     assert main(["data", "optimize", str(image_folder), "--out", str(shards), "--decoded", "36"]) == 0
     split = load_shards(str(shards))
     assert split.decoded == 36
-    square, label = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True, square=Squares(36, 32))[0]
+    pixels, label = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True, pixels=True)[0]
     # The pixels the folder's decode-once cache holds for 32 px crops of this (square) image.
+    (square,) = Squares(36, 32).of([pixels])
     assert torch.equal(square, decode_square(split.val[0].path, 36, 32, InterpolationMode.BILINEAR))
     assert label == split.val[0].label
     picture, _ = shard_dataset(split, "val", None, shuffle=False, seed=0, alone=True)[0]  # for pictures: an image
@@ -306,13 +308,14 @@ def test_byte_shards_stream_the_folder_caches_squares(shards: Path) -> None:
     from finetune.data.decoded import decode_square
 
     split = load_shards(str(shards))
+    dataset = shard_dataset(split, "train", None, shuffle=False, seed=0, alone=True, pixels=True)
+    samples = [dataset[index] for index in range(len(split.train))]
+    # Decoded in the loader worker and resized batch by batch (images of one size together) to the very pixels the
+    # folder's decode-once cache holds: batches are then cropped alike, whichever the data came from.
+    squares = Squares(40, 32, "bicubic").of([pixels for pixels, _ in samples])
     for index in (0, len(split.train) - 1):
-        square, label = shard_dataset(split, "train", None, shuffle=False, seed=0, alone=True,
-                                      square=Squares(40, 32, "bicubic"))[index]
-        # Decoded in the loader worker to the very pixels the folder's decode-once cache holds: batches are then
-        # cropped alike, whichever the data came from.
-        assert torch.equal(square, decode_square(split.train[index].path, 40, 32, InterpolationMode.BICUBIC))
-        assert label == split.train[index].label
+        assert torch.equal(squares[index], decode_square(split.train[index].path, 40, 32, InterpolationMode.BICUBIC))
+        assert samples[index][1] == split.train[index].label
 
 
 def test_decoded_squares_too_small_are_refused(image_folder: Path, tmp_path: Path,
