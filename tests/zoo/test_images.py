@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,23 @@ def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
+def _chunks(png: bytes) -> list[bytes]:
+    chunks, offset = [], len(images.PNG_SIGNATURE)
+    while offset < len(png):
+        (length,) = struct.unpack_from(">I", png, offset)
+        chunks.append(png[offset : offset + 12 + length])
+        offset += 12 + length
+    return chunks
+
+
+def _exif_after_pixels(png: bytes) -> bytes:
+    """``png`` with its eXIf chunk moved after the pixel data, where the PNG specification also allows it."""
+    chunks = _chunks(png)
+    exif = next(chunk for chunk in chunks if chunk[4:8] == b"eXIf")
+    rest = [chunk for chunk in chunks if chunk is not exif]
+    return images.PNG_SIGNATURE + b"".join(rest[:-1]) + exif + rest[-1]
+
+
 def _photo_variants() -> dict[str, bytes]:
     from skimage import data
 
@@ -93,6 +111,9 @@ def _photo_variants() -> dict[str, bytes]:
         "png 16-bit": _encoded(photo.convert("I").point(lambda value: value * 256).convert("I;16"), "PNG"),
         "png palette": _encoded(photo.convert("P"), "PNG"), "png 1-bit": _encoded(photo.convert("1"), "PNG"),
         "png alpha": _encoded(transparent, "PNG"),
+        "png transparent colour": _encoded(photo, "PNG", transparency=photo.getpixel((0, 0))),
+        "png exif-rotated": _encoded(photo, "PNG", exif=exif),
+        "png exif after the pixels": _exif_after_pixels(_encoded(photo, "PNG", exif=exif)),
         "jpeg 4:2:0": _encoded(photo, "JPEG", quality=80), "jpeg 4:4:4": _encoded(photo, "JPEG", subsampling=0),
         "jpeg progressive": _encoded(photo, "JPEG", progressive=True),
         "jpeg grey": _encoded(photo.convert("L"), "JPEG"),
@@ -119,7 +140,18 @@ def test_pixels_as_a_tensor_are_load_rgbs_pixels_exactly(kind: str, tmp_path: Pa
 def test_plain_images_skip_pil_decoding(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     encoded = _photo_variants()[kind]
     monkeypatch.setattr(images, "load_rgb", lambda *args, **kwargs: pytest.fail("decoded through PIL"))
+    if kind.startswith("png"):  # told plain from its chunks: PIL does not even parse the header
+        monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("opened by PIL"))
     assert images.load_rgb_pixels(encoded).shape[0] == 3
+
+
+def test_a_plain_png_is_told_from_its_chunks() -> None:
+    variants = _photo_variants()
+    plain = {kind for kind in variants if images.plain_png_size(variants[kind]) is not None}
+    assert plain == {"png rgb", "png grey"}
+    assert images.plain_png_size(variants["png rgb"]) == (96, 72)
+    assert images.plain_png_size(variants["png rgb"][:-12]) is None  # no IEND: truncated, PIL says why
+    assert images.plain_png_size(b"") is None
 
 
 def test_pixels_as_a_tensor_keep_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
