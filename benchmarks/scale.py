@@ -1,6 +1,6 @@
 """How zoo's cost grows with the data: scan, preparation, first step, memory and speed at 10k, 30k, 100k images.
 
-    flock /tmp/zoo-bench.lock python -m benchmarks.scale [--sizes 10000 30000 100000] [--steps 60]
+    flock /tmp/zoo-bench.lock python -m benchmarks.scale [--sizes 10000 30000 100000] [--steps 60] [--speed-rounds 3]
 
 Synthetic folders of tiny (32 px) PNGs in 10 classes (``make_folders``). For
 each size: the scan of the folder (first run: every image decoded; second run: the scan cache of unchanged
@@ -11,6 +11,10 @@ unchanged folder, warm caches), the folder decoded in memory (the speed baseline
 Time to the first step runs from ``train()``'s call (imports
 excluded: the same at every size) to the end of the first training step. Training images/s is measured over
 the steps after the first ``WARMUP_STEPS``. Slopes are least-squares fits of seconds against images.
+
+Training speed on this shared 2-core machine moves by 15-20% from one run to the next, more than the 10% the
+shards' target allows: the three speed runs (folder in memory, both shards) are repeated in turns
+``--speed-rounds`` times, and each ratio is the median of the rounds' own ratios.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
 
-from benchmarks.common import table, write_results
+from benchmarks.common import spread, table, write_results
 
 CLASSES = 10
 SIDE = 32
@@ -39,6 +44,7 @@ WARMUP_STEPS = 10
 BATCH = 64
 IMAGENET = 1_281_167
 RUNS = ("folder-first", "folder-second", "folder-memory", "shards", "shards-decoded")
+SPEED_RUNS = ("folder-memory", "shards", "shards-decoded")  # repeated in turns: their speeds are compared
 RESIZE = 36  # small_cnn's resize for 32 px crops (⌊32 / 0.875⌋): the side of the decoded shards' squares
 
 
@@ -149,7 +155,7 @@ def timed(function: Any, *args: Any, **kwargs: Any) -> float:
     return time.perf_counter() - started
 
 
-def measure(size: int, folder: Path, workdir: Path, steps: int) -> dict[str, Any]:
+def measure(size: int, folder: Path, workdir: Path, steps: int, speed_rounds: int) -> dict[str, Any]:
     from finetune.data.shards import optimize_folder
     from finetune.data.split import split_folder
 
@@ -169,7 +175,16 @@ def measure(size: int, folder: Path, workdir: Path, steps: int) -> dict[str, Any
                "shards-decoded": (decoded, "auto", workdir / "shard-cache")}
     for name, (data, cache, zoo_cache) in sources.items():
         figures[name] = run_child(data, cache, steps, workdir / f"run-{size}-{name}", zoo_cache)
+        figures[name]["speeds"] = [figures[name]["images_per_s"]]
         print(f"{size} {name}: {figures[name]}", flush=True)
+    for round_index in range(1, speed_rounds):
+        for name in SPEED_RUNS:
+            data, cache, zoo_cache = sources[name]
+            out = workdir / f"run-{size}-{name}-{round_index}"
+            figures[name]["speeds"].append(run_child(data, cache, steps, out, zoo_cache)["images_per_s"])
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"{size} speeds, round {round_index + 1}: "
+              f"{ {name: round(figures[name]['speeds'][-1]) for name in SPEED_RUNS} }", flush=True)
     return figures
 
 
@@ -197,7 +212,7 @@ def report(results: list[dict[str, Any]], load: str) -> str:
                 else "",
                 "first step (s)": f"{run['first_step_s']:.1f}",
                 "peak RSS MiB (workers)": f"{run['peak_rss_mib']:.0f} ({run['worker_peak_rss_mib']:.0f})",
-                "train img/s": f"{run['images_per_s']:.0f}",
+                "train img/s": spread(run["speeds"], 0),
                 "val error % (chance 90)": f"{run['val_error']:.1f}",
             })
     sizes = [item["images"] for item in results]
@@ -216,9 +231,8 @@ def report(results: list[dict[str, Any]], load: str) -> str:
     largest, smallest = results[-1], results[0]
     second_share = largest["folder-second"]["first_step_s"] / largest["folder-first"]["first_step_s"]
     rss_growth = largest["shards"]["peak_rss_mib"] / smallest["shards"]["peak_rss_mib"] - 1
-    speed_ratios = [item["shards"]["images_per_s"] / item["folder-memory"]["images_per_s"] for item in results]
-    decoded_ratios = [item["shards-decoded"]["images_per_s"] / item["folder-memory"]["images_per_s"]
-                      for item in results]
+    speed_ratios = [_paired_ratios(item, "shards") for item in results]
+    decoded_ratios = [_paired_ratios(item, "shards-decoded") for item in results]
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
     lines += [
         "",
@@ -226,11 +240,12 @@ def report(results: list[dict[str, Any]], load: str) -> str:
         f"{second_share:.1%} of the first run's time (target <= 10%: {verdict(second_share <= 0.10)})",
         f"- peak RSS on shards, {smallest['images']:,} -> {largest['images']:,} images: {rss_growth:+.1%} "
         f"(target within 20%: {verdict(abs(rss_growth) <= 0.20)})",
-        f"- training images/s on shards / in-memory folder: {', '.join(f'{ratio:.0%}' for ratio in speed_ratios)} "
-        f"(target >= 90%: {verdict(min(speed_ratios) >= 0.90)})",
+        f"- training images/s on shards / in-memory folder, median (min–max) of {len(speed_ratios[0])} rounds in "
+        f"turns: {', '.join(_percent_spread(ratios) for ratios in speed_ratios)} "
+        f"(target >= 90%: {verdict(min(median(ratios) for ratios in speed_ratios) >= 0.90)})",
         f"- the same on shards of decoded {RESIZE} px squares (zoo data optimize --decoded {RESIZE}): "
-        f"{', '.join(f'{ratio:.0%}' for ratio in decoded_ratios)} "
-        f"(target >= 90%: {verdict(min(decoded_ratios) >= 0.90)})",
+        f"{', '.join(_percent_spread(ratios) for ratios in decoded_ratios)} "
+        f"(target >= 90%: {verdict(min(median(ratios) for ratios in decoded_ratios) >= 0.90)})",
         f"- every run learned the task (validation error under 10%): "
         f"{verdict(all(item[name]['val_error'] < 10 for item in results for name in RUNS))}",
         f"- load average before / after: {load}",
@@ -238,12 +253,25 @@ def report(results: list[dict[str, Any]], load: str) -> str:
     return "\n".join(lines)
 
 
+def _paired_ratios(item: dict[str, Any], name: str) -> list[float]:
+    """Each round's images/s of run ``name`` over the in-memory folder's in the same round."""
+    return [run / memory for run, memory in zip(item[name]["speeds"], item["folder-memory"]["speeds"], strict=True)]
+
+
+def _percent_spread(ratios: list[float]) -> str:
+    return f"{median(ratios):.0%}" + (f" ({min(ratios):.0%}–{max(ratios):.0%})" if len(ratios) > 1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
     parser.add_argument("--steps", type=int, default=60, help="training steps of each run (batches of 64)")
+    parser.add_argument("--speed-rounds", type=int, default=3,
+                        help="rounds in turns of the three speed runs (the folder in memory, both shards)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.speed_rounds < 1:
+        parser.error(f"--speed-rounds {args.speed_rounds}: give 1 or more")
     if args.child:
         child(json.loads(args.child))
         return
@@ -253,7 +281,7 @@ def main() -> None:
         started = time.perf_counter()
         folders = make_folders(workdir, sorted(args.sizes))
         print(f"wrote {max(args.sizes):,} images in {time.perf_counter() - started:.0f} s", flush=True)
-        results = [measure(size, folders[size], workdir, args.steps) for size in sorted(args.sizes)]
+        results = [measure(size, folders[size], workdir, args.steps, args.speed_rounds) for size in sorted(args.sizes)]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     load = f"{' '.join(load_before)} / {' '.join(Path('/proc/loadavg').read_text().split()[:3])}"
