@@ -157,7 +157,8 @@ def test_a_plain_png_is_told_from_its_chunks() -> None:
 def test_pixels_as_a_tensor_keep_the_pixel_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     bomb = _bomb(9_500, 9_500, "L")  # a plain grey PNG: the kind decoded without PIL
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("the pixels were decoded"))
-    monkeypatch.setattr("torchcodec.decoders.decode_image", lambda *args, **kwargs: pytest.fail("decoded"))
+    for decoder in ("decode_png", "decode_jpeg"):
+        monkeypatch.setattr(f"torchcodec.decoders.{decoder}", lambda *args, **kwargs: pytest.fail("decoded"))
     with pytest.raises(ImageSizeError, match="9500×9500 pixels"):
         images.load_rgb_pixels(bomb)
 
@@ -168,6 +169,7 @@ def test_an_image_torchcodec_refuses_is_read_by_pil(monkeypatch: pytest.MonkeyPa
     def refuse(*args: object, **kwargs: object) -> None:
         raise RuntimeError("unsupported")
 
-    encoded = _photo_variants()["png rgb"]
-    monkeypatch.setattr("torchcodec.decoders.decode_image", refuse)
-    assert torch.equal(images.load_rgb_pixels(encoded), pil_to_tensor(load_rgb(encoded)))
+    for kind, decoder in (("png rgb", "decode_png"), ("jpeg 4:2:0", "decode_jpeg")):
+        encoded = _photo_variants()[kind]
+        monkeypatch.setattr(f"torchcodec.decoders.{decoder}", refuse)
+        assert torch.equal(images.load_rgb_pixels(encoded), pil_to_tensor(load_rgb(encoded)))
