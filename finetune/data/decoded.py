@@ -11,7 +11,7 @@ usual transforms on each square (``Resize`` finds it already at size and does no
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,9 @@ from finetune.runtime.progress import PhaseTimes, tracked
 from zoo._io import write_atomic
 
 FORMAT_VERSION = 1  # bump when the stored pixels change meaning
+SMALL_PIXELS = 96 * 96  # images up to this size are decoded one after another and resized together ...
+CHUNK_IMAGES = 256  # ... this many at a time
+CHUNK_PIXELS = 16 * 2**20  # ... or fewer, holding this many pixels (48 MB)
 
 
 def decoded_bytes(num_images: int, side: int) -> int:
@@ -86,15 +89,34 @@ class Squares:
 
 def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: InterpolationMode, out: np.ndarray,
                times: PhaseTimes | None = None) -> None:
-    """Decode ``paths`` into ``out`` (N×3×side×side uint8), several images at a time (progress shown, time to
-    ``times``)."""
+    """Decode ``paths`` into ``out`` (N×3×side×side uint8), progress shown, time to ``times``.
 
-    def decode(index: int) -> None:
-        out[index] = decode_square(paths[index], side, crop, interpolation).numpy()
+    Images as small as the first (at most ``SMALL_PIXELS``) are decoded one after another and resized
+    ``CHUNK_IMAGES`` at a time (``Squares.of``): Python's work per image outweighs the decoder's, and threads only
+    wait for each other (sklearn's 1,797 digits: 0.16 s, against 0.56 s one at a time in two threads). Larger images
+    are decoded and resized each in one of the threads, whose C work runs side by side (500 JPEG photos: 0.5 s,
+    against 1.0 s in batches).
+    """
+    small = bool(paths) and math.prod(read_scanned_pixels(paths[0]).shape[-2:]) <= SMALL_PIXELS
+    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:  # its threads start only for large images
+        squares = (_small_squares(paths, Squares(side, crop, interpolation.value)) if small
+                   else pool.map(lambda path: decode_square(path, side, crop, interpolation), paths))
+        for index, square in enumerate(tracked(squares, len(paths), "decode", "decoding images once", times)):
+            out[index] = square.numpy()
 
-    # PIL's decoders and torch's resize release the GIL, so threads use every core.
-    with ThreadPoolExecutor(max_workers=usable_cores()) as pool:
-        list(tracked(pool.map(decode, range(len(paths))), len(paths), "decode", "decoding images once", times))
+
+def _small_squares(paths: Sequence[Path], squares: Squares) -> Iterator[Tensor]:
+    """The squares of ``paths``, decoded one after another and resized a chunk at a time: up to ``CHUNK_IMAGES``
+    images, fewer when they hold ``CHUNK_PIXELS`` (a folder of small images can still hold large ones)."""
+    chunk: list[Tensor] = []
+    pixels = 0
+    for path in paths:
+        chunk.append(read_scanned_pixels(path))
+        pixels += math.prod(chunk[-1].shape[-2:])
+        if len(chunk) == CHUNK_IMAGES or pixels >= CHUNK_PIXELS:
+            yield from squares.of(chunk)
+            chunk, pixels = [], 0
+    yield from squares.of(chunk)
 
 
 def decoded_pixels(samples: Sequence[Sample], side: int, crop: int, interpolation: InterpolationMode,

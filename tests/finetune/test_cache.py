@@ -97,6 +97,28 @@ def test_batched_random_crops_keep_the_picture(cache_dir: Path) -> None:
     assert bool((mirrored[..., 0] >= mirrored[..., -1]).all()), "flipped: left and right swap"
 
 
+@pytest.mark.parametrize("first", ["small", "large"])
+def test_decoding_once_gives_each_images_own_square_whatever_the_sizes(
+        first: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small images are decoded one after another and resized in chunks, large ones in threads: either way each
+    # image's square is the one it has alone, in order, also when a chunk ends early on its pixel count.
+    from torchvision.transforms import InterpolationMode
+
+    monkeypatch.setattr(decoded, "CHUNK_IMAGES", 3)
+    monkeypatch.setattr(decoded, "CHUNK_PIXELS", 300 * 200)
+    photo = Image.fromarray(skdata.astronaut())
+    sizes = [(8, 8), (40, 40), (300, 200), (40, 40), (8, 8), (28, 28), (28, 28), (50, 30)]
+    paths = []
+    for index, size in enumerate(sizes if first == "small" else sizes[2:] + sizes[:2]):
+        paths.append(tmp_path / f"{index}.png")
+        photo.resize(size).save(paths[-1])
+    out = torch.zeros(len(paths), 3, 36, 36, dtype=torch.uint8).numpy()
+    decoded.decode_all(paths, 36, 32, InterpolationMode.BILINEAR, out)
+    for index, path in enumerate(paths):
+        alone = decoded.decode_square(path, 36, 32, InterpolationMode.BILINEAR)
+        assert torch.equal(torch.from_numpy(out[index]), alone)
+
+
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_squares_of_a_mixed_batch_equal_each_images_own(interpolation: str) -> None:
     # Byte shards resize a batch's images of one size together: the squares must be those of one image at a time,
