@@ -154,11 +154,12 @@ def load_rgb_pixels(source: Path | bytes) -> Tensor:
     return decoded if decoded is not None else pil_to_tensor(load_rgb(data))
 
 
-def _decoded_or_none(decode: Callable[..., Tensor], data: bytes) -> Tensor | None:
+def _decoded_or_none(decode: Callable[..., Tensor | list[Tensor]], data: bytes) -> Tensor | None:
     try:
-        return decode(data, mode="RGB")
+        pixels = decode(data, mode="RGB")
     except Exception:  # noqa: BLE001 - an image TorchCodec refuses: PIL reads it, or says why not
         return None
+    return pixels if isinstance(pixels, Tensor) else None  # a list comes only from a list of sources
 
 
 def plain_png_size(data: bytes) -> tuple[int, int] | None:
