@@ -51,9 +51,10 @@ class ScanResult:
     skipped: list[SkippedFile]
 
 
-def is_image_file(path: Path) -> bool:
-    """Whether ``path`` has an image suffix (any case) and is not hidden."""
-    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+def is_image_file(path: Path | str) -> bool:
+    """Whether ``path`` (or a file name) has an image suffix (any case) and is not hidden."""
+    name = os.path.basename(path)
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
 def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
@@ -112,7 +113,7 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
                 f"class folder {root / name} has no usable image ({bad} skipped); "
                 f"add readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) to it or remove it"
             )
-    samples.sort(key=lambda sample: (sample.label, sample.path))
+    samples.sort(key=lambda sample: (sample.label, sample.path.parts))  # parts order as paths, faster
     skipped.sort(key=lambda file: file.path)
     return ScanResult(names, samples, skipped)
 
@@ -129,7 +130,7 @@ def _image_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
     # Symlinked folders are not followed: a link cycle would never end.
     for directory, subfolders, files in os.walk(folder, onerror=note):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        found.extend(Path(directory, name) for name in files if is_image_file(Path(name)))
+        found.extend(Path(directory, name) for name in files if is_image_file(name))
     return found, unreadable
 
 

@@ -69,8 +69,10 @@ def _stratified(
     one image of a class as long as the class has images to spare: a 3-image class gives one to each.
     """
     parts: list[list[Sample]] = [[] for _ in range(len(fractions) + 1)]
-    for label, name in enumerate(classes):
-        members = [sample for sample in samples if sample.label == label]
+    by_label: list[list[Sample]] = [[] for _ in classes]
+    for sample in samples:
+        by_label[sample.label].append(sample)
+    for name, members in zip(classes, by_label, strict=True):
         # Seeding each class by its name keeps its split unchanged when other classes come or go; the
         # first part is cut first, so the test images stay the same when the validation share changes.
         random.Random(f"{seed}/{name}").shuffle(members)
@@ -105,8 +107,9 @@ def classes_without(samples: Sequence[Sample], classes: Sequence[str]) -> list[s
     return [name for label, name in enumerate(classes) if label not in present]
 
 
-def _order(sample: Sample) -> tuple[int, Path]:
-    return sample.label, sample.path
+def _order(sample: Sample) -> tuple[int, tuple[str, ...]]:
+    """By class, then path: a path's parts order as the path does, compared several times faster."""
+    return sample.label, sample.path.parts
 
 
 def save_split(split: Split, folder: Path) -> None:

@@ -46,7 +46,7 @@ def image_paths(paths: Sequence[Path]) -> list[Path]:
             continue
         for directory, subfolders, files in os.walk(path):
             subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
-            found.extend(Path(directory, name) for name in sorted(files) if is_image_file(Path(name)))
+            found.extend(Path(directory, name) for name in sorted(files) if is_image_file(name))
     if not found:
         raise ZooError(f"no image files in {', '.join(map(str, paths))}")
     return found
