@@ -71,8 +71,9 @@ class ImageDataModule(pl.LightningDataModule):
             if self.split.decoded is not None:
                 return Choice("none", f"streamed from the shards, decoded when they were written ({self.split.decoded} "
                                       "px squares)")
-            return Choice("none", "streamed from the shards, each image decoded in a loader worker as it arrives, "
-                                  "cropped batch by batch")
+            return Choice("none", "streamed from the shards, each image decoded as it arrives (in the loader's "
+                                  "workers, or in this process where it starts none), resized and cropped batch by "
+                                  "batch")
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, self.preprocessing.resize)
         return choose_cache(self.config.cache, needed, available_memory(), free_disk(cache_root()))
@@ -119,7 +120,8 @@ class ImageDataModule(pl.LightningDataModule):
     def _batched_shards(self, part: str) -> bool:
         """Whether ``part`` streams squares that CropBatch crops batch by batch, as a folder's decode-once cache does
         (a policy that exists only per image, like TrivialAugment, takes each image through the usual transforms
-        instead). Byte shards are decoded in the loader workers, and resized to those squares batch by batch."""
+        instead). Byte shards are decoded as they stream (in the loader's workers, if any), and resized to those squares
+        batch by batch."""
         return isinstance(self.split, ShardSplit) and not (part == "train" and per_image(self.config.augment))
 
     def _collate(self, part: str) -> Callable[[list[Any]], tuple[Tensor, Tensor]] | None:

@@ -310,7 +310,7 @@ def test_byte_shards_stream_the_folder_caches_squares(shards: Path) -> None:
     split = load_shards(str(shards))
     dataset = shard_dataset(split, "train", None, shuffle=False, seed=0, alone=True, pixels=True)
     samples = [dataset[index] for index in range(len(split.train))]
-    # Decoded in the loader worker and resized batch by batch (images of one size together) to the very pixels the
+    # Decoded as it streams and resized batch by batch (images of one size together) to the very pixels the
     # folder's decode-once cache holds: batches are then cropped alike, whichever the data came from.
     squares = Squares(40, 32, "bicubic").of([pixels for pixels, _ in samples])
     for index in (0, len(split.train) - 1):
