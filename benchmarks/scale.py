@@ -45,6 +45,9 @@ BATCH = 64
 IMAGENET = 1_281_167
 RUNS = ("folder-first", "folder-second", "folder-memory", "shards", "shards-decoded")
 SPEED_RUNS = ("folder-memory", "shards", "shards-decoded")  # repeated in turns: their speeds are compared
+MAX_SPEED_ROUNDS = 10
+MIN_SIZE, MAX_SIZE = 1_000, 2_000_000  # images of a folder: enough for 5% validation images, and a disk's worth
+MAX_STEPS = 100_000
 RESIZE = 36  # small_cnn's resize for 32 px crops (⌊32 / 0.875⌋): the side of the decoded shards' squares
 
 
@@ -270,8 +273,14 @@ def main() -> None:
                         help="rounds in turns of the three speed runs (the folder in memory, both shards)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.speed_rounds < 1:
-        parser.error(f"--speed-rounds {args.speed_rounds}: give 1 or more")
+    if not 1 <= args.speed_rounds <= MAX_SPEED_ROUNDS:
+        parser.error(f"--speed-rounds {args.speed_rounds}: give 1 to {MAX_SPEED_ROUNDS} rounds")
+    for size in args.sizes:
+        if not MIN_SIZE <= size <= MAX_SIZE:
+            parser.error(f"--sizes {size}: give {MIN_SIZE:,} to {MAX_SIZE:,} images (a validation share of each class)")
+    if not WARMUP_STEPS < args.steps <= MAX_STEPS:
+        parser.error(f"--steps {args.steps}: give {WARMUP_STEPS + 1} to {MAX_STEPS} (the speed is measured after "
+                     f"{WARMUP_STEPS} warm-up steps)")
     if args.child:
         child(json.loads(args.child))
         return
