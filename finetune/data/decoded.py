@@ -10,8 +10,9 @@ usual transforms on each square (``Resize`` finds it already at size and does no
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,22 +98,28 @@ def decode_all(paths: Sequence[Path], side: int, crop: int, interpolation: Inter
     are decoded and resized each in one of the threads, whose C work runs side by side (500 JPEG photos: 0.5 s,
     against 1.0 s in batches).
     """
-    small = bool(paths) and math.prod(read_scanned_pixels(paths[0]).shape[-2:]) <= SMALL_PIXELS
+    if not paths:
+        return
+    first = read_scanned_pixels(paths[0])  # its size chooses the way; it is not decoded again
     with ThreadPoolExecutor(max_workers=usable_cores()) as pool:  # its threads start only for large images
-        squares = (_small_squares(paths, Squares(side, crop, interpolation.value)) if small
-                   else pool.map(lambda path: decode_square(path, side, crop, interpolation), paths))
+        if math.prod(first.shape[-2:]) <= SMALL_PIXELS:
+            images = itertools.chain([first], map(read_scanned_pixels, paths[1:]))
+            squares = _small_squares(images, Squares(side, crop, interpolation.value))
+        else:
+            squares = itertools.chain([square_of(first, side, crop, interpolation)],
+                                      pool.map(lambda path: decode_square(path, side, crop, interpolation), paths[1:]))
         for index, square in enumerate(tracked(squares, len(paths), "decode", "decoding images once", times)):
             out[index] = square.numpy()
 
 
-def _small_squares(paths: Sequence[Path], squares: Squares) -> Iterator[Tensor]:
-    """The squares of ``paths``, decoded one after another and resized a chunk at a time: up to ``CHUNK_IMAGES``
-    images, fewer when they hold ``CHUNK_PIXELS`` (a folder of small images can still hold large ones)."""
+def _small_squares(images: Iterable[Tensor], squares: Squares) -> Iterator[Tensor]:
+    """The squares of ``images``, made a chunk at a time: up to ``CHUNK_IMAGES`` images, fewer when they hold
+    ``CHUNK_PIXELS`` (a folder of small images can still hold large ones)."""
     chunk: list[Tensor] = []
     pixels = 0
-    for path in paths:
-        chunk.append(read_scanned_pixels(path))
-        pixels += math.prod(chunk[-1].shape[-2:])
+    for image in images:
+        chunk.append(image)
+        pixels += math.prod(image.shape[-2:])
         if len(chunk) == CHUNK_IMAGES or pixels >= CHUNK_PIXELS:
             yield from squares.of(chunk)
             chunk, pixels = [], 0

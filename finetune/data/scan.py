@@ -57,6 +57,12 @@ def is_image_file(path: Path | str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
+def sample_order(sample: Sample) -> tuple[int, tuple[str, ...]]:
+    """Sort key of samples: by class, then path (a path's parts order as the path does, compared several times
+    faster)."""
+    return sample.label, sample.path.parts
+
+
 def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
     """Scan ``root/<class>/**/<image>``; with ``classes`` (e.g. the train split's) labels follow that list."""
     root = Path(os.path.abspath(root))
@@ -113,7 +119,7 @@ def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
                 f"class folder {root / name} has no usable image ({bad} skipped); "
                 f"add readable images ({', '.join(sorted(IMAGE_SUFFIXES))}) to it or remove it"
             )
-    samples.sort(key=lambda sample: (sample.label, sample.path.parts))  # parts order as paths, faster
+    samples.sort(key=sample_order)
     skipped.sort(key=lambda file: file.path)
     return ScanResult(names, samples, skipped)
 

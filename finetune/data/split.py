@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.data.scan import DataError, Sample, SkippedFile, scan_folder
+from finetune.data.scan import DataError, Sample, SkippedFile, sample_order, scan_folder
 from zoo._io import read_text, write_csv_atomic, write_text_atomic
 from zoo.errors import ZooError, first_line
 
@@ -81,7 +81,7 @@ def _stratified(
             part += members[start:start + count]
             start += count
         parts[-1] += members[start:]
-    return [sorted(part, key=_order) for part in parts]
+    return [sorted(part, key=sample_order) for part in parts]
 
 
 def _part_sizes(total: int, fractions: Sequence[float]) -> list[int]:
@@ -105,11 +105,6 @@ def classes_without(samples: Sequence[Sample], classes: Sequence[str]) -> list[s
     """The classes that have no image among ``samples``."""
     present = {sample.label for sample in samples}
     return [name for label, name in enumerate(classes) if label not in present]
-
-
-def _order(sample: Sample) -> tuple[int, tuple[str, ...]]:
-    """By class, then path: a path's parts order as the path does, compared several times faster."""
-    return sample.label, sample.path.parts
 
 
 def save_split(split: Split, folder: Path) -> None:
