@@ -88,9 +88,11 @@ class DataConfig:
     batch_size: Count = option(32, "images per training batch (32)")
     num_workers: Whole | None = option(None, "data-loader processes (default: from the machine)", resumable=True)
     # auto: finetune.training.recipe; the presets: finetune.data.transforms
-    augment: Literal["auto", "standard", "light", "trivial", "randaugment", "autoaugment", "augmix", "none"] = option(
+    augment: Literal["auto", "standard", "light", "shift", "trivial", "randaugment", "autoaugment", "augmix",
+                     "none"] = option(
         "auto", "auto: from the images and weights; standard: random resized crop + flip; light: milder crops; "
-                "trivial, randaugment, autoaugment, augmix: standard + that torchvision policy; none")
+                "shift: the centre crop moved by up to 10% each way (glyphs); trivial, randaugment, autoaugment, "
+                "augmix: standard + that torchvision policy; none")
     mixup: NonNegative = option(0.0, "MixUp training batches with Beta(α, α) (0: off)", metavar="ALPHA")
     cutmix: NonNegative = option(
         0.0, "CutMix training batches with α (0: off; with both on, each batch gets one of them)", metavar="ALPHA")

@@ -18,7 +18,7 @@ from finetune.data.decoded import CropBatch, DecodedImages, Squares, decoded_byt
 from finetune.data.images import ImageDataset
 from finetune.data.shards import ShardSplit, shard_dataset
 from finetune.data.split import Split
-from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, train_transform
+from finetune.data.transforms import batch_mixing, crop_scale, eval_transform, per_image, shift_pixels, train_transform
 from finetune.runtime.hardware import Choice, LoaderSettings, available_memory, choose_cache, choose_loader, free_disk
 from finetune.runtime.progress import PhaseTimes
 from zoo.cache import cache_root
@@ -128,11 +128,13 @@ class ImageDataModule(pl.LightningDataModule):
         dataset = self.datasets[part]
         crop = None
         if (isinstance(dataset, DecodedImages) and dataset.transform is None) or self._batched_shards(part):
-            augment = part == "train" and self.config.augment != "none"
+            training = part == "train"
+            augment = training and self.config.augment not in ("none", "shift")
             squares = (Squares(self.preprocessing.resize, self.image_size, self.preprocessing.interpolation)
                        if self._batched_shards(part) else None)
             crop = CropBatch(self.image_size, self.preprocessing.mean, self.preprocessing.std, augment,
-                             crop_scale(self.config.augment), squares)
+                             crop_scale(self.config.augment), squares,
+                             shift=shift_pixels(self.config.augment, self.image_size) if training else 0)
         mixing = (batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train"
                   else None)
         return crop if mixing is None else MixBatch(crop or default_collate, mixing)

