@@ -146,9 +146,9 @@ class OptimConfig:
     label_smoothing: Fraction = option(0.0, "label smoothing of the loss (0: off)")
     schedule: Literal["auto", "cosine", "plateau"] = option(
         "auto", "the rate after the warm-up: cosine over --epochs; plateau: held until the validation loss (at its "
-                "best temperature) falls no more than its noise (1%, half its standard error) in 2 epochs (after "
-                "5), then annealed over a third as many epochs, and the run stops there (--epochs: the ceiling); "
-                "auto: plateau when zoo chooses a from-scratch run's epochs, else cosine")
+                "best temperature) falls no more than its noise (1%, half its standard error) in 2 epochs (judged "
+                "from 45% of --epochs), then annealed over a third as many epochs, and the run stops there "
+                "(--epochs: the ceiling); auto: plateau when zoo chooses a from-scratch run's epochs, else cosine")
     freeze: FreezeMode = option("auto", "auto (from the weights and device) | none | backbone (linear probe) | "
                                         "until-epoch N (freeze, then unfreeze at epoch N)", metavar="MODE")
     unfreeze_epoch: Count = option(1, "with freeze until-epoch: the epoch that unfreezes the backbone (set with "

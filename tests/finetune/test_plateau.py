@@ -14,7 +14,7 @@ from finetune.config import RunConfig, merge
 from finetune.data.split import split_folder
 from finetune.results.calibration import fit_temperature
 from finetune.training.module import calibrated_loss, standard_error
-from finetune.training.plateau import improved, lr_factor
+from finetune.training.plateau import floor_epochs, improved, lr_factor
 from finetune.training.recipe import choose
 from tests.helpers import run_table
 from zoo_cli.main import main
@@ -49,10 +49,11 @@ def test_zoo_chooses_the_plateau_only_for_the_epochs_of_a_from_scratch_run(image
 def test_a_flat_validation_loss_anneals_after_the_floor_and_stops(image_folder: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "run"
-    # A rate this small keeps the validation loss flat: the plateau is there from epoch 1, judged at epoch 5.
+    # A rate this small keeps the validation loss flat: the plateau is there from epoch 1, judged at epoch 5 (the
+    # floor: 45% of the ceiling of 11 epochs).
     assert main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--image-size",
                  "28", "--batch-size", "8", "--augment", "none", "--lr", "1e-9", "--schedule", "plateau",
-                 "--epochs", "20", "--out", str(out)]) == 0
+                 "--epochs", "11", "--out", str(out)]) == 0
     assert "the learning rate anneals over 2 epochs and the run stops after epoch 7" in capsys.readouterr().out
     rows = run_table(out, "metrics.csv")
     rates = [float(row["lr"]) / 1e-9 for row in rows]
@@ -60,6 +61,11 @@ def test_a_flat_validation_loss_anneals_after_the_floor_and_stops(image_folder: 
     assert rates[3:5] == pytest.approx([1.0, 1.0])
     assert rates[5] == pytest.approx(0.5 * (1 + math.cos(math.pi / 2)), abs=0.05)
     assert rates[6] == 0.0
+
+
+def test_the_plateau_is_judged_after_nearly_half_the_ceiling() -> None:
+    # MNIST's loss at the held rate is flat from epoch 3-5, while 15 epochs still teach the network more.
+    assert [floor_epochs(ceiling) for ceiling in (11, 15, 20, 30)] == [5, 7, 9, 14]
 
 
 def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path: Path,
@@ -81,7 +87,7 @@ def test_a_run_killed_during_its_anneal_resumes_it(image_folder: Path, tmp_path:
     out = tmp_path / "run"
     with pytest.raises(Killed):
         main(["finetune", "--arch", "small_cnn", "--data", str(image_folder), "--weights", "none", "--image-size", "28",
-              "--batch-size", "8", "--augment", "none", "--lr", "1e-9", "--schedule", "plateau", "--epochs", "20",
+              "--batch-size", "8", "--augment", "none", "--lr", "1e-9", "--schedule", "plateau", "--epochs", "11",
               "--checkpoint-interval", "0", "--out", str(out)])
     monkeypatch.undo()
     assert main(["finetune", "--resume", str(out)]) == 0
