@@ -126,17 +126,16 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _collate(self, part: str) -> Callable[[list[Any]], tuple[Tensor, Tensor]] | None:
         dataset = self.datasets[part]
+        training = part == "train"
         crop = None
         if (isinstance(dataset, DecodedImages) and dataset.transform is None) or self._batched_shards(part):
-            training = part == "train"
             augment = training and self.config.augment not in ("none", "shift")
             squares = (Squares(self.preprocessing.resize, self.image_size, self.preprocessing.interpolation)
                        if self._batched_shards(part) else None)
             crop = CropBatch(self.image_size, self.preprocessing.mean, self.preprocessing.std, augment,
                              crop_scale(self.config.augment), squares,
                              shift=shift_pixels(self.config.augment, self.image_size) if training else 0)
-        mixing = (batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if part == "train"
-                  else None)
+        mixing = batch_mixing(self.config.mixup, self.config.cutmix, len(self.split.classes)) if training else None
         return crop if mixing is None else MixBatch(crop or default_collate, mixing)
 
     def loader_settings(self, num_images: int) -> LoaderSettings:

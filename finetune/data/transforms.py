@@ -55,23 +55,16 @@ def train_transform(preprocessing: Preprocessing, augment: str) -> T.Compose:
     if augment == "none":
         return eval_transform(preprocessing)
     interpolation = InterpolationMode(preprocessing.interpolation)
+    steps: list[T.Transform] = [T.ToImage()]
     if augment == "shift":  # as CropBatch shifts a batch: a window of the resized square, padded by its edges
         shift = shift_pixels(augment, preprocessing.crop)
-        return T.Compose([
-            T.ToImage(),
-            T.Resize(preprocessing.resize, interpolation=interpolation, antialias=True),
-            T.CenterCrop(preprocessing.resize),
-            T.Pad(shift, padding_mode="edge"),
-            T.CenterCrop(preprocessing.crop + 2 * shift),
-            T.RandomCrop(preprocessing.crop),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(list(preprocessing.mean), list(preprocessing.std)),
-        ])
-    steps: list[T.Transform] = [
-        T.ToImage(),
-        T.RandomResizedCrop(preprocessing.crop, scale=crop_scale(augment), interpolation=interpolation, antialias=True),
-        T.RandomHorizontalFlip(),
-    ]
+        steps += [T.Resize(preprocessing.resize, interpolation=interpolation, antialias=True),
+                  T.CenterCrop(preprocessing.resize), T.Pad(shift, padding_mode="edge"),
+                  T.CenterCrop(preprocessing.crop + 2 * shift), T.RandomCrop(preprocessing.crop)]
+    else:
+        steps += [T.RandomResizedCrop(preprocessing.crop, scale=crop_scale(augment), interpolation=interpolation,
+                                      antialias=True),
+                  T.RandomHorizontalFlip()]
     if augment in POLICIES:
         steps.append(POLICIES[augment](interpolation=interpolation))
     steps += [T.ToDtype(torch.float32, scale=True), T.Normalize(preprocessing.mean, preprocessing.std)]
