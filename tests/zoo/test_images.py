@@ -158,7 +158,7 @@ def test_a_damaged_png_is_refused_by_pil_with_nothing_printed(capfd: pytest.Capt
     encoded = _photo_variants()["png rgb"]
     damaged = encoded[:200] + bytes(100) + encoded[300:]  # inside the pixel data: its chunk's CRC is wrong
     assert images.plain_png_size(damaged) is None
-    with pytest.raises(OSError, match="broken data stream"):
+    with pytest.raises(OSError, match="data stream"):
         images.load_rgb_pixels(damaged)
     assert capfd.readouterr().err == ""  # libpng would have printed its own error line
 
