@@ -8,9 +8,9 @@ files), the shards written by ``zoo data optimize`` (the files' bytes, and with 
 squares), and five short training runs of small_cnn, each in its own process (its peak RSS its own, its
 DataLoader workers' reported apart): the folder with ``--cache disk`` run twice (first: cold caches; second:
 unchanged folder, warm caches), the folder decoded in memory (the speed baseline), and both shards streamed.
-Time to the first step runs from ``train()``'s call (imports
-excluded: the same at every size) to the end of the first training step. Training images/s is measured over
-the steps after the first ``WARMUP_STEPS``. Slopes are least-squares fits of seconds against images.
+Time to the first step runs from ``train()``'s call (imports excluded: the same at every size) to the end of the
+first training step. Training images/s is measured over the steps after the first ``WARMUP_STEPS``, the clock
+stopped through validation (``FirstStep``). Slopes are least-squares fits of seconds against images.
 
 Training speed on this shared 2-core machine moves by 15-20% from one run to the next, more than the 10% the
 shards' target allows: the three speed runs (folder in memory, both shards) are repeated in turns
@@ -91,7 +91,9 @@ def make_folders(workdir: Path, sizes: list[int]) -> dict[int, Path]:
 
 
 class FirstStep(pl.Callback):
-    """When the first training step ended, and the images and seconds of the steps after the warm-up."""
+    """When the first training step ended, and the images and training seconds of the steps after the warm-up: the
+    clock stops from validation's start to the next epoch's start (validation, checkpoints and the epoch's end are
+    not training, and only the smallest size reaches an epoch's end within the steps timed)."""
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -99,6 +101,8 @@ class FirstStep(pl.Callback):
         self.images = 0
         self.mark: float | None = None
         self.last: float | None = None
+        self.paused = 0.0
+        self.pause_started: float | None = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -110,6 +114,21 @@ class FirstStep(pl.Callback):
         elif trainer.global_step > WARMUP_STEPS:
             self.images += len(batch[1])
             self.last = now
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.mark is not None:
+            self.pause_started = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.pause_started is not None:
+            self.paused += time.perf_counter() - self.pause_started
+            self.pause_started = None
+
+    def images_per_second(self) -> float:
+        """Training images per second over the timed steps, the paused time left out."""
+        assert self.mark is not None, "too few steps to measure the speed"
+        assert self.last is not None, "too few steps to measure the speed"
+        return self.images / (self.last - self.mark - self.paused)
 
 
 def child(spec: dict[str, Any]) -> None:
@@ -128,11 +147,9 @@ def child(spec: dict[str, Any]) -> None:
     timer = FirstStep(started)
     summary = train(config, watchers=[timer]).summary
     assert summary is not None  # one process: it reports
-    assert timer.mark is not None, "too few steps to measure the speed"
-    assert timer.last is not None, "too few steps to measure the speed"
     print("RESULT " + json.dumps({
         "first_step_s": timer.first_step,
-        "images_per_s": timer.images / (timer.last - timer.mark),
+        "images_per_s": timer.images_per_second(),
         # Speed counts only if the run learns: a network at chance has no tiny gradients to slow it down.
         "val_error": summary.val_top1_error,
         # Linux reports KiB; the workers are children (their largest), the run itself is this process.
