@@ -20,14 +20,15 @@ def flag_of(item: dataclasses.Field[Any]) -> str | None:
     return item.metadata.get("flag", "--" + item.name.replace("_", "-"))
 
 
-def _number_or(flag: str, words: tuple[str, ...]) -> Callable[[str], float | str]:
+def _number_or(flag: str, words: tuple[str, ...], kind: type[int] | type[float]) -> Callable[[str], float | str]:
     def convert(text: str) -> float | str:
         if text in words:
             return text
         try:
-            return float(text)
+            return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes a number or {' or '.join(words)}, got '{text}'") from None
+            number = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{flag} takes {number} or {' or '.join(words)}, got '{text}'") from None
 
     return convert
 
@@ -42,7 +43,7 @@ def _reading(flag: str, annotation: Any) -> dict[str, Any]:
     if not kinds:
         return {"choices": words}
     if words:  # optim.lr: a number or auto
-        return {"type": _number_or(flag, words)}
+        return {"type": _number_or(flag, words, kinds[0])}
     return {"type": kinds[0]}
 
 

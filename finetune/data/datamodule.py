@@ -68,12 +68,13 @@ class ImageDataModule(pl.LightningDataModule):
 
     def _choose_cache(self) -> Choice:
         if isinstance(self.split, ShardSplit):
-            if self.split.decoded is not None:
+            if isinstance(self.split.decoded, int):
                 return Choice("none", f"streamed from the shards, decoded when they were written ({self.split.decoded} "
                                       "px squares)")
-            return Choice("none", "streamed from the shards, each image decoded as it arrives (in the loader's "
-                                  "workers, or in this process where it starts none), resized and cropped batch by "
-                                  "batch")
+            decoding = ("images up to 96×96 px decoded when the shards were written, larger ones as they arrive"
+                        if self.split.decoded == "auto" else "each image decoded as it arrives")
+            return Choice("none", f"streamed from the shards, {decoding} (in the loader's workers, or in this process "
+                                  "where it starts none), resized and cropped batch by batch")
         images = len(self.split.train) + len(self.split.val) + len(self.split.test)
         needed = decoded_bytes(images, self.preprocessing.resize)
         return choose_cache(self.config.cache, needed, available_memory(), free_disk(cache_root()))

@@ -4,6 +4,7 @@ takes its defaults from them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from finetune.config import DataConfig, TrainerConfig, option
 
@@ -18,7 +19,8 @@ class OptimizeSettings:
                                                             "folder (0.15)")
     seed: int = option(TrainerConfig.seed, "seed of the split (0, as zoo finetune's)")
     workers: int | None = option(None, "processes writing chunks (default: the cores, 8 at most)", metavar="N")
-    decoded: int | None = option(None, "store each image decoded, a uint8 square of SIDE px (shorter side resized, "
-                                       "centred): larger shards, but training decodes nothing (give the run's resize "
-                                       "size, e.g. 36 for 32 px crops); default: each file's own bytes",
-                                 metavar="SIDE")
+    decoded: int | Literal["auto", "none"] = option(
+        "auto", "auto: images up to 96×96 px stored decoded at their own size (lossless, and their decoding is most of "
+                "what reading them costs), larger ones as the file's bytes; none: every file's own bytes; SIDE: every "
+                "image decoded, a uint8 square of SIDE px (shorter side resized, centred: give the run's resize size, "
+                "e.g. 36 for 32 px crops)", metavar="auto|none|SIDE")

@@ -1,16 +1,24 @@
 """A split written as LitData chunks (``zoo data optimize``) and streamed back, locally or from a URL (s3://…).
 
 ``SHARDS/<part>/`` holds each part's chunks (LitData's ``index.json`` and ``chunk-*.bin``), every sample
-the image file's own bytes and its label: validation and test in the order of the split, training in a seeded
-random order (LitData shuffles the chunks and the samples inside each, so chunks written class by class would
-give batches of one class); ``SHARDS/zoo_shards.json``, written
-last, names the classes, each sample's label and original file, and the training images' profile (what
-the recipe looks at), so a run plans itself without opening a chunk. Images are decoded as they stream (in the
-loader's workers, or in the training process where it has none), then made the squares the decode-once cache
-would hold and cropped, batch by batch as a folder's are, each DDP process and node reading its own share.
+an image and its label: validation and test in the order of the split, training in a seeded random order (LitData
+shuffles the chunks and the samples inside each, so chunks written class by class would give batches of one class);
+``SHARDS/zoo_shards.json``, written last, names the classes, each sample's label and original file, and the training
+images' profile (what the recipe looks at), so a run plans itself without opening a chunk.
 
-With ``decoded`` each sample holds the image already decoded, a uint8 square of that side (shorter side resized,
-centred, bilinear), as the decode-once cache stores it: larger chunks, but training only crops whole batches.
+What a sample holds (``decoded``):
+
+- ``auto`` (the default): an image of at most ``SMALL_PIXELS`` (96×96) is stored decoded at its own size, its
+  uint8 pixels (3×H×W) with its height and width. Decoding such an image costs more than a small network's step
+  spends on it, and its pixels take about what its file does (a 32 px PNG: 2.9 KB, 3.1 KB decoded). A larger image is
+  stored as its file's own bytes, a fraction of its pixels.
+- ``none``: every image as its file's own bytes.
+- a side: every image decoded, a uint8 square of that side (shorter side resized, centred), as the decode-once
+  cache stores it: larger chunks, but training only crops whole batches.
+
+Bytes are decoded as they stream (in the loader's workers, or in the training process where it has none); then
+every image is made the square the decode-once cache would hold and cropped, batch by batch as a folder's are, each
+DDP process and node reading its own share.
 """
 
 from __future__ import annotations
@@ -21,12 +29,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from finetune.data.decoded import SMALL_PIXELS
 from finetune.data.images import Loaded
 from finetune.data.scan import DataError, Sample
 from finetune.data.settings import OptimizeSettings
@@ -35,14 +44,17 @@ from finetune.runtime.folders import check_out_folder
 from zoo._io import replacing_folder, write_text_atomic
 from zoo.cache import cache_root
 from zoo.errors import first_line
-from zoo.images import load_rgb, load_rgb_pixels
+from zoo.images import load_rgb, load_rgb_pixels, opened
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from finetune.training.recipe import DataProfile
 
 MANIFEST = "zoo_shards.json"
 LITDATA_INDEX = "index.json"
-FORMAT_VERSION = 2  # 1: training samples in class order
+FORMAT_VERSION = 3  # 1: training samples in class order; 2: no small image stored decoded (still read)
+READABLE_FORMATS = (2, FORMAT_VERSION)
 MAX_DECODED_SIDE = 1024  # a decoded square of 1024 px is 3 MB: 21 images fill a chunk
 CHUNK_BYTES = "64MB"  # LitData's advice: chunks of tens of MB stream well from object storage
 
@@ -54,7 +66,7 @@ class ShardSplit(Split):
     location: str = ""
     profile: dict[str, Any] | None = None  # recipe.DataProfile's fields, measured when the shards were written
     fractions: dict[str, float] | None = None  # the val_fraction and test_fraction they were split with
-    decoded: int | None = None  # the side of the decoded squares the samples hold; None: the files' bytes
+    decoded: int | str | None = None  # the side of the decoded squares the samples hold, "auto" or None (see above)
 
     def part(self, name: str) -> str:
         """Where the chunks of the part ``name`` live."""
@@ -74,10 +86,22 @@ def is_shards(data: str) -> bool:
     return (path / MANIFEST).is_file() or (path / LITDATA_INDEX).is_file()
 
 
-def _read_image(item: tuple[str, int, int]) -> dict[str, Any]:
+def _read_image(item: tuple[str, int, int, bool]) -> dict[str, Any]:
     # Module-level: LitData's worker processes receive it by pickling.
-    path, label, index = item
-    return {"index": index, "label": label, "image": Path(path).read_bytes()}
+    path, label, index, decode_small = item
+    data = Path(path).read_bytes()
+    pixels = _small_pixels(data) if decode_small else None
+    if pixels is None:  # the file's bytes; a height of 0 says so
+        return {"index": index, "label": label, "image": data, "height": 0, "width": 0}
+    return {"index": index, "label": label, "image": pixels.numpy().tobytes(), "height": pixels.shape[1],
+            "width": pixels.shape[2]}
+
+
+def _small_pixels(data: bytes) -> Tensor | None:
+    """An image file's uint8 pixels (3×H×W) if it holds at most ``SMALL_PIXELS``; None for a larger one."""
+    with opened(data) as image:
+        small = image.width * image.height <= SMALL_PIXELS
+    return load_rgb_pixels(data) if small else None
 
 
 def _read_square(item: tuple[str, int, int, int]) -> dict[str, Any]:
@@ -93,16 +117,20 @@ def _read_square(item: tuple[str, int, int, int]) -> dict[str, Any]:
 def optimize_folder(root: Path, out: Path, val_fraction: float = OptimizeSettings.val_fraction,
                     test_fraction: float = OptimizeSettings.test_fraction, seed: int = OptimizeSettings.seed,
                     workers: int | None = OptimizeSettings.workers,
-                    decoded: int | None = OptimizeSettings.decoded) -> ShardSplit:
-    """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks: each image
-    file's bytes, or with ``decoded`` the image decoded as a square of that side.
+                    decoded: int | Literal["auto", "none"] = OptimizeSettings.decoded) -> ShardSplit:
+    """Split ``root`` as ``zoo finetune`` would and write each part to ``out`` as LitData chunks: small images
+    decoded and the others as their files' bytes (``decoded="auto"``), every file's bytes (``"none"``), or every image
+    decoded as a square of side ``decoded`` (see the module's docstring).
 
     ``out`` is written beside and swapped in whole, so a failed run leaves no half shard folder.
     """
-    if decoded is not None and decoded < 8:
-        raise DataError(f"--decoded {decoded} is too small to train on: give the side of the squares in px, 8 or more")
-    if decoded is not None and decoded > MAX_DECODED_SIDE:
-        raise DataError(f"--decoded {decoded} would store {3 * decoded**2:,} bytes an image: give the run's resize "
+    side = decoded if isinstance(decoded, int) else None
+    if side is None and decoded not in ("auto", "none"):
+        raise DataError(f"--decoded {decoded}: give auto, none or the side of decoded squares in px")
+    if side is not None and side < 8:
+        raise DataError(f"--decoded {side} is too small to train on: give the side of the squares in px, 8 or more")
+    if side is not None and side > MAX_DECODED_SIDE:
+        raise DataError(f"--decoded {side} would store {3 * side**2:,} bytes an image: give the run's resize "
                         f"size, at most {MAX_DECODED_SIDE} px (256 for 224 px crops), or leave --decoded out")
     from litdata import optimize
 
@@ -122,10 +150,10 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = OptimizeSetting
             samples = getattr(split, part)
             if not samples:
                 continue
-            items = [(str(sample.path), sample.label, index) + (() if decoded is None else (decoded,))
+            items = [(str(sample.path), sample.label, index, decoded == "auto" if side is None else side)
                      for index, sample in enumerate(samples)]
             # keep_data_ordered: the chunks hold the samples in the order given (predictions.csv follows it).
-            optimize(fn=_read_image if decoded is None else _read_square, inputs=items,
+            optimize(fn=_read_image if side is None else _read_square, inputs=items,
                      output_dir=str(staging / part), chunk_bytes=CHUNK_BYTES,
                      num_workers=min(workers, len(items)), keep_data_ordered=True, verbose=False,
                      start_method="fork")
@@ -139,7 +167,7 @@ def optimize_folder(root: Path, out: Path, val_fraction: float = OptimizeSetting
                       for part in PARTS},
             "skipped": len(split.skipped),
             "fractions": {"val_fraction": val_fraction, "test_fraction": test_fraction},
-            "decoded": decoded,
+            "decoded": None if decoded == "none" else decoded,
         }
         write_text_atomic(staging / MANIFEST, json.dumps(manifest) + "\n")
     return _from_manifest(manifest, str(out))
@@ -173,12 +201,12 @@ def _read_manifest(location: str) -> dict[str, Any]:
             raise DataError(f"cannot read {folder / MANIFEST}: {error.strerror or error}; make it readable") from error
     try:
         manifest = json.loads(text)
-        if isinstance(manifest.get("format"), int) and manifest["format"] < FORMAT_VERSION:
+        if manifest.get("format") == 1:
             raise DataError(f"{location} was written by an older zoo (shard format {manifest['format']}, its training "
                             "images in class order: every batch would hold one class); write the shards again with "
                             "zoo data optimize")
-        if manifest.get("format") != FORMAT_VERSION:
-            raise ValueError(f"format {manifest.get('format')}, not {FORMAT_VERSION}")
+        if manifest.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"format {manifest.get('format')}, not {' or '.join(map(str, READABLE_FORMATS))}")
     except (ValueError, AttributeError) as error:
         raise DataError(f"{location}/{MANIFEST} is not a manifest of zoo data optimize ({first_line(error)}); "
                         "write the shards again with zoo data optimize") from error
@@ -241,9 +269,10 @@ def shard_cache_dir() -> str:
 
 
 class DecodeSample:
-    """Turn a streamed ``{"image": bytes, "label": int}`` (or ``"pixels"``, a decoded square) into
-    ``(transform(image), label)``; with ``pixels``, the image's uint8 pixels (3×H×W) instead, for
-    ``CropBatch(squares=...)`` to make squares of and crop batch by batch."""
+    """Turn a streamed ``{"image": bytes, "label": int}`` into ``(transform(image), label)``; with ``pixels``, the
+    image's uint8 pixels (3×H×W) instead, for ``CropBatch(squares=...)`` to make squares of and crop batch by batch.
+    ``"image"`` is a file's bytes, or with a ``"height"`` and ``"width"`` the image's decoded pixels; a sample of
+    decoded squares holds ``"pixels"`` instead."""
 
     def __init__(self, transform: Callable[[Image.Image], Any] | None, location: str, pixels: bool = False) -> None:
         self.transform = transform
@@ -252,11 +281,10 @@ class DecodeSample:
 
     def __call__(self, item: dict[str, Any]) -> tuple[Any, int]:
         label = int(item["label"])
-        if "pixels" in item:
-            import torch
+        pixels = _stored_pixels(item)
+        if pixels is not None:
             from torchvision.transforms.v2 import functional as F
 
-            pixels = torch.from_numpy(np.asarray(item["pixels"]))
             return (pixels, label) if self.pixels else (self._transformed(F.to_pil_image(pixels)), label)
         if self.pixels:  # decoding is the worker's share of the work; squares and crops are made batch by batch
             return self._decoded(item, load_rgb_pixels), label
@@ -272,6 +300,19 @@ class DecodeSample:
             raise DataError(f"sample {item.get('index')} of {self.location} is not a readable image "
                             f"({first_line(error)}): the shards are damaged; write them again with zoo data "
                             "optimize") from None
+
+
+def _stored_pixels(item: dict[str, Any]) -> Tensor | None:
+    """The uint8 pixels (3×H×W) a sample holds decoded, or None where it holds a file's bytes."""
+    import torch
+
+    if "pixels" in item:
+        return torch.from_numpy(np.asarray(item["pixels"]))
+    if not item.get("height"):  # 0, or shards written before small images were stored decoded
+        return None
+    # A copy: LitData's bytes are read-only, and a tensor over them would be writable.
+    pixels = np.frombuffer(item["image"], np.uint8).reshape(3, int(item["height"]), int(item["width"])).copy()
+    return torch.from_numpy(pixels)
 
 
 def shard_dataset(split: ShardSplit, part: str, transform: Callable[[Image.Image], Any] | None, *, shuffle: bool,

@@ -27,15 +27,35 @@ QUICK = ["--arch", "small_cnn", "--accelerator", "cpu", "--batch-size", "4", "--
 
 @pytest.fixture
 def shards(image_folder: Path, tmp_path: Path) -> Path:
+    """The default shards: the folder's small (40 px) images stored decoded."""
     out = tmp_path / "shards"
     # Two writers: the chunks must still hold the samples in the split's order.
     assert main(["data", "optimize", str(image_folder), "--out", str(out), "--workers", "2"]) == 0
     return out
 
 
-def test_optimize_keeps_the_split_and_every_image(shards: Path, image_folder: Path) -> None:
+@pytest.fixture
+def byte_shards(image_folder: Path, tmp_path: Path) -> Path:
+    """Shards of the image files' own bytes."""
+    out = tmp_path / "byte-shards"
+    assert main(["data", "optimize", str(image_folder), "--out", str(out), "--decoded", "none"]) == 0
+    return out
+
+
+def _raw_items(shards: Path, part: str) -> list[dict]:
+    dataset = shard_dataset(load_shards(str(shards)), part, None, shuffle=False, seed=0)
+    del dataset.transform  # LitData then yields the stored items, nothing decoded
+    return list(dataset)
+
+
+@pytest.mark.parametrize("decoded", ["auto", "none"])
+def test_optimize_keeps_the_split_and_every_image(decoded: str, image_folder: Path, tmp_path: Path) -> None:
     from finetune.data.split import split_folder
 
+    shards = tmp_path / "shards"
+    # Two writers: the chunks must still hold the samples in the split's order.
+    assert main(["data", "optimize", str(image_folder), "--out", str(shards), "--workers", "2", "--decoded",
+                 decoded]) == 0
     split, folder = load_shards(str(shards)), split_folder(image_folder)
     assert split.classes == folder.classes
     # Training samples are written in a seeded random order (the folder's is class by class), the others in the
@@ -51,6 +71,40 @@ def test_optimize_keeps_the_split_and_every_image(shards: Path, image_folder: Pa
         for (image, label), sample in zip(streamed, getattr(split, part), strict=True):
             assert label == sample.label
             assert np.array_equal(np.asarray(image), np.asarray(Image.open(sample.path).convert("RGB")))
+    # The 40 px JPEGs are stored decoded by default (about 4.8 KB of pixels each), as their files' bytes with none.
+    heights = {int(item["height"]) for item in _raw_items(shards, "val")}
+    assert heights == ({40} if decoded == "auto" else {0})
+
+
+def test_auto_stores_small_images_decoded_and_large_ones_as_bytes(tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    rng = np.random.default_rng(0)
+    sizes = {"small": (96, 96), "wide": (120, 20), "large": (97, 96)}  # 96×96 px at most are decoded
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+        for copy, (kind, size) in enumerate([*sizes.items()] * 3):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{kind}-{copy}.png")
+    shards = tmp_path / "shards"
+    assert main(["data", "optimize", str(folder), "--out", str(shards)]) == 0
+    split = load_shards(str(shards))
+    for part in ("train", "val", "test"):
+        samples = getattr(split, part)
+        for item in _raw_items(shards, part):
+            path = samples[int(item["index"])].path
+            kind = path.stem.split("-")[0]
+            if kind == "large":
+                assert item["height"] == 0
+                assert bytes(item["image"]) == path.read_bytes()
+            else:
+                width, height = sizes[kind]
+                assert (item["height"], item["width"]) == (height, width)
+        # Either way a run sees the files' own pixels.
+        dataset = shard_dataset(split, part, None, shuffle=False, seed=0, alone=True, pixels=True)
+        for index, sample in enumerate(samples):
+            pixels, label = dataset[index]
+            assert label == sample.label
+            assert np.array_equal(pixels.permute(1, 2, 0).numpy(), np.asarray(Image.open(sample.path)))
 
 
 def test_training_batches_mix_the_classes(tmp_path: Path) -> None:
@@ -215,9 +269,10 @@ def test_a_damaged_chunk_is_refused_before_any_work(shards: Path, tmp_path: Path
     assert not (tmp_path / "run").exists()
 
 
-def test_damaged_image_bytes_in_a_chunk_name_the_sample(shards: Path) -> None:
+def test_damaged_image_bytes_in_a_chunk_name_the_sample(byte_shards: Path) -> None:
     from finetune.data.scan import DataError
 
+    shards = byte_shards
     chunk = next((shards / "val").glob("chunk-*.bin"))
     content = bytearray(chunk.read_bytes())
     start = content.index(b"\xff\xd8\xff")  # the first JPEG's header, overwritten in place (same size)
@@ -302,16 +357,17 @@ def test_decoded_shards_hold_the_folder_caches_squares_and_train(image_folder: P
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["num_images"] == len(split.test)
 
 
-def test_byte_shards_stream_the_folder_caches_squares(shards: Path) -> None:
+@pytest.mark.parametrize("decoded", [True, False])
+def test_shards_stream_the_folder_caches_squares(decoded: bool, shards: Path, byte_shards: Path) -> None:
     from torchvision.transforms import InterpolationMode
 
     from finetune.data.decoded import decode_square
 
-    split = load_shards(str(shards))
+    split = load_shards(str(shards if decoded else byte_shards))
     dataset = shard_dataset(split, "train", None, shuffle=False, seed=0, alone=True, pixels=True)
     samples = [dataset[index] for index in range(len(split.train))]
-    # Decoded as it streams and resized batch by batch (images of one size together) to the very pixels the
-    # folder's decode-once cache holds: batches are then cropped alike, whichever the data came from.
+    # Decoded when written or as it streams, and resized batch by batch (images of one size together) to the very
+    # pixels the folder's decode-once cache holds: batches are then cropped alike, whichever the data came from.
     squares = Squares(40, 32, "bicubic").of([pixels for pixels, _ in samples])
     for index in (0, len(split.train) - 1):
         assert torch.equal(squares[index], decode_square(split.train[index].path, 40, 32, InterpolationMode.BICUBIC))
