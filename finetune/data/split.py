@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from finetune.data.scan import DataError, Sample, SkippedFile, sample_order, scan_folder
+from finetune.data.scan import DataError, Sample, SkippedFile, collection_paused, sample_order, scan_folder
 from zoo._io import read_text, write_csv_atomic, write_text_atomic
 from zoo.errors import ZooError, first_line
 
@@ -45,7 +45,11 @@ def split_folder(root: Path, val_fraction: float = 0.15, test_fraction: float = 
     if not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DataError(f"test fraction {test_fraction} with validation fraction {val_fraction} leaves no training "
                         "images; pass fractions such as 0.15 and 0.15")
-    root = Path(root)
+    with collection_paused():
+        return _split_folder(Path(root), val_fraction, test_fraction, seed)
+
+
+def _split_folder(root: Path, val_fraction: float, test_fraction: float, seed: int) -> Split:
     if not ((root / "train").is_dir() and (root / "val").is_dir()):
         scan = scan_folder(root)
         test, val, train = _stratified(scan.samples, scan.classes, (test_fraction, val_fraction), seed)
