@@ -152,6 +152,7 @@ def _figures(summary: RunSummary, seconds: float) -> dict[str, Any]:
     return {
         "augment": chosen.data.augment, "lr": chosen.optim.lr, "epochs": chosen.trainer.epochs,
         "freeze": chosen.optim.freeze, "backbone_lr_mult": chosen.optim.backbone_lr_mult, "ema": chosen.optim.ema,
+        "bn_stats": chosen.optim.bn_stats,
         "image_size": summary.image_size,
         "out": chosen.out, "error": summary.test_top1_error, "interval": summary.test_top1_error_ci95,
         "seconds": seconds,
@@ -189,7 +190,8 @@ def _seeded(base: RunConfig, overrides: dict[str, Any], seeds: int) -> dict[str,
 def _describe(run: dict[str, Any]) -> str:
     ema = f"ema {run['ema']}" if run["ema"] != "off" else "no ema"
     epochs = f"{run['epochs']} epochs" if run["ran"] == run["epochs"] else f"{run['ran']} of {run['epochs']} epochs"
-    backbone = f" (backbone {run['backbone_lr_mult']:g}×)" if run["freeze"] == "until-epoch" else ""
+    backbone = (f" (backbone {run['backbone_lr_mult']:g}×, BatchNorm statistics {run['bn_stats']})"
+                if run["freeze"] == "until-epoch" else "")
     return (f"{run['augment']}, lr {run['lr']:.0e}{backbone}, {epochs}, freeze {run['freeze']}, {ema}, "
             f"{run['image_size']} px")
 

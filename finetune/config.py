@@ -155,6 +155,10 @@ class OptimConfig:
                                     "--freeze until-epoch N)", flag=None)
     backbone_lr_mult: NonNegative | None = option(
         None, "backbone learning rate = lr × this (default: 0.1 for a pretrained full fine-tune of photos, else 1)")
+    bn_stats: Literal["auto", "frozen", "batch"] = option(
+        "auto", "BatchNorm statistics of the pretrained layers: frozen (kept as trained: those layers normalise in "
+                "eval mode) or batch (each batch's, their running averages updated); auto: frozen when the backbone "
+                "trains slower than the head, else batch")
     ema: Share | Literal["auto", "off"] = option(
         "auto", "exponential moving average of the weights: its decay (e.g. 0.999), off, or auto (from the "
                 "recipe); the averaged weights are validated, chosen and exported", metavar="DECAY")

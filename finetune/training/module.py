@@ -106,12 +106,16 @@ class Classifier(pl.LightningModule):
         return [p for p in self.network.parameters() if id(p) not in head]
 
     def train(self, mode: bool = True) -> Classifier:
-        """Keep frozen BatchNorm layers in eval mode so their running statistics never drift."""
+        """Keep frozen BatchNorm layers in eval mode so their running statistics never drift; with ``bn_stats``
+        frozen, every BatchNorm layer of the backbone."""
         super().train(mode)
         if mode:
+            head = {id(p) for p in self.head_parameters()}
             for module in self.network.modules():
                 params = list(module.parameters(recurse=False))
-                if isinstance(module, _BatchNorm) and params and not any(p.requires_grad for p in params):
+                if not isinstance(module, _BatchNorm) or not params or any(id(p) in head for p in params):
+                    continue
+                if self.optim.bn_stats == "frozen" or not any(p.requires_grad for p in params):
                     module.eval()
         return self
 

@@ -39,7 +39,7 @@ def test_digits_from_scratch_get_shifts_a_high_rate_and_enough_steps() -> None:
     config = merge(RunConfig(), {"model": {"arch": "small_cnn", "weights": "none"}, "data": {"image_size": 28}})
     resolved, decisions = _decided(config, resolve_data("digits"), pretrained=False)
     assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("shift", "none", 3e-3)
-    assert resolved.optim.backbone_lr_mult == 1.0
+    assert (resolved.optim.backbone_lr_mult, resolved.optim.bn_stats) == (1.0, "batch")
     assert resolved.trainer.epochs == 15
     assert "glyph-like" in decisions["data.augment"].reason
 
@@ -69,7 +69,7 @@ def test_pretrained_photos_on_a_cpu_train_a_head_on_cached_features(tmp_path: Pa
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     resolved, decisions = _decided(RunConfig(), folder, pretrained=True)
     assert (resolved.data.augment, resolved.optim.freeze, resolved.optim.lr) == ("light", "backbone", 3e-3)
-    assert resolved.optim.backbone_lr_mult == 1.0
+    assert (resolved.optim.backbone_lr_mult, resolved.optim.bn_stats) == (1.0, "frozen")
     assert 10 <= resolved.trainer.epochs <= 20
     reason = decisions["optim.freeze"].reason
     assert "a full fine-tune of resnet18" in reason
@@ -80,7 +80,8 @@ def test_pretrained_photos_on_a_gpu_fine_tune_with_a_warm_up_and_a_lower_backbon
     folder = make_image_folder(tmp_path / "photos", per_class=20, size=96)
     resolved, _ = _decided(RunConfig(), folder, pretrained=True, on_gpu=True)
     optim = resolved.optim
-    assert (optim.freeze, optim.unfreeze_epoch, optim.backbone_lr_mult) == ("until-epoch", 1, 0.1)
+    assert (optim.freeze, optim.unfreeze_epoch, optim.backbone_lr_mult, optim.bn_stats) == \
+        ("until-epoch", 1, 0.1, "frozen")
     assert resolved.optim.lr == 1e-3
     assert 5 <= resolved.trainer.epochs <= 20
 
@@ -102,9 +103,12 @@ def test_a_given_value_always_wins(tmp_path: Path) -> None:
     resolved, decisions = _decided(given, folder, pretrained=True)
     assert (resolved.data.augment, resolved.optim.lr, resolved.optim.freeze, resolved.trainer.epochs) == \
         ("trivial", 0.01, "none", 3)
-    assert set(decisions) == {"optim.backbone_lr_mult"}
+    assert set(decisions) == {"optim.backbone_lr_mult", "optim.bn_stats"}
     assert resolved.optim.backbone_lr_mult == 0.1
-    everything = merge(given, {"optim": {"backbone_lr_mult": 1.0}})
+    # The backbone moves 10× slower than the head: its BatchNorm statistics stay those it was trained with.
+    assert resolved.optim.bn_stats == "frozen"
+    assert "do not shift when the backbone unfreezes" in decisions["optim.bn_stats"].reason
+    everything = merge(given, {"optim": {"backbone_lr_mult": 1.0, "bn_stats": "batch"}})
     assert _decided(everything, folder, pretrained=True) == (everything, {})
 
 
@@ -131,6 +135,8 @@ def test_small_glyphs_on_a_pretrained_network_train_near_their_size_with_a_full_
     assert "trained at 48 px (1.5× the 32 px it takes at least" in decisions["data.image_size"].reason
     assert (resolved.optim.freeze, resolved.optim.unfreeze_epoch, resolved.optim.backbone_lr_mult) == \
         ("until-epoch", 1, 1.0)
+    # At one rate the statistics follow the batches (frozen, the backbone's training diverged).
+    assert resolved.optim.bn_stats == "batch"
     assert "glyph-like images, unlike the photos" in decisions["optim.freeze"].reason
     assert "is estimated at" in decisions["optim.freeze"].reason
     # Shifts help small_cnn from scratch; on the few epochs of a fine-tune they were not shown to (1.98% against 1.73%).

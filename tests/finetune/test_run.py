@@ -155,7 +155,8 @@ def test_linear_probe_keeps_pretrained_backbone_and_batchnorm_statistics(
     assert trained["fc.linear.weight"].shape == (3, 512)
 
 
-def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image_folder: Path) -> None:
+@pytest.mark.parametrize("bn_stats", ["batch", "frozen"])
+def test_frozen_backbone_gets_no_gradients_then_unfreezes(bn_stats: str, placed_resnet18, image_folder: Path) -> None:
     import pytorch_lightning as pl
 
     from finetune.config import DataConfig, OptimConfig
@@ -168,7 +169,7 @@ def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image
     split = split_folder(image_folder, 0.25, 0)
     network = zoo.create_model("resnet18", 3, weights="default")
     module = Classifier(network, "fc", 3, OptimConfig(freeze="until-epoch", unfreeze_epoch=1, lr=1e-3,
-                                                                backbone_lr_mult=1.0))
+                                                                backbone_lr_mult=1.0, bn_stats=bn_stats))
     data = ImageDataModule(split, spec, 32, DataConfig(batch_size=6, augment="none"))
     grads_seen: dict[int, tuple[bool, bool]] = {}
 
@@ -183,8 +184,14 @@ def test_frozen_backbone_gets_no_gradients_then_unfreezes(placed_resnet18, image
     trainer.fit(module, datamodule=data)
     assert grads_seen[0] == (False, True), "epoch 0: only the head learns"
     assert grads_seen[1] == (True, True), "epoch 1: the backbone learns too"
-    bn_after = network.bn1.running_mean
-    assert not torch.equal(bn_after, placed_resnet18["bn1.running_mean"]), "unfrozen BatchNorm updates again"
+    statistics = [key for key in placed_resnet18 if key.endswith(("running_mean", "running_var"))]
+    state = network.state_dict()
+    if bn_stats == "batch":
+        assert not torch.equal(state["bn1.running_mean"], placed_resnet18["bn1.running_mean"]), \
+            "unfrozen BatchNorm updates again"
+    else:  # the weights learn, the statistics stay as trained
+        assert not torch.equal(state["conv1.weight"], placed_resnet18["conv1.weight"])
+        assert all(torch.equal(state[key], placed_resnet18[key]) for key in statistics)
 
 
 def test_missing_weights_offline_is_one_line_naming_the_file(image_folder: Path, tmp_path: Path, capsys) -> None:
