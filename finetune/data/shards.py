@@ -9,9 +9,10 @@ images' profile (what the recipe looks at), so a run plans itself without openin
 What a sample holds (``decoded``):
 
 - ``auto`` (the default): an image of at most ``SMALL_PIXELS`` (96×96) is stored decoded at its own size, its
-  uint8 pixels (3×H×W) with its height and width. Decoding such an image costs more than a small network's step
-  spends on it, and its pixels take about what its file does (a 32 px PNG: 2.9 KB, 3.1 KB decoded). A larger image is
-  stored as its file's own bytes, a fraction of its pixels.
+  uint8 pixels (3×H×W) with its height and width. Decoding such an image costs a large share of what a small
+  network's step spends on it (a 32 px PNG: ~60 µs of ~650 on 2 cores), and its pixels take little room: 3 KB at
+  32 px, 27 KB at most (the scale benchmark's noisy 32 px PNGs take 2.9 KB). A larger image is stored as its file's
+  own bytes, a fraction of its pixels.
 - ``none``: every image as its file's own bytes.
 - a side: every image decoded, a uint8 square of that side (shorter side resized, centred), as the decode-once
   cache stores it: larger chunks, but training only crops whole batches.
