@@ -110,12 +110,12 @@ class Classifier(pl.LightningModule):
         frozen, every BatchNorm layer of the backbone."""
         super().train(mode)
         if mode:
-            head = {id(p) for p in self.head_parameters()}
+            head = {id(module) for name in self.heads for module in self.network.get_submodule(name).modules()}
             for module in self.network.modules():
-                params = list(module.parameters(recurse=False))
-                if not isinstance(module, _BatchNorm) or not params or any(id(p) in head for p in params):
+                if not isinstance(module, _BatchNorm) or id(module) in head:
                     continue
-                if self.optim.bn_stats == "frozen" or not any(p.requires_grad for p in params):
+                params = list(module.parameters(recurse=False))
+                if self.optim.bn_stats == "frozen" or (params and not any(p.requires_grad for p in params)):
                     module.eval()
         return self
 
